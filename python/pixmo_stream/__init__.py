@@ -1,0 +1,100 @@
+"""pixmo-stream: compact columnar storage and fast streaming of multimodal training data.
+
+    import pixmo_stream as ps
+    with ps.Writer("data/", schema) as w:
+        w.write({"image": jpeg_bytes, "caption": "..."})
+    ds = ps.Dataset("data/")
+    ds[0], ds.take([3, 1]), ds.iter(columns=["caption"])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._native import (
+    FORMAT_VERSION,
+    CorruptDataError,
+    PixmoError,
+    SchemaError,
+    UnsupportedVersionError,
+)
+from .dataset import Dataset, VerifyReport
+from .schema import (
+    DataType,
+    Field,
+    Schema,
+    any_,
+    array,
+    binary,
+    bool_,
+    float32,
+    float64,
+    infer_schema,
+    int8,
+    int16,
+    int32,
+    int64,
+    list_,
+    string,
+    struct,
+    uint8,
+    uint16,
+    uint32,
+    uint64,
+)
+from .writer import WriteSummary, Writer
+
+__version__ = "0.1.0"
+
+# torch-dependent names load on first use, so `import pixmo_stream` never imports torch.
+_LAZY = {
+    "StreamingDataset": "streaming",
+    "DataLoader": "loader",
+    "Mixture": "mixture",
+    "root_size_rates": "mixture",
+    "collate": "collate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module 'pixmo_stream' has no attribute {name!r}")
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CorruptDataError",
+    "DataType",
+    "Dataset",
+    "Field",
+    "PixmoError",
+    "Schema",
+    "SchemaError",
+    "UnsupportedVersionError",
+    "VerifyReport",
+    "WriteSummary",
+    "Writer",
+    "any_",
+    "array",
+    "binary",
+    "bool_",
+    "float32",
+    "float64",
+    "infer_schema",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "list_",
+    "string",
+    "struct",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    *_LAZY,
+]

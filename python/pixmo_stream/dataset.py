@@ -1,0 +1,101 @@
+"""`Dataset`: random access, iteration, projection and verification of a written dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _native
+from .schema import Schema
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What `Dataset.verify()` found: `ok` is True when every chunk checked out."""
+
+    num_chunks: int
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+class Dataset:
+    """A pixmo-stream dataset directory (or a single `.pxs` shard), opened for reading.
+
+    `len(ds)`, `ds[i]`, `ds.take(indices, columns=...)` and `for rec in ds` return records as
+    dicts. Opening reads only the manifest; shards are mapped on first use.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._native = _native.Dataset(os.fspath(path))
+        self._schema = Schema.from_json(self._native.schema_json())
+
+    @property
+    def path(self) -> str:
+        return str(self._native.path)
+
+    @property
+    def schema(self) -> Schema:
+        return self._schema
+
+    @property
+    def columns(self) -> list[str]:
+        return self._schema.names
+
+    @property
+    def num_shards(self) -> int:
+        return self._native.num_shards
+
+    @property
+    def num_row_groups(self) -> int:
+        return self._native.num_row_groups
+
+    def __len__(self) -> int:
+        return len(self._native)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if isinstance(index, slice):
+            return self.take(range(*index.indices(len(self))))  # type: ignore[return-value]
+        return self._native.get(index)
+
+    def take(self, indices: Sequence[int], columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Records at `indices`, in that order (batched: each row group is decoded once)."""
+        return self._native.take(list(indices), None if columns is None else list(columns))
+
+    def iter_batches(self, columns: Sequence[str] | None = None) -> Iterator[list[dict[str, Any]]]:
+        """One list of records per row group, in storage order."""
+        cols = None if columns is None else list(columns)
+        for g in range(self._native.num_row_groups):
+            yield self._native.read_row_group(g, cols)
+
+    def iter(self, columns: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Records in storage order; with `columns`, only those columns are read."""
+        for batch in self.iter_batches(columns):
+            yield from batch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self.iter()
+
+    def row_group_layout(self) -> list[tuple[int, int, int, int]]:
+        """`(shard, row_group, first_row, num_rows)` for every row group, in order."""
+        return self._native.row_group_layout()
+
+    def verify(self) -> VerifyReport:
+        """Checks every checksum and every buffer of every chunk."""
+        n, errors = self._native.verify()
+        return VerifyReport(n, list(errors))
+
+    def info(self) -> dict[str, Any]:
+        """Shards, row groups and per-chunk sizes and codecs (opens every shard)."""
+        return json.loads(self._native.info_json())
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.path!r}, rows={len(self)}, columns={self.columns})"

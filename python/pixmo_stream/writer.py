@@ -1,0 +1,121 @@
+"""`Writer`: write records (dicts) into a dataset directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from . import _native
+from .schema import Schema, infer_schema
+
+DEFAULT_SHARD_BYTES = 256 << 20
+DEFAULT_ROW_GROUP_BYTES = 16 << 20
+DEFAULT_ROW_GROUP_ROWS = 1024
+
+
+@dataclass(frozen=True)
+class WriteSummary:
+    path: str
+    num_rows: int
+    num_shards: int
+    num_bytes: int
+
+
+class Writer:
+    """Writes records into `path` (a directory), shard by shard, manifest last.
+
+    ``schema=None`` infers the schema from the first record (see `infer_schema`). A record
+    that does not fit raises `SchemaError` naming the field and record; it is not written and
+    the writer stays usable. Leaving the ``with`` block normally writes the manifest; leaving
+    it with an exception does not, so a failed write never looks complete.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        schema: Schema | None = None,
+        *,
+        shard_bytes: int = DEFAULT_SHARD_BYTES,
+        row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
+        row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+        zstd_level: int = 3,
+        codecs: Mapping[str, str] | None = None,
+        overwrite: bool = False,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        self.path = os.fspath(path)
+        self._options = dict(
+            shard_bytes=int(shard_bytes),
+            row_group_bytes=int(row_group_bytes),
+            row_group_rows=int(row_group_rows),
+            zstd_level=int(zstd_level),
+            codecs=dict(codecs or {}),
+            overwrite=bool(overwrite),
+            metadata={str(k): str(v) for k, v in (metadata or {}).items()},
+        )
+        self._schema = schema
+        self._native: Any = None
+        self.summary: WriteSummary | None = None
+        if schema is not None:
+            self._open(schema)
+
+    def _open(self, schema: Schema) -> None:
+        self._native = _native.Writer(self.path, schema.to_json(), **self._options)
+        self._schema = schema
+
+    @property
+    def schema(self) -> Schema | None:
+        return self._schema
+
+    @property
+    def rows_written(self) -> int:
+        return 0 if self._native is None else self._native.rows_written
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if self._native is None:
+            if self.summary is not None:
+                raise ValueError("write to a closed Writer")
+            self._open(infer_schema(record))
+        self._native.write(record)
+
+    def write_many(self, records: Iterable[Mapping[str, Any]]) -> int:
+        n = 0
+        for r in records:
+            self.write(r)
+            n += 1
+        return n
+
+    def close(self) -> WriteSummary:
+        """Flushes and writes the manifest. Closing twice returns the same summary."""
+        if self.summary is not None:
+            return self.summary
+        if self._native is None:
+            raise _native.SchemaError(
+                "nothing was written and no schema was given: cannot write an empty dataset "
+                "without a schema"
+            )
+        path, rows, shards, nbytes = self._native.close()
+        self.summary = WriteSummary(str(path), rows, shards, nbytes)
+        return self.summary
+
+    def abort(self) -> None:
+        """Stops without writing a manifest (the directory does not become a dataset)."""
+        if self._native is not None and not self._native.closed:
+            self._native.abort()
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

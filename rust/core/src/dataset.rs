@@ -1,0 +1,238 @@
+//! `Dataset`: a manifest (or a single shard) opened for random access by global row id.
+//! Shards are opened lazily, so opening a dataset of many shards reads only the manifest.
+
+use crate::decode::ColumnChunk;
+use crate::error::{Error, Location, Result};
+use crate::format::MANIFEST_NAME;
+use crate::manifest::Manifest;
+use crate::schema::Schema;
+use crate::shard::ShardReader;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+struct ShardSlot {
+    path: PathBuf,
+    num_rows: u64,
+    num_bytes: Option<u64>,
+    /// Cumulative row offsets of the row groups within the shard (len = groups + 1).
+    rg_starts: Vec<u64>,
+    reader: OnceLock<ShardReader>,
+}
+
+/// Key of a decoded chunk: (shard, row group, column).
+pub type ChunkKey = (usize, usize, usize);
+
+/// Where one row group sits in the dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowGroupInfo {
+    pub shard: usize,
+    pub row_group: usize,
+    pub first_row: u64,
+    pub num_rows: u64,
+}
+
+struct ChunkCache {
+    entries: Vec<(ChunkKey, Arc<ColumnChunk>)>,
+    heap_bytes: usize,
+}
+
+const CACHE_MAX_ENTRIES: usize = 256;
+const CACHE_MAX_HEAP_BYTES: usize = 256 << 20;
+
+pub struct Dataset {
+    root: PathBuf,
+    schema: Schema,
+    shards: Vec<ShardSlot>,
+    shard_starts: Vec<u64>,
+    num_rows: u64,
+    cache: Mutex<ChunkCache>,
+}
+
+fn starts(counts: impl Iterator<Item = u64>) -> Vec<u64> {
+    let mut out = vec![0u64];
+    for c in counts {
+        out.push(out.last().unwrap() + c);
+    }
+    out
+}
+
+impl Dataset {
+    /// Opens a dataset directory (with `manifest.json`) or a single shard file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let (schema, shards) = if meta.is_dir() {
+            if !path.join(MANIFEST_NAME).exists() {
+                return Err(Error::NotFound { path: path.join(MANIFEST_NAME) });
+            }
+            let m = Manifest::read(path)?;
+            let shards = m
+                .shards
+                .iter()
+                .map(|s| ShardSlot {
+                    path: path.join(&s.file),
+                    num_rows: s.num_rows,
+                    num_bytes: Some(s.num_bytes),
+                    rg_starts: starts(s.row_groups.iter().copied()),
+                    reader: OnceLock::new(),
+                })
+                .collect();
+            (m.schema, shards)
+        } else {
+            let r = ShardReader::open(path, None)?;
+            let slot = ShardSlot {
+                path: path.to_path_buf(),
+                num_rows: r.num_rows(),
+                num_bytes: Some(r.file_len()),
+                rg_starts: r.row_group_starts.clone(),
+                reader: OnceLock::new(),
+            };
+            let schema = r.schema().clone();
+            let _ = slot.reader.set(r);
+            (schema, vec![slot])
+        };
+        let shard_starts = starts(shards.iter().map(|s: &ShardSlot| s.num_rows));
+        Ok(Dataset {
+            root: path.to_path_buf(),
+            schema,
+            num_rows: *shard_starts.last().unwrap(),
+            shards,
+            shard_starts,
+            cache: Mutex::new(ChunkCache { entries: Vec::new(), heap_bytes: 0 }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    pub fn num_rows(&self) -> u64 {
+        self.num_rows
+    }
+
+    pub fn num_shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn shard_path(&self, shard: usize) -> &Path {
+        &self.shards[shard].path
+    }
+
+    /// Opens (once) and returns a shard, checking it against the manifest.
+    pub fn shard(&self, i: usize) -> Result<&ShardReader> {
+        let slot = &self.shards[i];
+        if let Some(r) = slot.reader.get() {
+            return Ok(r);
+        }
+        let r = ShardReader::open(&slot.path, slot.num_bytes.map(|b| (b, slot.num_rows)))?;
+        if r.schema() != &self.schema {
+            return Err(Error::corrupt(Location::file(&slot.path), "shard schema differs from the manifest's"));
+        }
+        if r.row_group_starts != slot.rg_starts {
+            return Err(Error::corrupt(Location::file(&slot.path), "shard row groups differ from the manifest's"));
+        }
+        let _ = slot.reader.set(r);
+        Ok(slot.reader.get().unwrap())
+    }
+
+    /// Every row group in dataset order (from the manifest; no shard is opened).
+    pub fn row_groups(&self) -> Vec<RowGroupInfo> {
+        let mut out = Vec::new();
+        for (s, slot) in self.shards.iter().enumerate() {
+            for g in 0..slot.rg_starts.len() - 1 {
+                out.push(RowGroupInfo {
+                    shard: s,
+                    row_group: g,
+                    first_row: self.shard_starts[s] + slot.rg_starts[g],
+                    num_rows: slot.rg_starts[g + 1] - slot.rg_starts[g],
+                });
+            }
+        }
+        out
+    }
+
+    /// (shard, row group, row within the group) of a global row.
+    pub fn locate(&self, row: u64) -> Result<(usize, usize, usize)> {
+        if row >= self.num_rows {
+            return Err(Error::InvalidArgument(format!("row {row} out of range for {} rows", self.num_rows)));
+        }
+        let s = self.shard_starts.partition_point(|&x| x <= row) - 1;
+        let local = row - self.shard_starts[s];
+        let st = &self.shards[s].rg_starts;
+        let g = st.partition_point(|&x| x <= local) - 1;
+        Ok((s, g, (local - st[g]) as usize))
+    }
+
+    /// A decoded, verified chunk, through a small cache shared by all threads.
+    pub fn chunk(&self, key: ChunkKey) -> Result<Arc<ColumnChunk>> {
+        {
+            let cache = self.cache.lock().unwrap();
+            if let Some((_, c)) = cache.entries.iter().rev().find(|(k, _)| *k == key) {
+                return Ok(c.clone());
+            }
+        }
+        let (s, g, c) = key;
+        let chunk = Arc::new(self.shard(s)?.read_chunk(g, c)?);
+        let mut cache = self.cache.lock().unwrap();
+        cache.heap_bytes += chunk.bytes.heap_bytes();
+        cache.entries.push((key, chunk.clone()));
+        while cache.entries.len() > CACHE_MAX_ENTRIES || cache.heap_bytes > CACHE_MAX_HEAP_BYTES {
+            let (_, old) = cache.entries.remove(0);
+            cache.heap_bytes -= old.bytes.heap_bytes();
+        }
+        Ok(chunk)
+    }
+
+    /// Reads a chunk without touching the shared cache (for one-pass scans).
+    pub fn chunk_uncached(&self, key: ChunkKey) -> Result<ColumnChunk> {
+        let (s, g, c) = key;
+        self.shard(s)?.read_chunk(g, c)
+    }
+
+    /// Checks every chunk of every shard (checksums, padding, buffers, offsets, UTF-8).
+    /// Returns the number of chunks checked and every problem found.
+    pub fn verify(&self) -> (usize, Vec<Error>) {
+        let mut errors = Vec::new();
+        let mut checked = 0;
+        for s in 0..self.shards.len() {
+            let reader = match self.shard(s) {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            for g in 0..reader.num_row_groups() {
+                for c in 0..self.schema.fields.len() {
+                    checked += 1;
+                    if let Err(e) = reader.verify_chunk(g, c) {
+                        errors.push(e);
+                    }
+                }
+            }
+        }
+        (checked, errors)
+    }
+
+    /// Column indices of `names` (all columns for `None`).
+    pub fn column_indices(&self, names: Option<&[String]>) -> Result<Vec<usize>> {
+        match names {
+            None => Ok((0..self.schema.fields.len()).collect()),
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    self.schema.index_of(n).ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "unknown column '{n}'; columns are: {}",
+                            self.schema.names().join(", ")
+                        ))
+                    })
+                })
+                .collect(),
+        }
+    }
+}

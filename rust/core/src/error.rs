@@ -1,0 +1,98 @@
+//! Typed errors. Variants carry data (path, row group, column), not preformatted strings, so
+//! the bindings can map each one to its own Python exception.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where in a dataset something went wrong.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Location {
+    pub path: PathBuf,
+    pub row_group: Option<usize>,
+    pub column: Option<String>,
+}
+
+impl Location {
+    pub fn file(path: impl AsRef<Path>) -> Self {
+        Location { path: path.as_ref().to_path_buf(), row_group: None, column: None }
+    }
+    pub fn chunk(path: impl AsRef<Path>, row_group: usize, column: &str) -> Self {
+        Location {
+            path: path.as_ref().to_path_buf(),
+            row_group: Some(row_group),
+            column: Some(column.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(rg) = self.row_group {
+            write!(f, ", row group {rg}")?;
+        }
+        if let Some(c) = &self.column {
+            write!(f, ", column '{c}'")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: no such file or directory", path.display())]
+    NotFound { path: PathBuf },
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("corrupt data in {location}: {reason}")]
+    Corrupt { location: Location, reason: String },
+
+    #[error("{}: unsupported format: {reason}", path.display())]
+    UnsupportedVersion { path: PathBuf, reason: String },
+
+    #[error("{}", schema_message(field, *record, reason))]
+    Schema { field: String, record: Option<u64>, reason: String },
+
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+fn schema_message(field: &str, record: Option<u64>, reason: &str) -> String {
+    match (field.is_empty(), record) {
+        (true, Some(r)) => format!("record {r}: {reason}"),
+        (true, None) => reason.to_string(),
+        (false, Some(r)) => format!("record {r}, field '{field}': {reason}"),
+        (false, None) => format!("field '{field}': {reason}"),
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Error::NotFound { path: path.as_ref().to_path_buf() }
+        } else {
+            Error::Io { path: path.as_ref().to_path_buf(), source }
+        }
+    }
+    pub fn corrupt(location: Location, reason: impl Into<String>) -> Self {
+        Error::Corrupt { location, reason: reason.into() }
+    }
+    pub fn schema(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Schema { field: field.into(), record: None, reason: reason.into() }
+    }
+    /// Attaches the record index to a schema error.
+    pub fn at_record(self, index: u64) -> Self {
+        match self {
+            Error::Schema { field, reason, .. } => Error::Schema { field, record: Some(index), reason },
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! `manifest.json` (FORMAT.md "The dataset manifest"): written last and atomically.
+
+use crate::error::{Error, Location, Result};
+use crate::format::{MAJOR_VERSION, MANIFEST_FORMAT, MANIFEST_NAME, MINOR_VERSION};
+use crate::schema::Schema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Component, Path};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    pub file: String,
+    pub num_rows: u64,
+    pub num_bytes: u64,
+    pub row_groups: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub version: [u16; 2],
+    pub schema: Schema,
+    pub num_rows: u64,
+    pub num_bytes: u64,
+    pub shards: Vec<ShardEntry>,
+    #[serde(default)]
+    pub created_by: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    pub fn new(schema: Schema, shards: Vec<ShardEntry>, metadata: BTreeMap<String, String>) -> Self {
+        Manifest {
+            format: MANIFEST_FORMAT.to_string(),
+            version: [MAJOR_VERSION, MINOR_VERSION],
+            num_rows: shards.iter().map(|s| s.num_rows).sum(),
+            num_bytes: shards.iter().map(|s| s.num_bytes).sum(),
+            schema,
+            shards,
+            created_by: crate::format::CREATED_BY.to_string(),
+            metadata,
+        }
+    }
+
+    /// Reads and checks `dir/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(MANIFEST_NAME);
+        let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let corrupt = |r: String| Error::corrupt(Location::file(&path), r);
+        let value: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| corrupt(format!("not valid JSON: {e}")))?;
+        if value.get("format").and_then(|v| v.as_str()) != Some(MANIFEST_FORMAT) {
+            return Err(corrupt(format!("not a {MANIFEST_FORMAT} manifest (missing \"format\")")));
+        }
+        if let Some(major) = value.pointer("/version/0").and_then(|v| v.as_u64()) {
+            if major != MAJOR_VERSION as u64 {
+                return Err(Error::UnsupportedVersion {
+                    path,
+                    reason: format!("manifest version {major}; this reader reads major version {MAJOR_VERSION}"),
+                });
+            }
+        }
+        let m: Manifest = serde_json::from_value(value).map_err(|e| corrupt(format!("invalid manifest: {e}")))?;
+        m.schema.validate().map_err(|e| corrupt(format!("invalid schema: {e}")))?;
+        for s in &m.shards {
+            let p = Path::new(&s.file);
+            if s.file.is_empty() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
+                return Err(corrupt(format!("shard path '{}' is not a plain relative path", s.file)));
+            }
+            if s.row_groups.iter().sum::<u64>() != s.num_rows || s.row_groups.contains(&0) {
+                return Err(corrupt(format!("row groups of '{}' do not add up to its {} rows", s.file, s.num_rows)));
+            }
+        }
+        if m.shards.iter().map(|s| s.num_rows).sum::<u64>() != m.num_rows {
+            return Err(corrupt("shard rows do not add up to num_rows".into()));
+        }
+        Ok(m)
+    }
+
+    /// Writes `dir/manifest.json` through a temporary file and a rename.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(MANIFEST_NAME);
+        let tmp = dir.join(format!("{MANIFEST_NAME}.tmp"));
+        let text = serde_json::to_vec_pretty(self).expect("a manifest always serialises");
+        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(&text).map_err(|e| Error::io(&tmp, e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}

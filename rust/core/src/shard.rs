@@ -1,0 +1,316 @@
+//! One shard file: `ShardWriter` appends row groups and writes the footer last;
+//! `ShardReader` maps a shard and checks it as FORMAT.md "What a reader MUST do" requires.
+
+use crate::chunk::{compress, ChunkBytes, Codec};
+use crate::decode::ColumnChunk;
+use crate::error::{Error, Location, Result};
+use crate::footer::{ChunkMeta, Footer, RowGroupMeta};
+use crate::format::*;
+use crate::schema::Schema;
+use memmap2::Mmap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Writes one shard under a temporary name; `finish` renames it into place.
+pub struct ShardWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: BufWriter<File>,
+    pos: u64,
+    footer: Footer,
+}
+
+impl ShardWriter {
+    pub fn create(path: &Path, schema: &Schema, metadata: &std::collections::BTreeMap<String, String>) -> Result<Self> {
+        let tmp = path.with_extension("pxs.tmp");
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut header = [0u8; CHUNK_ALIGNMENT];
+        header[..8].copy_from_slice(MAGIC);
+        header[8..10].copy_from_slice(&MAJOR_VERSION.to_le_bytes());
+        header[10..12].copy_from_slice(&MINOR_VERSION.to_le_bytes());
+        out.write_all(&header).map_err(|e| Error::io(&tmp, e))?;
+        Ok(ShardWriter {
+            path: path.to_path_buf(),
+            tmp,
+            out,
+            pos: CHUNK_ALIGNMENT as u64,
+            footer: Footer {
+                schema: schema.clone(),
+                num_rows: 0,
+                row_groups: Vec::new(),
+                required_features: Vec::new(),
+                created_by: CREATED_BY.to_string(),
+                metadata: metadata.clone(),
+            },
+        })
+    }
+
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.pos
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.footer.num_rows == 0
+    }
+
+    pub fn num_rows(&self) -> u64 {
+        self.footer.num_rows
+    }
+
+    pub fn row_group_rows(&self) -> Vec<u64> {
+        self.footer.row_groups.iter().map(|g| g.num_rows).collect()
+    }
+
+    /// Appends a row group of already encoded raw chunks (one per column).
+    pub fn write_row_group(&mut self, num_rows: u64, chunks: Vec<(Vec<u8>, Codec)>, level: i32) -> Result<()> {
+        let mut columns = Vec::with_capacity(chunks.len());
+        for (raw, codec) in chunks {
+            let raw_len = raw.len() as u64;
+            let (stored, codec) = compress(raw, codec, level);
+            let crc = crc32c::crc32c(&stored);
+            let padded = align_up(stored.len(), CHUNK_ALIGNMENT);
+            self.out.write_all(&stored).map_err(|e| Error::io(&self.tmp, e))?;
+            self.out
+                .write_all(&[0u8; CHUNK_ALIGNMENT][..padded - stored.len()])
+                .map_err(|e| Error::io(&self.tmp, e))?;
+            columns.push(ChunkMeta { offset: self.pos, stored_len: stored.len() as u64, raw_len, codec, crc32c: crc });
+            self.pos += padded as u64;
+        }
+        self.footer.num_rows += num_rows;
+        self.footer.row_groups.push(RowGroupMeta { num_rows, columns });
+        Ok(())
+    }
+
+    /// Writes footer and trailer, syncs, and renames the file into place. Returns its size.
+    pub fn finish(mut self) -> Result<u64> {
+        let footer = self.footer.to_msgpack();
+        let mut trailer = Vec::with_capacity(TRAILER_LEN);
+        trailer.extend_from_slice(&(footer.len() as u64).to_le_bytes());
+        trailer.extend_from_slice(&crc32c::crc32c(&footer).to_le_bytes());
+        trailer.extend_from_slice(&MAJOR_VERSION.to_le_bytes());
+        trailer.extend_from_slice(&MINOR_VERSION.to_le_bytes());
+        trailer.extend_from_slice(MAGIC);
+        let io = |e| Error::io(&self.tmp, e);
+        self.out.write_all(&footer).map_err(io)?;
+        self.out.write_all(&trailer).map_err(io)?;
+        let file = self.out.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        Ok(self.pos + footer.len() as u64 + TRAILER_LEN as u64)
+    }
+}
+
+/// A mapped, checked shard. Chunks are verified (CRC, padding) the first time they are read.
+pub struct ShardReader {
+    pub path: PathBuf,
+    map: Arc<Mmap>,
+    pub footer: Footer,
+    /// Global-row offset of each row group within the shard, plus the total at the end.
+    pub row_group_starts: Vec<u64>,
+    verified: Vec<AtomicBool>,
+}
+
+impl ShardReader {
+    /// Opens and checks a shard. `expect` is `(num_bytes, num_rows)` from a manifest.
+    pub fn open(path: &Path, expect: Option<(u64, u64)>) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the file is opened read-only and shards are never modified in place (writers
+        // create a new file and rename it); every offset read from the map is bounds-checked.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let loc = || Location::file(path);
+        let len = map.len() as u64;
+        if let Some((bytes, _)) = expect {
+            if bytes != len {
+                return Err(Error::corrupt(loc(), format!("file is {len} bytes, the manifest says {bytes}")));
+            }
+        }
+        if map.len() < CHUNK_ALIGNMENT + TRAILER_LEN {
+            return Err(Error::corrupt(loc(), format!("file of {len} bytes is too short to be a shard")));
+        }
+        if &map[..8] != MAGIC || &map[map.len() - 8..] != MAGIC {
+            return Err(Error::corrupt(loc(), "missing PIXMOSTR magic at the start or end (not a shard, or truncated)"));
+        }
+        let u16_at = |at: usize| u16::from_le_bytes(map[at..at + 2].try_into().unwrap());
+        let (major, minor) = (u16_at(8), u16_at(10));
+        let t = map.len() - TRAILER_LEN;
+        let (tmajor, tminor) = (u16_at(t + 12), u16_at(t + 14));
+        if (major, minor) != (tmajor, tminor) {
+            return Err(Error::corrupt(
+                loc(),
+                format!("header version {major}.{minor} differs from trailer version {tmajor}.{tminor}"),
+            ));
+        }
+        if major != MAJOR_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_path_buf(),
+                reason: format!("format version {major}.{minor}; this reader reads major version {MAJOR_VERSION}"),
+            });
+        }
+        let flags = u32::from_le_bytes(map[12..16].try_into().unwrap());
+        if flags != 0 {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_path_buf(),
+                reason: format!("unknown header flags {flags:#x}"),
+            });
+        }
+        if map[HEADER_LEN..CHUNK_ALIGNMENT].iter().any(|&b| b != 0) {
+            return Err(Error::corrupt(loc(), "non-zero header padding"));
+        }
+        let footer_len = u64::from_le_bytes(map[t..t + 8].try_into().unwrap());
+        let footer_crc = u32::from_le_bytes(map[t + 8..t + 12].try_into().unwrap());
+        if footer_len > MAX_FOOTER_LEN || footer_len > (t - CHUNK_ALIGNMENT) as u64 {
+            return Err(Error::corrupt(loc(), format!("footer length {footer_len} does not fit in the file")));
+        }
+        let footer_start = t - footer_len as usize;
+        let footer_bytes = &map[footer_start..t];
+        if crc32c::crc32c(footer_bytes) != footer_crc {
+            return Err(Error::corrupt(loc(), "footer checksum mismatch"));
+        }
+        let footer = Footer::from_msgpack(footer_bytes).map_err(|r| Error::corrupt(loc(), r))?;
+        if let Some(f) = footer.required_features.first() {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_path_buf(),
+                reason: format!("requires unknown feature '{f}'"),
+            });
+        }
+        footer.schema.validate().map_err(|e| Error::corrupt(loc(), format!("invalid schema: {e}")))?;
+        let ncols = footer.schema.fields.len();
+        let mut pos = CHUNK_ALIGNMENT as u64;
+        let mut starts = Vec::with_capacity(footer.row_groups.len() + 1);
+        let mut total = 0u64;
+        for (g, rg) in footer.row_groups.iter().enumerate() {
+            if rg.columns.len() != ncols {
+                return Err(Error::corrupt(
+                    Location { path: path.to_path_buf(), row_group: Some(g), column: None },
+                    format!("{} column chunks for {ncols} columns", rg.columns.len()),
+                ));
+            }
+            if rg.num_rows == 0 {
+                return Err(Error::corrupt(loc(), format!("row group {g} has no rows")));
+            }
+            starts.push(total);
+            total = total.checked_add(rg.num_rows).ok_or_else(|| Error::corrupt(loc(), "row count overflows"))?;
+            for (c, m) in rg.columns.iter().enumerate() {
+                let cloc = || Location::chunk(path, g, &footer.schema.fields[c].name);
+                if m.offset != pos {
+                    return Err(Error::corrupt(cloc(), format!("chunk at offset {} where {pos} was expected", m.offset)));
+                }
+                let end = m.offset.checked_add(m.stored_len).ok_or_else(|| Error::corrupt(cloc(), "chunk length overflows"))?;
+                pos = align_up(end as usize, CHUNK_ALIGNMENT) as u64;
+                if pos > footer_start as u64 {
+                    return Err(Error::corrupt(cloc(), "chunk runs into the footer"));
+                }
+                if m.codec == Codec::None && m.raw_len != m.stored_len {
+                    return Err(Error::corrupt(cloc(), "uncompressed chunk with raw_len != stored_len"));
+                }
+                if m.raw_len > (1u64 << 40) {
+                    return Err(Error::corrupt(cloc(), format!("raw length {} is beyond the limit", m.raw_len)));
+                }
+            }
+        }
+        if pos != footer_start as u64 {
+            return Err(Error::corrupt(loc(), format!("footer starts at {footer_start}, chunks end at {pos}")));
+        }
+        starts.push(total);
+        if total != footer.num_rows {
+            return Err(Error::corrupt(loc(), format!("row groups hold {total} rows, footer says {}", footer.num_rows)));
+        }
+        if let Some((_, rows)) = expect {
+            if rows != total {
+                return Err(Error::corrupt(loc(), format!("shard holds {total} rows, the manifest says {rows}")));
+            }
+        }
+        let nchunks = footer.row_groups.len() * ncols;
+        Ok(ShardReader {
+            path: path.to_path_buf(),
+            map: Arc::new(map),
+            footer,
+            row_group_starts: starts,
+            verified: (0..nchunks).map(|_| AtomicBool::new(false)).collect(),
+        })
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.footer.schema
+    }
+
+    pub fn num_rows(&self) -> u64 {
+        self.footer.num_rows
+    }
+
+    pub fn num_row_groups(&self) -> usize {
+        self.footer.row_groups.len()
+    }
+
+    pub fn file_len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// Checks the chunk's CRC and trailing padding (once per process), decompresses it and
+    /// parses its buffers.
+    pub fn read_chunk(&self, row_group: usize, column: usize) -> Result<ColumnChunk> {
+        let field = &self.footer.schema.fields[column];
+        let loc = || Location::chunk(&self.path, row_group, &field.name);
+        let rg = &self.footer.row_groups[row_group];
+        let m = &rg.columns[column];
+        let (start, end) = (m.offset as usize, (m.offset + m.stored_len) as usize);
+        let ncols = self.footer.schema.fields.len();
+        let flag = &self.verified[row_group * ncols + column];
+        if !flag.load(Ordering::Acquire) {
+            self.check_chunk(row_group, column)?;
+            flag.store(true, Ordering::Release);
+        }
+        let bytes = match m.codec {
+            Codec::None => ChunkBytes::Mapped { map: self.map.clone(), start, len: end - start },
+            Codec::Zstd => {
+                let mut out = Vec::with_capacity(m.raw_len as usize);
+                let n = zstd::bulk::Decompressor::new()
+                    .and_then(|mut d| d.decompress_to_buffer(&self.map[start..end], &mut out))
+                    .map_err(|e| Error::corrupt(loc(), format!("zstd: {e}")))?;
+                if n as u64 != m.raw_len {
+                    return Err(Error::corrupt(loc(), format!("decompressed to {n} bytes, expected {}", m.raw_len)));
+                }
+                ChunkBytes::Owned(Arc::new(out))
+            }
+        };
+        ColumnChunk::parse(bytes, &field.dtype, field.nullable, rg.num_rows as usize)
+            .map_err(|r| Error::corrupt(loc(), r))
+    }
+
+    /// Verifies one chunk's checksum and padding without decoding it.
+    pub fn check_chunk(&self, row_group: usize, column: usize) -> Result<()> {
+        let field = &self.footer.schema.fields[column];
+        let loc = || Location::chunk(&self.path, row_group, &field.name);
+        let m = &self.footer.row_groups[row_group].columns[column];
+        let (start, end) = (m.offset as usize, (m.offset + m.stored_len) as usize);
+        if crc32c::crc32c(&self.map[start..end]) != m.crc32c {
+            return Err(Error::corrupt(loc(), "checksum mismatch"));
+        }
+        // `open` checked that the padded end lies at or before the footer.
+        let pad_end = align_up(end, CHUNK_ALIGNMENT);
+        if self.map[end..pad_end].iter().any(|&b| b != 0) {
+            return Err(Error::corrupt(loc(), "non-zero padding after the chunk"));
+        }
+        Ok(())
+    }
+
+    /// Decodes a whole chunk once, checking every value (used by `verify`).
+    pub fn verify_chunk(&self, row_group: usize, column: usize) -> Result<()> {
+        self.check_chunk(row_group, column)?;
+        self.read_chunk(row_group, column).map(|_| ())
+    }
+
+    /// Stored bytes of a chunk (for reports).
+    pub fn chunk_meta(&self, row_group: usize, column: usize) -> &ChunkMeta {
+        &self.footer.row_groups[row_group].columns[column]
+    }
+}

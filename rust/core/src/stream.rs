@@ -1,0 +1,376 @@
+//! Reading ahead: background threads read, verify and decompress the rows an epoch plan names,
+//! in order, into a bounded queue, so that the consumer (a training loop, possibly holding the
+//! Python GIL) only turns ready chunks into objects.
+//!
+//! Design:
+//! - Nothing is started until the first [`ReadAhead::next_batch`] call, so an object created in a
+//!   process that later forks never leaves a child with threads it does not have.
+//! - `threads` workers take batches of rows from the [`RowSource`] in turn (batch `i` is taken by
+//!   worker `i % threads`), read them, and send them to their own queue of `depth` batches; the
+//!   consumer receives batch `i` from queue `i % threads`, so batches arrive in plan order with
+//!   no reordering buffer. At most `threads * (depth + 1)` batches are in memory.
+//! - Per-sample work (image decoding and resizing, next) belongs in [`read_batch`], which runs
+//!   on the worker threads with no lock held.
+//! - Dropping the `ReadAhead` stops the workers and joins them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use crate::dataset::ChunkKey;
+use crate::decode::ColumnChunk;
+use crate::error::{Error, Result};
+use crate::plan::{ConsumerRows, MixtureRows};
+use crate::Dataset;
+
+/// Where the rows to read come from, in order: `(source dataset, global row)` pairs.
+pub trait RowSource: Send + 'static {
+    /// Appends up to `n` pairs to `out`; an empty result ends the stream.
+    fn next_rows(&mut self, n: usize, out: &mut Vec<(usize, u64)>) -> Result<()>;
+}
+
+impl RowSource for ConsumerRows {
+    fn next_rows(&mut self, n: usize, out: &mut Vec<(usize, u64)>) -> Result<()> {
+        out.extend(self.by_ref().take(n).map(|r| (0, r)));
+        Ok(())
+    }
+}
+
+impl RowSource for MixtureRows {
+    fn next_rows(&mut self, n: usize, out: &mut Vec<(usize, u64)>) -> Result<()> {
+        let mut v = Vec::with_capacity(n);
+        MixtureRows::next_rows(self, n, &mut v)?;
+        out.extend(v.into_iter().map(|(d, r)| (d.source, r)));
+        Ok(())
+    }
+}
+
+/// One row of a batch: its decoded, verified column chunks and its index inside them.
+#[derive(Debug, Clone)]
+pub struct ReadRow {
+    pub source: usize,
+    pub row: u64,
+    /// One chunk per projected column of `source`, in projection order.
+    pub chunks: Vec<Arc<ColumnChunk>>,
+    /// Index of the row inside its chunks.
+    pub index: usize,
+}
+
+/// A batch of rows in plan order.
+#[derive(Debug, Clone, Default)]
+pub struct ReadBatch {
+    pub rows: Vec<ReadRow>,
+}
+
+/// Settings of the read-ahead stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadAheadOptions {
+    /// Rows per batch handed to the consumer.
+    pub batch_rows: usize,
+    /// Background threads.
+    pub threads: usize,
+    /// Ready batches each thread may queue.
+    pub depth: usize,
+}
+
+impl Default for ReadAheadOptions {
+    fn default() -> Self {
+        ReadAheadOptions {
+            batch_rows: 64,
+            threads: 2,
+            depth: 2,
+        }
+    }
+}
+
+/// Reads the rows of `source` from `datasets` (projected to `columns[source]`).
+pub fn read_batch(
+    datasets: &[Arc<Dataset>],
+    columns: &[Vec<usize>],
+    rows: &[(usize, u64)],
+) -> Result<ReadBatch> {
+    let mut out = Vec::with_capacity(rows.len());
+    // Rows of a batch come from the few row groups of one shuffle window: reuse their chunks.
+    let mut last: Vec<(usize, ChunkKey, Arc<ColumnChunk>)> = Vec::new();
+    for &(source, row) in rows {
+        let ds = datasets
+            .get(source)
+            .ok_or_else(|| Error::InvalidArgument(format!("no source {source}")))?;
+        let (s, g, i) = ds.locate(row)?;
+        let mut chunks = Vec::with_capacity(columns[source].len());
+        for &c in &columns[source] {
+            let key = (s, g, c);
+            let hit = last.iter().find(|(src, k, _)| *src == source && *k == key);
+            let chunk = match hit {
+                Some((_, _, ch)) => ch.clone(),
+                None => {
+                    let ch = ds.chunk(key)?;
+                    last.push((source, key, ch.clone()));
+                    ch
+                }
+            };
+            chunks.push(chunk);
+        }
+        out.push(ReadRow {
+            source,
+            row,
+            chunks,
+            index: i,
+        });
+    }
+    Ok(ReadBatch { rows: out })
+}
+
+struct Turn {
+    next: u64,
+    source: Box<dyn RowSource>,
+    done: bool,
+}
+
+struct Shared {
+    turn: Mutex<Turn>,
+    cv: Condvar,
+    stop: AtomicBool,
+}
+
+struct Running {
+    receivers: Vec<Receiver<Result<ReadBatch>>>,
+    handles: Vec<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    next: u64,
+    pid: u32,
+}
+
+/// An ordered, bounded, lazily started read-ahead over the rows of a [`RowSource`].
+pub struct ReadAhead {
+    datasets: Arc<Vec<Arc<Dataset>>>,
+    columns: Arc<Vec<Vec<usize>>>,
+    options: ReadAheadOptions,
+    source: Option<Box<dyn RowSource>>,
+    running: Option<Running>,
+    finished: bool,
+}
+
+impl ReadAhead {
+    pub fn new(
+        datasets: Vec<Arc<Dataset>>,
+        columns: Vec<Vec<usize>>,
+        source: Box<dyn RowSource>,
+        options: ReadAheadOptions,
+    ) -> Result<Self> {
+        if columns.len() != datasets.len() {
+            return Err(Error::InvalidArgument(
+                "one column list per dataset is needed".into(),
+            ));
+        }
+        let options = ReadAheadOptions {
+            batch_rows: options.batch_rows.max(1),
+            threads: options.threads.max(1),
+            depth: options.depth.max(1),
+        };
+        Ok(ReadAhead {
+            datasets: Arc::new(datasets),
+            columns: Arc::new(columns),
+            options,
+            source: Some(source),
+            running: None,
+            finished: false,
+        })
+    }
+
+    pub fn options(&self) -> ReadAheadOptions {
+        self.options
+    }
+
+    /// Whether the background threads have been started.
+    pub fn started(&self) -> bool {
+        self.running.is_some()
+    }
+
+    fn start(&mut self) -> Result<()> {
+        let source = self.source.take().expect("started once");
+        let shared = Arc::new(Shared {
+            turn: Mutex::new(Turn {
+                next: 0,
+                source,
+                done: false,
+            }),
+            cv: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let (n, depth) = (self.options.threads, self.options.depth);
+        let mut receivers = Vec::with_capacity(n);
+        let mut handles = Vec::with_capacity(n);
+        for t in 0..n {
+            let (tx, rx) = sync_channel::<Result<ReadBatch>>(depth);
+            let shared = shared.clone();
+            let datasets = self.datasets.clone();
+            let columns = self.columns.clone();
+            let batch_rows = self.options.batch_rows;
+            let handle = std::thread::Builder::new()
+                .name(format!("pixmo-read-{t}"))
+                .spawn(move || {
+                    let mut rows = Vec::with_capacity(batch_rows);
+                    loop {
+                        rows.clear();
+                        {
+                            let mut turn = shared.turn.lock().unwrap_or_else(|e| e.into_inner());
+                            while turn.next % n as u64 != t as u64
+                                && !shared.stop.load(Ordering::Relaxed)
+                            {
+                                turn = shared.cv.wait(turn).unwrap_or_else(|e| e.into_inner());
+                            }
+                            if shared.stop.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            let res = if turn.done {
+                                Ok(())
+                            } else {
+                                turn.source.next_rows(batch_rows, &mut rows)
+                            };
+                            if rows.is_empty() || res.is_err() {
+                                turn.done = true;
+                            }
+                            turn.next += 1;
+                            shared.cv.notify_all();
+                            if let Err(e) = res {
+                                let _ = tx.send(Err(e));
+                                return;
+                            }
+                        }
+                        if rows.is_empty() {
+                            // An empty batch tells the consumer the stream ended.
+                            let _ = tx.send(Ok(ReadBatch::default()));
+                            return;
+                        }
+                        let batch = read_batch(&datasets, &columns, &rows);
+                        let failed = batch.is_err();
+                        if tx.send(batch).is_err() || failed {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| Error::InvalidArgument(format!("cannot start a read thread: {e}")))?;
+            receivers.push(rx);
+            handles.push(handle);
+        }
+        self.running = Some(Running {
+            receivers,
+            handles,
+            shared,
+            next: 0,
+            pid: std::process::id(),
+        });
+        Ok(())
+    }
+
+    /// The next batch in plan order, or `None` at the end. Blocks until it is ready.
+    pub fn next_batch(&mut self) -> Result<Option<ReadBatch>> {
+        if self.finished {
+            return Ok(None);
+        }
+        if self.running.is_none() {
+            self.start()?;
+        }
+        let running = self.running.as_mut().expect("started");
+        if running.pid != std::process::id() {
+            return Err(Error::InvalidArgument(
+                "this stream was started in another process (fork); iterate it where it was created"
+                    .into(),
+            ));
+        }
+        let i = (running.next % running.receivers.len() as u64) as usize;
+        running.next += 1;
+        match running.receivers[i].recv() {
+            Ok(Ok(batch)) if !batch.rows.is_empty() => Ok(Some(batch)),
+            Ok(Err(e)) => {
+                self.finished = true;
+                Err(e)
+            }
+            _ => {
+                self.finished = true;
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shared.stop.store(true, Ordering::Relaxed);
+            {
+                let _guard = running
+                    .shared
+                    .turn
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                running.shared.cv.notify_all();
+            }
+            // Dropping the receivers unblocks threads waiting to send.
+            drop(running.receivers);
+            if running.pid == std::process::id() {
+                for h in running.handles {
+                    let _ = h.join();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Counting {
+        next: u64,
+        end: u64,
+    }
+
+    impl RowSource for Counting {
+        fn next_rows(&mut self, n: usize, out: &mut Vec<(usize, u64)>) -> Result<()> {
+            while out.len() < n && self.next < self.end {
+                out.push((0, self.next));
+                self.next += 1;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn drop_before_start_and_while_running() {
+        let ra = ReadAhead::new(
+            vec![],
+            vec![],
+            Box::new(Counting { next: 0, end: 0 }),
+            ReadAheadOptions::default(),
+        )
+        .unwrap();
+        assert!(!ra.started());
+        drop(ra);
+        // No dataset: the first non-empty batch fails, in order, and the stream ends.
+        let mut ra = ReadAhead::new(
+            vec![],
+            vec![],
+            Box::new(Counting { next: 0, end: 1000 }),
+            ReadAheadOptions {
+                batch_rows: 3,
+                threads: 3,
+                depth: 1,
+            },
+        )
+        .unwrap();
+        assert!(ra.next_batch().is_err());
+        assert!(ra.next_batch().unwrap().is_none());
+        let mut ra = ReadAhead::new(
+            vec![],
+            vec![],
+            Box::new(Counting { next: 0, end: 0 }),
+            ReadAheadOptions::default(),
+        )
+        .unwrap();
+        assert!(ra.next_batch().unwrap().is_none());
+        assert!(ra.next_batch().unwrap().is_none());
+    }
+}

@@ -1,0 +1,252 @@
+//! `DatasetWriter`: records in, row groups and shards out, manifest last.
+
+use crate::chunk::{assemble, Codec};
+use crate::encode::ColumnBuilder;
+use crate::error::{Error, Result};
+use crate::format::{MANIFEST_NAME, SHARD_EXTENSION};
+use crate::manifest::{Manifest, ShardEntry};
+use crate::schema::{DataType, Schema};
+use crate::shard::ShardWriter;
+use crate::value::{check_value, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// A shard is closed once it reaches this many bytes.
+    pub shard_bytes: u64,
+    /// A row group is closed once its buffered columns reach this many bytes...
+    pub row_group_bytes: usize,
+    /// ...or this many rows.
+    pub row_group_rows: usize,
+    pub zstd_level: i32,
+    /// Per-column codec overrides; others use `binary` → none, everything else → zstd.
+    pub codecs: HashMap<String, Codec>,
+    pub overwrite: bool,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            shard_bytes: 256 << 20,
+            row_group_bytes: 16 << 20,
+            row_group_rows: 1024,
+            zstd_level: 3,
+            codecs: HashMap::new(),
+            overwrite: false,
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteSummary {
+    pub path: PathBuf,
+    pub num_rows: u64,
+    pub num_shards: usize,
+    pub num_bytes: u64,
+}
+
+pub struct DatasetWriter {
+    dir: PathBuf,
+    schema: Schema,
+    opts: WriterOptions,
+    codecs: Vec<Codec>,
+    builders: Vec<ColumnBuilder>,
+    rows_in_group: usize,
+    shard: Option<ShardWriter>,
+    done: Vec<ShardEntry>,
+    rows: u64,
+    closed: bool,
+}
+
+fn is_shard_file(name: &str) -> bool {
+    name.starts_with("shard-") && (name.ends_with(SHARD_EXTENSION) || name.ends_with(".pxs.tmp"))
+}
+
+impl DatasetWriter {
+    pub fn create(dir: impl AsRef<Path>, schema: Schema, opts: WriterOptions) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        schema.validate()?;
+        if opts.row_group_rows == 0 || opts.row_group_bytes == 0 || opts.shard_bytes == 0 {
+            return Err(Error::InvalidArgument("row_group_rows, row_group_bytes and shard_bytes must be > 0".into()));
+        }
+        if !(-7..=22).contains(&opts.zstd_level) {
+            return Err(Error::InvalidArgument(format!("zstd_level {} is outside -7..=22", opts.zstd_level)));
+        }
+        for name in opts.codecs.keys() {
+            if schema.index_of(name).is_none() {
+                return Err(Error::InvalidArgument(format!("codec given for unknown column '{name}'")));
+            }
+        }
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::InvalidArgument(format!("{} exists and is not a directory", dir.display())));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let manifest = dir.join(MANIFEST_NAME);
+        let stale: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| Error::io(&dir, e))?
+            .filter_map(|e| e.ok())
+            .filter(|e| is_shard_file(&e.file_name().to_string_lossy()))
+            .map(|e| e.path())
+            .collect();
+        if !opts.overwrite && (manifest.exists() || !stale.is_empty()) {
+            return Err(Error::InvalidArgument(format!(
+                "{} already holds a dataset (or shards of an unfinished write); pass overwrite=True to replace it",
+                dir.display()
+            )));
+        }
+        if manifest.exists() {
+            // The manifest goes first, so a crash while deleting never leaves a dataset that
+            // looks complete.
+            std::fs::remove_file(&manifest).map_err(|e| Error::io(&manifest, e))?;
+        }
+        for p in stale {
+            std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+        }
+        let codecs = schema
+            .fields
+            .iter()
+            .map(|f| {
+                opts.codecs.get(&f.name).copied().unwrap_or(match f.dtype {
+                    DataType::Binary => Codec::None,
+                    _ => Codec::Zstd,
+                })
+            })
+            .collect();
+        let builders = Self::new_builders(&schema);
+        Ok(DatasetWriter {
+            dir,
+            schema,
+            opts,
+            codecs,
+            builders,
+            rows_in_group: 0,
+            shard: None,
+            done: Vec::new(),
+            rows: 0,
+            closed: false,
+        })
+    }
+
+    fn new_builders(schema: &Schema) -> Vec<ColumnBuilder> {
+        schema.fields.iter().map(|f| ColumnBuilder::new(&f.dtype, f.nullable)).collect()
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    pub fn rows_written(&self) -> u64 {
+        self.rows
+    }
+
+    /// Checks a record against the schema without writing it.
+    pub fn check(&self, record: &[Value]) -> Result<()> {
+        if record.len() != self.schema.fields.len() {
+            return Err(Error::schema(
+                "",
+                format!("record has {} fields, the schema {}", record.len(), self.schema.fields.len()),
+            ));
+        }
+        for (f, v) in self.schema.fields.iter().zip(record) {
+            check_value(&f.dtype, f.nullable, v, &f.name)?;
+        }
+        Ok(())
+    }
+
+    /// Appends one record, its values in schema order. A record that does not fit is rejected
+    /// whole (a `Schema` error naming field and record index) and the writer stays usable.
+    pub fn write(&mut self, record: &[Value]) -> Result<()> {
+        if self.closed {
+            return Err(Error::InvalidArgument("the writer is closed".into()));
+        }
+        self.check(record).map_err(|e| e.at_record(self.rows))?;
+        for (b, v) in self.builders.iter_mut().zip(record) {
+            b.append(v);
+        }
+        self.rows += 1;
+        self.rows_in_group += 1;
+        let buffered: usize = self.builders.iter().map(ColumnBuilder::buffered_bytes).sum();
+        if self.rows_in_group >= self.opts.row_group_rows || buffered >= self.opts.row_group_bytes {
+            self.flush_row_group()?;
+        }
+        Ok(())
+    }
+
+    fn flush_row_group(&mut self) -> Result<()> {
+        if self.rows_in_group == 0 {
+            return Ok(());
+        }
+        let builders = std::mem::replace(&mut self.builders, Self::new_builders(&self.schema));
+        let chunks: Vec<(Vec<u8>, Codec)> = builders
+            .into_iter()
+            .zip(&self.codecs)
+            .map(|(b, &codec)| {
+                let mut bufs = Vec::new();
+                b.finish(&mut bufs);
+                (assemble(&bufs), codec)
+            })
+            .collect();
+        let estimate: u64 = chunks.iter().map(|(c, _)| c.len() as u64).sum();
+        if let Some(s) = &self.shard {
+            if !s.is_empty() && s.len() + estimate > self.opts.shard_bytes {
+                self.finish_shard()?;
+            }
+        }
+        if self.shard.is_none() {
+            let name = format!("shard-{:05}{SHARD_EXTENSION}", self.done.len());
+            self.shard = Some(ShardWriter::create(&self.dir.join(name), &self.schema, &self.opts.metadata)?);
+        }
+        let rows = std::mem::take(&mut self.rows_in_group) as u64;
+        self.shard.as_mut().unwrap().write_row_group(rows, chunks, self.opts.zstd_level)?;
+        if self.shard.as_ref().unwrap().len() >= self.opts.shard_bytes {
+            self.finish_shard()?;
+        }
+        Ok(())
+    }
+
+    fn finish_shard(&mut self) -> Result<()> {
+        if let Some(s) = self.shard.take() {
+            let name = format!("shard-{:05}{SHARD_EXTENSION}", self.done.len());
+            let num_rows = s.num_rows();
+            let row_groups = s.row_group_rows();
+            let num_bytes = s.finish()?;
+            self.done.push(ShardEntry { file: name, num_rows, num_bytes, row_groups });
+        }
+        Ok(())
+    }
+
+    /// Flushes everything, writes the manifest last, and returns what was written.
+    pub fn close(&mut self) -> Result<WriteSummary> {
+        if self.closed {
+            return Err(Error::InvalidArgument("the writer is already closed".into()));
+        }
+        self.flush_row_group()?;
+        self.finish_shard()?;
+        let manifest = Manifest::new(self.schema.clone(), self.done.clone(), self.opts.metadata.clone());
+        manifest.write(&self.dir)?;
+        self.closed = true;
+        Ok(WriteSummary {
+            path: self.dir.clone(),
+            num_rows: manifest.num_rows,
+            num_shards: manifest.shards.len(),
+            num_bytes: manifest.num_bytes,
+        })
+    }
+
+    /// Stops without a manifest (finished shards stay on disk; the dataset is not complete).
+    pub fn abort(&mut self) {
+        if let Some(s) = self.shard.take() {
+            let tmp = s.tmp_path().to_path_buf();
+            drop(s);
+            let _ = std::fs::remove_file(tmp);
+        }
+        self.closed = true;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+}

@@ -1,0 +1,240 @@
+//! Python objects ⇄ core values. Writing goes through `Value` (checked before anything is
+//! appended); reading builds Python objects straight from the decoded buffers.
+
+use numpy::{Element, PyArray, PyArrayMethods, PyUntypedArrayMethods};
+use pixmo_stream_core::decode::{bit, num_value, read_u64, Node, VarKind};
+use pixmo_stream_core::schema::{DataType, Field, NumType};
+use pixmo_stream_core::{Error, Value};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
+use pyo3::IntoPyObjectExt;
+
+/// Python helpers the conversions call (looked up once).
+pub struct Helpers {
+    /// `pixmo_stream._convert.to_array(obj, dtype, shape) -> (rows, bytes)`
+    pub to_array: Py<PyAny>,
+    /// `msgpack.packb` / `msgpack.unpackb`
+    pub packb: Py<PyAny>,
+    pub unpackb: Py<PyAny>,
+}
+
+impl Helpers {
+    pub fn load(py: Python<'_>) -> PyResult<Self> {
+        let conv = py.import("pixmo_stream._convert")?;
+        Ok(Helpers {
+            to_array: conv.getattr("to_array")?.unbind(),
+            packb: conv.getattr("pack_any")?.unbind(),
+            unpackb: conv.getattr("unpack_any")?.unbind(),
+        })
+    }
+}
+
+fn schema_err(path: &str, reason: impl Into<String>) -> Error {
+    Error::schema(path, reason)
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+}
+
+/// Converts a record (a dict) into values in schema order.
+pub fn record_to_values(
+    h: &Helpers,
+    fields: &[Field],
+    record: &Bound<'_, PyAny>,
+) -> Result<Vec<Value>, Error> {
+    let dict = record
+        .downcast::<PyDict>()
+        .map_err(|_| schema_err("", format!("a record must be a dict, got {}", type_name(record))))?;
+    struct_members(h, fields, dict, "")
+}
+
+fn struct_members(h: &Helpers, fields: &[Field], dict: &Bound<'_, PyDict>, path: &str) -> Result<Vec<Value>, Error> {
+    let join = |name: &str| if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+    let mut out = Vec::with_capacity(fields.len());
+    let mut found = 0usize;
+    for f in fields {
+        let p = join(&f.name);
+        match dict.get_item(&f.name).map_err(|e| schema_err(&p, e.to_string()))? {
+            Some(v) => {
+                found += 1;
+                out.push(to_value(h, &f.dtype, f.nullable, &v, &p)?);
+            }
+            None if f.nullable => out.push(Value::Null),
+            None => return Err(schema_err(&p, "missing (the field is not nullable)")),
+        }
+    }
+    if found != dict.len() {
+        for k in dict.keys() {
+            let name = k.str().map(|s| s.to_string()).unwrap_or_default();
+            if !fields.iter().any(|f| f.name == name) || !k.is_instance_of::<PyString>() {
+                return Err(schema_err(&join(&name), "not in the schema"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn to_value(h: &Helpers, dtype: &DataType, nullable: bool, obj: &Bound<'_, PyAny>, path: &str) -> Result<Value, Error> {
+    if obj.is_none() {
+        return if nullable { Ok(Value::Null) } else { Err(schema_err(path, "None in a non-nullable field")) };
+    }
+    let wrong = || schema_err(path, format!("expected {}, got {}", dtype.display(), type_name(obj)));
+    Ok(match dtype {
+        DataType::Bool => Value::Bool(obj.downcast::<PyBool>().map_err(|_| wrong())?.is_true()),
+        DataType::String => {
+            let s = obj.downcast::<PyString>().map_err(|_| wrong())?;
+            Value::Str(s.to_str().map_err(|e| schema_err(path, e.to_string()))?.to_string())
+        }
+        DataType::Binary => {
+            if let Ok(b) = obj.downcast::<PyBytes>() {
+                Value::Bytes(b.as_bytes().to_vec())
+            } else if let Ok(b) = obj.downcast::<PyByteArray>() {
+                Value::Bytes(b.to_vec())
+            } else if let Ok(buf) = pyo3::buffer::PyBuffer::<u8>::get(obj) {
+                Value::Bytes(buf.to_vec(obj.py()).map_err(|e| schema_err(path, e.to_string()))?)
+            } else {
+                return Err(wrong());
+            }
+        }
+        DataType::Any => {
+            let packed = h.packb.bind(obj.py()).call1((obj,)).map_err(|e| schema_err(path, e.to_string()))?;
+            Value::Any(packed.downcast::<PyBytes>().map_err(|_| wrong())?.as_bytes().to_vec())
+        }
+        DataType::Array { dtype: t, shape } => {
+            let res = h
+                .to_array
+                .bind(obj.py())
+                .call1((obj, t.name(), shape.clone()))
+                .map_err(|e| schema_err(path, e.to_string()))?;
+            let (rows, data): (u64, Bound<'_, PyBytes>) = res.extract().map_err(|e| schema_err(path, e.to_string()))?;
+            Value::Array { rows, data: data.as_bytes().to_vec() }
+        }
+        DataType::List { item, item_nullable } => {
+            let items: Vec<Bound<'_, PyAny>> = if let Ok(l) = obj.downcast::<PyList>() {
+                l.iter().collect()
+            } else if let Ok(t) = obj.downcast::<PyTuple>() {
+                t.iter().collect()
+            } else {
+                return Err(wrong());
+            };
+            let mut out = Vec::with_capacity(items.len());
+            for (i, x) in items.iter().enumerate() {
+                out.push(to_value(h, item, *item_nullable, x, &format!("{path}[{i}]"))?);
+            }
+            Value::List(out)
+        }
+        DataType::Struct { fields } => {
+            let d = obj.downcast::<PyDict>().map_err(|_| wrong())?;
+            Value::Struct(struct_members(h, fields, d, path)?)
+        }
+        t => {
+            let nt = t.num_type().expect("numeric kind");
+            if obj.is_instance_of::<PyBool>() && !matches!(nt, NumType::Uint8 | NumType::Int8) {
+                // bool is an int subclass; accepting it silently hides mistakes.
+                return Err(wrong());
+            }
+            if nt.is_float() {
+                Value::Float(obj.extract::<f64>().map_err(|_| wrong())?)
+            } else if obj.is_instance_of::<PyFloat>() {
+                return Err(wrong());
+            } else if let Ok(i) = obj.extract::<i64>() {
+                Value::Int(i)
+            } else if let Ok(u) = obj.extract::<u64>() {
+                Value::UInt(u)
+            } else {
+                return Err(schema_err(path, format!("{} does not fit {}", obj.repr().map(|r| r.to_string()).unwrap_or_default(), nt.name())));
+            }
+        }
+    })
+}
+
+/// Builds a numpy array of `rows × shape` elements from little-endian bytes.
+fn new_array<'py, T: Element>(py: Python<'py>, dims: &[usize], bytes: &[u8]) -> Bound<'py, PyAny> {
+    // SAFETY: the array is created uninitialised with exactly `prod(dims)` elements of T, and
+    // `bytes` holds exactly that many bytes (checked when the chunk was parsed); it is filled
+    // completely before any Python code can see it.
+    unsafe {
+        let arr = PyArray::<T, _>::new(py, numpy::IxDyn(dims), false);
+        debug_assert_eq!(arr.len() * std::mem::size_of::<T>(), bytes.len());
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), arr.data() as *mut u8, bytes.len());
+        arr.into_any()
+    }
+}
+
+/// Reads value `i` of `node` (of type `dtype`) as a Python object.
+pub fn node_to_py<'py>(
+    py: Python<'py>,
+    h: &Helpers,
+    dtype: &DataType,
+    node: &Node,
+    raw: &[u8],
+    i: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    if node.is_null(raw, i) {
+        return Ok(py.None().into_bound(py));
+    }
+    Ok(match node {
+        Node::Bool { bits, .. } => PyBool::new(py, bit(raw, bits, i)).to_owned().into_any(),
+        Node::Num { t, values, .. } => {
+            let w = t.width();
+            let b = &raw[values.start + i * w..values.start + (i + 1) * w];
+            match num_value(*t, b) {
+                Value::Int(x) => x.into_bound_py_any(py)?,
+                Value::UInt(x) => x.into_bound_py_any(py)?,
+                Value::Float(x) => x.into_bound_py_any(py)?,
+                _ => unreachable!(),
+            }
+        }
+        Node::Var { kind, offsets, data, .. } => {
+            let a = read_u64(raw, offsets.start + 8 * i) as usize;
+            let b = read_u64(raw, offsets.start + 8 * i + 8) as usize;
+            let s = &raw[data.start + a..data.start + b];
+            match kind {
+                // SAFETY: the whole data buffer was checked to be UTF-8 with every value
+                // starting on a character boundary when the chunk was parsed.
+                VarKind::String => PyString::new(py, unsafe { std::str::from_utf8_unchecked(s) }).into_any(),
+                VarKind::Binary => PyBytes::new(py, s).into_any(),
+                VarKind::Any => h.unpackb.bind(py).call1((PyBytes::new(py, s),))?,
+            }
+        }
+        Node::Array { t, shape, row_bytes, offsets, data, .. } => {
+            let a = read_u64(raw, offsets.start + 8 * i) as usize;
+            let b = read_u64(raw, offsets.start + 8 * i + 8) as usize;
+            let bytes = &raw[data.start + a * row_bytes..data.start + b * row_bytes];
+            let mut dims = Vec::with_capacity(shape.len() + 1);
+            dims.push(b - a);
+            dims.extend_from_slice(shape);
+            match t {
+                NumType::Int8 => new_array::<i8>(py, &dims, bytes),
+                NumType::Int16 => new_array::<i16>(py, &dims, bytes),
+                NumType::Int32 => new_array::<i32>(py, &dims, bytes),
+                NumType::Int64 => new_array::<i64>(py, &dims, bytes),
+                NumType::Uint8 => new_array::<u8>(py, &dims, bytes),
+                NumType::Uint16 => new_array::<u16>(py, &dims, bytes),
+                NumType::Uint32 => new_array::<u32>(py, &dims, bytes),
+                NumType::Uint64 => new_array::<u64>(py, &dims, bytes),
+                NumType::Float32 => new_array::<f32>(py, &dims, bytes),
+                NumType::Float64 => new_array::<f64>(py, &dims, bytes),
+            }
+        }
+        Node::List { offsets, child, .. } => {
+            let DataType::List { item, .. } = dtype else { unreachable!() };
+            let a = read_u64(raw, offsets.start + 8 * i) as usize;
+            let b = read_u64(raw, offsets.start + 8 * i + 8) as usize;
+            let list = PyList::empty(py);
+            for j in a..b {
+                list.append(node_to_py(py, h, item, child, raw, j)?)?;
+            }
+            list.into_any()
+        }
+        Node::Struct { children, .. } => {
+            let DataType::Struct { fields } = dtype else { unreachable!() };
+            let d = PyDict::new(py);
+            for (f, c) in fields.iter().zip(children) {
+                d.set_item(PyString::intern(py, &f.name), node_to_py(py, h, &f.dtype, c, raw, i)?)?;
+            }
+            d.into_any()
+        }
+    })
+}

@@ -1,0 +1,199 @@
+//! `_native.Dataset`: random access, projection and verification over a core `Dataset`.
+
+use crate::convert::{node_to_py, Helpers};
+use crate::errors::IntoPyResult;
+use pixmo_stream_core::dataset::{ChunkKey, RowGroupInfo};
+use pixmo_stream_core::decode::ColumnChunk;
+use pixmo_stream_core::Dataset;
+use pyo3::exceptions::PyIndexError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[pyclass(name = "Dataset", module = "pixmo_stream._native", frozen)]
+pub struct PyDataset {
+    inner: Arc<Dataset>,
+    helpers: Helpers,
+    keys: Vec<Py<PyString>>,
+    layout: Vec<RowGroupInfo>,
+}
+
+impl PyDataset {
+    fn columns(&self, columns: Option<Vec<String>>) -> PyResult<Vec<usize>> {
+        self.inner.column_indices(columns.as_deref()).py_err()
+    }
+
+    fn row_dict<'py>(
+        &self,
+        py: Python<'py>,
+        cols: &[usize],
+        chunks: &[&ColumnChunk],
+        row: usize,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        let fields = &self.inner.schema().fields;
+        for (&c, chunk) in cols.iter().zip(chunks) {
+            let v = node_to_py(py, &self.helpers, &fields[c].dtype, &chunk.root, chunk.raw(), row)?;
+            d.set_item(self.keys[c].bind(py), v)?;
+        }
+        Ok(d)
+    }
+
+    fn normalize(&self, i: i64) -> PyResult<u64> {
+        let n = self.inner.num_rows() as i64;
+        let j = if i < 0 { i + n } else { i };
+        if j < 0 || j >= n {
+            return Err(PyIndexError::new_err(format!("index {i} out of range for a dataset of {n} rows")));
+        }
+        Ok(j as u64)
+    }
+}
+
+#[pymethods]
+impl PyDataset {
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let inner = py.detach(|| Dataset::open(&path)).py_err()?;
+        let keys = inner.schema().fields.iter().map(|f| PyString::intern(py, &f.name).unbind()).collect();
+        let layout = inner.row_groups();
+        Ok(PyDataset { inner: Arc::new(inner), helpers: Helpers::load(py)?, keys, layout })
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.num_rows() as usize
+    }
+
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.inner.path().to_path_buf()
+    }
+
+    fn schema_json(&self) -> String {
+        self.inner.schema().to_json()
+    }
+
+    #[getter]
+    fn num_shards(&self) -> usize {
+        self.inner.num_shards()
+    }
+
+    #[getter]
+    fn num_row_groups(&self) -> usize {
+        self.layout.len()
+    }
+
+    /// `[(shard, row_group, first_row, num_rows), ...]` in dataset order.
+    fn row_group_layout(&self) -> Vec<(usize, usize, u64, u64)> {
+        self.layout.iter().map(|g| (g.shard, g.row_group, g.first_row, g.num_rows)).collect()
+    }
+
+    /// Records at `indices` (negative counts from the end), in that order.
+    #[pyo3(signature = (indices, columns=None))]
+    fn take<'py>(&self, py: Python<'py>, indices: Vec<i64>, columns: Option<Vec<String>>) -> PyResult<Bound<'py, PyList>> {
+        let cols = self.columns(columns)?;
+        let rows: Vec<u64> = indices.iter().map(|&i| self.normalize(i)).collect::<PyResult<_>>()?;
+        let ds = self.inner.clone();
+        let cols2 = cols.clone();
+        // Locate, verify and decompress with the GIL released; build objects after.
+        let (located, chunks) = py
+            .detach(move || -> pixmo_stream_core::Result<_> {
+                let mut located = Vec::with_capacity(rows.len());
+                let mut chunks: HashMap<ChunkKey, Arc<ColumnChunk>> = HashMap::new();
+                for &r in &rows {
+                    let (s, g, i) = ds.locate(r)?;
+                    for &c in &cols2 {
+                        if let std::collections::hash_map::Entry::Vacant(e) = chunks.entry((s, g, c)) {
+                            e.insert(ds.chunk((s, g, c))?);
+                        }
+                    }
+                    located.push((s, g, i));
+                }
+                Ok((located, chunks))
+            })
+            .py_err()?;
+        let out = PyList::empty(py);
+        let mut row_chunks: Vec<&ColumnChunk> = Vec::with_capacity(cols.len());
+        for (s, g, i) in located {
+            row_chunks.clear();
+            row_chunks.extend(cols.iter().map(|&c| chunks[&(s, g, c)].as_ref()));
+            out.append(self.row_dict(py, &cols, &row_chunks, i)?)?;
+        }
+        Ok(out)
+    }
+
+    /// One record.
+    #[pyo3(signature = (index, columns=None))]
+    fn get<'py>(&self, py: Python<'py>, index: i64, columns: Option<Vec<String>>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.take(py, vec![index], columns)?.get_item(0)?)
+    }
+
+    /// Every record of row group `index` (in dataset order), read once without caching.
+    #[pyo3(signature = (index, columns=None))]
+    fn read_row_group<'py>(&self, py: Python<'py>, index: usize, columns: Option<Vec<String>>) -> PyResult<Bound<'py, PyList>> {
+        let g = *self
+            .layout
+            .get(index)
+            .ok_or_else(|| PyIndexError::new_err(format!("row group {index} out of range ({})", self.layout.len())))?;
+        let cols = self.columns(columns)?;
+        let ds = self.inner.clone();
+        let cols2 = cols.clone();
+        let chunks = py
+            .detach(move || -> pixmo_stream_core::Result<Vec<ColumnChunk>> {
+                cols2.iter().map(|&c| ds.chunk_uncached((g.shard, g.row_group, c))).collect()
+            })
+            .py_err()?;
+        let refs: Vec<&ColumnChunk> = chunks.iter().collect();
+        let out = PyList::empty(py);
+        for i in 0..g.num_rows as usize {
+            out.append(self.row_dict(py, &cols, &refs, i)?)?;
+        }
+        Ok(out)
+    }
+
+    /// Checks every chunk; returns `(chunks_checked, [error messages])`.
+    fn verify(&self, py: Python<'_>) -> (usize, Vec<String>) {
+        let ds = self.inner.clone();
+        let (n, errors) = py.detach(move || ds.verify());
+        (n, errors.iter().map(|e| e.to_string()).collect())
+    }
+
+    /// A JSON description of shards, row groups and chunks (opens every shard).
+    fn info_json(&self, py: Python<'_>) -> PyResult<String> {
+        let ds = self.inner.clone();
+        py.detach(move || -> pixmo_stream_core::Result<String> {
+            let mut shards = Vec::new();
+            for s in 0..ds.num_shards() {
+                let r = ds.shard(s)?;
+                let groups: Vec<serde_json::Value> = r
+                    .footer
+                    .row_groups
+                    .iter()
+                    .map(|g| {
+                        serde_json::json!({
+                            "num_rows": g.num_rows,
+                            "columns": g.columns.iter().zip(&ds.schema().fields).map(|(m, f)| serde_json::json!({
+                                "name": f.name, "codec": m.codec.name(),
+                                "stored_len": m.stored_len, "raw_len": m.raw_len,
+                            })).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                shards.push(serde_json::json!({
+                    "file": r.path.file_name().map(|n| n.to_string_lossy().to_string()),
+                    "num_rows": r.num_rows(), "num_bytes": r.file_len(), "row_groups": groups,
+                }));
+            }
+            Ok(serde_json::json!({
+                "path": ds.path().display().to_string(),
+                "num_rows": ds.num_rows(),
+                "num_bytes": shards.iter().map(|s| s["num_bytes"].as_u64().unwrap_or(0)).sum::<u64>(),
+                "schema": ds.schema(),
+                "shards": shards,
+            })
+            .to_string())
+        })
+        .py_err()
+    }
+}

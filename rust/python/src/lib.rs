@@ -1,0 +1,23 @@
+//! PyO3 glue for `pixmo_stream._native`. All logic lives in `pixmo-stream-core`; this crate
+//! converts between Python objects and core values and maps errors to exceptions.
+
+use pyo3::prelude::*;
+
+mod convert;
+mod dataset;
+mod errors;
+mod plan;
+mod stream;
+mod writer;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    errors::register(m)?;
+    plan::register(m)?;
+    stream::register(m)?;
+    m.add_class::<writer::PyWriter>()?;
+    m.add_class::<dataset::PyDataset>()?;
+    m.add("FORMAT_VERSION", (pixmo_stream_core::format::MAJOR_VERSION, pixmo_stream_core::format::MINOR_VERSION))?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! `_native.ReadAhead`: the core read-ahead stage over one dataset's epoch plan or a mixture.
+//! Reading, verifying and decompressing happen on background threads; `next_batch` waits for
+//! the next ready batch with the GIL released and only builds the Python objects.
+
+use std::sync::{Arc, Mutex};
+
+use pixmo_stream_core::plan::{ConsumerRows, EpochPlan, ShuffleOptions};
+use pixmo_stream_core::stream::{ReadAhead, ReadAheadOptions, RowSource};
+use pixmo_stream_core::Dataset;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use crate::convert::{node_to_py, Helpers};
+use crate::errors::IntoPyResult;
+use crate::plan::{make_split, mixture_rows, mixture_sources};
+
+struct SourceMeta {
+    dataset: Arc<Dataset>,
+    columns: Vec<usize>,
+    keys: Vec<Py<PyString>>,
+}
+
+#[pyclass(name = "ReadAhead", module = "pixmo_stream._native")]
+pub struct PyReadAhead {
+    // A Mutex only to make the class Sync; calls are serialised by the borrow checker anyway.
+    inner: Mutex<ReadAhead>,
+    sources: Vec<SourceMeta>,
+    helpers: Helpers,
+}
+
+fn open_sources(
+    py: Python<'_>,
+    paths: Vec<String>,
+    columns: Vec<Option<Vec<String>>>,
+) -> PyResult<Vec<SourceMeta>> {
+    let mut out = Vec::with_capacity(paths.len());
+    for (path, cols) in paths.into_iter().zip(columns) {
+        let ds = py.detach(|| Dataset::open(&path)).py_err()?;
+        let idx = ds.column_indices(cols.as_deref()).py_err()?;
+        let keys = idx
+            .iter()
+            .map(|&c| PyString::intern(py, &ds.schema().fields[c].name).unbind())
+            .collect();
+        out.push(SourceMeta {
+            dataset: Arc::new(ds),
+            columns: idx,
+            keys,
+        });
+    }
+    Ok(out)
+}
+
+fn build(
+    py: Python<'_>,
+    sources: Vec<SourceMeta>,
+    rows: Box<dyn RowSource>,
+    options: ReadAheadOptions,
+) -> PyResult<PyReadAhead> {
+    let datasets = sources.iter().map(|s| s.dataset.clone()).collect();
+    let columns = sources.iter().map(|s| s.columns.clone()).collect();
+    let inner = ReadAhead::new(datasets, columns, rows, options).py_err()?;
+    Ok(PyReadAhead {
+        inner: Mutex::new(inner),
+        sources,
+        helpers: Helpers::load(py)?,
+    })
+}
+
+#[pymethods]
+impl PyReadAhead {
+    /// The rows one consumer reads from one dataset's epoch (see `EpochPlan.consumer_rows`).
+    /// No thread starts before the first `next_batch`.
+    #[staticmethod]
+    #[pyo3(signature = (paths, columns=None, *, seed=0, epoch=0, shuffle=true, window_rows=16384,
+        start=0, world_size=1, rank=0, num_workers=1, worker=0, block=1, pad=false,
+        batch_rows=64, threads=2, depth=2))]
+    #[allow(clippy::too_many_arguments)]
+    fn for_plan(
+        py: Python<'_>,
+        paths: Vec<String>,
+        columns: Option<Vec<String>>,
+        seed: u64,
+        epoch: u64,
+        shuffle: bool,
+        window_rows: u64,
+        start: u64,
+        world_size: u64,
+        rank: u64,
+        num_workers: u64,
+        worker: u64,
+        block: u64,
+        pad: bool,
+        batch_rows: usize,
+        threads: usize,
+        depth: usize,
+    ) -> PyResult<Self> {
+        let n = paths.len();
+        let sources = open_sources(py, paths, vec![columns; n])?;
+        // Several datasets are read as one: global row ids count through them in order.
+        let mut layout: Vec<u64> = Vec::new();
+        let mut starts = vec![0u64];
+        for s in &sources {
+            layout.extend(s.dataset.row_groups().iter().map(|g| g.num_rows));
+            starts.push(starts.last().unwrap() + s.dataset.num_rows());
+        }
+        let options = ShuffleOptions {
+            shuffle,
+            seed,
+            window_rows,
+        };
+        let plan = EpochPlan::new(&layout, options, epoch).py_err()?;
+        let split = make_split(
+            plan.num_rows(),
+            start,
+            world_size,
+            rank,
+            num_workers,
+            worker,
+            block,
+            pad,
+        )?;
+        let rows = ConcatRows {
+            rows: ConsumerRows::new(Arc::new(plan), split).py_err()?,
+            starts,
+        };
+        build(
+            py,
+            sources,
+            Box::new(rows),
+            ReadAheadOptions {
+                batch_rows,
+                threads,
+                depth,
+            },
+        )
+    }
+
+    /// The draws one consumer of a mixture takes (see `MixtureRows`); `sources` are
+    /// `(row_groups, seed, shuffle, window_rows, first_epoch)` tuples, one per path.
+    #[staticmethod]
+    #[pyo3(signature = (paths, columns, weights, seed, counts_at_start, sources, *, num_positions,
+        start=0, world_size=1, rank=0, num_workers=1, worker=0, block=1,
+        batch_rows=64, threads=2, depth=2))]
+    #[allow(clippy::too_many_arguments)]
+    fn for_mixture(
+        py: Python<'_>,
+        paths: Vec<String>,
+        columns: Vec<Option<Vec<String>>>,
+        weights: Vec<f64>,
+        seed: u64,
+        counts_at_start: Vec<u64>,
+        sources: Vec<(Vec<u64>, u64, bool, u64, u64)>,
+        num_positions: u64,
+        start: u64,
+        world_size: u64,
+        rank: u64,
+        num_workers: u64,
+        worker: u64,
+        block: u64,
+        batch_rows: usize,
+        threads: usize,
+        depth: usize,
+    ) -> PyResult<Self> {
+        let metas = open_sources(py, paths, columns)?;
+        let rows = mixture_rows(
+            &weights,
+            seed,
+            &counts_at_start,
+            mixture_sources(sources),
+            num_positions,
+            start,
+            world_size,
+            rank,
+            num_workers,
+            worker,
+            block,
+        )?;
+        build(
+            py,
+            metas,
+            Box::new(rows),
+            ReadAheadOptions {
+                batch_rows,
+                threads,
+                depth,
+            },
+        )
+    }
+
+    /// The next batch as `(records, sources, rows)`, or `None` at the end of the stream.
+    #[allow(clippy::type_complexity)]
+    fn next_batch<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Option<(Bound<'py, PyList>, Vec<usize>, Vec<u64>)>> {
+        let batch = py
+            .detach(|| {
+                self.inner
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .next_batch()
+            })
+            .py_err()?;
+        let Some(batch) = batch else { return Ok(None) };
+        let records = PyList::empty(py);
+        let mut sources = Vec::with_capacity(batch.rows.len());
+        let mut rows = Vec::with_capacity(batch.rows.len());
+        for r in &batch.rows {
+            let meta = &self.sources[r.source];
+            let fields = &meta.dataset.schema().fields;
+            let d = PyDict::new(py);
+            for ((&c, key), chunk) in meta.columns.iter().zip(&meta.keys).zip(&r.chunks) {
+                let v = node_to_py(
+                    py,
+                    &self.helpers,
+                    &fields[c].dtype,
+                    &chunk.root,
+                    chunk.raw(),
+                    r.index,
+                )?;
+                d.set_item(key.bind(py), v)?;
+            }
+            records.append(d)?;
+            sources.push(r.source);
+            rows.push(r.row);
+        }
+        Ok(Some((records, sources, rows)))
+    }
+
+    /// Whether the background threads have started (they start on the first `next_batch`).
+    #[getter]
+    fn started(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .started()
+    }
+
+    /// Stops and joins the background threads now (also done when the object is freed).
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let empty =
+                ReadAhead::new(vec![], vec![], Box::new(Empty), ReadAheadOptions::default())
+                    .expect("valid");
+            drop(std::mem::replace(&mut *inner, empty));
+        });
+    }
+}
+
+/// Rows of several datasets read as one.
+struct ConcatRows {
+    rows: ConsumerRows,
+    starts: Vec<u64>,
+}
+
+impl RowSource for ConcatRows {
+    fn next_rows(
+        &mut self,
+        n: usize,
+        out: &mut Vec<(usize, u64)>,
+    ) -> pixmo_stream_core::Result<()> {
+        for r in self.rows.by_ref().take(n) {
+            let s = self.starts.partition_point(|&x| x <= r) - 1;
+            out.push((s, r - self.starts[s]));
+        }
+        Ok(())
+    }
+}
+
+struct Empty;
+
+impl RowSource for Empty {
+    fn next_rows(
+        &mut self,
+        _n: usize,
+        _out: &mut Vec<(usize, u64)>,
+    ) -> pixmo_stream_core::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyReadAhead>()
+}
