@@ -52,7 +52,7 @@ _LAZY = {
     "DataLoader": "loader",
     "Mixture": "mixture",
     "root_size_rates": "mixture",
-    "collate": "collate",
+    "collate": "batching",
 }
 
 

@@ -6,7 +6,7 @@ use pixmo_stream_core::decode::{bit, num_value, read_u64, Node, VarKind};
 use pixmo_stream_core::schema::{DataType, Field, NumType};
 use pixmo_stream_core::{Error, Value};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 
 /// Python helpers the conversions call (looked up once).
@@ -142,6 +142,8 @@ fn to_value(h: &Helpers, dtype: &DataType, nullable: bool, obj: &Bound<'_, PyAny
                 Value::Int(i)
             } else if let Ok(u) = obj.extract::<u64>() {
                 Value::UInt(u)
+            } else if !obj.is_instance_of::<PyInt>() {
+                return Err(wrong());
             } else {
                 return Err(schema_err(path, format!("{} does not fit {}", obj.repr().map(|r| r.to_string()).unwrap_or_default(), nt.name())));
             }

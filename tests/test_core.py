@@ -1,0 +1,279 @@
+"""Round trips through the Rust writer and reader, as a user writes and reads records."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import pixmo_stream as ps
+
+
+def assert_same(a, b, where=""):
+    if isinstance(b, np.ndarray):
+        assert isinstance(a, np.ndarray), where
+        assert a.dtype == b.dtype and a.shape == b.shape, (where, a.dtype, a.shape, b.dtype, b.shape)
+        np.testing.assert_array_equal(a, b)
+    elif isinstance(b, dict):
+        assert isinstance(a, dict) and a.keys() == b.keys(), (where, a, b)
+        for k in b:
+            assert_same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(b, list | tuple):
+        assert isinstance(a, list) and len(a) == len(b), (where, a, b)
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b and type(a) is type(b), (where, a, b)
+
+
+ALL_TYPES = ps.Schema(
+    [
+        ps.Field("b", ps.bool_()),
+        *(ps.Field(k, getattr(ps, k)()) for k in ("int8", "int16", "int32", "int64")),
+        *(ps.Field(k, getattr(ps, k)()) for k in ("uint8", "uint16", "uint32", "uint64")),
+        ps.Field("f32", ps.float32()),
+        ps.Field("f64", ps.float64()),
+        ps.Field("s", ps.string(), nullable=True),
+        ps.Field("blob", ps.binary(), nullable=True),
+        ps.Field("pts", ps.array("float32", (2,))),
+        ps.Field("vec", ps.array("int64")),
+        ps.Field("cube", ps.array("float64", (2, 3)), nullable=True),
+        ps.Field("words", ps.list_(ps.string())),
+        ps.Field("maybe", ps.list_(ps.int32(), nullable_items=True), nullable=True),
+        ps.Field(
+            "qa",
+            ps.list_(ps.struct([ps.Field("q", ps.string()), ps.Field("a", ps.string(), nullable=True)])),
+        ),
+        ps.Field("nested", ps.list_(ps.list_(ps.array("uint8", (3,))))),
+        ps.Field("meta", ps.any_(), nullable=True),
+    ]
+)
+
+
+def all_types_record(i: int) -> dict:
+    n = i % 4
+    return {
+        "b": i % 2 == 0,
+        "int8": -128 + i % 256,
+        "int16": -(2**15) + i,
+        "int32": 2**31 - 1 - i,
+        "int64": -(2**63) + i,
+        "uint8": i % 256,
+        "uint16": 2**16 - 1 - i,
+        "uint32": 2**32 - 1,
+        "uint64": 2**64 - 1 - i,
+        "f32": float(np.float32(i / 7)),
+        "f64": i / 7,
+        "s": None if i % 5 == 0 else ("" if i % 5 == 1 else f"r{i} 日本語 🙂 é"),
+        "blob": None if i % 6 == 0 else (b"" if i % 6 == 1 else os.urandom(i % 50)),
+        "pts": np.random.default_rng(i).random((n * 3, 2), dtype=np.float32),
+        "vec": np.arange(n, dtype=np.int64) - 5,
+        "cube": None if i % 3 == 0 else np.full((n, 2, 3), i / 2),
+        "words": [f"w{j}" for j in range(n)],
+        "maybe": None if i % 4 == 3 else [j if j % 2 else None for j in range(n)],
+        "qa": [{"q": f"q{j}", "a": None if j == 1 else "ä" * j} for j in range(n)],
+        "nested": [[np.full((k, 3), k, dtype=np.uint8) for k in range(j)] for j in range(n)],
+        "meta": None if i % 7 == 0 else {"k": i, "l": [1, "x", None, 2.5], "b": b"\x00"},
+    }
+
+
+def test_every_type_round_trips_across_row_groups_and_shards(tmp_path):
+    records = [all_types_record(i) for i in range(60)]
+    with ps.Writer(tmp_path / "d", ALL_TYPES, row_group_rows=7, shard_bytes=8 << 10) as w:
+        w.write_many(records)
+    assert w.summary.num_rows == 60 and w.summary.num_shards > 1
+    ds = ps.Dataset(tmp_path / "d")
+    assert len(ds) == 60 and ds.schema == ALL_TYPES
+    for i, rec in enumerate(ds):
+        assert_same(rec, records[i], f"row {i}")
+    for i in (0, 17, 59, -1):
+        assert_same(ds[i], records[i], f"ds[{i}]")
+    assert ds.verify().ok
+
+
+def test_take_keeps_order_duplicates_and_projection(tmp_path):
+    records = [all_types_record(i) for i in range(30)]
+    with ps.Writer(tmp_path / "d", ALL_TYPES, row_group_rows=4) as w:
+        w.write_many(records)
+    ds = ps.Dataset(tmp_path / "d")
+    got = ds.take([29, 0, 5, 5, -2], columns=["s", "qa"])
+    want = [records[i] for i in (29, 0, 5, 5, 28)]
+    for g, r in zip(got, want, strict=True):
+        assert list(g) == ["s", "qa"]
+        assert_same(g, {"s": r["s"], "qa": r["qa"]})
+    with pytest.raises(IndexError):
+        ds.take([30])
+    with pytest.raises(IndexError):
+        ds[-31]
+    with pytest.raises(ValueError, match="unknown column 'nope'"):
+        ds.take([0], columns=["nope"])
+
+
+def test_inferred_schema_follows_documented_rules(tmp_path):
+    rec = {
+        "image": b"\xff\xd8",
+        "caption": "a cat",
+        "count": 3,
+        "score": 0.5,
+        "ok": True,
+        "points": np.zeros((4, 2), dtype=np.float32),
+        "qa": [{"q": "?", "a": "!"}],
+        "tags": ["x"],
+    }
+    with ps.Writer(tmp_path / "d") as w:
+        w.write(rec)
+        w.write({**rec, "caption": None, "qa": []})
+    s = ps.Dataset(tmp_path / "d").schema
+    kinds = {f.name: str(f.type) for f in s}
+    assert kinds == {
+        "image": "binary",
+        "caption": "string",
+        "count": "int64",
+        "score": "float64",
+        "ok": "bool",
+        "points": "array<float32, (N, 2)>",
+        "qa": "list<struct<q: string?, a: string?>>",
+        "tags": "list<string>",
+    }
+    assert all(f.nullable for f in s)
+    ds = ps.Dataset(tmp_path / "d")
+    assert ds[1]["caption"] is None and ds[1]["qa"] == []
+
+
+@pytest.mark.parametrize("bad", [{"x": None}, {"x": []}, {}])
+def test_inference_refuses_what_it_cannot_know(tmp_path, bad):
+    with pytest.raises(ps.SchemaError):
+        with ps.Writer(tmp_path / "d") as w:
+            w.write(bad)
+    assert not (tmp_path / "d" / "manifest.json").exists()
+
+
+def test_bad_records_are_rejected_whole_and_nothing_is_lost(tmp_path):
+    schema = ps.Schema(
+        [
+            ps.Field("id", ps.int32()),
+            ps.Field("pts", ps.array("float32", (2,))),
+            ps.Field("qa", ps.list_(ps.struct([ps.Field("q", ps.string())]))),
+        ]
+    )
+    good = lambda i: {"id": i, "pts": np.zeros((i, 2), np.float32), "qa": [{"q": "x"}]}  # noqa: E731
+    bad_cases = [
+        ({"id": "7", "pts": np.zeros((0, 2)), "qa": []}, "id", "expected int32, got str"),
+        ({"id": 2**40, "pts": np.zeros((0, 2)), "qa": []}, "id", "out of range"),
+        ({"id": 1, "pts": np.zeros((3, 3)), "qa": []}, "pts", "shape (N, 2)"),
+        ({"id": 1, "pts": np.zeros((1, 2)), "qa": [{"q": 5}]}, "qa[0].q", "expected string"),
+        ({"id": 1, "pts": np.zeros((1, 2)), "qa": [], "extra": 1}, "extra", "not in the schema"),
+        ({"id": 1, "qa": []}, "pts", "missing"),
+        ({"id": None, "pts": np.zeros((1, 2)), "qa": []}, "id", "non-nullable"),
+        ("not a dict", "", "must be a dict"),
+    ]
+    with ps.Writer(tmp_path / "d", schema, row_group_rows=2) as w:
+        for i in range(3):
+            w.write(good(i))
+        for rec, field, msg in bad_cases:
+            with pytest.raises(ps.SchemaError, match="record 3") as e:
+                w.write(rec)
+            assert msg in str(e.value) and e.value.field == field, str(e.value)
+            assert e.value.record == 3
+        w.write(good(3))
+    ds = ps.Dataset(tmp_path / "d")
+    assert [r["id"] for r in ds] == [0, 1, 2, 3]
+    assert ds[3]["pts"].shape == (3, 2)
+
+
+def test_large_blob_round_trips(tmp_path):
+    blob = np.random.default_rng(0).integers(0, 256, 17 << 20, dtype=np.uint8).tobytes()
+    with ps.Writer(tmp_path / "d") as w:
+        w.write({"image": blob, "i": 0})
+        w.write({"image": b"small", "i": 1})
+    ds = ps.Dataset(tmp_path / "d")
+    assert ds[0]["image"] == blob and ds[1]["image"] == b"small"
+    assert ds.info()["shards"][0]["row_groups"][0]["columns"][0]["codec"] == "none"
+
+
+def test_zero_rows(tmp_path):
+    schema = ps.Schema([ps.Field("x", ps.int64())])
+    with ps.Writer(tmp_path / "d", schema) as w:
+        pass
+    assert w.summary.num_rows == 0
+    ds = ps.Dataset(tmp_path / "d")
+    assert len(ds) == 0 and list(ds) == [] and ds.take([]) == [] and ds.verify().ok
+    with pytest.raises(IndexError):
+        ds[0]
+
+
+def test_a_million_small_rows(tmp_path):
+    n = 1_000_000
+    schema = ps.Schema([ps.Field("i", ps.int64()), ps.Field("s", ps.string())])
+    with ps.Writer(tmp_path / "d", schema) as w:
+        w.write_many({"i": i, "s": str(i)} for i in range(n))
+    ds = ps.Dataset(tmp_path / "d")
+    assert len(ds) == n
+    total = 0
+    count = 0
+    for rec in ds.iter(columns=["i"]):
+        total += rec["i"]
+        count += 1
+    assert count == n and total == n * (n - 1) // 2
+    assert ds.take([999_999, 0, 123_456]) == [
+        {"i": 999_999, "s": "999999"},
+        {"i": 0, "s": "0"},
+        {"i": 123_456, "s": "123456"},
+    ]
+
+
+def test_projection_never_touches_other_columns(tmp_path):
+    """Damage the image chunk: caption-only reads still work, full reads report it."""
+    with ps.Writer(tmp_path / "d", row_group_rows=100) as w:
+        for i in range(10):
+            w.write({"image": bytes([i % 256]) * 5000, "caption": f"caption {i}"})
+    ds = ps.Dataset(tmp_path / "d")
+    info = ds.info()
+    shard = tmp_path / "d" / info["shards"][0]["file"]
+    data = bytearray(shard.read_bytes())
+    data[64 + 100] ^= 0xFF  # the image column's chunk starts at offset 64
+    shard.write_bytes(bytes(data))
+    ds = ps.Dataset(tmp_path / "d")
+    assert [r["caption"] for r in ds.iter(columns=["caption"])] == [f"caption {i}" for i in range(10)]
+    with pytest.raises(ps.CorruptDataError, match="column 'image'") as e:
+        list(ds)
+    assert e.value.column == "image" and e.value.row_group == 0
+    assert str(shard) in str(e.value)
+
+
+def test_missing_paths_raise_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        ps.Dataset(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        ps.Dataset(tmp_path / "empty")
+
+
+def test_writer_refuses_to_clobber_and_failed_writes_never_look_complete(tmp_path):
+    schema = ps.Schema([ps.Field("x", ps.int64())])
+    with ps.Writer(tmp_path / "d", schema) as w:
+        w.write({"x": 1})
+    with pytest.raises(ValueError, match="overwrite=True"):
+        ps.Writer(tmp_path / "d", schema)
+    with pytest.raises(RuntimeError):
+        with ps.Writer(tmp_path / "d", schema, overwrite=True, row_group_rows=1) as w:
+            w.write({"x": 2})
+            w.write({"x": 3})
+            raise RuntimeError("crash mid-write")
+    assert not (tmp_path / "d" / "manifest.json").exists()
+    with pytest.raises(FileNotFoundError):
+        ps.Dataset(tmp_path / "d")
+
+
+def test_schema_json_round_trip_and_errors():
+    assert ps.Schema.from_json(ALL_TYPES.to_json()) == ALL_TYPES
+    with pytest.raises(ps.SchemaError):
+        ps.Schema([ps.Field("a", ps.int8()), ps.Field("a", ps.int8())])
+    with pytest.raises(ps.SchemaError):
+        ps.array("float32", (0,))
+    with pytest.raises(ps.SchemaError):
+        ps.struct([])
+    assert issubclass(ps.SchemaError, ps.PixmoError)
+    assert issubclass(ps.CorruptDataError, ps.PixmoError)
+    assert issubclass(ps.UnsupportedVersionError, ps.PixmoError)
