@@ -60,7 +60,10 @@ pub fn assemble(buffers: &[Vec<u8>]) -> Vec<u8> {
 /// caller adds the location.
 pub fn buffer_ranges(raw: &[u8]) -> Result<Vec<Range<usize>>, String> {
     if raw.len() < 8 {
-        return Err(format!("raw chunk of {} bytes is shorter than its table header", raw.len()));
+        return Err(format!(
+            "raw chunk of {} bytes is shorter than its table header",
+            raw.len()
+        ));
     }
     let count = u32::from_le_bytes(raw[0..4].try_into().unwrap()) as usize;
     let reserved = u32::from_le_bytes(raw[4..8].try_into().unwrap());
@@ -68,7 +71,9 @@ pub fn buffer_ranges(raw: &[u8]) -> Result<Vec<Range<usize>>, String> {
         return Err("reserved field of the buffer table is not zero".into());
     }
     if count > MAX_BUFFERS_PER_CHUNK {
-        return Err(format!("{count} buffers exceed the limit of {MAX_BUFFERS_PER_CHUNK}"));
+        return Err(format!(
+            "{count} buffers exceed the limit of {MAX_BUFFERS_PER_CHUNK}"
+        ));
     }
     let table_end = 8 + 8 * count;
     if table_end > raw.len() {
@@ -80,25 +85,39 @@ pub fn buffer_ranges(raw: &[u8]) -> Result<Vec<Range<usize>>, String> {
     for i in 0..count {
         let at = 8 + 8 * i;
         let len = u64::from_le_bytes(raw[at..at + 8].try_into().unwrap());
-        let end = (pos as u64).checked_add(len).filter(|&e| e <= raw.len() as u64).ok_or_else(
-            || format!("buffer {i} ({len} bytes at {pos}) runs past the end of the chunk"),
-        )? as usize;
+        let end = (pos as u64)
+            .checked_add(len)
+            .filter(|&e| e <= raw.len() as u64)
+            .ok_or_else(|| {
+                format!("buffer {i} ({len} bytes at {pos}) runs past the end of the chunk")
+            })? as usize;
         out.push(pos..end);
-        pos = if i + 1 < count { align_up(end, BUFFER_ALIGNMENT) } else { end };
+        pos = if i + 1 < count {
+            align_up(end, BUFFER_ALIGNMENT)
+        } else {
+            end
+        };
         if pos > raw.len() {
-            return Err(format!("padding after buffer {i} runs past the end of the chunk"));
+            return Err(format!(
+                "padding after buffer {i} runs past the end of the chunk"
+            ));
         }
         check_zero(raw, end, pos)?;
     }
     if pos != raw.len() {
-        return Err(format!("chunk has {} trailing bytes after its last buffer", raw.len() - pos));
+        return Err(format!(
+            "chunk has {} trailing bytes after its last buffer",
+            raw.len() - pos
+        ));
     }
     Ok(out)
 }
 
 fn check_zero(raw: &[u8], from: usize, to: usize) -> Result<(), String> {
     if raw[from..to].iter().any(|&b| b != 0) {
-        return Err(format!("non-zero padding at bytes {from}..{to} of the chunk"));
+        return Err(format!(
+            "non-zero padding at bytes {from}..{to} of the chunk"
+        ));
     }
     Ok(())
 }
@@ -117,7 +136,11 @@ pub fn compress(raw: Vec<u8>, codec: Codec, level: i32) -> (Vec<u8>, Codec) {
 /// The bytes of a raw chunk: borrowed from the mapped file (codec none) or decompressed.
 #[derive(Clone)]
 pub enum ChunkBytes {
-    Mapped { map: Arc<Mmap>, start: usize, len: usize },
+    Mapped {
+        map: Arc<Mmap>,
+        start: usize,
+        len: usize,
+    },
     Owned(Arc<Vec<u8>>),
 }
 

@@ -63,7 +63,9 @@ impl Dataset {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         let (schema, shards) = if meta.is_dir() {
             if !path.join(MANIFEST_NAME).exists() {
-                return Err(Error::NotFound { path: path.join(MANIFEST_NAME) });
+                return Err(Error::NotFound {
+                    path: path.join(MANIFEST_NAME),
+                });
             }
             let m = Manifest::read(path)?;
             let shards = m
@@ -98,7 +100,10 @@ impl Dataset {
             num_rows: *shard_starts.last().unwrap(),
             shards,
             shard_starts,
-            cache: Mutex::new(ChunkCache { entries: Vec::new(), heap_bytes: 0 }),
+            cache: Mutex::new(ChunkCache {
+                entries: Vec::new(),
+                heap_bytes: 0,
+            }),
         })
     }
 
@@ -130,10 +135,16 @@ impl Dataset {
         }
         let r = ShardReader::open(&slot.path, slot.num_bytes.map(|b| (b, slot.num_rows)))?;
         if r.schema() != &self.schema {
-            return Err(Error::corrupt(Location::file(&slot.path), "shard schema differs from the manifest's"));
+            return Err(Error::corrupt(
+                Location::file(&slot.path),
+                "shard schema differs from the manifest's",
+            ));
         }
         if r.row_group_starts != slot.rg_starts {
-            return Err(Error::corrupt(Location::file(&slot.path), "shard row groups differ from the manifest's"));
+            return Err(Error::corrupt(
+                Location::file(&slot.path),
+                "shard row groups differ from the manifest's",
+            ));
         }
         let _ = slot.reader.set(r);
         Ok(slot.reader.get().unwrap())
@@ -158,7 +169,10 @@ impl Dataset {
     /// (shard, row group, row within the group) of a global row.
     pub fn locate(&self, row: u64) -> Result<(usize, usize, usize)> {
         if row >= self.num_rows {
-            return Err(Error::InvalidArgument(format!("row {row} out of range for {} rows", self.num_rows)));
+            return Err(Error::InvalidArgument(format!(
+                "row {row} out of range for {} rows",
+                self.num_rows
+            )));
         }
         let s = self.shard_starts.partition_point(|&x| x <= row) - 1;
         let local = row - self.shard_starts[s];

@@ -23,9 +23,21 @@ pub enum VarKind {
 /// A decoded node of the type tree; ranges index the raw chunk.
 #[derive(Debug, Clone)]
 pub enum Node {
-    Bool { validity: Option<Range<usize>>, bits: Range<usize> },
-    Num { validity: Option<Range<usize>>, t: NumType, values: Range<usize> },
-    Var { validity: Option<Range<usize>>, kind: VarKind, offsets: Range<usize>, data: Range<usize> },
+    Bool {
+        validity: Option<Range<usize>>,
+        bits: Range<usize>,
+    },
+    Num {
+        validity: Option<Range<usize>>,
+        t: NumType,
+        values: Range<usize>,
+    },
+    Var {
+        validity: Option<Range<usize>>,
+        kind: VarKind,
+        offsets: Range<usize>,
+        data: Range<usize>,
+    },
     Array {
         validity: Option<Range<usize>>,
         t: NumType,
@@ -34,8 +46,15 @@ pub enum Node {
         offsets: Range<usize>,
         data: Range<usize>,
     },
-    List { validity: Option<Range<usize>>, offsets: Range<usize>, child: Box<Node> },
-    Struct { validity: Option<Range<usize>>, children: Vec<Node> },
+    List {
+        validity: Option<Range<usize>>,
+        offsets: Range<usize>,
+        child: Box<Node>,
+    },
+    Struct {
+        validity: Option<Range<usize>>,
+        children: Vec<Node>,
+    },
 }
 
 #[inline]
@@ -50,7 +69,12 @@ pub fn bit(raw: &[u8], r: &Range<usize>, i: usize) -> bool {
 
 impl ColumnChunk {
     /// Parses and checks a raw chunk of `len` rows of `dtype`.
-    pub fn parse(bytes: ChunkBytes, dtype: &DataType, nullable: bool, len: usize) -> Result<Self, String> {
+    pub fn parse(
+        bytes: ChunkBytes,
+        dtype: &DataType,
+        nullable: bool,
+        len: usize,
+    ) -> Result<Self, String> {
         let raw = bytes.as_slice();
         let ranges = buffer_ranges(raw)?;
         let mut it = ranges.into_iter();
@@ -72,9 +96,13 @@ impl ColumnChunk {
 
 fn check_bitmap(raw: &[u8], r: &Range<usize>, n: usize, what: &str) -> Result<(), String> {
     if r.len() != n.div_ceil(8) {
-        return Err(format!("{what} has {} bytes, expected {}", r.len(), n.div_ceil(8)));
+        return Err(format!(
+            "{what} has {} bytes, expected {}",
+            r.len(),
+            n.div_ceil(8)
+        ));
     }
-    if n % 8 != 0 && raw[r.end - 1] >> (n % 8) != 0 {
+    if !n.is_multiple_of(8) && raw[r.end - 1] >> (n % 8) != 0 {
         return Err(format!("{what} has bits set past the last row"));
     }
     Ok(())
@@ -83,7 +111,11 @@ fn check_bitmap(raw: &[u8], r: &Range<usize>, n: usize, what: &str) -> Result<()
 /// Checks an offsets buffer of `n + 1` u64 and returns its last value.
 fn check_offsets(raw: &[u8], r: &Range<usize>, n: usize) -> Result<u64, String> {
     if r.len() != (n + 1) * 8 {
-        return Err(format!("offsets buffer has {} bytes, expected {}", r.len(), (n + 1) * 8));
+        return Err(format!(
+            "offsets buffer has {} bytes, expected {}",
+            r.len(),
+            (n + 1) * 8
+        ));
     }
     let mut prev = read_u64(raw, r.start);
     if prev != 0 {
@@ -147,7 +179,12 @@ impl Node {
                     DataType::Binary => VarKind::Binary,
                     _ => VarKind::Any,
                 };
-                Node::Var { validity, kind, offsets, data }
+                Node::Var {
+                    validity,
+                    kind,
+                    offsets,
+                    data,
+                }
             }
             DataType::Array { dtype: t, shape } => {
                 let offsets = next("offsets")?;
@@ -161,16 +198,33 @@ impl Node {
                         data.len()
                     ));
                 }
-                Node::Array { validity, t: *t, shape, row_bytes, offsets, data }
+                Node::Array {
+                    validity,
+                    t: *t,
+                    shape,
+                    row_bytes,
+                    offsets,
+                    data,
+                }
             }
-            DataType::List { item, item_nullable } => {
+            DataType::List {
+                item,
+                item_nullable,
+            } => {
                 let offsets = next("offsets")?;
                 let count = check_offsets(raw, &offsets, n)?;
                 if count > raw.len() as u64 * 8 + 8 {
-                    return Err(format!("list claims {count} items, more than the chunk can hold"));
+                    return Err(format!(
+                        "list claims {count} items, more than the chunk can hold"
+                    ));
                 }
-                let child = Node::parse(raw, item, *item_nullable, count as usize, bufs, depth + 1)?;
-                Node::List { validity, offsets, child: Box::new(child) }
+                let child =
+                    Node::parse(raw, item, *item_nullable, count as usize, bufs, depth + 1)?;
+                Node::List {
+                    validity,
+                    offsets,
+                    child: Box::new(child),
+                }
             }
             DataType::Struct { fields } => {
                 let mut children = Vec::with_capacity(fields.len());
@@ -183,9 +237,17 @@ impl Node {
                 let t = other.num_type().expect("numeric kind");
                 let values = next("values")?;
                 if values.len() != n * t.width() {
-                    return Err(format!("values buffer has {} bytes, expected {}", values.len(), n * t.width()));
+                    return Err(format!(
+                        "values buffer has {} bytes, expected {}",
+                        values.len(),
+                        n * t.width()
+                    ));
                 }
-                Node::Num { validity, t, values }
+                Node::Num {
+                    validity,
+                    t,
+                    values,
+                }
             }
         })
     }
@@ -209,7 +271,10 @@ impl Node {
     /// `offsets[i]..offsets[i+1]` of an offsets buffer starting at `start`.
     #[inline]
     pub fn span(raw: &[u8], offsets: &Range<usize>, i: usize) -> (usize, usize) {
-        (read_u64(raw, offsets.start + 8 * i) as usize, read_u64(raw, offsets.start + 8 * i + 8) as usize)
+        (
+            read_u64(raw, offsets.start + 8 * i) as usize,
+            read_u64(raw, offsets.start + 8 * i + 8) as usize,
+        )
     }
 
     /// Reads value `i` as a core `Value` (the bindings build Python objects directly instead).
@@ -224,7 +289,12 @@ impl Node {
                 let b = &raw[values.start + i * w..values.start + (i + 1) * w];
                 num_value(*t, b)
             }
-            Node::Var { kind, offsets, data, .. } => {
+            Node::Var {
+                kind,
+                offsets,
+                data,
+                ..
+            } => {
                 let (a, b) = Node::span(raw, offsets, i);
                 let s = &raw[data.start + a..data.start + b];
                 match kind {
@@ -233,7 +303,12 @@ impl Node {
                     VarKind::Any => Value::Any(s.to_vec()),
                 }
             }
-            Node::Array { row_bytes, offsets, data, .. } => {
+            Node::Array {
+                row_bytes,
+                offsets,
+                data,
+                ..
+            } => {
                 let (a, b) = Node::span(raw, offsets, i);
                 Value::Array {
                     rows: (b - a) as u64,
@@ -244,7 +319,9 @@ impl Node {
                 let (a, b) = Node::span(raw, offsets, i);
                 Value::List((a..b).map(|j| child.value(raw, j)).collect())
             }
-            Node::Struct { children, .. } => Value::Struct(children.iter().map(|c| c.value(raw, i)).collect()),
+            Node::Struct { children, .. } => {
+                Value::Struct(children.iter().map(|c| c.value(raw, i)).collect())
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ pub struct Bitmap {
 
 impl Bitmap {
     pub fn push(&mut self, bit: bool) {
-        if self.len % 8 == 0 {
+        if self.len.is_multiple_of(8) {
             self.bytes.push(0);
         }
         if bit {
@@ -29,10 +29,23 @@ impl Bitmap {
 #[derive(Debug)]
 enum Kind {
     Bool(Bitmap),
-    Num { t: NumType, data: Vec<u8> },
-    Var { offsets: Vec<u64>, data: Vec<u8> },
-    Array { row_bytes: usize, offsets: Vec<u64>, data: Vec<u8> },
-    List { offsets: Vec<u64>, child: Box<ColumnBuilder> },
+    Num {
+        t: NumType,
+        data: Vec<u8>,
+    },
+    Var {
+        offsets: Vec<u64>,
+        data: Vec<u8>,
+    },
+    Array {
+        row_bytes: usize,
+        offsets: Vec<u64>,
+        data: Vec<u8>,
+    },
+    List {
+        offsets: Vec<u64>,
+        child: Box<ColumnBuilder>,
+    },
     Struct(Vec<ColumnBuilder>),
 }
 
@@ -49,24 +62,39 @@ impl ColumnBuilder {
     pub fn new(dtype: &DataType, nullable: bool) -> Self {
         let kind = match dtype {
             DataType::Bool => Kind::Bool(Bitmap::default()),
-            DataType::String | DataType::Binary | DataType::Any => {
-                Kind::Var { offsets: vec![0], data: Vec::new() }
-            }
+            DataType::String | DataType::Binary | DataType::Any => Kind::Var {
+                offsets: vec![0],
+                data: Vec::new(),
+            },
             DataType::Array { dtype: t, shape } => Kind::Array {
                 row_bytes: shape.iter().product::<u64>() as usize * t.width(),
                 offsets: vec![0],
                 data: Vec::new(),
             },
-            DataType::List { item, item_nullable } => Kind::List {
+            DataType::List {
+                item,
+                item_nullable,
+            } => Kind::List {
                 offsets: vec![0],
                 child: Box::new(ColumnBuilder::new(item, *item_nullable)),
             },
-            DataType::Struct { fields } => {
-                Kind::Struct(fields.iter().map(|f| ColumnBuilder::new(&f.dtype, f.nullable)).collect())
-            }
-            other => Kind::Num { t: other.num_type().expect("numeric kind"), data: Vec::new() },
+            DataType::Struct { fields } => Kind::Struct(
+                fields
+                    .iter()
+                    .map(|f| ColumnBuilder::new(&f.dtype, f.nullable))
+                    .collect(),
+            ),
+            other => Kind::Num {
+                t: other.num_type().expect("numeric kind"),
+                data: Vec::new(),
+            },
         };
-        ColumnBuilder { validity: nullable.then(Bitmap::default), kind, len: 0, bytes: 0 }
+        ColumnBuilder {
+            validity: nullable.then(Bitmap::default),
+            kind,
+            len: 0,
+            bytes: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -102,7 +130,14 @@ impl ColumnBuilder {
                 }
                 offsets.push(data.len() as u64);
             }
-            (Kind::Array { row_bytes, offsets, data }, v) => {
+            (
+                Kind::Array {
+                    row_bytes,
+                    offsets,
+                    data,
+                },
+                v,
+            ) => {
                 if let Value::Array { data: d, .. } = v {
                     data.extend_from_slice(d);
                 }

@@ -14,7 +14,11 @@ pub struct Location {
 
 impl Location {
     pub fn file(path: impl AsRef<Path>) -> Self {
-        Location { path: path.as_ref().to_path_buf(), row_group: None, column: None }
+        Location {
+            path: path.as_ref().to_path_buf(),
+            row_group: None,
+            column: None,
+        }
     }
     pub fn chunk(path: impl AsRef<Path>, row_group: usize, column: &str) -> Self {
         Location {
@@ -57,7 +61,11 @@ pub enum Error {
     UnsupportedVersion { path: PathBuf, reason: String },
 
     #[error("{}", schema_message(field, *record, reason))]
-    Schema { field: String, record: Option<u64>, reason: String },
+    Schema {
+        field: String,
+        record: Option<u64>,
+        reason: String,
+    },
 
     #[error("{0}")]
     InvalidArgument(String),
@@ -77,21 +85,37 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         if source.kind() == std::io::ErrorKind::NotFound {
-            Error::NotFound { path: path.as_ref().to_path_buf() }
+            Error::NotFound {
+                path: path.as_ref().to_path_buf(),
+            }
         } else {
-            Error::Io { path: path.as_ref().to_path_buf(), source }
+            Error::Io {
+                path: path.as_ref().to_path_buf(),
+                source,
+            }
         }
     }
     pub fn corrupt(location: Location, reason: impl Into<String>) -> Self {
-        Error::Corrupt { location, reason: reason.into() }
+        Error::Corrupt {
+            location,
+            reason: reason.into(),
+        }
     }
     pub fn schema(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Schema { field: field.into(), record: None, reason: reason.into() }
+        Error::Schema {
+            field: field.into(),
+            record: None,
+            reason: reason.into(),
+        }
     }
     /// Attaches the record index to a schema error.
     pub fn at_record(self, index: u64) -> Self {
         match self {
-            Error::Schema { field, reason, .. } => Error::Schema { field, record: Some(index), reason },
+            Error::Schema { field, reason, .. } => Error::Schema {
+                field,
+                record: Some(index),
+                reason,
+            },
             other => other,
         }
     }

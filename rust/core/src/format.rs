@@ -50,7 +50,11 @@ mod tests {
     fn spec_constants_match() {
         let t = spec_table();
         let num = |k: &str| -> u64 {
-            t[k].split_whitespace().next().unwrap().parse().unwrap_or_else(|_| panic!("{k}"))
+            t[k].split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap_or_else(|_| panic!("{k}"))
         };
         assert!(t["MAGIC"].contains(&format!("`{}`", std::str::from_utf8(MAGIC).unwrap())));
         let hex: Vec<String> = MAGIC.iter().map(|b| format!("{b:02x}")).collect();

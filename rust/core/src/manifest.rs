@@ -31,7 +31,11 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    pub fn new(schema: Schema, shards: Vec<ShardEntry>, metadata: BTreeMap<String, String>) -> Self {
+    pub fn new(
+        schema: Schema,
+        shards: Vec<ShardEntry>,
+        metadata: BTreeMap<String, String>,
+    ) -> Self {
         Manifest {
             format: MANIFEST_FORMAT.to_string(),
             version: [MAJOR_VERSION, MINOR_VERSION],
@@ -52,25 +56,38 @@ impl Manifest {
         let value: serde_json::Value =
             serde_json::from_slice(&text).map_err(|e| corrupt(format!("not valid JSON: {e}")))?;
         if value.get("format").and_then(|v| v.as_str()) != Some(MANIFEST_FORMAT) {
-            return Err(corrupt(format!("not a {MANIFEST_FORMAT} manifest (missing \"format\")")));
+            return Err(corrupt(format!(
+                "not a {MANIFEST_FORMAT} manifest (missing \"format\")"
+            )));
         }
         if let Some(major) = value.pointer("/version/0").and_then(|v| v.as_u64()) {
             if major != MAJOR_VERSION as u64 {
                 return Err(Error::UnsupportedVersion {
                     path,
-                    reason: format!("manifest version {major}; this reader reads major version {MAJOR_VERSION}"),
+                    reason: format!(
+                        "manifest version {major}; this reader reads major version {MAJOR_VERSION}"
+                    ),
                 });
             }
         }
-        let m: Manifest = serde_json::from_value(value).map_err(|e| corrupt(format!("invalid manifest: {e}")))?;
-        m.schema.validate().map_err(|e| corrupt(format!("invalid schema: {e}")))?;
+        let m: Manifest =
+            serde_json::from_value(value).map_err(|e| corrupt(format!("invalid manifest: {e}")))?;
+        m.schema
+            .validate()
+            .map_err(|e| corrupt(format!("invalid schema: {e}")))?;
         for s in &m.shards {
             let p = Path::new(&s.file);
             if s.file.is_empty() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
-                return Err(corrupt(format!("shard path '{}' is not a plain relative path", s.file)));
+                return Err(corrupt(format!(
+                    "shard path '{}' is not a plain relative path",
+                    s.file
+                )));
             }
             if s.row_groups.iter().sum::<u64>() != s.num_rows || s.row_groups.contains(&0) {
-                return Err(corrupt(format!("row groups of '{}' do not add up to its {} rows", s.file, s.num_rows)));
+                return Err(corrupt(format!(
+                    "row groups of '{}' do not add up to its {} rows",
+                    s.file, s.num_rows
+                )));
             }
         }
         if m.shards.iter().map(|s| s.num_rows).sum::<u64>() != m.num_rows {

@@ -34,7 +34,10 @@ impl NumType {
         matches!(self, NumType::Float32 | NumType::Float64)
     }
     pub fn is_signed(self) -> bool {
-        matches!(self, NumType::Int8 | NumType::Int16 | NumType::Int32 | NumType::Int64)
+        matches!(
+            self,
+            NumType::Int8 | NumType::Int16 | NumType::Int32 | NumType::Int64
+        )
     }
     pub fn name(self) -> &'static str {
         match self {
@@ -77,7 +80,11 @@ pub struct Field {
 
 impl Field {
     pub fn new(name: impl Into<String>, dtype: DataType, nullable: bool) -> Self {
-        Field { name: name.into(), dtype, nullable }
+        Field {
+            name: name.into(),
+            dtype,
+            nullable,
+        }
     }
 }
 
@@ -99,9 +106,17 @@ pub enum DataType {
     Binary,
     Any,
     /// Variable outer dimension, fixed inner `shape`: a point list is `dtype=float32, shape=[2]`.
-    Array { dtype: NumType, shape: Vec<u64> },
-    List { item: Box<DataType>, item_nullable: bool },
-    Struct { fields: Vec<Field> },
+    Array {
+        dtype: NumType,
+        shape: Vec<u64>,
+    },
+    List {
+        item: Box<DataType>,
+        item_nullable: bool,
+    },
+    Struct {
+        fields: Vec<Field>,
+    },
 }
 
 impl DataType {
@@ -140,17 +155,28 @@ impl DataType {
         match self {
             DataType::Array { dtype, shape } => {
                 let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
-                format!("array<{}, (N, {})>", dtype.name(), dims.join(", "))
-                    .replace(", )", ")")
+                format!("array<{}, (N, {})>", dtype.name(), dims.join(", ")).replace(", )", ")")
             }
-            DataType::List { item, item_nullable } => {
-                format!("list<{}{}>", item.display(), if *item_nullable { "?" } else { "" })
+            DataType::List {
+                item,
+                item_nullable,
+            } => {
+                format!(
+                    "list<{}{}>",
+                    item.display(),
+                    if *item_nullable { "?" } else { "" }
+                )
             }
             DataType::Struct { fields } => {
                 let inner: Vec<String> = fields
                     .iter()
                     .map(|f| {
-                        format!("{}: {}{}", f.name, f.dtype.display(), if f.nullable { "?" } else { "" })
+                        format!(
+                            "{}: {}{}",
+                            f.name,
+                            f.dtype.display(),
+                            if f.nullable { "?" } else { "" }
+                        )
                     })
                     .collect();
                 format!("struct<{}>", inner.join(", "))
@@ -161,7 +187,10 @@ impl DataType {
 
     fn validate(&self, path: &str, depth: usize) -> Result<()> {
         if depth > MAX_NESTING_DEPTH {
-            return Err(Error::schema(path, format!("nesting deeper than {MAX_NESTING_DEPTH} levels")));
+            return Err(Error::schema(
+                path,
+                format!("nesting deeper than {MAX_NESTING_DEPTH} levels"),
+            ));
         }
         match self {
             DataType::Array { shape, .. } => {
@@ -169,7 +198,10 @@ impl DataType {
                     return Err(Error::schema(path, "array inner dimensions must be >= 1"));
                 }
                 if shape.len() > 16 {
-                    return Err(Error::schema(path, "array has more than 16 inner dimensions"));
+                    return Err(Error::schema(
+                        path,
+                        "array has more than 16 inner dimensions",
+                    ));
                 }
                 Ok(())
             }
@@ -188,7 +220,11 @@ impl DataType {
 fn validate_fields(fields: &[Field], parent: &str, depth: usize) -> Result<()> {
     let mut seen = HashSet::new();
     for f in fields {
-        let path = if parent.is_empty() { f.name.clone() } else { format!("{parent}.{}", f.name) };
+        let path = if parent.is_empty() {
+            f.name.clone()
+        } else {
+            format!("{parent}.{}", f.name)
+        };
         if f.name.is_empty() {
             return Err(Error::schema(parent, "field names must not be empty"));
         }
@@ -210,7 +246,10 @@ pub struct Schema {
 
 impl Schema {
     pub fn new(fields: Vec<Field>) -> Result<Self> {
-        let s = Schema { fields, metadata: BTreeMap::new() };
+        let s = Schema {
+            fields,
+            metadata: BTreeMap::new(),
+        };
         s.validate()?;
         Ok(s)
     }
@@ -249,7 +288,14 @@ mod tests {
     #[test]
     fn json_round_trip_and_shape() {
         let s = Schema::new(vec![
-            Field::new("points", DataType::Array { dtype: NumType::Float32, shape: vec![2] }, false),
+            Field::new(
+                "points",
+                DataType::Array {
+                    dtype: NumType::Float32,
+                    shape: vec![2],
+                },
+                false,
+            ),
             Field::new(
                 "qa",
                 DataType::List {
@@ -263,7 +309,10 @@ mod tests {
         ])
         .unwrap();
         let j = s.to_json();
-        assert!(j.contains(r#""kind":"array","dtype":"float32","shape":[2]"#), "{j}");
+        assert!(
+            j.contains(r#""kind":"array","dtype":"float32","shape":[2]"#),
+            "{j}"
+        );
         assert_eq!(Schema::from_json(&j).unwrap(), s);
     }
 
@@ -274,7 +323,11 @@ mod tests {
             Field::new("a", DataType::Int64, false),
         ]);
         assert!(matches!(dup, Err(Error::Schema { .. })));
-        let empty = Schema::new(vec![Field::new("s", DataType::Struct { fields: vec![] }, false)]);
+        let empty = Schema::new(vec![Field::new(
+            "s",
+            DataType::Struct { fields: vec![] },
+            false,
+        )]);
         assert!(empty.is_err());
     }
 }

@@ -24,7 +24,11 @@ pub struct ShardWriter {
 }
 
 impl ShardWriter {
-    pub fn create(path: &Path, schema: &Schema, metadata: &std::collections::BTreeMap<String, String>) -> Result<Self> {
+    pub fn create(
+        path: &Path,
+        schema: &Schema,
+        metadata: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Self> {
         let tmp = path.with_extension("pxs.tmp");
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -71,22 +75,37 @@ impl ShardWriter {
     }
 
     /// Appends a row group of already encoded raw chunks (one per column).
-    pub fn write_row_group(&mut self, num_rows: u64, chunks: Vec<(Vec<u8>, Codec)>, level: i32) -> Result<()> {
+    pub fn write_row_group(
+        &mut self,
+        num_rows: u64,
+        chunks: Vec<(Vec<u8>, Codec)>,
+        level: i32,
+    ) -> Result<()> {
         let mut columns = Vec::with_capacity(chunks.len());
         for (raw, codec) in chunks {
             let raw_len = raw.len() as u64;
             let (stored, codec) = compress(raw, codec, level);
             let crc = crc32c::crc32c(&stored);
             let padded = align_up(stored.len(), CHUNK_ALIGNMENT);
-            self.out.write_all(&stored).map_err(|e| Error::io(&self.tmp, e))?;
+            self.out
+                .write_all(&stored)
+                .map_err(|e| Error::io(&self.tmp, e))?;
             self.out
                 .write_all(&[0u8; CHUNK_ALIGNMENT][..padded - stored.len()])
                 .map_err(|e| Error::io(&self.tmp, e))?;
-            columns.push(ChunkMeta { offset: self.pos, stored_len: stored.len() as u64, raw_len, codec, crc32c: crc });
+            columns.push(ChunkMeta {
+                offset: self.pos,
+                stored_len: stored.len() as u64,
+                raw_len,
+                codec,
+                crc32c: crc,
+            });
             self.pos += padded as u64;
         }
         self.footer.num_rows += num_rows;
-        self.footer.row_groups.push(RowGroupMeta { num_rows, columns });
+        self.footer
+            .row_groups
+            .push(RowGroupMeta { num_rows, columns });
         Ok(())
     }
 
@@ -102,7 +121,10 @@ impl ShardWriter {
         let io = |e| Error::io(&self.tmp, e);
         self.out.write_all(&footer).map_err(io)?;
         self.out.write_all(&trailer).map_err(io)?;
-        let file = self.out.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
         std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
         Ok(self.pos + footer.len() as u64 + TRAILER_LEN as u64)
@@ -130,14 +152,23 @@ impl ShardReader {
         let len = map.len() as u64;
         if let Some((bytes, _)) = expect {
             if bytes != len {
-                return Err(Error::corrupt(loc(), format!("file is {len} bytes, the manifest says {bytes}")));
+                return Err(Error::corrupt(
+                    loc(),
+                    format!("file is {len} bytes, the manifest says {bytes}"),
+                ));
             }
         }
         if map.len() < CHUNK_ALIGNMENT + TRAILER_LEN {
-            return Err(Error::corrupt(loc(), format!("file of {len} bytes is too short to be a shard")));
+            return Err(Error::corrupt(
+                loc(),
+                format!("file of {len} bytes is too short to be a shard"),
+            ));
         }
         if &map[..8] != MAGIC || &map[map.len() - 8..] != MAGIC {
-            return Err(Error::corrupt(loc(), "missing PIXMOSTR magic at the start or end (not a shard, or truncated)"));
+            return Err(Error::corrupt(
+                loc(),
+                "missing PIXMOSTR magic at the start or end (not a shard, or truncated)",
+            ));
         }
         let u16_at = |at: usize| u16::from_le_bytes(map[at..at + 2].try_into().unwrap());
         let (major, minor) = (u16_at(8), u16_at(10));
@@ -146,7 +177,9 @@ impl ShardReader {
         if (major, minor) != (tmajor, tminor) {
             return Err(Error::corrupt(
                 loc(),
-                format!("header version {major}.{minor} differs from trailer version {tmajor}.{tminor}"),
+                format!(
+                    "header version {major}.{minor} differs from trailer version {tmajor}.{tminor}"
+                ),
             ));
         }
         if major != MAJOR_VERSION {
@@ -168,7 +201,10 @@ impl ShardReader {
         let footer_len = u64::from_le_bytes(map[t..t + 8].try_into().unwrap());
         let footer_crc = u32::from_le_bytes(map[t + 8..t + 12].try_into().unwrap());
         if footer_len > MAX_FOOTER_LEN || footer_len > (t - CHUNK_ALIGNMENT) as u64 {
-            return Err(Error::corrupt(loc(), format!("footer length {footer_len} does not fit in the file")));
+            return Err(Error::corrupt(
+                loc(),
+                format!("footer length {footer_len} does not fit in the file"),
+            ));
         }
         let footer_start = t - footer_len as usize;
         let footer_bytes = &map[footer_start..t];
@@ -182,7 +218,10 @@ impl ShardReader {
                 reason: format!("requires unknown feature '{f}'"),
             });
         }
-        footer.schema.validate().map_err(|e| Error::corrupt(loc(), format!("invalid schema: {e}")))?;
+        footer
+            .schema
+            .validate()
+            .map_err(|e| Error::corrupt(loc(), format!("invalid schema: {e}")))?;
         let ncols = footer.schema.fields.len();
         let mut pos = CHUNK_ALIGNMENT as u64;
         let mut starts = Vec::with_capacity(footer.row_groups.len() + 1);
@@ -190,7 +229,11 @@ impl ShardReader {
         for (g, rg) in footer.row_groups.iter().enumerate() {
             if rg.columns.len() != ncols {
                 return Err(Error::corrupt(
-                    Location { path: path.to_path_buf(), row_group: Some(g), column: None },
+                    Location {
+                        path: path.to_path_buf(),
+                        row_group: Some(g),
+                        column: None,
+                    },
                     format!("{} column chunks for {ncols} columns", rg.columns.len()),
                 ));
             }
@@ -198,35 +241,61 @@ impl ShardReader {
                 return Err(Error::corrupt(loc(), format!("row group {g} has no rows")));
             }
             starts.push(total);
-            total = total.checked_add(rg.num_rows).ok_or_else(|| Error::corrupt(loc(), "row count overflows"))?;
+            total = total
+                .checked_add(rg.num_rows)
+                .ok_or_else(|| Error::corrupt(loc(), "row count overflows"))?;
             for (c, m) in rg.columns.iter().enumerate() {
                 let cloc = || Location::chunk(path, g, &footer.schema.fields[c].name);
                 if m.offset != pos {
-                    return Err(Error::corrupt(cloc(), format!("chunk at offset {} where {pos} was expected", m.offset)));
+                    return Err(Error::corrupt(
+                        cloc(),
+                        format!("chunk at offset {} where {pos} was expected", m.offset),
+                    ));
                 }
-                let end = m.offset.checked_add(m.stored_len).ok_or_else(|| Error::corrupt(cloc(), "chunk length overflows"))?;
+                let end = m
+                    .offset
+                    .checked_add(m.stored_len)
+                    .ok_or_else(|| Error::corrupt(cloc(), "chunk length overflows"))?;
                 pos = align_up(end as usize, CHUNK_ALIGNMENT) as u64;
                 if pos > footer_start as u64 {
                     return Err(Error::corrupt(cloc(), "chunk runs into the footer"));
                 }
                 if m.codec == Codec::None && m.raw_len != m.stored_len {
-                    return Err(Error::corrupt(cloc(), "uncompressed chunk with raw_len != stored_len"));
+                    return Err(Error::corrupt(
+                        cloc(),
+                        "uncompressed chunk with raw_len != stored_len",
+                    ));
                 }
                 if m.raw_len > (1u64 << 40) {
-                    return Err(Error::corrupt(cloc(), format!("raw length {} is beyond the limit", m.raw_len)));
+                    return Err(Error::corrupt(
+                        cloc(),
+                        format!("raw length {} is beyond the limit", m.raw_len),
+                    ));
                 }
             }
         }
         if pos != footer_start as u64 {
-            return Err(Error::corrupt(loc(), format!("footer starts at {footer_start}, chunks end at {pos}")));
+            return Err(Error::corrupt(
+                loc(),
+                format!("footer starts at {footer_start}, chunks end at {pos}"),
+            ));
         }
         starts.push(total);
         if total != footer.num_rows {
-            return Err(Error::corrupt(loc(), format!("row groups hold {total} rows, footer says {}", footer.num_rows)));
+            return Err(Error::corrupt(
+                loc(),
+                format!(
+                    "row groups hold {total} rows, footer says {}",
+                    footer.num_rows
+                ),
+            ));
         }
         if let Some((_, rows)) = expect {
             if rows != total {
-                return Err(Error::corrupt(loc(), format!("shard holds {total} rows, the manifest says {rows}")));
+                return Err(Error::corrupt(
+                    loc(),
+                    format!("shard holds {total} rows, the manifest says {rows}"),
+                ));
             }
         }
         let nchunks = footer.row_groups.len() * ncols;
@@ -270,14 +339,21 @@ impl ShardReader {
             flag.store(true, Ordering::Release);
         }
         let bytes = match m.codec {
-            Codec::None => ChunkBytes::Mapped { map: self.map.clone(), start, len: end - start },
+            Codec::None => ChunkBytes::Mapped {
+                map: self.map.clone(),
+                start,
+                len: end - start,
+            },
             Codec::Zstd => {
                 let mut out = Vec::with_capacity(m.raw_len as usize);
                 let n = zstd::bulk::Decompressor::new()
                     .and_then(|mut d| d.decompress_to_buffer(&self.map[start..end], &mut out))
                     .map_err(|e| Error::corrupt(loc(), format!("zstd: {e}")))?;
                 if n as u64 != m.raw_len {
-                    return Err(Error::corrupt(loc(), format!("decompressed to {n} bytes, expected {}", m.raw_len)));
+                    return Err(Error::corrupt(
+                        loc(),
+                        format!("decompressed to {n} bytes, expected {}", m.raw_len),
+                    ));
                 }
                 ChunkBytes::Owned(Arc::new(out))
             }

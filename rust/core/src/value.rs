@@ -14,7 +14,10 @@ pub enum Value {
     Bytes(Vec<u8>),
     /// A numeric array: `rows` along the outer dimension, `data` the little-endian elements in
     /// C order, already of the field's dtype (the schema gives dtype and inner shape).
-    Array { rows: u64, data: Vec<u8> },
+    Array {
+        rows: u64,
+        data: Vec<u8>,
+    },
     List(Vec<Value>),
     /// Members in the struct's field order.
     Struct(Vec<Value>),
@@ -40,7 +43,10 @@ impl Value {
 }
 
 fn mismatch(path: &str, dtype: &DataType, v: &Value) -> Error {
-    Error::schema(path, format!("expected {}, got {}", dtype.display(), v.type_name()))
+    Error::schema(
+        path,
+        format!("expected {}, got {}", dtype.display(), v.type_name()),
+    )
 }
 
 fn check_int(path: &str, t: NumType, v: &Value) -> Result<()> {
@@ -52,7 +58,10 @@ fn check_int(path: &str, t: NumType, v: &Value) -> Result<()> {
     };
     let (lo, hi) = t.int_range();
     if x < lo || x > hi {
-        return Err(Error::schema(path, format!("{x} is out of range for {}", t.name())));
+        return Err(Error::schema(
+            path,
+            format!("{x} is out of range for {}", t.name()),
+        ));
     }
     Ok(())
 }
@@ -76,13 +85,18 @@ fn scalar(t: NumType) -> DataType {
 /// `path` names the field in errors (`qa[3].answer`).
 pub fn check_value(dtype: &DataType, nullable: bool, v: &Value, path: &str) -> Result<()> {
     if let Value::Null = v {
-        return if nullable { Ok(()) } else { Err(Error::schema(path, "null in a non-nullable field")) };
+        return if nullable {
+            Ok(())
+        } else {
+            Err(Error::schema(path, "null in a non-nullable field"))
+        };
     }
     match (dtype, v) {
         (DataType::Bool, Value::Bool(_)) => Ok(()),
-        (DataType::Float32 | DataType::Float64, Value::Float(_) | Value::Int(_) | Value::UInt(_)) => {
-            Ok(())
-        }
+        (
+            DataType::Float32 | DataType::Float64,
+            Value::Float(_) | Value::Int(_) | Value::UInt(_),
+        ) => Ok(()),
         (t, v) if t.num_type().is_some() => check_int(path, t.num_type().unwrap(), v),
         (DataType::String, Value::Str(_)) => Ok(()),
         (DataType::Binary, Value::Bytes(_)) => Ok(()),
@@ -96,12 +110,21 @@ pub fn check_value(dtype: &DataType, nullable: bool, v: &Value, path: &str) -> R
             if want != data.len() as u64 {
                 return Err(Error::schema(
                     path,
-                    format!("array data is {} bytes, expected {want} for {rows} rows", data.len()),
+                    format!(
+                        "array data is {} bytes, expected {want} for {rows} rows",
+                        data.len()
+                    ),
                 ));
             }
             Ok(())
         }
-        (DataType::List { item, item_nullable }, Value::List(items)) => {
+        (
+            DataType::List {
+                item,
+                item_nullable,
+            },
+            Value::List(items),
+        ) => {
             for (i, x) in items.iter().enumerate() {
                 check_value(item, *item_nullable, x, &format!("{path}[{i}]"))?;
             }
@@ -111,11 +134,19 @@ pub fn check_value(dtype: &DataType, nullable: bool, v: &Value, path: &str) -> R
             if members.len() != fields.len() {
                 return Err(Error::schema(
                     path,
-                    format!("struct has {} members, expected {}", members.len(), fields.len()),
+                    format!(
+                        "struct has {} members, expected {}",
+                        members.len(),
+                        fields.len()
+                    ),
                 ));
             }
             for (f, x) in fields.iter().zip(members) {
-                let p = if path.is_empty() { f.name.clone() } else { format!("{path}.{}", f.name) };
+                let p = if path.is_empty() {
+                    f.name.clone()
+                } else {
+                    format!("{path}.{}", f.name)
+                };
                 check_value(&f.dtype, f.nullable, x, &p)?;
             }
             Ok(())

@@ -70,18 +70,28 @@ impl DatasetWriter {
         let dir = dir.as_ref().to_path_buf();
         schema.validate()?;
         if opts.row_group_rows == 0 || opts.row_group_bytes == 0 || opts.shard_bytes == 0 {
-            return Err(Error::InvalidArgument("row_group_rows, row_group_bytes and shard_bytes must be > 0".into()));
+            return Err(Error::InvalidArgument(
+                "row_group_rows, row_group_bytes and shard_bytes must be > 0".into(),
+            ));
         }
         if !(-7..=22).contains(&opts.zstd_level) {
-            return Err(Error::InvalidArgument(format!("zstd_level {} is outside -7..=22", opts.zstd_level)));
+            return Err(Error::InvalidArgument(format!(
+                "zstd_level {} is outside -7..=22",
+                opts.zstd_level
+            )));
         }
         for name in opts.codecs.keys() {
             if schema.index_of(name).is_none() {
-                return Err(Error::InvalidArgument(format!("codec given for unknown column '{name}'")));
+                return Err(Error::InvalidArgument(format!(
+                    "codec given for unknown column '{name}'"
+                )));
             }
         }
         if dir.exists() && !dir.is_dir() {
-            return Err(Error::InvalidArgument(format!("{} exists and is not a directory", dir.display())));
+            return Err(Error::InvalidArgument(format!(
+                "{} exists and is not a directory",
+                dir.display()
+            )));
         }
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let manifest = dir.join(MANIFEST_NAME);
@@ -131,7 +141,11 @@ impl DatasetWriter {
     }
 
     fn new_builders(schema: &Schema) -> Vec<ColumnBuilder> {
-        schema.fields.iter().map(|f| ColumnBuilder::new(&f.dtype, f.nullable)).collect()
+        schema
+            .fields
+            .iter()
+            .map(|f| ColumnBuilder::new(&f.dtype, f.nullable))
+            .collect()
     }
 
     pub fn schema(&self) -> &Schema {
@@ -147,7 +161,11 @@ impl DatasetWriter {
         if record.len() != self.schema.fields.len() {
             return Err(Error::schema(
                 "",
-                format!("record has {} fields, the schema {}", record.len(), self.schema.fields.len()),
+                format!(
+                    "record has {} fields, the schema {}",
+                    record.len(),
+                    self.schema.fields.len()
+                ),
             ));
         }
         for (f, v) in self.schema.fields.iter().zip(record) {
@@ -168,7 +186,11 @@ impl DatasetWriter {
         }
         self.rows += 1;
         self.rows_in_group += 1;
-        let buffered: usize = self.builders.iter().map(ColumnBuilder::buffered_bytes).sum();
+        let buffered: usize = self
+            .builders
+            .iter()
+            .map(ColumnBuilder::buffered_bytes)
+            .sum();
         if self.rows_in_group >= self.opts.row_group_rows || buffered >= self.opts.row_group_bytes {
             self.flush_row_group()?;
         }
@@ -197,10 +219,17 @@ impl DatasetWriter {
         }
         if self.shard.is_none() {
             let name = format!("shard-{:05}{SHARD_EXTENSION}", self.done.len());
-            self.shard = Some(ShardWriter::create(&self.dir.join(name), &self.schema, &self.opts.metadata)?);
+            self.shard = Some(ShardWriter::create(
+                &self.dir.join(name),
+                &self.schema,
+                &self.opts.metadata,
+            )?);
         }
         let rows = std::mem::take(&mut self.rows_in_group) as u64;
-        self.shard.as_mut().unwrap().write_row_group(rows, chunks, self.opts.zstd_level)?;
+        self.shard
+            .as_mut()
+            .unwrap()
+            .write_row_group(rows, chunks, self.opts.zstd_level)?;
         if self.shard.as_ref().unwrap().len() >= self.opts.shard_bytes {
             self.finish_shard()?;
         }
@@ -213,7 +242,12 @@ impl DatasetWriter {
             let num_rows = s.num_rows();
             let row_groups = s.row_group_rows();
             let num_bytes = s.finish()?;
-            self.done.push(ShardEntry { file: name, num_rows, num_bytes, row_groups });
+            self.done.push(ShardEntry {
+                file: name,
+                num_rows,
+                num_bytes,
+                row_groups,
+            });
         }
         Ok(())
     }
@@ -221,11 +255,17 @@ impl DatasetWriter {
     /// Flushes everything, writes the manifest last, and returns what was written.
     pub fn close(&mut self) -> Result<WriteSummary> {
         if self.closed {
-            return Err(Error::InvalidArgument("the writer is already closed".into()));
+            return Err(Error::InvalidArgument(
+                "the writer is already closed".into(),
+            ));
         }
         self.flush_row_group()?;
         self.finish_shard()?;
-        let manifest = Manifest::new(self.schema.clone(), self.done.clone(), self.opts.metadata.clone());
+        let manifest = Manifest::new(
+            self.schema.clone(),
+            self.done.clone(),
+            self.opts.metadata.clone(),
+        );
         manifest.write(&self.dir)?;
         self.closed = true;
         Ok(WriteSummary {

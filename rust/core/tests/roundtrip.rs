@@ -13,7 +13,14 @@ fn schema() -> Schema {
         Field::new("f32", DataType::Float32, true),
         Field::new("text", DataType::String, true),
         Field::new("blob", DataType::Binary, false),
-        Field::new("pts", DataType::Array { dtype: NumType::Float32, shape: vec![2] }, true),
+        Field::new(
+            "pts",
+            DataType::Array {
+                dtype: NumType::Float32,
+                shape: vec![2],
+            },
+            true,
+        ),
         Field::new(
             "qa",
             DataType::List {
@@ -21,7 +28,14 @@ fn schema() -> Schema {
                     fields: vec![
                         Field::new("q", DataType::String, false),
                         Field::new("a", DataType::String, true),
-                        Field::new("tags", DataType::List { item: Box::new(DataType::Int32), item_nullable: true }, false),
+                        Field::new(
+                            "tags",
+                            DataType::List {
+                                item: Box::new(DataType::Int32),
+                                item_nullable: true,
+                            },
+                            false,
+                        ),
                     ],
                 }),
                 item_nullable: false,
@@ -34,16 +48,37 @@ fn schema() -> Schema {
 }
 
 fn record(i: u64) -> Vec<Value> {
-    let pts: Vec<u8> = (0..(i % 5) * 2).flat_map(|k| (k as f32 * 0.5).to_le_bytes()).collect();
+    let pts: Vec<u8> = (0..(i % 5) * 2)
+        .flat_map(|k| (k as f32 * 0.5).to_le_bytes())
+        .collect();
     vec![
-        if i % 7 == 0 { Value::Null } else { Value::Bool(i % 2 == 0) },
+        if i.is_multiple_of(7) {
+            Value::Null
+        } else {
+            Value::Bool(i.is_multiple_of(2))
+        },
         Value::Int((i % 200) as i64 - 100),
         Value::UInt(u64::MAX - i),
-        if i % 5 == 0 { Value::Null } else { Value::Float(i as f64 * 0.25) },
-        if i % 3 == 0 { Value::Null } else { Value::Str(format!("row {i} — ünïcødé")) },
+        if i.is_multiple_of(5) {
+            Value::Null
+        } else {
+            Value::Float(i as f64 * 0.25)
+        },
+        if i.is_multiple_of(3) {
+            Value::Null
+        } else {
+            Value::Str(format!("row {i} — ünïcødé"))
+        },
         Value::Bytes(vec![(i % 251) as u8; (i % 13) as usize]),
-        if i % 11 == 0 { Value::Null } else { Value::Array { rows: i % 5, data: pts } },
-        if i % 4 == 0 {
+        if i.is_multiple_of(11) {
+            Value::Null
+        } else {
+            Value::Array {
+                rows: i % 5,
+                data: pts,
+            }
+        },
+        if i.is_multiple_of(4) {
             Value::Null
         } else {
             Value::List(
@@ -51,7 +86,11 @@ fn record(i: u64) -> Vec<Value> {
                     .map(|k| {
                         Value::Struct(vec![
                             Value::Str(format!("q{k}")),
-                            if k == 1 { Value::Null } else { Value::Str("answer".into()) },
+                            if k == 1 {
+                                Value::Null
+                            } else {
+                                Value::Str("answer".into())
+                            },
                             Value::List(vec![Value::Int(k as i64), Value::Null]),
                         ])
                     })
@@ -87,7 +126,11 @@ fn read_all(ds: &Dataset) -> Result<Vec<Vec<Value>>, Error> {
 #[test]
 fn round_trip_many_row_groups_and_shards() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = WriterOptions { row_group_rows: 7, shard_bytes: 4096, ..Default::default() };
+    let opts = WriterOptions {
+        row_group_rows: 7,
+        shard_bytes: 4096,
+        ..Default::default()
+    };
     write(dir.path(), 300, opts);
     let ds = Dataset::open(dir.path()).unwrap();
     assert_eq!(ds.num_rows(), 300);
@@ -115,7 +158,10 @@ fn schema_errors_leave_writer_usable() {
     let mut bad = record(2);
     bad[1] = Value::Int(1000); // out of range for int8
     let e = w.write(&bad).unwrap_err();
-    assert!(matches!(&e, Error::Schema { field, record: Some(1), .. } if field == "i8"), "{e}");
+    assert!(
+        matches!(&e, Error::Schema { field, record: Some(1), .. } if field == "i8"),
+        "{e}"
+    );
     let mut bad = record(2);
     bad[5] = Value::Null; // blob is not nullable
     assert!(w.write(&bad).is_err());
@@ -139,7 +185,14 @@ fn refuses_to_overwrite_unless_asked() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), 3, WriterOptions::default());
     assert!(DatasetWriter::create(dir.path(), schema(), WriterOptions::default()).is_err());
-    write(dir.path(), 5, WriterOptions { overwrite: true, ..Default::default() });
+    write(
+        dir.path(),
+        5,
+        WriterOptions {
+            overwrite: true,
+            ..Default::default()
+        },
+    );
     assert_eq!(Dataset::open(dir.path()).unwrap().num_rows(), 5);
 }
 
@@ -157,7 +210,10 @@ fn read_shard_file(path: &Path) -> Result<Vec<Vec<Value>>, Error> {
 #[test]
 fn every_byte_flip_and_truncation_is_detected() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = WriterOptions { row_group_rows: 4, ..Default::default() };
+    let opts = WriterOptions {
+        row_group_rows: 4,
+        ..Default::default()
+    };
     write(dir.path(), 10, opts);
     let shard = dir.path().join("shard-00000.pxs");
     let good = std::fs::read(&shard).unwrap();
@@ -170,7 +226,10 @@ fn every_byte_flip_and_truncation_is_detected() {
         match read_shard_file(&probe) {
             Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => {}
             Err(e) => panic!("byte {at}: unexpected error kind {e}"),
-            Ok(rows) => panic!("byte {at}: flip went unnoticed (same values: {})", rows == expected),
+            Ok(rows) => panic!(
+                "byte {at}: flip went unnoticed (same values: {})",
+                rows == expected
+            ),
         }
     }
     for len in 0..good.len() {
@@ -185,7 +244,14 @@ fn every_byte_flip_and_truncation_is_detected() {
 #[test]
 fn manifest_catches_truncated_and_missing_shards() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), 20, WriterOptions { row_group_rows: 4, ..Default::default() });
+    write(
+        dir.path(),
+        20,
+        WriterOptions {
+            row_group_rows: 4,
+            ..Default::default()
+        },
+    );
     let shard = dir.path().join("shard-00000.pxs");
     let good = std::fs::read(&shard).unwrap();
     std::fs::write(&shard, &good[..good.len() - 1]).unwrap();
@@ -195,5 +261,8 @@ fn manifest_catches_truncated_and_missing_shards() {
     std::fs::remove_file(&shard).unwrap();
     let ds = Dataset::open(dir.path()).unwrap();
     assert!(matches!(ds.shard(0).err().unwrap(), Error::NotFound { .. }));
-    assert!(matches!(Dataset::open(dir.path().join("nope")).err().unwrap(), Error::NotFound { .. }));
+    assert!(matches!(
+        Dataset::open(dir.path().join("nope")).err().unwrap(),
+        Error::NotFound { .. }
+    ));
 }

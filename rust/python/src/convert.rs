@@ -6,7 +6,9 @@ use pixmo_stream_core::decode::{bit, num_value, read_u64, Node, VarKind};
 use pixmo_stream_core::schema::{DataType, Field, NumType};
 use pixmo_stream_core::{Error, Value};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
+};
 use pyo3::IntoPyObjectExt;
 
 /// Python helpers the conversions call (looked up once).
@@ -34,7 +36,10 @@ fn schema_err(path: &str, reason: impl Into<String>) -> Error {
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
 }
 
 /// Converts a record (a dict) into values in schema order.
@@ -43,19 +48,36 @@ pub fn record_to_values(
     fields: &[Field],
     record: &Bound<'_, PyAny>,
 ) -> Result<Vec<Value>, Error> {
-    let dict = record
-        .downcast::<PyDict>()
-        .map_err(|_| schema_err("", format!("a record must be a dict, got {}", type_name(record))))?;
+    let dict = record.downcast::<PyDict>().map_err(|_| {
+        schema_err(
+            "",
+            format!("a record must be a dict, got {}", type_name(record)),
+        )
+    })?;
     struct_members(h, fields, dict, "")
 }
 
-fn struct_members(h: &Helpers, fields: &[Field], dict: &Bound<'_, PyDict>, path: &str) -> Result<Vec<Value>, Error> {
-    let join = |name: &str| if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+fn struct_members(
+    h: &Helpers,
+    fields: &[Field],
+    dict: &Bound<'_, PyDict>,
+    path: &str,
+) -> Result<Vec<Value>, Error> {
+    let join = |name: &str| {
+        if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        }
+    };
     let mut out = Vec::with_capacity(fields.len());
     let mut found = 0usize;
     for f in fields {
         let p = join(&f.name);
-        match dict.get_item(&f.name).map_err(|e| schema_err(&p, e.to_string()))? {
+        match dict
+            .get_item(&f.name)
+            .map_err(|e| schema_err(&p, e.to_string()))?
+        {
             Some(v) => {
                 found += 1;
                 out.push(to_value(h, &f.dtype, f.nullable, &v, &p)?);
@@ -75,16 +97,35 @@ fn struct_members(h: &Helpers, fields: &[Field], dict: &Bound<'_, PyDict>, path:
     Ok(out)
 }
 
-fn to_value(h: &Helpers, dtype: &DataType, nullable: bool, obj: &Bound<'_, PyAny>, path: &str) -> Result<Value, Error> {
+fn to_value(
+    h: &Helpers,
+    dtype: &DataType,
+    nullable: bool,
+    obj: &Bound<'_, PyAny>,
+    path: &str,
+) -> Result<Value, Error> {
     if obj.is_none() {
-        return if nullable { Ok(Value::Null) } else { Err(schema_err(path, "None in a non-nullable field")) };
+        return if nullable {
+            Ok(Value::Null)
+        } else {
+            Err(schema_err(path, "None in a non-nullable field"))
+        };
     }
-    let wrong = || schema_err(path, format!("expected {}, got {}", dtype.display(), type_name(obj)));
+    let wrong = || {
+        schema_err(
+            path,
+            format!("expected {}, got {}", dtype.display(), type_name(obj)),
+        )
+    };
     Ok(match dtype {
         DataType::Bool => Value::Bool(obj.downcast::<PyBool>().map_err(|_| wrong())?.is_true()),
         DataType::String => {
             let s = obj.downcast::<PyString>().map_err(|_| wrong())?;
-            Value::Str(s.to_str().map_err(|e| schema_err(path, e.to_string()))?.to_string())
+            Value::Str(
+                s.to_str()
+                    .map_err(|e| schema_err(path, e.to_string()))?
+                    .to_string(),
+            )
         }
         DataType::Binary => {
             if let Ok(b) = obj.downcast::<PyBytes>() {
@@ -92,14 +133,27 @@ fn to_value(h: &Helpers, dtype: &DataType, nullable: bool, obj: &Bound<'_, PyAny
             } else if let Ok(b) = obj.downcast::<PyByteArray>() {
                 Value::Bytes(b.to_vec())
             } else if let Ok(buf) = pyo3::buffer::PyBuffer::<u8>::get(obj) {
-                Value::Bytes(buf.to_vec(obj.py()).map_err(|e| schema_err(path, e.to_string()))?)
+                Value::Bytes(
+                    buf.to_vec(obj.py())
+                        .map_err(|e| schema_err(path, e.to_string()))?,
+                )
             } else {
                 return Err(wrong());
             }
         }
         DataType::Any => {
-            let packed = h.packb.bind(obj.py()).call1((obj,)).map_err(|e| schema_err(path, e.to_string()))?;
-            Value::Any(packed.downcast::<PyBytes>().map_err(|_| wrong())?.as_bytes().to_vec())
+            let packed = h
+                .packb
+                .bind(obj.py())
+                .call1((obj,))
+                .map_err(|e| schema_err(path, e.to_string()))?;
+            Value::Any(
+                packed
+                    .downcast::<PyBytes>()
+                    .map_err(|_| wrong())?
+                    .as_bytes()
+                    .to_vec(),
+            )
         }
         DataType::Array { dtype: t, shape } => {
             let res = h
@@ -107,10 +161,17 @@ fn to_value(h: &Helpers, dtype: &DataType, nullable: bool, obj: &Bound<'_, PyAny
                 .bind(obj.py())
                 .call1((obj, t.name(), shape.clone()))
                 .map_err(|e| schema_err(path, e.to_string()))?;
-            let (rows, data): (u64, Bound<'_, PyBytes>) = res.extract().map_err(|e| schema_err(path, e.to_string()))?;
-            Value::Array { rows, data: data.as_bytes().to_vec() }
+            let (rows, data): (u64, Bound<'_, PyBytes>) =
+                res.extract().map_err(|e| schema_err(path, e.to_string()))?;
+            Value::Array {
+                rows,
+                data: data.as_bytes().to_vec(),
+            }
         }
-        DataType::List { item, item_nullable } => {
+        DataType::List {
+            item,
+            item_nullable,
+        } => {
             let items: Vec<Bound<'_, PyAny>> = if let Ok(l) = obj.downcast::<PyList>() {
                 l.iter().collect()
             } else if let Ok(t) = obj.downcast::<PyTuple>() {
@@ -120,7 +181,13 @@ fn to_value(h: &Helpers, dtype: &DataType, nullable: bool, obj: &Bound<'_, PyAny
             };
             let mut out = Vec::with_capacity(items.len());
             for (i, x) in items.iter().enumerate() {
-                out.push(to_value(h, item, *item_nullable, x, &format!("{path}[{i}]"))?);
+                out.push(to_value(
+                    h,
+                    item,
+                    *item_nullable,
+                    x,
+                    &format!("{path}[{i}]"),
+                )?);
             }
             Value::List(out)
         }
@@ -145,7 +212,14 @@ fn to_value(h: &Helpers, dtype: &DataType, nullable: bool, obj: &Bound<'_, PyAny
             } else if !obj.is_instance_of::<PyInt>() {
                 return Err(wrong());
             } else {
-                return Err(schema_err(path, format!("{} does not fit {}", obj.repr().map(|r| r.to_string()).unwrap_or_default(), nt.name())));
+                return Err(schema_err(
+                    path,
+                    format!(
+                        "{} does not fit {}",
+                        obj.repr().map(|r| r.to_string()).unwrap_or_default(),
+                        nt.name()
+                    ),
+                ));
             }
         }
     })
@@ -188,19 +262,33 @@ pub fn node_to_py<'py>(
                 _ => unreachable!(),
             }
         }
-        Node::Var { kind, offsets, data, .. } => {
+        Node::Var {
+            kind,
+            offsets,
+            data,
+            ..
+        } => {
             let a = read_u64(raw, offsets.start + 8 * i) as usize;
             let b = read_u64(raw, offsets.start + 8 * i + 8) as usize;
             let s = &raw[data.start + a..data.start + b];
             match kind {
                 // SAFETY: the whole data buffer was checked to be UTF-8 with every value
                 // starting on a character boundary when the chunk was parsed.
-                VarKind::String => PyString::new(py, unsafe { std::str::from_utf8_unchecked(s) }).into_any(),
+                VarKind::String => {
+                    PyString::new(py, unsafe { std::str::from_utf8_unchecked(s) }).into_any()
+                }
                 VarKind::Binary => PyBytes::new(py, s).into_any(),
                 VarKind::Any => h.unpackb.bind(py).call1((PyBytes::new(py, s),))?,
             }
         }
-        Node::Array { t, shape, row_bytes, offsets, data, .. } => {
+        Node::Array {
+            t,
+            shape,
+            row_bytes,
+            offsets,
+            data,
+            ..
+        } => {
             let a = read_u64(raw, offsets.start + 8 * i) as usize;
             let b = read_u64(raw, offsets.start + 8 * i + 8) as usize;
             let bytes = &raw[data.start + a * row_bytes..data.start + b * row_bytes];
@@ -221,7 +309,9 @@ pub fn node_to_py<'py>(
             }
         }
         Node::List { offsets, child, .. } => {
-            let DataType::List { item, .. } = dtype else { unreachable!() };
+            let DataType::List { item, .. } = dtype else {
+                unreachable!()
+            };
             let a = read_u64(raw, offsets.start + 8 * i) as usize;
             let b = read_u64(raw, offsets.start + 8 * i + 8) as usize;
             let list = PyList::empty(py);
@@ -231,10 +321,15 @@ pub fn node_to_py<'py>(
             list.into_any()
         }
         Node::Struct { children, .. } => {
-            let DataType::Struct { fields } = dtype else { unreachable!() };
+            let DataType::Struct { fields } = dtype else {
+                unreachable!()
+            };
             let d = PyDict::new(py);
             for (f, c) in fields.iter().zip(children) {
-                d.set_item(PyString::intern(py, &f.name), node_to_py(py, h, &f.dtype, c, raw, i)?)?;
+                d.set_item(
+                    PyString::intern(py, &f.name),
+                    node_to_py(py, h, &f.dtype, c, raw, i)?,
+                )?;
             }
             d.into_any()
         }

@@ -35,7 +35,14 @@ impl PyDataset {
         let d = PyDict::new(py);
         let fields = &self.inner.schema().fields;
         for (&c, chunk) in cols.iter().zip(chunks) {
-            let v = node_to_py(py, &self.helpers, &fields[c].dtype, &chunk.root, chunk.raw(), row)?;
+            let v = node_to_py(
+                py,
+                &self.helpers,
+                &fields[c].dtype,
+                &chunk.root,
+                chunk.raw(),
+                row,
+            )?;
             d.set_item(self.keys[c].bind(py), v)?;
         }
         Ok(d)
@@ -45,7 +52,9 @@ impl PyDataset {
         let n = self.inner.num_rows() as i64;
         let j = if i < 0 { i + n } else { i };
         if j < 0 || j >= n {
-            return Err(PyIndexError::new_err(format!("index {i} out of range for a dataset of {n} rows")));
+            return Err(PyIndexError::new_err(format!(
+                "index {i} out of range for a dataset of {n} rows"
+            )));
         }
         Ok(j as u64)
     }
@@ -56,9 +65,19 @@ impl PyDataset {
     #[new]
     fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         let inner = py.detach(|| Dataset::open(&path)).py_err()?;
-        let keys = inner.schema().fields.iter().map(|f| PyString::intern(py, &f.name).unbind()).collect();
+        let keys = inner
+            .schema()
+            .fields
+            .iter()
+            .map(|f| PyString::intern(py, &f.name).unbind())
+            .collect();
         let layout = inner.row_groups();
-        Ok(PyDataset { inner: Arc::new(inner), helpers: Helpers::load(py)?, keys, layout })
+        Ok(PyDataset {
+            inner: Arc::new(inner),
+            helpers: Helpers::load(py)?,
+            keys,
+            layout,
+        })
     }
 
     fn __len__(&self) -> usize {
@@ -86,14 +105,25 @@ impl PyDataset {
 
     /// `[(shard, row_group, first_row, num_rows), ...]` in dataset order.
     fn row_group_layout(&self) -> Vec<(usize, usize, u64, u64)> {
-        self.layout.iter().map(|g| (g.shard, g.row_group, g.first_row, g.num_rows)).collect()
+        self.layout
+            .iter()
+            .map(|g| (g.shard, g.row_group, g.first_row, g.num_rows))
+            .collect()
     }
 
     /// Records at `indices` (negative counts from the end), in that order.
     #[pyo3(signature = (indices, columns=None))]
-    fn take<'py>(&self, py: Python<'py>, indices: Vec<i64>, columns: Option<Vec<String>>) -> PyResult<Bound<'py, PyList>> {
+    fn take<'py>(
+        &self,
+        py: Python<'py>,
+        indices: Vec<i64>,
+        columns: Option<Vec<String>>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let cols = self.columns(columns)?;
-        let rows: Vec<u64> = indices.iter().map(|&i| self.normalize(i)).collect::<PyResult<_>>()?;
+        let rows: Vec<u64> = indices
+            .iter()
+            .map(|&i| self.normalize(i))
+            .collect::<PyResult<_>>()?;
         let ds = self.inner.clone();
         let cols2 = cols.clone();
         // Locate, verify and decompress with the GIL released; build objects after.
@@ -104,7 +134,9 @@ impl PyDataset {
                 for &r in &rows {
                     let (s, g, i) = ds.locate(r)?;
                     for &c in &cols2 {
-                        if let std::collections::hash_map::Entry::Vacant(e) = chunks.entry((s, g, c)) {
+                        if let std::collections::hash_map::Entry::Vacant(e) =
+                            chunks.entry((s, g, c))
+                        {
                             e.insert(ds.chunk((s, g, c))?);
                         }
                     }
@@ -125,23 +157,38 @@ impl PyDataset {
 
     /// One record.
     #[pyo3(signature = (index, columns=None))]
-    fn get<'py>(&self, py: Python<'py>, index: i64, columns: Option<Vec<String>>) -> PyResult<Bound<'py, PyAny>> {
-        Ok(self.take(py, vec![index], columns)?.get_item(0)?)
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        index: i64,
+        columns: Option<Vec<String>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.take(py, vec![index], columns)?.get_item(0)
     }
 
     /// Every record of row group `index` (in dataset order), read once without caching.
     #[pyo3(signature = (index, columns=None))]
-    fn read_row_group<'py>(&self, py: Python<'py>, index: usize, columns: Option<Vec<String>>) -> PyResult<Bound<'py, PyList>> {
-        let g = *self
-            .layout
-            .get(index)
-            .ok_or_else(|| PyIndexError::new_err(format!("row group {index} out of range ({})", self.layout.len())))?;
+    fn read_row_group<'py>(
+        &self,
+        py: Python<'py>,
+        index: usize,
+        columns: Option<Vec<String>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let g = *self.layout.get(index).ok_or_else(|| {
+            PyIndexError::new_err(format!(
+                "row group {index} out of range ({})",
+                self.layout.len()
+            ))
+        })?;
         let cols = self.columns(columns)?;
         let ds = self.inner.clone();
         let cols2 = cols.clone();
         let chunks = py
             .detach(move || -> pixmo_stream_core::Result<Vec<ColumnChunk>> {
-                cols2.iter().map(|&c| ds.chunk_uncached((g.shard, g.row_group, c))).collect()
+                cols2
+                    .iter()
+                    .map(|&c| ds.chunk_uncached((g.shard, g.row_group, c)))
+                    .collect()
             })
             .py_err()?;
         let refs: Vec<&ColumnChunk> = chunks.iter().collect();

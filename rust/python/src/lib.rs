@@ -17,7 +17,13 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     stream::register(m)?;
     m.add_class::<writer::PyWriter>()?;
     m.add_class::<dataset::PyDataset>()?;
-    m.add("FORMAT_VERSION", (pixmo_stream_core::format::MAJOR_VERSION, pixmo_stream_core::format::MINOR_VERSION))?;
+    m.add(
+        "FORMAT_VERSION",
+        (
+            pixmo_stream_core::format::MAJOR_VERSION,
+            pixmo_stream_core::format::MINOR_VERSION,
+        ),
+    )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

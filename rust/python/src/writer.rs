@@ -36,14 +36,27 @@ impl PyWriter {
         let codecs = codecs
             .into_iter()
             .map(|(k, v)| {
-                Codec::parse(&v)
-                    .map(|c| (k, c))
-                    .ok_or_else(|| PyValueError::new_err(format!("unknown codec '{v}' (use 'none' or 'zstd')")))
+                Codec::parse(&v).map(|c| (k, c)).ok_or_else(|| {
+                    PyValueError::new_err(format!("unknown codec '{v}' (use 'none' or 'zstd')"))
+                })
             })
             .collect::<PyResult<_>>()?;
-        let opts = WriterOptions { shard_bytes, row_group_bytes, row_group_rows, zstd_level, codecs, overwrite, metadata };
-        let inner = py.detach(|| DatasetWriter::create(&path, schema, opts)).py_err()?;
-        Ok(PyWriter { inner, helpers: Helpers::load(py)? })
+        let opts = WriterOptions {
+            shard_bytes,
+            row_group_bytes,
+            row_group_rows,
+            zstd_level,
+            codecs,
+            overwrite,
+            metadata,
+        };
+        let inner = py
+            .detach(|| DatasetWriter::create(&path, schema, opts))
+            .py_err()?;
+        Ok(PyWriter {
+            inner,
+            helpers: Helpers::load(py)?,
+        })
     }
 
     /// Writes one record. A record that does not fit raises `SchemaError` and is not written;
