@@ -23,6 +23,8 @@ def assert_same(a, b, where=""):
         assert isinstance(a, list) and len(a) == len(b), (where, a, b)
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(b, bytes):
+        assert isinstance(a, bytes | ps.Blob) and a == b and bytes(a) == b, (where, a, b)
     else:
         assert a == b and type(a) is type(b), (where, a, b)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from ._native import (
     FORMAT_VERSION,
+    Blob,
     CorruptDataError,
     PixmoError,
     SchemaError,
@@ -67,6 +68,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "FORMAT_VERSION",
+    "Blob",
     "CorruptDataError",
     "DataType",
     "Dataset",

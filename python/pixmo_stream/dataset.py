@@ -32,10 +32,15 @@ class Dataset:
 
     `len(ds)`, `ds[i]`, `ds.take(indices, columns=...)` and `for rec in ds` return records as
     dicts. Opening reads only the manifest; shards are mapped on first use.
+
+    Binary values (images) come back as `Blob`s by default: zero-copy, read-only views of the
+    mapped shard that support the buffer protocol (`bytes(b)`, `memoryview(b)`,
+    `np.frombuffer(b, np.uint8)`, `PIL.Image.open(io.BytesIO(b))`), compare equal to `bytes`,
+    and pickle as `bytes`. Pass ``zero_copy=False`` to get `bytes` copies instead.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._native = _native.Dataset(os.fspath(path))
+    def __init__(self, path: str | os.PathLike[str], *, zero_copy: bool = True) -> None:
+        self._native = _native.Dataset(os.fspath(path), zero_copy)
         self._schema = Schema.from_json(self._native.schema_json())
 
     @property

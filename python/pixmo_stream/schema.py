@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ._native import SchemaError
+from ._native import Blob, SchemaError
 
 NUMERIC_KINDS = (
     "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64",
@@ -197,7 +197,7 @@ def _infer_type(value: Any, path: str) -> DataType:
         raise SchemaError(f"field '{path}': cannot infer a type from None; pass an explicit schema")
     if isinstance(value, bool | np.bool_):
         return bool_()
-    if isinstance(value, bytes | bytearray | memoryview):
+    if isinstance(value, bytes | bytearray | memoryview | Blob):
         return binary()
     if isinstance(value, str):
         return string()

@@ -1,7 +1,9 @@
 //! Python objects ⇄ core values. Writing goes through `Value` (checked before anything is
 //! appended); reading builds Python objects straight from the decoded buffers.
 
+use crate::blob::PyBlob;
 use numpy::{Element, PyArray, PyArrayMethods, PyUntypedArrayMethods};
+use pixmo_stream_core::chunk::ChunkBytes;
 use pixmo_stream_core::decode::{bit, num_value, read_u64, Node, VarKind};
 use pixmo_stream_core::schema::{DataType, Field, NumType};
 use pixmo_stream_core::{Error, Value};
@@ -238,15 +240,24 @@ fn new_array<'py, T: Element>(py: Python<'py>, dims: &[usize], bytes: &[u8]) -> 
     }
 }
 
+/// What reading needs besides the node: the Python helpers, and the chunk's bytes, which
+/// zero-copy blobs keep alive.
+pub struct ReadCtx<'a> {
+    pub helpers: &'a Helpers,
+    pub bytes: &'a ChunkBytes,
+    pub zero_copy: bool,
+}
+
 /// Reads value `i` of `node` (of type `dtype`) as a Python object.
 pub fn node_to_py<'py>(
     py: Python<'py>,
-    h: &Helpers,
+    ctx: &ReadCtx<'_>,
     dtype: &DataType,
     node: &Node,
     raw: &[u8],
     i: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let h = ctx.helpers;
     if node.is_null(raw, i) {
         return Ok(py.None().into_bound(py));
     }
@@ -276,6 +287,10 @@ pub fn node_to_py<'py>(
                 // starting on a character boundary when the chunk was parsed.
                 VarKind::String => {
                     PyString::new(py, unsafe { std::str::from_utf8_unchecked(s) }).into_any()
+                }
+                VarKind::Binary if ctx.zero_copy => {
+                    Bound::new(py, PyBlob::new(ctx.bytes.clone(), data.start + a, b - a))?
+                        .into_any()
                 }
                 VarKind::Binary => PyBytes::new(py, s).into_any(),
                 VarKind::Any => h.unpackb.bind(py).call1((PyBytes::new(py, s),))?,
@@ -316,7 +331,7 @@ pub fn node_to_py<'py>(
             let b = read_u64(raw, offsets.start + 8 * i + 8) as usize;
             let list = PyList::empty(py);
             for j in a..b {
-                list.append(node_to_py(py, h, item, child, raw, j)?)?;
+                list.append(node_to_py(py, ctx, item, child, raw, j)?)?;
             }
             list.into_any()
         }
@@ -328,7 +343,7 @@ pub fn node_to_py<'py>(
             for (f, c) in fields.iter().zip(children) {
                 d.set_item(
                     PyString::intern(py, &f.name),
-                    node_to_py(py, h, &f.dtype, c, raw, i)?,
+                    node_to_py(py, ctx, &f.dtype, c, raw, i)?,
                 )?;
             }
             d.into_any()

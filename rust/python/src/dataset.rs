@@ -1,6 +1,6 @@
 //! `_native.Dataset`: random access, projection and verification over a core `Dataset`.
 
-use crate::convert::{node_to_py, Helpers};
+use crate::convert::{node_to_py, Helpers, ReadCtx};
 use crate::errors::IntoPyResult;
 use pixmo_stream_core::dataset::{ChunkKey, RowGroupInfo};
 use pixmo_stream_core::decode::ColumnChunk;
@@ -18,6 +18,7 @@ pub struct PyDataset {
     helpers: Helpers,
     keys: Vec<Py<PyString>>,
     layout: Vec<RowGroupInfo>,
+    zero_copy: bool,
 }
 
 impl PyDataset {
@@ -35,14 +36,12 @@ impl PyDataset {
         let d = PyDict::new(py);
         let fields = &self.inner.schema().fields;
         for (&c, chunk) in cols.iter().zip(chunks) {
-            let v = node_to_py(
-                py,
-                &self.helpers,
-                &fields[c].dtype,
-                &chunk.root,
-                chunk.raw(),
-                row,
-            )?;
+            let ctx = ReadCtx {
+                helpers: &self.helpers,
+                bytes: &chunk.bytes,
+                zero_copy: self.zero_copy,
+            };
+            let v = node_to_py(py, &ctx, &fields[c].dtype, &chunk.root, chunk.raw(), row)?;
             d.set_item(self.keys[c].bind(py), v)?;
         }
         Ok(d)
@@ -63,7 +62,8 @@ impl PyDataset {
 #[pymethods]
 impl PyDataset {
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+    #[pyo3(signature = (path, zero_copy=true))]
+    fn new(py: Python<'_>, path: PathBuf, zero_copy: bool) -> PyResult<Self> {
         let inner = py.detach(|| Dataset::open(&path)).py_err()?;
         let keys = inner
             .schema()
@@ -73,6 +73,7 @@ impl PyDataset {
             .collect();
         let layout = inner.row_groups();
         Ok(PyDataset {
+            zero_copy,
             inner: Arc::new(inner),
             helpers: Helpers::load(py)?,
             keys,

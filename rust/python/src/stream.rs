@@ -10,7 +10,7 @@ use pixmo_stream_core::Dataset;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
-use crate::convert::{node_to_py, Helpers};
+use crate::convert::{node_to_py, Helpers, ReadCtx};
 use crate::errors::IntoPyResult;
 use crate::plan::{make_split, mixture_rows, mixture_sources};
 
@@ -26,6 +26,8 @@ pub struct PyReadAhead {
     inner: Mutex<ReadAhead>,
     sources: Vec<SourceMeta>,
     helpers: Helpers,
+    /// Binary values come back as zero-copy `Blob`s (pickled as `bytes` across processes).
+    zero_copy: bool,
 }
 
 fn open_sources(
@@ -63,6 +65,7 @@ fn build(
         inner: Mutex::new(inner),
         sources,
         helpers: Helpers::load(py)?,
+        zero_copy: true,
     })
 }
 
@@ -210,9 +213,14 @@ impl PyReadAhead {
             let fields = &meta.dataset.schema().fields;
             let d = PyDict::new(py);
             for ((&c, key), chunk) in meta.columns.iter().zip(&meta.keys).zip(&r.chunks) {
+                let ctx = ReadCtx {
+                    helpers: &self.helpers,
+                    bytes: &chunk.bytes,
+                    zero_copy: self.zero_copy,
+                };
                 let v = node_to_py(
                     py,
-                    &self.helpers,
+                    &ctx,
                     &fields[c].dtype,
                     &chunk.root,
                     chunk.raw(),

@@ -1,0 +1,65 @@
+"""Batching records: numbers become tensors, variable-length arrays are padded with a mask,
+strings, bytes and free-form values stay Python lists."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def _pin(t: Any) -> Any:
+    import torch
+
+    return t.pin_memory() if torch.cuda.is_available() else t
+
+
+def collate(
+    records: Sequence[dict[str, Any]], *, pin_memory: bool = False, mask_suffix: str = "_mask"
+) -> dict[str, Any]:
+    """Collate a list of records (dicts with the same keys) into one batch.
+
+    - ints, floats, bools -> 1-D tensors (int64, float64, bool);
+    - numpy arrays of shape `(N_i, *inner)` -> one tensor `(B, max N_i, *inner)` zero-padded,
+      plus a bool tensor `key + mask_suffix` of shape `(B, max N_i)` marking real rows;
+    - anything else (str, bytes, lists, dicts, None) -> a list of length B.
+
+    With `pin_memory`, tensors are placed in page-locked memory (when CUDA is available).
+    """
+    import torch
+
+    if not records:
+        return {}
+    out: dict[str, Any] = {}
+    for key in records[0]:
+        values = [r[key] for r in records]
+        first = values[0]
+        if isinstance(first, bool) and all(isinstance(v, bool) for v in values):
+            out[key] = torch.tensor(values, dtype=torch.bool)
+        elif isinstance(first, int) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in values
+        ):
+            out[key] = torch.tensor(values, dtype=torch.int64)
+        elif isinstance(first, float) and all(isinstance(v, (int, float)) for v in values):
+            out[key] = torch.tensor(values, dtype=torch.float64)
+        elif isinstance(first, np.ndarray) and all(
+            isinstance(v, np.ndarray) and v.shape[1:] == first.shape[1:] and v.dtype == first.dtype
+            for v in values
+        ):
+            if first.ndim == 0:
+                out[key] = torch.from_numpy(np.stack(values))
+                continue
+            longest = max(v.shape[0] for v in values)
+            padded = np.zeros((len(values), longest, *first.shape[1:]), dtype=first.dtype)
+            mask = np.zeros((len(values), longest), dtype=bool)
+            for i, v in enumerate(values):
+                padded[i, : v.shape[0]] = v
+                mask[i, : v.shape[0]] = True
+            out[key] = torch.from_numpy(padded)
+            out[key + mask_suffix] = torch.from_numpy(mask)
+        else:
+            out[key] = values
+    if pin_memory:
+        out = {k: _pin(v) if isinstance(v, torch.Tensor) else v for k, v in out.items()}
+    return out

@@ -1,0 +1,522 @@
+"""``pixmo-stream demo``: write a small PixMo-like dataset, read it back every way, report.
+
+The point is a two-minute tour a new user can run before reading any docs: it generates
+records (JPEGs of varied sizes, dense captions, points, QA) with ``pixmo_stream.synthetic``,
+writes them with ``Writer``, then reads them back by index, by ``take``, by iteration, with
+a caption-only projection, checks every checksum, and streams them through a torch
+DataLoader. Every read is compared with what was written, so the demo is also a smoke test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import pixmo_stream as ps
+from pixmo_stream._native import Blob
+from pixmo_stream.cli import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    _one_line,
+    column_totals,
+    human_bytes,
+    human_seconds,
+)
+from pixmo_stream.cli import progress as _progress
+
+# Small shards and row groups, so that even the default 2,000 records show the layout
+# (several shards, several row groups each) that a real dataset has.
+DEMO_SHARD_BYTES = 32 << 20
+DEMO_ROW_GROUP_BYTES = 4 << 20
+RANDOM_READS = 300
+TAKE_ROWS = 256
+
+
+@dataclass
+class Timing:
+    name: str
+    seconds: float
+    records: int = 0
+    nbytes: int = 0
+    note: str = ""
+
+    def rate(self) -> str:
+        if self.seconds <= 0:
+            return ""
+        parts = []
+        if self.records:
+            parts.append(f"{self.records / self.seconds:,.0f} rec/s")
+        if self.nbytes:
+            parts.append(f"{human_bytes(self.nbytes / self.seconds)}/s")
+        return ", ".join(parts)
+
+
+def payload_bytes(value: Any) -> int:
+    """Bytes of the values themselves (what a naive dump would hold), without any framing."""
+    if value is None:
+        return 0
+    if isinstance(value, bytes | bytearray | memoryview | Blob):
+        return len(value)
+    if isinstance(value, str):
+        return len(value.encode("utf-8"))
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, int | float):
+        return 8
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
+    if isinstance(value, dict):
+        return sum(payload_bytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(payload_bytes(v) for v in value)
+    return len(repr(value))
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Deep equality that treats numpy arrays, buffers and bytes sensibly."""
+    if hasattr(a, "shape") and hasattr(a, "dtype") or hasattr(b, "shape") and hasattr(b, "dtype"):
+        import numpy as np
+
+        a_arr, b_arr = np.asarray(a), np.asarray(b)
+        return a_arr.shape == b_arr.shape and bool(np.array_equal(a_arr, b_arr))
+    if isinstance(a, bytes | bytearray | memoryview | Blob) or isinstance(
+        b, bytes | bytearray | memoryview | Blob
+    ):
+        try:
+            return bytes(a) == bytes(b)
+        except TypeError:
+            return False
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _generator(records: int, seed: int, preset: str) -> tuple[Iterable[dict[str, Any]], Any]:
+    try:
+        from pixmo_stream import synthetic
+    except ImportError as e:
+        raise CommandError(f"the synthetic data generator is not available ({e})") from e
+    presets = sorted(getattr(synthetic, "PRESETS", {preset: None}))
+    if preset not in presets:
+        raise CommandError(
+            f"unknown preset {preset!r}; choose one of {', '.join(presets)}", EXIT_USAGE
+        )
+    # JPEG encoding is the slow part: one generator process per core, while this one writes.
+    workers = 0 if records >= 256 else 1
+    gen = synthetic.generate_records(records, seed=seed, preset=preset, workers=workers)
+    return gen, synthetic.pixmo_schema()
+
+
+def _streaming_loader(path: str, workers: int) -> tuple[Iterable[Any] | None, str]:
+    """A DataLoader over StreamingDataset (the dataset batches: the fast path), or None."""
+    try:
+        import torch.utils.data
+    except ImportError:
+        return None, "torch is not installed (pip install 'pixmo-stream[torch]')"
+    try:
+        streaming_cls = ps.StreamingDataset
+    except (AttributeError, ImportError) as e:  # the streaming module is optional here
+        return None, f"pixmo_stream.StreamingDataset is not available ({_one_line(e)})"
+    try:
+        loader_cls: Any = ps.DataLoader
+    except (AttributeError, ImportError):
+        loader_cls = torch.utils.data.DataLoader
+    sds = streaming_cls(
+        path,
+        **_accepted(streaming_cls, shuffle=True, seed=0, batch_size=32, collate_fn=collate_list),
+    )
+    loader = loader_cls(sds, batch_size=None, num_workers=workers)
+    where = f"{workers} worker process{'es' if workers != 1 else ''}" if workers else "no workers"
+    name = "torch DataLoader" if loader_cls is torch.utils.data.DataLoader else "ps.DataLoader"
+    return loader, f"{name} over ps.StreamingDataset(shuffle=True, batch_size=32), {where}"
+
+
+def _accepted(fn: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
+    """The keyword arguments ``fn`` takes (so this works across small API differences)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def collate_list(batch: list[Any]) -> list[Any]:
+    """Keep records as dicts: images stay encoded bytes, which is what the demo measures."""
+    return batch
+
+
+def _batch_len(batch: Any) -> int:
+    if isinstance(batch, list):
+        return len(batch)
+    if isinstance(batch, dict):
+        first: Any = next(iter(batch.values()), [])
+        return len(first)
+    return 1
+
+
+def run(
+    records: int = 2000,
+    out_dir: str | None = None,
+    keep: bool = False,
+    seed: int = 0,
+    preset: str = "small",
+    overwrite: bool = False,
+    quiet: bool = False,
+    workers: int = 2,
+    out: TextIO | None = None,
+) -> int:
+    out = out or sys.stdout
+    tmp = None
+    if out_dir is None:
+        tmp = tempfile.mkdtemp(prefix="pixmo-demo-")
+        path = os.path.join(tmp, "dataset")
+    else:
+        path = out_dir
+        if os.path.isdir(path) and os.listdir(path) and not overwrite:
+            raise CommandError(
+                f"{path} already exists and is not empty; pass --overwrite to replace it",
+                EXIT_USAGE,
+            )
+    try:
+        return _run(records, path, seed, preset, overwrite, quiet, workers, out)
+    finally:
+        if tmp is not None:
+            if keep:
+                out.write(f"kept the dataset at {path}\n")
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(
+    n: int,
+    path: str,
+    seed: int,
+    preset: str,
+    overwrite: bool,
+    quiet: bool,
+    workers: int,
+    out: TextIO,
+) -> int:
+    def bar(it: Any = None, **kw: Any) -> Any:
+        return _progress(it, quiet=quiet, **kw)
+
+    timings: list[Timing] = []
+    problems: list[str] = []
+    rng = random.Random(seed)
+    sample_ids = set(rng.sample(range(n), min(n, RANDOM_READS)))
+    sample: dict[int, dict[str, Any]] = {}
+
+    # 1. Generate and write, streaming: the records never all sit in memory at once.
+    gen, schema = _generator(n, seed, preset)
+    raw = gen_s = write_s = 0.0
+    t_all = time.perf_counter()
+    writer = ps.Writer(
+        path,
+        schema=schema,
+        shard_bytes=DEMO_SHARD_BYTES,
+        row_group_bytes=DEMO_ROW_GROUP_BYTES,
+        overwrite=overwrite,
+    )
+    with writer as w, bar(total=n, desc="generate+write", unit="rec") as pbar:
+        it: Iterator[dict[str, Any]] = iter(gen)
+        for i in range(n):
+            t0 = time.perf_counter()
+            rec = next(it)
+            t1 = time.perf_counter()
+            w.write(rec)
+            t2 = time.perf_counter()
+            gen_s += t1 - t0
+            write_s += t2 - t1
+            raw += payload_bytes(rec)
+            if i in sample_ids:
+                sample[i] = rec
+            pbar.update(1)
+        t_close = time.perf_counter()
+    write_s += time.perf_counter() - t_close  # the final flush and the manifest
+    summary = w.summary
+    assert summary is not None  # set by close()
+    timings.append(
+        Timing("generate", gen_s, n, int(raw), "making synthetic JPEGs and text, not pixmo-stream")
+    )
+    timings.append(Timing("write", write_s, n, int(raw)))
+
+    # 2. Open, and time to first record.
+    t0 = time.perf_counter()
+    ds = ps.Dataset(path)
+    t_open = time.perf_counter() - t0
+    first = ds[0]
+    t_first = time.perf_counter() - t0
+    if len(ds) != n:
+        problems.append(f"len(ds) is {len(ds)}, wrote {n}")
+    if 0 in sample and not same_value(first, sample[0]):
+        problems.append("ds[0] differs from the record written")
+    info = ds.info()
+    on_disk = int(info.get("num_bytes", summary.num_bytes))
+    shards = info.get("shards", [])
+    num_rg = sum(len(s.get("row_groups", [])) for s in shards)
+
+    # 3. Random access, in random order, each compared with what was written.
+    order = list(sample_ids)
+    rng.shuffle(order)
+    t0 = time.perf_counter()
+    got = {i: ds[i] for i in bar(order, desc="random ds[i]", unit="rec")}
+    t_rand = time.perf_counter() - t0
+    bad = [i for i in order if not same_value(got[i], sample[i])]
+    if bad:
+        problems.append(f"ds[i] differs from the record written for {len(bad)} rows, e.g. {bad[0]}")
+    rand_bytes = sum(payload_bytes(got[i]) for i in order)
+    timings.append(
+        Timing(
+            f"random ds[i] x{len(order)}",
+            t_rand,
+            len(order),
+            rand_bytes,
+            "round trip ok" if not bad else "MISMATCH",
+        )
+    )
+
+    # 4. take: one call for a batch of scattered rows.
+    ids = rng.sample(range(n), min(n, TAKE_ROWS))
+    t0 = time.perf_counter()
+    taken = ds.take(ids)
+    t_take = time.perf_counter() - t0
+    bad = [
+        i
+        for i, rec in zip(ids, taken, strict=True)
+        if i in sample and not same_value(rec, sample[i])
+    ]
+    if len(taken) != len(ids) or bad:
+        problems.append("take returned different records")
+    timings.append(
+        Timing(f"take({len(ids)} rows)", t_take, len(ids), sum(payload_bytes(r) for r in taken))
+    )
+    del taken, got
+
+    # 5. Full iteration, all columns.
+    t0 = time.perf_counter()
+    count, nbytes, bad = 0, 0, []
+    for i, rec in enumerate(bar(ds, total=n, desc="iterate", unit="rec")):
+        count += 1
+        nbytes += payload_bytes(rec)
+        if i in sample and not same_value(rec, sample[i]):
+            bad.append(i)
+    t_iter = time.perf_counter() - t0
+    if bad:
+        problems.append(
+            f"iteration differs from the records written at {len(bad)} rows, e.g. {bad[0]}"
+        )
+    if count != n:
+        problems.append(f"iteration gave {count} records, wrote {n}")
+    timings.append(Timing("iterate (all columns)", t_iter, count, nbytes))
+
+    # 6. Projection: captions only; the image bytes are never touched.
+    names = list(ds.schema.names)
+    text_col: str | None = next((c for c in ("caption", "captions") if c in names), None)
+    text_col = text_col or _first_string_column(info, names)
+    if text_col is not None:
+        t0 = time.perf_counter()
+        count, nbytes = 0, 0
+        for rec in bar(
+            ds.iter(columns=[text_col]), total=n, desc=f"iterate {text_col}", unit="rec"
+        ):
+            count += 1
+            nbytes += payload_bytes(rec)
+            if set(rec) != {text_col}:
+                problems.append(f"projection returned columns {sorted(rec)}")
+                break
+        t_proj = time.perf_counter() - t0
+        timings.append(
+            Timing(f"iterate ({text_col} only)", t_proj, count, nbytes, "other columns not read")
+        )
+
+    # 7. verify: every chunk checksum.
+    t0 = time.perf_counter()
+    report = ds.verify()
+    t_verify = time.perf_counter() - t0
+    if not report.ok:
+        problems.append(f"verify failed: {'; '.join(map(str, report.errors[:3]))}")
+    timings.append(
+        Timing(
+            "verify",
+            t_verify,
+            0,
+            on_disk,
+            f"{report.num_chunks:,} chunks, {'ok' if report.ok else 'FAILED'}",
+        )
+    )
+
+    # 8. Streaming through a torch DataLoader, or plain ds.iter when that is not there.
+    stream_note = _stream(ds, path, n, workers, quiet, timings, problems)
+
+    _report(
+        out,
+        info,
+        n,
+        seed,
+        path,
+        summary,
+        on_disk,
+        int(raw),
+        len(shards),
+        num_rg,
+        t_open,
+        t_first,
+        timings,
+        stream_note,
+        problems,
+        time.perf_counter() - t_all,
+    )
+    return EXIT_OK if not problems else EXIT_FAILURE
+
+
+def _first_string_column(info: dict[str, Any], names: list[str]) -> str | None:
+    from pixmo_stream.cli import schema_to_dict
+
+    with contextlib.suppress(Exception):
+        for f in schema_to_dict(info.get("schema", {})).get("fields", []):
+            if f["type"].get("kind") == "string":
+                return str(f["name"])
+    return names[0] if names else None
+
+
+def _stream(
+    ds: Any,
+    path: str,
+    n: int,
+    workers: int,
+    quiet: bool,
+    timings: list[Timing],
+    problems: list[str],
+) -> str:
+    try:
+        loader, note = _streaming_loader(path, workers)
+    except Exception as e:  # a half-finished streaming module must not sink the demo
+        loader, note = None, f"StreamingDataset failed to start ({type(e).__name__}: {e})"
+    if loader is None:
+        t0 = time.perf_counter()
+        count, nbytes = 0, 0
+        first_s = None
+        for rec in _progress(ds.iter(), total=n, desc="ds.iter", unit="rec", quiet=quiet):
+            if first_s is None:
+                first_s = time.perf_counter() - t0
+            count += 1
+            nbytes += payload_bytes(rec)
+        timings.append(
+            Timing(
+                "stream (plain ds.iter)",
+                time.perf_counter() - t0,
+                count,
+                nbytes,
+                f"first record {human_seconds(first_s or 0)}",
+            )
+        )
+        return f"no DataLoader run, streamed with plain ds.iter instead: {note}"
+    t0 = time.perf_counter()
+    count, nbytes = 0, 0
+    first_s = None
+    with _progress(total=n, desc="DataLoader", unit="rec", quiet=quiet) as pbar:
+        for batch in loader:
+            if first_s is None:
+                first_s = time.perf_counter() - t0
+            k = _batch_len(batch)
+            count += k
+            nbytes += payload_bytes(batch)
+            pbar.update(k)
+            if count >= n:
+                break  # an infinite (mixture-style) stream: one epoch is enough
+    if count < n:
+        problems.append(f"the DataLoader gave {count} records, wrote {n}")
+    timings.append(
+        Timing(
+            "stream (DataLoader)",
+            time.perf_counter() - t0,
+            count,
+            nbytes,
+            f"first batch {human_seconds(first_s or 0)}"
+            + (", incl. worker start" if workers else ""),
+        )
+    )
+    return note
+
+
+def _pack(items: list[str], width: int) -> list[str]:
+    """Comma-separated items on lines of at most ``width`` characters, never split."""
+    lines: list[str] = []
+    for item in items:
+        if lines and len(lines[-1]) + 2 + len(item) <= width:
+            lines[-1] += ", " + item
+        else:
+            if lines:
+                lines[-1] += ","
+            lines.append(item)
+    return lines
+
+
+def _column_note(c: dict[str, Any]) -> str:
+    codec = "+".join(c["codecs"])
+    ratio = f" {c['ratio']:.1f}x" if c["ratio"] and codec != "none" else ""
+    return f"{c['name']} {human_bytes(c['stored_bytes'])} ({codec}{ratio})"
+
+
+def _report(
+    out: TextIO,
+    info: dict[str, Any],
+    n: int,
+    seed: int,
+    path: str,
+    summary: Any,
+    on_disk: int,
+    raw: int,
+    num_shards: int,
+    num_rg: int,
+    t_open: float,
+    t_first: float,
+    timings: list[Timing],
+    stream_note: str,
+    problems: list[str],
+    total_s: float,
+) -> None:
+    p = out.write
+    p(f"pixmo-stream demo: {n:,} PixMo-like records (seed {seed})\n")
+    p(f"  dataset   {path}\n")
+    p(
+        f"  layout    {num_shards:,} shard{'s' if num_shards != 1 else ''}, "
+        f"{num_rg:,} row group{'s' if num_rg != 1 else ''}, {int(summary.num_rows):,} rows\n"
+    )
+    ratio = f"{raw / on_disk:.2f}x" if on_disk else "-"
+    p(f"  size      {human_bytes(on_disk)} on disk, {human_bytes(raw)} of raw values ({ratio})\n")
+    cols = sorted(column_totals(info), key=lambda c: -c["stored_bytes"])
+    p("  columns   " + "\n            ".join(_pack([_column_note(c) for c in cols], 86)) + "\n")
+    p(
+        f"  open      {human_seconds(t_open)}; time to first record {human_seconds(t_first)} "
+        "(open + ds[0])\n"
+    )
+    p("\n")
+    width = max(len(t.name) for t in timings)
+    for t in timings:
+        note = f"  ({t.note})" if t.note else ""
+        p(f"  {t.name.ljust(width)}  {human_seconds(t.seconds):>9}  {t.rate()}{note}\n")
+    p("\n")
+    p(f"  streaming: {stream_note}\n")
+    p("  MB/s counts value bytes: images as stored, text as UTF-8, arrays as their buffers\n")
+    if problems:
+        p(f"PROBLEMS ({len(problems)}):\n")
+        for msg in problems:
+            p(f"  - {msg}\n")
+    else:
+        p(f"all reads matched what was written; total {human_seconds(total_s)}\n")

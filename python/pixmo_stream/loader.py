@@ -1,0 +1,106 @@
+"""`pixmo_stream.DataLoader`: a torch DataLoader that counts what the training loop consumed,
+so that `state_dict()` is exact with any number of workers, and that keeps persistent
+workers in step with `set_epoch` / `load_state_dict`.
+
+Why counting in the main process is exact: worker `w` of `W` reads the rank's local blocks
+`j` with `j % W == w` (one block = one DataLoader batch), and torch's DataLoader returns
+worker results round-robin, in order. The main process therefore sees the rank's samples in
+local order 0, 1, 2, ...; after `c` of them on every rank, exactly the epoch positions
+`start .. start + c * world_size` are consumed. See `docs/STREAMING.md`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch.utils.data
+
+from .batching import collate
+from .streaming import _PlannedIterable
+
+
+class DataLoader(torch.utils.data.DataLoader):
+    """`torch.utils.data.DataLoader` for a `StreamingDataset` or `Mixture`.
+
+    Either let the dataset batch (`StreamingDataset(..., batch_size=B)` and `batch_size=None`
+    here: the fast path), or batch here (`batch_size=B`, dataset unbatched). Everything else is
+    passed to torch's DataLoader.
+    """
+
+    def __init__(self, dataset: _PlannedIterable, batch_size: int | None = None, **kwargs: Any):
+        if not isinstance(dataset, _PlannedIterable):
+            raise TypeError("pixmo_stream.DataLoader needs a StreamingDataset or a Mixture")
+        if dataset.batch_size is not None and batch_size is not None:
+            raise ValueError(
+                "the dataset already batches (batch_size set on it); pass batch_size=None here"
+            )
+        if kwargs.get("drop_last"):
+            raise ValueError("drop_last breaks exact resumption; use remainder='drop'")
+        if batch_size is not None:
+            dataset._block = batch_size
+            kwargs.setdefault("collate_fn", collate)
+        # Resolve the rank once, here, where torch.distributed is initialised.
+        dataset._resolved = dataset.rank_world()
+        super().__init__(dataset, batch_size=batch_size, **kwargs)
+        self._pass_of_workers: int | None = None
+        self._worker_state: dict[str, Any] | None = None
+
+    @property
+    def _block(self) -> int:
+        return self.dataset._block_size()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.dataset.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dataset.load_state_dict(state)
+
+    def _sync_persistent_workers(self) -> None:
+        """Persistent workers keep the dataset copy they started with and count their own
+        passes; restart them when that copy would not produce the pass the user asked for."""
+        if not (self.persistent_workers and self.num_workers > 0):
+            return
+        ds = self.dataset
+        world = ds.rank_world()[1]
+        wanted = ds._effective(ds._pass_config(0), world)
+        if self._iterator is not None and self._worker_state is not None:
+            copy_ = self._worker_state["ds"]
+            expected = copy_._effective(copy_._pass_config(self._worker_state["passes"]), world)
+            if expected != wanted:
+                self._iterator._shutdown_workers()
+                self._iterator = None
+        if self._iterator is None:
+            import copy
+
+            self._worker_state = {"ds": copy.copy(ds), "passes": 0}
+
+    def __iter__(self) -> Iterator[Any]:
+        ds = self.dataset
+        self._sync_persistent_workers()
+        cfg = ds._pass_config(0)
+        world = ds.rank_world()[1]
+        rank_len = ds._rank_len(cfg, world)
+        block = self._block
+        it = super().__iter__()
+        if self._worker_state is not None:
+            self._worker_state["passes"] += 1
+        return self._count(it, cfg, rank_len, world, block)
+
+    def _count(
+        self, it: Iterator[Any], cfg: dict[str, Any], rank_len: int, world: int, block: int
+    ) -> Iterator[Any]:
+        ds = self.dataset
+        items = 0
+        in_process = self.num_workers == 0
+        for item in it:
+            items += 1
+            if not in_process:
+                # Item k is the rank's local block k (or sample k when unbatched).
+                ds._note_progress(cfg, min(items * block, rank_len), world)
+            yield item
+        if not in_process:
+            ds._note_progress(cfg, rank_len, world)

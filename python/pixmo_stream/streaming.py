@@ -1,0 +1,333 @@
+"""`StreamingDataset`: a shuffled, evenly split, exactly resumable torch `IterableDataset`.
+
+The order of an epoch is computed in the Rust core (`EpochPlan`, a pure function of seed,
+epoch and the row-group layout); ranks and DataLoader workers take fixed, interleaved shares
+of it (`ConsumerSplit`), and a background read-ahead stage in the core reads and decompresses
+rows with the GIL released. See `docs/STREAMING.md`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch.utils.data
+
+from . import _native
+from ._split import check_rank_world, detect_rank_world, in_worker, worker_info
+from .batching import collate as default_collate
+
+STATE_VERSION = 1
+
+
+class _PlannedIterable(torch.utils.data.IterableDataset):
+    """What `StreamingDataset` and `Mixture` share: rank/worker detection, passes, progress."""
+
+    def __init__(
+        self,
+        *,
+        batch_size: int | None,
+        rank: int | None,
+        world_size: int | None,
+        collate_fn: Callable[[list[dict[str, Any]]], Any] | None,
+        pin_memory: bool,
+        read_threads: int,
+        read_ahead: int,
+    ) -> None:
+        if batch_size is not None and batch_size < 1:
+            raise ValueError("batch_size must be >= 1 or None")
+        if (rank is None) != (world_size is None):
+            raise ValueError("pass both rank and world_size, or neither")
+        if rank is not None and world_size is not None:
+            check_rank_world(rank, world_size)
+        self.batch_size = batch_size
+        self._explicit = (rank, world_size) if rank is not None else None
+        self._resolved: tuple[int, int] | None = None
+        self.collate_fn = collate_fn
+        self.pin_memory = pin_memory
+        self.read_threads = read_threads
+        self.read_ahead = read_ahead
+        # Samples per worker block when the DataLoader batches (set by pixmo_stream.DataLoader).
+        self._block = 1
+        # Passes started by this object in this process since its state was last set.
+        self._passes = 0
+        self._pid = os.getpid()
+        # Samples this process has yielded in the current pass (main-process iteration).
+        self._consumed = 0
+        self._current: dict[str, Any] | None = None
+
+    # ---- who is reading -------------------------------------------------------------------
+    def rank_world(self) -> tuple[int, int]:
+        """`(rank, world_size)`: explicit, else as resolved in the main process, else detected."""
+        if self._explicit is not None:
+            return self._explicit
+        if self._resolved is not None:
+            return self._resolved
+        return check_rank_world(*detect_rank_world())
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled in the main process when DataLoader workers start (spawn): resolve the rank
+        # there, where torch.distributed is initialised.
+        state = self.__dict__.copy()
+        state["_resolved"] = self.rank_world()
+        return state
+
+    def _block_size(self) -> int:
+        return self.batch_size or self._block
+
+    # ---- to implement ---------------------------------------------------------------------
+    def _pass_config(self, k: int) -> dict[str, Any]:
+        """The configuration of pass `k` after the state was last set (pure)."""
+        raise NotImplementedError
+
+    def _rank_len(self, cfg: dict[str, Any], world: int) -> int:
+        raise NotImplementedError
+
+    def _open(
+        self, cfg: dict[str, Any], rank: int, world: int, worker: int, nw: int, block: int
+    ) -> Any:
+        raise NotImplementedError
+
+    def _note_progress(self, cfg: dict[str, Any], consumed: int, world: int) -> None:
+        raise NotImplementedError
+
+    def _effective(self, cfg: dict[str, Any], world: int) -> Any:
+        """What a pass configuration reads (to compare two of them)."""
+        return cfg
+
+    def _decorate(self, records: list[dict[str, Any]], sources: list[int]) -> None:
+        pass
+
+    def _reset_passes(self) -> None:
+        self._passes = 0
+        self._consumed = 0
+        self._current = None
+
+    # ---- iteration ------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Any]:
+        if os.getpid() != self._pid:
+            # A forked worker inherits the parent's counters; it starts its own passes.
+            self._pid = os.getpid()
+            self._passes = 0
+        rank, world = self.rank_world()
+        worker, nw = worker_info()
+        in_main = not in_worker()
+        # In the process that owns the object, a pass reads what its state says (set_epoch,
+        # load_state_dict, progress); a persistent worker's copy counts its own passes.
+        cfg = self._pass_config(0 if in_main else self._passes)
+        self._passes += 1
+        block = self._block_size()
+        if in_main:
+            self._current = cfg
+            self._consumed = 0
+        reader = self._open(cfg, rank, world, worker, nw, block)
+        rank_len = self._rank_len(cfg, world) if in_main else 0
+        return self._generate(reader, cfg, in_main, rank_len, world)
+
+    def _generate(
+        self, reader: Any, cfg: dict[str, Any], in_main: bool, rank_len: int, world: int
+    ) -> Iterator[Any]:
+        collate = self.collate_fn
+        if collate is None:
+
+            def collate(records: list[dict[str, Any]]) -> Any:
+                return default_collate(records, pin_memory=self.pin_memory)
+
+        try:
+            pending: list[dict[str, Any]] = []
+            while True:
+                batch = reader.next_batch()
+                if batch is None:
+                    break
+                records, sources, _rows = batch
+                self._decorate(records, sources)
+                if self.batch_size is None:
+                    for rec in records:
+                        if in_main:
+                            self._consumed += 1
+                            self._note_progress(cfg, self._consumed, world)
+                        yield rec
+                    continue
+                pending.extend(records)
+                while len(pending) >= self.batch_size:
+                    out, pending = pending[: self.batch_size], pending[self.batch_size :]
+                    if in_main:
+                        self._consumed += len(out)
+                        self._note_progress(cfg, self._consumed, world)
+                    yield collate(out)
+            if pending:
+                if in_main:
+                    self._consumed += len(pending)
+                    self._note_progress(cfg, self._consumed, world)
+                yield collate(pending)
+        finally:
+            reader.close()
+
+
+class StreamingDataset(_PlannedIterable):
+    """A torch `IterableDataset` over one or more pixmo-stream datasets (read as one).
+
+    Args:
+        path_or_paths: a dataset directory (or shard file), or a list of them.
+        columns: columns to read (all by default); others' bytes are never touched.
+        shuffle: shuffle row-group order, then rows within windows of `shuffle_window` rows.
+        seed: the order is a pure function of (seed, epoch, dataset layout).
+        batch_size: yield collated batches of this many samples (use with
+            `DataLoader(batch_size=None)`); `None` yields records.
+        shuffle_window: rows per shuffle window (memory bound of the shuffle; see the docs).
+        remainder: `"pad"` (every rank gets `ceil(N / world)` samples, repeating the first
+            samples of the order) or `"drop"` (`floor(N / world)`, the last positions unread).
+        rank, world_size: explicit; by default from torch.distributed, else RANK/WORLD_SIZE.
+        collate_fn: batches records when `batch_size` is set (default `pixmo_stream.collate`).
+        read_threads, read_ahead: background read threads and batches each may queue.
+    """
+
+    def __init__(
+        self,
+        path_or_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        columns: Sequence[str] | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        batch_size: int | None = None,
+        shuffle_window: int = 16384,
+        remainder: str = "pad",
+        rank: int | None = None,
+        world_size: int | None = None,
+        collate_fn: Callable[[list[dict[str, Any]]], Any] | None = None,
+        pin_memory: bool = False,
+        read_threads: int = 2,
+        read_ahead: int = 2,
+    ) -> None:
+        super().__init__(
+            batch_size=batch_size,
+            rank=rank,
+            world_size=world_size,
+            collate_fn=collate_fn,
+            pin_memory=pin_memory,
+            read_threads=read_threads,
+            read_ahead=read_ahead,
+        )
+        if isinstance(path_or_paths, (str, os.PathLike)):
+            path_or_paths = [path_or_paths]
+        self.paths = [os.fspath(p) for p in path_or_paths]
+        if not self.paths:
+            raise ValueError("no dataset path given")
+        if remainder not in ("pad", "drop"):
+            raise ValueError("remainder must be 'pad' or 'drop'")
+        self.columns = list(columns) if columns is not None else None
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.shuffle_window = int(shuffle_window)
+        self.remainder = remainder
+        from .dataset import Dataset
+
+        self.row_groups: list[int] = []
+        for p in self.paths:
+            ds = Dataset(p)
+            self.row_groups.extend(int(g[3]) for g in ds.row_group_layout())
+        self.num_rows = sum(self.row_groups)
+        self._epoch = 0
+        self._resume: tuple[int, int] | None = None
+        self._progress: dict[str, Any] | None = None
+
+    # ---- epochs and state -----------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch `epoch` next (call before each epoch, as with `DistributedSampler`). A
+        state loaded for this epoch is kept; for another epoch, reading starts at its start."""
+        self._epoch = int(epoch)
+        self._progress = None
+        self._reset_passes()
+
+    def _pass_config(self, k: int) -> dict[str, Any]:
+        epoch = self._epoch + k
+        start = 0
+        if k == 0 and self._resume is not None and self._resume[0] == epoch:
+            start = self._resume[1]
+        return {"epoch": epoch, "start": start}
+
+    def _rank_len(self, cfg: dict[str, Any], world: int) -> int:
+        return _native.rank_len(
+            self.num_rows, start=cfg["start"], world_size=world, pad=self.remainder == "pad"
+        )
+
+    def _open(
+        self, cfg: dict[str, Any], rank: int, world: int, worker: int, nw: int, block: int
+    ) -> Any:
+        return _native.ReadAhead.for_plan(
+            self.paths,
+            self.columns,
+            seed=self.seed,
+            epoch=cfg["epoch"],
+            shuffle=self.shuffle,
+            window_rows=self.shuffle_window,
+            start=cfg["start"],
+            world_size=world,
+            rank=rank,
+            num_workers=nw,
+            worker=worker,
+            block=block,
+            pad=self.remainder == "pad",
+            batch_rows=block if self.batch_size else 64,
+            threads=self.read_threads,
+            depth=self.read_ahead,
+        )
+
+    def _note_progress(self, cfg: dict[str, Any], consumed: int, world: int) -> None:
+        rank_len = self._rank_len(cfg, world)
+        position = cfg["start"] + min(consumed, rank_len) * world
+        self._progress = {"epoch": cfg["epoch"], "position": position}
+
+    def __len__(self) -> int:
+        """Items (samples, or batches when `batch_size` is set) this rank yields next pass."""
+        n = self.samples_per_rank()
+        return -(-n // self.batch_size) if self.batch_size else n
+
+    def samples_per_rank(self, world_size: int | None = None) -> int:
+        """Samples each rank yields in the next pass (the same on every rank)."""
+        world = world_size if world_size is not None else self.rank_world()[1]
+        return self._rank_len(self._pass_config(0), world)
+
+    def state_dict(self) -> dict[str, Any]:
+        """A small JSON-serialisable state: the epoch and the first position of its order not
+        yet consumed by every rank. Exact when this object did the iterating (num_workers=0)
+        or when `pixmo_stream.DataLoader` counted for it."""
+        progress = self._progress
+        if progress is None:
+            cfg = self._pass_config(0)
+            progress = {"epoch": cfg["epoch"], "position": cfg["start"]}
+        return {
+            "version": STATE_VERSION,
+            "kind": "StreamingDataset",
+            "seed": self.seed,
+            "num_rows": self.num_rows,
+            "shuffle": self.shuffle,
+            "shuffle_window": self.shuffle_window,
+            **progress,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from `state_dict()`, on any number of ranks and workers."""
+        if state.get("kind") != "StreamingDataset" or state.get("version") != STATE_VERSION:
+            raise ValueError("not a StreamingDataset state (version 1)")
+        for key in ("seed", "num_rows", "shuffle", "shuffle_window"):
+            if state[key] != getattr(self, key):
+                raise ValueError(
+                    f"state was saved with {key}={state[key]!r}, this dataset has "
+                    f"{getattr(self, key)!r}; the order would differ"
+                )
+        self._epoch = int(state["epoch"])
+        self._resume = (self._epoch, int(state["position"]))
+        self._progress = {"epoch": self._epoch, "position": int(state["position"])}
+        self._reset_passes()
+
+    def __repr__(self) -> str:
+        return (
+            f"StreamingDataset({self.paths!r}, rows={self.num_rows}, shuffle={self.shuffle}, "
+            f"seed={self.seed}, epoch={self._epoch}, batch_size={self.batch_size})"
+        )

@@ -1,0 +1,117 @@
+//! `Blob`: a read-only, zero-copy view of one binary value (an encoded image), exported
+//! through the buffer protocol. It keeps the mapped shard (or decompressed chunk) alive.
+
+use pixmo_stream_core::chunk::ChunkBytes;
+use pyo3::exceptions::PyBufferError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyTuple};
+use pyo3::{ffi, IntoPyObjectExt};
+use std::os::raw::c_int;
+
+#[pyclass(name = "Blob", module = "pixmo_stream._native", frozen)]
+pub struct PyBlob {
+    bytes: ChunkBytes,
+    start: usize,
+    len: usize,
+}
+
+impl PyBlob {
+    pub fn new(bytes: ChunkBytes, start: usize, len: usize) -> Self {
+        debug_assert!(start + len <= bytes.as_slice().len());
+        PyBlob { bytes, start, len }
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.bytes.as_slice()[self.start..self.start + self.len]
+    }
+}
+
+#[pymethods]
+impl PyBlob {
+    /// # Safety
+    /// Called by CPython with a valid `view`. The exported memory belongs to `self.bytes`
+    /// (a memory map or a heap buffer held by an `Arc`), which lives as long as `self`;
+    /// `PyBuffer_FillInfo` stores a new reference to `self` in `view.obj`, so the memory
+    /// outlives every consumer of the view. The buffer is read-only.
+    unsafe fn __getbuffer__(
+        slf: PyRef<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        if flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE {
+            return Err(PyBufferError::new_err("pixmo_stream Blob is read-only"));
+        }
+        let data = slf.data();
+        let ret = ffi::PyBuffer_FillInfo(
+            view,
+            slf.as_ptr(),
+            data.as_ptr() as *mut std::ffi::c_void,
+            data.len() as ffi::Py_ssize_t,
+            1,
+            flags,
+        );
+        if ret == -1 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
+
+    fn __len__(&self) -> usize {
+        self.len
+    }
+
+    fn __bytes__<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.data())
+    }
+
+    /// A copy as `bytes`.
+    fn tobytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.data())
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        if let Ok(b) = other.downcast::<PyBytes>() {
+            return b.as_bytes() == self.data();
+        }
+        if let Ok(b) = other.downcast::<PyBlob>() {
+            return b.get().data() == self.data();
+        }
+        match pyo3::buffer::PyBuffer::<u8>::get(other) {
+            Ok(buf) => buf
+                .to_vec(other.py())
+                .map(|v| v == self.data())
+                .unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        PyBytes::new(py, self.data()).hash()
+    }
+
+    /// Indexing gives an int and slicing gives `bytes`, as with `bytes`.
+    fn __getitem__<'py>(
+        slf: &Bound<'py, Self>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let view = pyo3::types::PyMemoryView::from(slf.as_any())?;
+        let item = view.get_item(key)?;
+        if item.is_instance_of::<pyo3::types::PyMemoryView>() {
+            return item.call_method0("tobytes");
+        }
+        Ok(item)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<pixmo_stream Blob, {} bytes>", self.len)
+    }
+
+    /// Pickles as plain `bytes` (DataLoader workers send records to the main process).
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let bytes_type = py.get_type::<PyBytes>().into_bound_py_any(py)?;
+        let args = PyTuple::new(py, [PyBytes::new(py, self.data())])?;
+        PyTuple::new(py, [bytes_type, args.into_any()])
+    }
+}
