@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pixmo_stream as ps
 import pytest
 from PIL import Image
+
+import pixmo_stream as ps
 from pixmo_stream.cli import format_value, main, sniff_image
 
 ROWS = 12

@@ -98,6 +98,9 @@ def test_forked_children_inherit_an_open_dataset(big):
     """Like DataLoader workers with fork: the parent already read (mapped, cached) chunks."""
     global _INHERITED
     _INHERITED = ps.Dataset(big)
-    want = [[(r["i"], len(r["text"]), r["blob"][:4]) for r in _INHERITED.take(i)] for i in ([5, 6], [4000 - 1])]
+    want = [
+        [(r["i"], len(r["text"]), r["blob"][:4]) for r in _INHERITED.take(i)]
+        for i in ([5, 6], [4000 - 1])
+    ]
     with mp.get_context("fork").Pool(2) as pool:
         assert pool.map(_child_read_inherited, [[5, 6], [3999]]) == want

@@ -13,7 +13,13 @@ import pixmo_stream as ps
 def assert_same(a, b, where=""):
     if isinstance(b, np.ndarray):
         assert isinstance(a, np.ndarray), where
-        assert a.dtype == b.dtype and a.shape == b.shape, (where, a.dtype, a.shape, b.dtype, b.shape)
+        assert a.dtype == b.dtype and a.shape == b.shape, (
+            where,
+            a.dtype,
+            a.shape,
+            b.dtype,
+            b.shape,
+        )
         np.testing.assert_array_equal(a, b)
     elif isinstance(b, dict):
         assert isinstance(a, dict) and a.keys() == b.keys(), (where, a, b)
@@ -45,7 +51,9 @@ ALL_TYPES = ps.Schema(
         ps.Field("maybe", ps.list_(ps.int32(), nullable_items=True), nullable=True),
         ps.Field(
             "qa",
-            ps.list_(ps.struct([ps.Field("q", ps.string()), ps.Field("a", ps.string(), nullable=True)])),
+            ps.list_(
+                ps.struct([ps.Field("q", ps.string()), ps.Field("a", ps.string(), nullable=True)])
+            ),
         ),
         ps.Field("nested", ps.list_(ps.list_(ps.array("uint8", (3,))))),
         ps.Field("meta", ps.any_(), nullable=True),
@@ -237,7 +245,9 @@ def test_projection_never_touches_other_columns(tmp_path):
     data[64 + 100] ^= 0xFF  # the image column's chunk starts at offset 64
     shard.write_bytes(bytes(data))
     ds = ps.Dataset(tmp_path / "d")
-    assert [r["caption"] for r in ds.iter(columns=["caption"])] == [f"caption {i}" for i in range(10)]
+    assert [r["caption"] for r in ds.iter(columns=["caption"])] == [
+        f"caption {i}" for i in range(10)
+    ]
     with pytest.raises(ps.CorruptDataError, match="column 'image'") as e:
         list(ds)
     assert e.value.column == "image" and e.value.row_group == 0

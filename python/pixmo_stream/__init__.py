@@ -1,10 +1,10 @@
 """pixmo-stream: compact columnar storage and fast streaming of multimodal training data.
 
-    import pixmo_stream as ps
-    with ps.Writer("data/", schema) as w:
-        w.write({"image": jpeg_bytes, "caption": "..."})
-    ds = ps.Dataset("data/")
-    ds[0], ds.take([3, 1]), ds.iter(columns=["caption"])
+import pixmo_stream as ps
+with ps.Writer("data/", schema) as w:
+    w.write({"image": jpeg_bytes, "caption": "..."})
+ds = ps.Dataset("data/")
+ds[0], ds.take([3, 1]), ds.iter(columns=["caption"])
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from .schema import (
     uint32,
     uint64,
 )
-from .writer import WriteSummary, Writer
+from .writer import Writer, WriteSummary
 
 __version__ = "0.1.0"
 

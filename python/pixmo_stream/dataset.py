@@ -71,7 +71,9 @@ class Dataset:
             return self.take(range(*index.indices(len(self))))  # type: ignore[return-value]
         return self._native.get(index)
 
-    def take(self, indices: Sequence[int], columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    def take(
+        self, indices: Sequence[int], columns: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
         """Records at `indices`, in that order (batched: each row group is decoded once)."""
         return self._native.take(list(indices), None if columns is None else list(columns))
 

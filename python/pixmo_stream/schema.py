@@ -36,7 +36,9 @@ class DataType:
             return
         if self.kind == "array":
             if self.dtype not in NUMERIC_KINDS:
-                raise SchemaError(f"array dtype must be one of {', '.join(NUMERIC_KINDS)}, got {self.dtype!r}")
+                raise SchemaError(
+                    f"array dtype must be one of {', '.join(NUMERIC_KINDS)}, got {self.dtype!r}"
+                )
             if any(int(d) < 1 for d in self.shape):
                 raise SchemaError(f"array inner dimensions must be >= 1, got {self.shape}")
         elif self.kind == "list":
@@ -53,7 +55,11 @@ class DataType:
             return {"kind": "array", "dtype": self.dtype, "shape": list(self.shape)}
         if self.kind == "list":
             assert self.item is not None
-            return {"kind": "list", "item": self.item.to_dict(), "item_nullable": self.item_nullable}
+            return {
+                "kind": "list",
+                "item": self.item.to_dict(),
+                "item_nullable": self.item_nullable,
+            }
         if self.kind == "struct":
             return {"kind": "struct", "fields": [f.to_dict() for f in self.fields]}
         return {"kind": self.kind}
@@ -64,7 +70,9 @@ class DataType:
         if kind == "array":
             return cls("array", dtype=d["dtype"], shape=tuple(int(x) for x in d["shape"]))
         if kind == "list":
-            return cls("list", item=cls.from_dict(d["item"]), item_nullable=bool(d["item_nullable"]))
+            return cls(
+                "list", item=cls.from_dict(d["item"]), item_nullable=bool(d["item_nullable"])
+            )
         if kind == "struct":
             return cls("struct", fields=tuple(Field.from_dict(f) for f in d["fields"]))
         return cls(kind)
@@ -209,7 +217,9 @@ def _infer_type(value: Any, path: str) -> DataType:
         return DataType(value.dtype.name)
     if isinstance(value, np.ndarray):
         if value.dtype.name not in NUMERIC_KINDS or value.ndim == 0:
-            raise SchemaError(f"field '{path}': cannot store a {value.dtype} array of {value.ndim} dims")
+            raise SchemaError(
+                f"field '{path}': cannot store a {value.dtype} array of {value.ndim} dims"
+            )
         return array(value.dtype, value.shape[1:])
     if isinstance(value, Mapping):
         if not value:
@@ -220,7 +230,8 @@ def _infer_type(value: Any, path: str) -> DataType:
     if isinstance(value, list | tuple):
         if not value:
             raise SchemaError(
-                f"field '{path}': cannot infer the item type of an empty list; pass an explicit schema"
+                f"field '{path}': cannot infer the item type of an empty list; "
+                "pass an explicit schema"
             )
         return list_(_infer_type(value[0], f"{path}[0]"))
     raise SchemaError(f"field '{path}': cannot infer a type for {type(value).__name__}")

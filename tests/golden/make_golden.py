@@ -49,7 +49,11 @@ def golden_schema() -> ps.Schema:
                     )
                 ),
             ),
-            ps.Field("size", ps.struct([ps.Field("w", ps.int32()), ps.Field("h", ps.int32())]), nullable=True),
+            ps.Field(
+                "size",
+                ps.struct([ps.Field("w", ps.int32()), ps.Field("h", ps.int32())]),
+                nullable=True,
+            ),
             ps.Field("meta", ps.any_(), nullable=True),
         ]
     )
@@ -79,11 +83,17 @@ def golden_records() -> list[dict]:
                 "scores": np.linspace(0, 1, n, dtype=np.float64),
                 "labels": [f"label{j}" if j != 1 else None for j in range(n)],
                 "qa": [
-                    {"question": f"q{j}?", "answer": None if j == 2 else f"a{j}", "turns": list(range(j))}
+                    {
+                        "question": f"q{j}?",
+                        "answer": None if j == 2 else f"a{j}",
+                        "turns": list(range(j)),
+                    }
                     for j in range(n)
                 ],
                 "size": None if i == 4 else {"w": 640 + i, "h": 480 - i},
-                "meta": None if i == 6 else {"source": "golden", "i": i, "nested": [1, 2.5, "x", None]},
+                "meta": None
+                if i == 6
+                else {"source": "golden", "i": i, "nested": [1, 2.5, "x", None]},
             }
         )
     return out
@@ -105,7 +115,9 @@ def main(version: str = "v1.0") -> None:
     out = HERE / version
     with ps.Writer(out, golden_schema(), row_group_rows=3, shard_bytes=2048, overwrite=True) as w:
         w.write_many(golden_records())
-    (out / "expected.json").write_text(json.dumps([to_jsonable(r) for r in golden_records()], indent=1))
+    (out / "expected.json").write_text(
+        json.dumps([to_jsonable(r) for r in golden_records()], indent=1)
+    )
     print(w.summary)
 
 

@@ -1,0 +1,210 @@
+# Hand-written stubs of the native module, checked by `python -m mypy.stubtest pixmo_stream._native`.
+from collections.abc import Iterable
+from os import PathLike
+from typing import Any, final
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "PixmoError",
+    "CorruptDataError",
+    "SchemaError",
+    "UnsupportedVersionError",
+    "EpochPlan",
+    "ConsumerRows",
+    "MixtureRows",
+    "rank_len",
+    "worker_len",
+    "mixture_counts",
+    "ReadAhead",
+    "Writer",
+    "Dataset",
+    "Blob",
+    "FORMAT_VERSION",
+    "__version__",
+]
+
+FORMAT_VERSION: tuple[int, int]
+__version__: str
+
+class PixmoError(Exception): ...
+class CorruptDataError(PixmoError): ...
+class SchemaError(PixmoError): ...
+class UnsupportedVersionError(PixmoError): ...
+
+@final
+class Blob:
+    def __len__(self) -> int: ...
+    def __bytes__(self) -> bytes: ...
+    def tobytes(self) -> bytes: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+    def __getitem__(self, key: Any, /) -> Any: ...
+    def __reduce__(self) -> tuple[type[bytes], tuple[bytes]]: ...
+
+@final
+class Dataset:
+    def __new__(cls, path: str | PathLike[str], zero_copy: bool = True) -> Dataset: ...
+    def __len__(self) -> int: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def num_shards(self) -> int: ...
+    @property
+    def num_row_groups(self) -> int: ...
+    def schema_json(self) -> str: ...
+    def row_group_layout(self) -> list[tuple[int, int, int, int]]: ...
+    def take(
+        self, indices: list[int], columns: list[str] | None = None
+    ) -> list[dict[str, Any]]: ...
+    def get(self, index: int, columns: list[str] | None = None) -> dict[str, Any]: ...
+    def read_row_group(
+        self, index: int, columns: list[str] | None = None
+    ) -> list[dict[str, Any]]: ...
+    def verify(self) -> tuple[int, list[str]]: ...
+    def info_json(self) -> str: ...
+
+@final
+class Writer:
+    def __new__(
+        cls,
+        path: str | PathLike[str],
+        schema_json: str,
+        *,
+        shard_bytes: int,
+        row_group_bytes: int,
+        row_group_rows: int,
+        zstd_level: int,
+        codecs: dict[str, str],
+        overwrite: bool,
+        metadata: dict[str, str],
+    ) -> Writer: ...
+    def write(self, record: Any) -> None: ...
+    def write_many(self, records: Iterable[Any]) -> int: ...
+    @property
+    def rows_written(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    def close(self) -> tuple[str, int, int, int]: ...
+    def abort(self) -> None: ...
+
+@final
+class EpochPlan:
+    def __new__(
+        cls,
+        row_groups: list[int],
+        *,
+        seed: int = 0,
+        epoch: int = 0,
+        shuffle: bool = True,
+        window_rows: int = 16384,
+    ) -> EpochPlan: ...
+    @property
+    def num_rows(self) -> int: ...
+    @property
+    def epoch(self) -> int: ...
+    def windows(self) -> list[tuple[int, int]]: ...
+    def all_rows(self) -> npt.NDArray[np.uint64]: ...
+    def consumer_rows(
+        self,
+        *,
+        start: int = 0,
+        world_size: int = 1,
+        rank: int = 0,
+        num_workers: int = 1,
+        worker: int = 0,
+        block: int = 1,
+        pad: bool = False,
+    ) -> ConsumerRows: ...
+
+@final
+class ConsumerRows:
+    def next_rows(self, n: int) -> npt.NDArray[np.uint64]: ...
+    @property
+    def remaining(self) -> int: ...
+
+@final
+class MixtureRows:
+    def __new__(
+        cls,
+        weights: list[float],
+        seed: int,
+        counts_at_start: list[int],
+        sources: list[tuple[list[int], int, bool, int, int]],
+        *,
+        num_positions: int,
+        start: int = 0,
+        world_size: int = 1,
+        rank: int = 0,
+        num_workers: int = 1,
+        worker: int = 0,
+        block: int = 1,
+    ) -> MixtureRows: ...
+    def next_rows(
+        self, n: int
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.uint64]]: ...
+    @property
+    def remaining(self) -> int: ...
+
+@final
+class ReadAhead:
+    @staticmethod
+    def for_plan(
+        paths: list[str],
+        columns: list[str] | None = None,
+        *,
+        seed: int = 0,
+        epoch: int = 0,
+        shuffle: bool = True,
+        window_rows: int = 16384,
+        start: int = 0,
+        world_size: int = 1,
+        rank: int = 0,
+        num_workers: int = 1,
+        worker: int = 0,
+        block: int = 1,
+        pad: bool = False,
+        batch_rows: int = 64,
+        threads: int = 2,
+        depth: int = 2,
+    ) -> ReadAhead: ...
+    @staticmethod
+    def for_mixture(
+        paths: list[str],
+        columns: list[list[str] | None],
+        weights: list[float],
+        seed: int,
+        counts_at_start: list[int],
+        sources: list[tuple[list[int], int, bool, int, int]],
+        *,
+        num_positions: int,
+        start: int = 0,
+        world_size: int = 1,
+        rank: int = 0,
+        num_workers: int = 1,
+        worker: int = 0,
+        block: int = 1,
+        batch_rows: int = 64,
+        threads: int = 2,
+        depth: int = 2,
+    ) -> ReadAhead: ...
+    def next_batch(self) -> tuple[list[dict[str, Any]], list[int], list[int]] | None: ...
+    @property
+    def started(self) -> bool: ...
+    def close(self) -> None: ...
+
+def rank_len(
+    num_positions: int, *, start: int = 0, world_size: int = 1, pad: bool = False
+) -> int: ...
+def worker_len(
+    num_positions: int,
+    *,
+    start: int = 0,
+    world_size: int = 1,
+    num_workers: int = 1,
+    worker: int = 0,
+    block: int = 1,
+    pad: bool = False,
+) -> int: ...
+def mixture_counts(weights: list[float], seed: int, start: int, end: int) -> list[int]: ...
