@@ -289,3 +289,15 @@ def test_schema_json_round_trip_and_errors():
     assert issubclass(ps.SchemaError, ps.PixmoError)
     assert issubclass(ps.CorruptDataError, ps.PixmoError)
     assert issubclass(ps.UnsupportedVersionError, ps.PixmoError)
+
+
+def test_any_fields_store_free_form_values_including_none(tmp_path):
+    schema = ps.Schema([ps.Field("meta", ps.any_()), ps.Field("opt", ps.any_(), nullable=True)])
+    values = [None, {"a": [1, {"b": None}]}, [1.5, "x", b"\x00"], 7, {1: "int key"}]
+    with ps.Writer(tmp_path / "d", schema) as w:
+        for v in values:
+            w.write({"meta": v, "opt": v})
+        with pytest.raises(ps.SchemaError, match="meta"):
+            w.write({"meta": object(), "opt": None})
+    got = [(r["meta"], r["opt"]) for r in ps.Dataset(tmp_path / "d")]
+    assert got == [(v, v) for v in values]

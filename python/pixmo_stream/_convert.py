@@ -41,4 +41,9 @@ def _default(obj: Any) -> Any:
 
 
 def unpack_any(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as e:  # noqa: BLE001 - any decoding failure is a data problem
+        from ._native import CorruptDataError
+
+        raise CorruptDataError(f"an 'any' value cannot be decoded in Python: {e}") from e

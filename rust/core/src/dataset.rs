@@ -7,6 +7,7 @@ use crate::format::MANIFEST_NAME;
 use crate::manifest::Manifest;
 use crate::schema::Schema;
 use crate::shard::ShardReader;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -31,12 +32,40 @@ pub struct RowGroupInfo {
     pub num_rows: u64,
 }
 
+/// Decoded chunks by key, least recently used evicted first. Chunks of uncompressed columns
+/// borrow the mapped file and cost no heap, so the cache is bounded by entries and by the heap
+/// bytes of decompressed chunks.
 struct ChunkCache {
-    entries: Vec<(ChunkKey, Arc<ColumnChunk>)>,
+    entries: HashMap<ChunkKey, (Arc<ColumnChunk>, u64)>,
     heap_bytes: usize,
+    tick: u64,
 }
 
-const CACHE_MAX_ENTRIES: usize = 256;
+impl ChunkCache {
+    fn get(&mut self, key: &ChunkKey) -> Option<Arc<ColumnChunk>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.entries.get_mut(key).map(|(c, t)| {
+            *t = tick;
+            c.clone()
+        })
+    }
+
+    fn insert(&mut self, key: ChunkKey, chunk: Arc<ColumnChunk>) {
+        self.tick += 1;
+        self.heap_bytes += chunk.bytes.heap_bytes();
+        if let Some((old, _)) = self.entries.insert(key, (chunk, self.tick)) {
+            self.heap_bytes -= old.bytes.heap_bytes();
+        }
+        while self.entries.len() > CACHE_MAX_ENTRIES || self.heap_bytes > CACHE_MAX_HEAP_BYTES {
+            let oldest = *self.entries.iter().min_by_key(|(_, (_, t))| *t).unwrap().0;
+            let (old, _) = self.entries.remove(&oldest).unwrap();
+            self.heap_bytes -= old.bytes.heap_bytes();
+        }
+    }
+}
+
+const CACHE_MAX_ENTRIES: usize = 4096;
 const CACHE_MAX_HEAP_BYTES: usize = 256 << 20;
 
 pub struct Dataset {
@@ -101,8 +130,9 @@ impl Dataset {
             shards,
             shard_starts,
             cache: Mutex::new(ChunkCache {
-                entries: Vec::new(),
+                entries: HashMap::new(),
                 heap_bytes: 0,
+                tick: 0,
             }),
         })
     }
@@ -183,21 +213,12 @@ impl Dataset {
 
     /// A decoded, verified chunk, through a small cache shared by all threads.
     pub fn chunk(&self, key: ChunkKey) -> Result<Arc<ColumnChunk>> {
-        {
-            let cache = self.cache.lock().unwrap();
-            if let Some((_, c)) = cache.entries.iter().rev().find(|(k, _)| *k == key) {
-                return Ok(c.clone());
-            }
+        if let Some(c) = self.cache.lock().unwrap().get(&key) {
+            return Ok(c);
         }
         let (s, g, c) = key;
         let chunk = Arc::new(self.shard(s)?.read_chunk(g, c)?);
-        let mut cache = self.cache.lock().unwrap();
-        cache.heap_bytes += chunk.bytes.heap_bytes();
-        cache.entries.push((key, chunk.clone()));
-        while cache.entries.len() > CACHE_MAX_ENTRIES || cache.heap_bytes > CACHE_MAX_HEAP_BYTES {
-            let (_, old) = cache.entries.remove(0);
-            cache.heap_bytes -= old.bytes.heap_bytes();
-        }
+        self.cache.lock().unwrap().insert(key, chunk.clone());
         Ok(chunk)
     }
 

@@ -77,7 +77,10 @@ impl Manifest {
             .map_err(|e| corrupt(format!("invalid schema: {e}")))?;
         for s in &m.shards {
             let p = Path::new(&s.file);
-            if s.file.is_empty() || p.components().any(|c| !matches!(c, Component::Normal(_))) {
+            if s.file.is_empty()
+                || s.file.contains('\\')
+                || p.components().any(|c| !matches!(c, Component::Normal(_)))
+            {
                 return Err(corrupt(format!(
                     "shard path '{}' is not a plain relative path",
                     s.file
@@ -89,6 +92,13 @@ impl Manifest {
                     s.file, s.num_rows
                 )));
             }
+        }
+        let mut files = std::collections::HashSet::new();
+        if !m.shards.iter().all(|s| files.insert(s.file.as_str())) {
+            return Err(corrupt("a shard file is listed twice".into()));
+        }
+        if m.shards.iter().map(|s| s.num_bytes).sum::<u64>() != m.num_bytes {
+            return Err(corrupt("shard sizes do not add up to num_bytes".into()));
         }
         if m.shards.iter().map(|s| s.num_rows).sum::<u64>() != m.num_rows {
             return Err(corrupt("shard rows do not add up to num_rows".into()));

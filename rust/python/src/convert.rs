@@ -106,7 +106,8 @@ fn to_value(
     obj: &Bound<'_, PyAny>,
     path: &str,
 ) -> Result<Value, Error> {
-    if obj.is_none() {
+    // In a non-nullable `any` field, None is a value (msgpack nil), not a null.
+    if obj.is_none() && (nullable || !matches!(dtype, DataType::Any)) {
         return if nullable {
             Ok(Value::Null)
         } else {
