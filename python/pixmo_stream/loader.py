@@ -20,6 +20,10 @@ from .batching import collate
 from .streaming import _PlannedIterable
 
 
+def _as_is(x: Any) -> Any:
+    return x
+
+
 class DataLoader(torch.utils.data.DataLoader):
     """`torch.utils.data.DataLoader` for a `StreamingDataset` or `Mixture`.
 
@@ -40,6 +44,10 @@ class DataLoader(torch.utils.data.DataLoader):
         if batch_size is not None:
             dataset._block = batch_size
             kwargs.setdefault("collate_fn", collate)
+        else:
+            # The dataset yields finished batches (or records); torch's default would walk
+            # every value of every batch again (default_convert), which costs more than reading.
+            kwargs.setdefault("collate_fn", _as_is)
         # Resolve the rank once, here, where torch.distributed is initialised.
         dataset._resolved = dataset.rank_world()
         super().__init__(dataset, batch_size=batch_size, **kwargs)
