@@ -74,6 +74,15 @@ def test_order_does_not_depend_on_workers(data):
     assert orders[0] != list(range(N))
 
 
+def test_spawn_workers_give_the_same_epoch(data):
+    """The spawn start method pickles the dataset into fresh interpreters (no fork)."""
+    ds = ps.StreamingDataset(data, seed=5, rank=0, world_size=1)
+    want = run_rank(ds, 0, batch_size=4)[0]
+    ds = ps.StreamingDataset(data, seed=5, rank=0, world_size=1)
+    got = run_rank(ds, 2, batch_size=4, multiprocessing_context="spawn")[0]
+    assert got == want and sorted(got) == list(range(N))
+
+
 def test_epochs_and_seeds(data):
     def order(seed, epoch):
         ds = ps.StreamingDataset(data, seed=seed, shuffle_window=12)
