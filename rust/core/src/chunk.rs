@@ -29,31 +29,60 @@ impl Codec {
     }
 }
 
-/// Lays out buffers as a raw chunk.
+/// A raw chunk before it is laid out: its buffers in FORMAT.md order. Uncompressed chunks are
+/// written piece by piece (`pieces`), so blob bytes are not copied into one more buffer.
+pub struct RawChunk {
+    table: Vec<u8>,
+    buffers: Vec<Vec<u8>>,
+}
+
+const ZEROS: [u8; BUFFER_ALIGNMENT] = [0; BUFFER_ALIGNMENT];
+
+impl RawChunk {
+    pub fn new(buffers: Vec<Vec<u8>>) -> Self {
+        let mut table = Vec::with_capacity(8 + 8 * buffers.len() + BUFFER_ALIGNMENT);
+        table.extend_from_slice(&(buffers.len() as u32).to_le_bytes());
+        table.extend_from_slice(&0u32.to_le_bytes());
+        for b in &buffers {
+            table.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        }
+        table.resize(align_up(table.len(), BUFFER_ALIGNMENT), 0);
+        RawChunk { table, buffers }
+    }
+
+    /// The raw chunk as consecutive byte slices (table, buffers and their padding).
+    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        let last = self.buffers.len().saturating_sub(1);
+        std::iter::once(self.table.as_slice()).chain(self.buffers.iter().enumerate().flat_map(
+            move |(i, b)| {
+                let pad = if i < last {
+                    align_up(b.len(), BUFFER_ALIGNMENT) - b.len()
+                } else {
+                    0
+                };
+                [b.as_slice(), &ZEROS[..pad]]
+            },
+        ))
+    }
+
+    pub fn len(&self) -> usize {
+        self.pieces().map(<[u8]>::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len());
+        self.pieces().for_each(|p| out.extend_from_slice(p));
+        out
+    }
+}
+
+/// Lays out buffers as one raw chunk.
 pub fn assemble(buffers: &[Vec<u8>]) -> Vec<u8> {
-    let table = 8 + 8 * buffers.len();
-    let mut total = align_up(table, BUFFER_ALIGNMENT);
-    for (i, b) in buffers.iter().enumerate() {
-        total += b.len();
-        if i + 1 < buffers.len() {
-            total = align_up(total, BUFFER_ALIGNMENT);
-        }
-    }
-    let mut out = Vec::with_capacity(total);
-    out.extend_from_slice(&(buffers.len() as u32).to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    for b in buffers {
-        out.extend_from_slice(&(b.len() as u64).to_le_bytes());
-    }
-    out.resize(align_up(out.len(), BUFFER_ALIGNMENT), 0);
-    for (i, b) in buffers.iter().enumerate() {
-        out.extend_from_slice(b);
-        if i + 1 < buffers.len() {
-            out.resize(align_up(out.len(), BUFFER_ALIGNMENT), 0);
-        }
-    }
-    debug_assert_eq!(out.len(), total);
-    out
+    RawChunk::new(buffers.to_vec()).to_vec()
 }
 
 /// Parses the buffer table of a raw chunk into byte ranges. Errors are plain reasons; the
@@ -122,14 +151,33 @@ fn check_zero(raw: &[u8], from: usize, to: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Compresses with `codec`, falling back to `none` when that is not smaller.
-pub fn compress(raw: Vec<u8>, codec: Codec, level: i32) -> (Vec<u8>, Codec) {
-    match codec {
-        Codec::None => (raw, Codec::None),
-        Codec::Zstd => match zstd::bulk::compress(&raw, level) {
-            Ok(c) if c.len() < raw.len() => (c, Codec::Zstd),
-            _ => (raw, Codec::None),
-        },
+/// The stored form of a raw chunk: compressed with `codec`, or the raw pieces themselves when
+/// the codec is `none` or compression does not make the chunk smaller.
+pub enum Stored {
+    Raw(RawChunk),
+    Compressed(Vec<u8>),
+    Assembled(Vec<u8>),
+}
+
+impl Stored {
+    pub fn encode(raw: RawChunk, codec: Codec, level: i32) -> (Stored, Codec) {
+        match codec {
+            Codec::None => (Stored::Raw(raw), Codec::None),
+            Codec::Zstd => {
+                let bytes = raw.to_vec();
+                match zstd::bulk::compress(&bytes, level) {
+                    Ok(c) if c.len() < bytes.len() => (Stored::Compressed(c), Codec::Zstd),
+                    _ => (Stored::Assembled(bytes), Codec::None),
+                }
+            }
+        }
+    }
+
+    pub fn pieces(&self) -> Box<dyn Iterator<Item = &[u8]> + '_> {
+        match self {
+            Stored::Raw(r) => Box::new(r.pieces()),
+            Stored::Compressed(v) | Stored::Assembled(v) => Box::new(std::iter::once(v.as_slice())),
+        }
     }
 }
 

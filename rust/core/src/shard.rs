@@ -1,7 +1,7 @@
 //! One shard file: `ShardWriter` appends row groups and writes the footer last;
 //! `ShardReader` maps a shard and checks it as FORMAT.md "What a reader MUST do" requires.
 
-use crate::chunk::{compress, ChunkBytes, Codec};
+use crate::chunk::{ChunkBytes, Codec, RawChunk, Stored};
 use crate::decode::ColumnChunk;
 use crate::error::{Error, Location, Result};
 use crate::footer::{ChunkMeta, Footer, RowGroupMeta};
@@ -74,28 +74,33 @@ impl ShardWriter {
         self.footer.row_groups.iter().map(|g| g.num_rows).collect()
     }
 
-    /// Appends a row group of already encoded raw chunks (one per column).
+    /// Appends a row group of raw chunks (one per column), compressing each with its codec.
     pub fn write_row_group(
         &mut self,
         num_rows: u64,
-        chunks: Vec<(Vec<u8>, Codec)>,
+        chunks: Vec<(RawChunk, Codec)>,
         level: i32,
     ) -> Result<()> {
         let mut columns = Vec::with_capacity(chunks.len());
         for (raw, codec) in chunks {
             let raw_len = raw.len() as u64;
-            let (stored, codec) = compress(raw, codec, level);
-            let crc = crc32c::crc32c(&stored);
-            let padded = align_up(stored.len(), CHUNK_ALIGNMENT);
+            let (stored, codec) = Stored::encode(raw, codec, level);
+            let mut crc = 0u32;
+            let mut stored_len = 0usize;
+            for piece in stored.pieces() {
+                crc = crc32c::crc32c_append(crc, piece);
+                stored_len += piece.len();
+                self.out
+                    .write_all(piece)
+                    .map_err(|e| Error::io(&self.tmp, e))?;
+            }
+            let padded = align_up(stored_len, CHUNK_ALIGNMENT);
             self.out
-                .write_all(&stored)
-                .map_err(|e| Error::io(&self.tmp, e))?;
-            self.out
-                .write_all(&[0u8; CHUNK_ALIGNMENT][..padded - stored.len()])
+                .write_all(&[0u8; CHUNK_ALIGNMENT][..padded - stored_len])
                 .map_err(|e| Error::io(&self.tmp, e))?;
             columns.push(ChunkMeta {
                 offset: self.pos,
-                stored_len: stored.len() as u64,
+                stored_len: stored_len as u64,
                 raw_len,
                 codec,
                 crc32c: crc,

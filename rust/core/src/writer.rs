@@ -1,6 +1,6 @@
 //! `DatasetWriter`: records in, row groups and shards out, manifest last.
 
-use crate::chunk::{assemble, Codec};
+use crate::chunk::{Codec, RawChunk};
 use crate::encode::ColumnBuilder;
 use crate::error::{Error, Result};
 use crate::format::{MANIFEST_NAME, SHARD_EXTENSION};
@@ -202,13 +202,13 @@ impl DatasetWriter {
             return Ok(());
         }
         let builders = std::mem::replace(&mut self.builders, Self::new_builders(&self.schema));
-        let chunks: Vec<(Vec<u8>, Codec)> = builders
+        let chunks: Vec<(RawChunk, Codec)> = builders
             .into_iter()
             .zip(&self.codecs)
             .map(|(b, &codec)| {
                 let mut bufs = Vec::new();
                 b.finish(&mut bufs);
-                (assemble(&bufs), codec)
+                (RawChunk::new(bufs), codec)
             })
             .collect();
         let estimate: u64 = chunks.iter().map(|(c, _)| c.len() as u64).sum();
