@@ -82,11 +82,18 @@ class Writer:
         self._native.write(record)
 
     def write_many(self, records: Iterable[Mapping[str, Any]]) -> int:
+        """Writes every record of an iterable; returns how many. Stops at the first record
+        that does not fit (`SchemaError`); the records before it are written."""
+        it = iter(records)
         n = 0
-        for r in records:
-            self.write(r)
-            n += 1
-        return n
+        if self._native is None:
+            for first in it:
+                self.write(first)
+                n = 1
+                break
+        if self._native is None:
+            return n
+        return n + self._native.write_many(it)
 
     def close(self) -> WriteSummary:
         """Flushes and writes the manifest. Closing twice returns the same summary."""
