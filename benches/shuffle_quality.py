@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+
 from pixmo_stream import _native
 
 
