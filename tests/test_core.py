@@ -301,3 +301,19 @@ def test_any_fields_store_free_form_values_including_none(tmp_path):
             w.write({"meta": object(), "opt": None})
     got = [(r["meta"], r["opt"]) for r in ps.Dataset(tmp_path / "d")]
     assert got == [(v, v) for v in values]
+
+
+def test_a_writer_dropped_without_close_leaves_no_dataset_and_no_temp_files(tmp_path):
+    schema = ps.Schema([ps.Field("x", ps.int64()), ps.Field("b", ps.binary())])
+    w = ps.Writer(tmp_path / "d", schema, row_group_rows=10, shard_bytes=4096)
+    w.write_many({"x": i, "b": b"z" * 100} for i in range(95))
+    del w
+    import gc
+
+    gc.collect()
+    names = sorted(p.name for p in (tmp_path / "d").iterdir())
+    assert "manifest.json" not in names
+    assert not [n for n in names if n.endswith(".tmp")], names
+    assert names, "finished shards stay on disk"
+    with pytest.raises(FileNotFoundError):
+        ps.Dataset(tmp_path / "d")

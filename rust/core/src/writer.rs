@@ -48,17 +48,100 @@ pub struct WriteSummary {
     pub num_bytes: u64,
 }
 
+/// Writes a dataset. Records are checked and appended to column builders on the caller's
+/// thread; each finished row group is encoded, compressed and written by one background
+/// thread (started at the first row group, joined by `close`/`abort`/drop), so converting the
+/// next records overlaps with writing the last ones. At most two row groups wait in memory.
 pub struct DatasetWriter {
     dir: PathBuf,
     schema: Schema,
     opts: WriterOptions,
-    codecs: Vec<Codec>,
     builders: Vec<ColumnBuilder>,
     rows_in_group: usize,
-    shard: Option<ShardWriter>,
-    done: Vec<ShardEntry>,
+    sink: Sink,
     rows: u64,
     closed: bool,
+}
+
+type Job = (u64, Vec<ColumnBuilder>);
+
+enum Sink {
+    Idle(Box<ShardSink>),
+    Running {
+        tx: std::sync::mpsc::SyncSender<Job>,
+        handle: std::thread::JoinHandle<(Box<ShardSink>, Result<()>)>,
+    },
+    Gone,
+}
+
+/// The shard side of a writer: row groups in, shard files out.
+struct ShardSink {
+    dir: PathBuf,
+    schema: Schema,
+    metadata: BTreeMap<String, String>,
+    shard_bytes: u64,
+    zstd_level: i32,
+    codecs: Vec<Codec>,
+    shard: Option<ShardWriter>,
+    done: Vec<ShardEntry>,
+}
+
+impl ShardSink {
+    fn write_row_group(&mut self, rows: u64, builders: Vec<ColumnBuilder>) -> Result<()> {
+        let chunks: Vec<(RawChunk, Codec)> = builders
+            .into_iter()
+            .zip(&self.codecs)
+            .map(|(b, &codec)| {
+                let mut bufs = Vec::new();
+                b.finish(&mut bufs);
+                (RawChunk::new(bufs), codec)
+            })
+            .collect();
+        let estimate: u64 = chunks.iter().map(|(c, _)| c.len() as u64).sum();
+        if let Some(s) = &self.shard {
+            if !s.is_empty() && s.len() + estimate > self.shard_bytes {
+                self.finish_shard()?;
+            }
+        }
+        if self.shard.is_none() {
+            let name = format!("shard-{:05}{SHARD_EXTENSION}", self.done.len());
+            self.shard = Some(ShardWriter::create(
+                &self.dir.join(name),
+                &self.schema,
+                &self.metadata,
+            )?);
+        }
+        let shard = self.shard.as_mut().unwrap();
+        shard.write_row_group(rows, chunks, self.zstd_level)?;
+        if shard.len() >= self.shard_bytes {
+            self.finish_shard()?;
+        }
+        Ok(())
+    }
+
+    fn finish_shard(&mut self) -> Result<()> {
+        if let Some(s) = self.shard.take() {
+            let name = format!("shard-{:05}{SHARD_EXTENSION}", self.done.len());
+            let num_rows = s.num_rows();
+            let row_groups = s.row_group_rows();
+            let num_bytes = s.finish()?;
+            self.done.push(ShardEntry {
+                file: name,
+                num_rows,
+                num_bytes,
+                row_groups,
+            });
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self) {
+        if let Some(s) = self.shard.take() {
+            let tmp = s.tmp_path().to_path_buf();
+            drop(s);
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
 }
 
 fn is_shard_file(name: &str) -> bool {
@@ -126,15 +209,23 @@ impl DatasetWriter {
             })
             .collect();
         let builders = Self::new_builders(&schema);
+        let sink = ShardSink {
+            dir: dir.clone(),
+            schema: schema.clone(),
+            metadata: opts.metadata.clone(),
+            shard_bytes: opts.shard_bytes,
+            zstd_level: opts.zstd_level,
+            codecs,
+            shard: None,
+            done: Vec::new(),
+        };
         Ok(DatasetWriter {
             dir,
             schema,
             opts,
-            codecs,
             builders,
             rows_in_group: 0,
-            shard: None,
-            done: Vec::new(),
+            sink: Sink::Idle(Box::new(sink)),
             rows: 0,
             closed: false,
         })
@@ -202,54 +293,57 @@ impl DatasetWriter {
             return Ok(());
         }
         let builders = std::mem::replace(&mut self.builders, Self::new_builders(&self.schema));
-        let chunks: Vec<(RawChunk, Codec)> = builders
-            .into_iter()
-            .zip(&self.codecs)
-            .map(|(b, &codec)| {
-                let mut bufs = Vec::new();
-                b.finish(&mut bufs);
-                (RawChunk::new(bufs), codec)
-            })
-            .collect();
-        let estimate: u64 = chunks.iter().map(|(c, _)| c.len() as u64).sum();
-        if let Some(s) = &self.shard {
-            if !s.is_empty() && s.len() + estimate > self.opts.shard_bytes {
-                self.finish_shard()?;
-            }
+        let job = (std::mem::take(&mut self.rows_in_group) as u64, builders);
+        if let Sink::Idle(_) = self.sink {
+            let Sink::Idle(mut sink) = std::mem::replace(&mut self.sink, Sink::Gone) else {
+                unreachable!()
+            };
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1);
+            let handle = std::thread::Builder::new()
+                .name("pixmo-writer".into())
+                .spawn(move || {
+                    for (rows, builders) in rx {
+                        if let Err(e) = sink.write_row_group(rows, builders) {
+                            return (sink, Err(e));
+                        }
+                    }
+                    (sink, Ok(()))
+                })
+                .map_err(|e| Error::io(&self.dir, e))?;
+            self.sink = Sink::Running { tx, handle };
         }
-        if self.shard.is_none() {
-            let name = format!("shard-{:05}{SHARD_EXTENSION}", self.done.len());
-            self.shard = Some(ShardWriter::create(
-                &self.dir.join(name),
-                &self.schema,
-                &self.opts.metadata,
-            )?);
-        }
-        let rows = std::mem::take(&mut self.rows_in_group) as u64;
-        self.shard
-            .as_mut()
-            .unwrap()
-            .write_row_group(rows, chunks, self.opts.zstd_level)?;
-        if self.shard.as_ref().unwrap().len() >= self.opts.shard_bytes {
-            self.finish_shard()?;
+        let sent = match &self.sink {
+            Sink::Running { tx, .. } => tx.send(job).is_ok(),
+            _ => false,
+        };
+        if !sent {
+            // The background thread stopped on an error: report it; the writer is done.
+            self.closed = true;
+            self.stop()?;
+            return Err(Error::InvalidArgument(
+                "the writer's background thread stopped".into(),
+            ));
         }
         Ok(())
     }
 
-    fn finish_shard(&mut self) -> Result<()> {
-        if let Some(s) = self.shard.take() {
-            let name = format!("shard-{:05}{SHARD_EXTENSION}", self.done.len());
-            let num_rows = s.num_rows();
-            let row_groups = s.row_group_rows();
-            let num_bytes = s.finish()?;
-            self.done.push(ShardEntry {
-                file: name,
-                num_rows,
-                num_bytes,
-                row_groups,
-            });
+    /// Waits for the background thread and returns the sink (with its error, if any).
+    fn stop(&mut self) -> Result<Box<ShardSink>> {
+        match std::mem::replace(&mut self.sink, Sink::Gone) {
+            Sink::Idle(sink) => Ok(sink),
+            Sink::Running { tx, handle } => {
+                drop(tx);
+                let (mut sink, result) = handle.join().map_err(|_| {
+                    Error::InvalidArgument("the writer's background thread panicked".into())
+                })?;
+                if let Err(e) = result {
+                    sink.abort();
+                    return Err(e);
+                }
+                Ok(sink)
+            }
+            Sink::Gone => Err(Error::InvalidArgument("the writer is closed".into())),
         }
-        Ok(())
     }
 
     /// Flushes everything, writes the manifest last, and returns what was written.
@@ -259,15 +353,16 @@ impl DatasetWriter {
                 "the writer is already closed".into(),
             ));
         }
+        self.closed = true;
         self.flush_row_group()?;
-        self.finish_shard()?;
+        let mut sink = self.stop()?;
+        sink.finish_shard()?;
         let manifest = Manifest::new(
             self.schema.clone(),
-            self.done.clone(),
+            sink.done.clone(),
             self.opts.metadata.clone(),
         );
         manifest.write(&self.dir)?;
-        self.closed = true;
         Ok(WriteSummary {
             path: self.dir.clone(),
             num_rows: manifest.num_rows,
@@ -278,15 +373,21 @@ impl DatasetWriter {
 
     /// Stops without a manifest (finished shards stay on disk; the dataset is not complete).
     pub fn abort(&mut self) {
-        if let Some(s) = self.shard.take() {
-            let tmp = s.tmp_path().to_path_buf();
-            drop(s);
-            let _ = std::fs::remove_file(tmp);
-        }
         self.closed = true;
+        if let Ok(mut sink) = self.stop() {
+            sink.abort();
+        }
     }
 
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+}
+
+impl Drop for DatasetWriter {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.abort();
+        }
     }
 }
