@@ -143,6 +143,14 @@ impl Node {
         if depth > crate::format::MAX_NESTING_DEPTH {
             return Err("type nests too deeply".into());
         }
+        // Every type spends at least one bit per row, so a row count beyond 8 × the chunk's
+        // size is damage; bounding it first keeps every size computed below from overflowing.
+        if n as u128 > raw.len() as u128 * 8 + 8 {
+            return Err(format!(
+                "{n} rows cannot fit in a chunk of {} bytes",
+                raw.len()
+            ));
+        }
         let mut next = |what: &str| bufs.next().ok_or_else(|| format!("missing {what} buffer"));
         let validity = if nullable {
             let r = next("validity")?;
@@ -202,7 +210,11 @@ impl Node {
                 let data = next("data")?;
                 let last = check_offsets(raw, &offsets, n)?;
                 let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-                let row_bytes = shape.iter().product::<usize>() * t.width();
+                let row_bytes = shape
+                    .iter()
+                    .try_fold(t.width(), |acc, &d| acc.checked_mul(d))
+                    .filter(|&b| b as u64 <= crate::schema::MAX_ARRAY_ROW_BYTES)
+                    .ok_or("array inner shape is too large")?;
                 if (last as u128) * (row_bytes as u128) != data.len() as u128 {
                     return Err(format!(
                         "array data is {} bytes, expected {last} rows of {row_bytes} bytes",

@@ -68,6 +68,10 @@ mod tests {
         assert_eq!(num("MAX_FOOTER_LEN"), MAX_FOOTER_LEN);
         assert_eq!(num("MAX_NESTING_DEPTH"), MAX_NESTING_DEPTH as u64);
         assert_eq!(num("MAX_BUFFERS_PER_CHUNK"), MAX_BUFFERS_PER_CHUNK as u64);
+        assert_eq!(
+            num("MAX_ARRAY_ROW_BYTES"),
+            crate::schema::MAX_ARRAY_ROW_BYTES
+        );
         assert_eq!(t["MANIFEST_NAME"], format!("`{MANIFEST_NAME}`"));
         assert_eq!(t["SHARD_EXTENSION"], format!("`{SHARD_EXTENSION}`"));
         assert_eq!(HEADER_LEN, MAGIC.len() + 2 + 2 + 4);

@@ -5,6 +5,9 @@ use crate::format::MAX_NESTING_DEPTH;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 
+/// The largest inner shape of an array, in bytes per outer row (FORMAT.md "Limits").
+pub const MAX_ARRAY_ROW_BYTES: u64 = 1 << 32;
+
 /// Numeric element types (scalars and array elements).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -193,7 +196,7 @@ impl DataType {
             ));
         }
         match self {
-            DataType::Array { shape, .. } => {
+            DataType::Array { dtype, shape } => {
                 if shape.contains(&0) {
                     return Err(Error::schema(path, "array inner dimensions must be >= 1"));
                 }
@@ -201,6 +204,17 @@ impl DataType {
                     return Err(Error::schema(
                         path,
                         "array has more than 16 inner dimensions",
+                    ));
+                }
+                let row_bytes = shape
+                    .iter()
+                    .try_fold(dtype.width() as u64, |acc, &d| acc.checked_mul(d));
+                if row_bytes.is_none_or(|b| b > MAX_ARRAY_ROW_BYTES) {
+                    return Err(Error::schema(
+                        path,
+                        format!(
+                            "array inner shape {shape:?} exceeds {MAX_ARRAY_ROW_BYTES} bytes a row"
+                        ),
                     ));
                 }
                 Ok(())

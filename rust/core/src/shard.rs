@@ -175,6 +175,41 @@ fn checksum(map: &Mmap, start: usize, end: usize) -> u32 {
         .fold(crcs[0].0, |acc, &(c, l)| crc32c::crc32c_combine(acc, c, l))
 }
 
+/// Decompresses one zstd frame that must yield exactly `raw_len` bytes. Memory is reserved up
+/// front only when the frame declares that size and the ratio is plausible; otherwise the
+/// output grows with what the data really holds, so a damaged `raw_len` cannot make the
+/// reader reserve memory the data never fills.
+fn decompress(src: &[u8], raw_len: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    const PLAUSIBLE_RATIO: u64 = 64;
+    let declared = zstd::zstd_safe::get_frame_content_size(src).ok().flatten();
+    if let Some(d) = declared {
+        if d != raw_len {
+            return Err(format!(
+                "zstd frame declares {d} bytes, the footer says {raw_len}"
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    if declared.is_some() && raw_len <= (src.len() as u64 + 4096) * PLAUSIBLE_RATIO {
+        out.reserve_exact(raw_len as usize);
+    }
+    let mut decoder = zstd::stream::read::Decoder::with_buffer(src)
+        .map_err(|e| format!("zstd: {e}"))?
+        .single_frame();
+    (&mut decoder)
+        .take(raw_len + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("zstd: {e}"))?;
+    if out.len() as u64 != raw_len {
+        return Err(format!(
+            "decompressed to {} bytes, expected {raw_len}",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
 /// A mapped, checked shard. Chunks are verified (CRC, padding) the first time they are read.
 pub struct ShardReader {
     pub path: PathBuf,
@@ -389,16 +424,8 @@ impl ShardReader {
                 len: end - start,
             },
             Codec::Zstd => {
-                let mut out = Vec::with_capacity(m.raw_len as usize);
-                let n = zstd::bulk::Decompressor::new()
-                    .and_then(|mut d| d.decompress_to_buffer(&self.map[start..end], &mut out))
-                    .map_err(|e| Error::corrupt(loc(), format!("zstd: {e}")))?;
-                if n as u64 != m.raw_len {
-                    return Err(Error::corrupt(
-                        loc(),
-                        format!("decompressed to {n} bytes, expected {}", m.raw_len),
-                    ));
-                }
+                let out = decompress(&self.map[start..end], m.raw_len)
+                    .map_err(|r| Error::corrupt(loc(), r))?;
                 ChunkBytes::Owned(Arc::new(out))
             }
         };
