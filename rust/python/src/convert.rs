@@ -4,7 +4,7 @@
 use crate::blob::PyBlob;
 use numpy::{Element, PyArray, PyArrayMethods, PyUntypedArrayMethods};
 use pixmo_stream_core::chunk::ChunkBytes;
-use pixmo_stream_core::decode::{bit, num_value, read_u64, Node, VarKind};
+use pixmo_stream_core::decode::{bit, num_value, Node, VarKind};
 use pixmo_stream_core::schema::{DataType, Field, NumType};
 use pixmo_stream_core::{Error, Value};
 use pyo3::prelude::*;
@@ -280,8 +280,7 @@ pub fn node_to_py<'py>(
             data,
             ..
         } => {
-            let a = read_u64(raw, offsets.start + 8 * i) as usize;
-            let b = read_u64(raw, offsets.start + 8 * i + 8) as usize;
+            let (a, b) = Node::span(raw, offsets, i);
             let s = &raw[data.start + a..data.start + b];
             match kind {
                 // SAFETY: the whole data buffer was checked to be UTF-8 with every value
@@ -305,8 +304,7 @@ pub fn node_to_py<'py>(
             data,
             ..
         } => {
-            let a = read_u64(raw, offsets.start + 8 * i) as usize;
-            let b = read_u64(raw, offsets.start + 8 * i + 8) as usize;
+            let (a, b) = Node::span(raw, offsets, i);
             let bytes = &raw[data.start + a * row_bytes..data.start + b * row_bytes];
             let mut dims = Vec::with_capacity(shape.len() + 1);
             dims.push(b - a);
@@ -328,8 +326,7 @@ pub fn node_to_py<'py>(
             let DataType::List { item, .. } = dtype else {
                 unreachable!()
             };
-            let a = read_u64(raw, offsets.start + 8 * i) as usize;
-            let b = read_u64(raw, offsets.start + 8 * i + 8) as usize;
+            let (a, b) = Node::span(raw, offsets, i);
             let list = PyList::empty(py);
             for j in a..b {
                 list.append(node_to_py(py, ctx, item, child, raw, j)?)?;
