@@ -136,45 +136,6 @@ impl ShardWriter {
     }
 }
 
-/// Chunks at least this large are checksummed by several threads.
-const PARALLEL_CRC_BYTES: usize = 4 << 20;
-
-/// CRC-32C of `map[start..end]`. Large chunks are first mapped in one call (instead of one
-/// page fault per 64 KiB) and checksummed in parallel parts joined with `crc32c_combine`;
-/// the threads are scoped to this call, so no thread outlives it (fork safety).
-fn checksum(map: &Mmap, start: usize, end: usize) -> u32 {
-    let len = end - start;
-    if len < PARALLEL_CRC_BYTES {
-        return crc32c::crc32c(&map[start..end]);
-    }
-    #[cfg(target_os = "linux")]
-    {
-        // Best effort: older kernels lack MADV_POPULATE_READ, and faults work anyway.
-        let _ = map.advise_range(memmap2::Advice::PopulateRead, start, len);
-    }
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(4);
-    if threads < 2 {
-        return crc32c::crc32c(&map[start..end]);
-    }
-    let part = len.div_ceil(threads);
-    let parts: Vec<&[u8]> = map[start..end].chunks(part).collect();
-    let crcs: Vec<(u32, usize)> = std::thread::scope(|s| {
-        let handles: Vec<_> = parts
-            .iter()
-            .map(|p| s.spawn(move || (crc32c::crc32c(p), p.len())))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("crc thread"))
-            .collect()
-    });
-    crcs.iter()
-        .skip(1)
-        .fold(crcs[0].0, |acc, &(c, l)| crc32c::crc32c_combine(acc, c, l))
-}
-
 /// Decompresses one zstd frame that must yield exactly `raw_len` bytes. Memory is reserved up
 /// front only when the frame declares that size and the ratio is plausible; otherwise the
 /// output grows with what the data really holds, so a damaged `raw_len` cannot make the
@@ -439,7 +400,7 @@ impl ShardReader {
         let loc = || Location::chunk(&self.path, row_group, &field.name);
         let m = &self.footer.row_groups[row_group].columns[column];
         let (start, end) = (m.offset as usize, (m.offset + m.stored_len) as usize);
-        if checksum(&self.map, start, end) != m.crc32c {
+        if crc32c::crc32c(&self.map[start..end]) != m.crc32c {
             return Err(Error::corrupt(loc(), "checksum mismatch"));
         }
         // `open` checked that the padded end lies at or before the footer.
