@@ -153,15 +153,32 @@ fn decompress(src: &[u8], raw_len: u64) -> Result<Vec<u8>, String> {
     }
     let mut out = Vec::new();
     if declared.is_some() && raw_len <= (src.len() as u64 + 4096) * PLAUSIBLE_RATIO {
+        // The common case: one call into a decompression context reused by this thread.
+        thread_local! {
+            static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                const { std::cell::RefCell::new(None) };
+        }
         out.reserve_exact(raw_len as usize);
+        DECOMPRESSOR.with(|cell| -> Result<(), String> {
+            let mut slot = cell.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?);
+            }
+            slot.as_mut()
+                .unwrap()
+                .decompress_to_buffer(src, &mut out)
+                .map(|_| ())
+                .map_err(|e| format!("zstd: {e}"))
+        })?;
+    } else {
+        let mut decoder = zstd::stream::read::Decoder::with_buffer(src)
+            .map_err(|e| format!("zstd: {e}"))?
+            .single_frame();
+        (&mut decoder)
+            .take(raw_len + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("zstd: {e}"))?;
     }
-    let mut decoder = zstd::stream::read::Decoder::with_buffer(src)
-        .map_err(|e| format!("zstd: {e}"))?
-        .single_frame();
-    (&mut decoder)
-        .take(raw_len + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("zstd: {e}"))?;
     if out.len() as u64 != raw_len {
         return Err(format!(
             "decompressed to {} bytes, expected {raw_len}",
