@@ -20,6 +20,7 @@ __all__ = [
     "ReadAhead",
     "Writer",
     "Dataset",
+    "RowGroupIter",
     "Blob",
     "FORMAT_VERSION",
     "__version__",
@@ -62,8 +63,14 @@ class Dataset:
     def read_row_group(
         self, index: int, columns: list[str] | None = None
     ) -> list[dict[str, Any]]: ...
+    def iter_row_groups(self, columns: list[str] | None = None) -> RowGroupIter: ...
     def verify(self) -> tuple[int, list[str]]: ...
     def info_json(self) -> str: ...
+
+@final
+class RowGroupIter:
+    def __iter__(self) -> RowGroupIter: ...
+    def __next__(self) -> list[dict[str, Any]]: ...
 
 @final
 class Writer:

@@ -79,9 +79,7 @@ class Dataset:
 
     def iter_batches(self, columns: Sequence[str] | None = None) -> Iterator[list[dict[str, Any]]]:
         """One list of records per row group, in storage order."""
-        cols = None if columns is None else list(columns)
-        for g in range(self._native.num_row_groups):
-            yield self._native.read_row_group(g, cols)
+        return self._native.iter_row_groups(None if columns is None else list(columns))
 
     def iter(self, columns: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         """Records in storage order; with `columns`, only those columns are read."""

@@ -200,6 +200,25 @@ impl PyDataset {
         Ok(out)
     }
 
+    /// An iterator of row groups in storage order (each a list of records), read ahead by
+    /// one background thread: while Python builds the records of one row group, the next one
+    /// is verified and decompressed. The thread starts at the first `next` and stops with the
+    /// iterator.
+    #[pyo3(signature = (columns=None))]
+    fn iter_row_groups(
+        slf: &Bound<'_, Self>,
+        columns: Option<Vec<String>>,
+    ) -> PyResult<PyRowGroupIter> {
+        let cols = slf.get().columns(columns)?;
+        Ok(PyRowGroupIter {
+            dataset: slf.clone().unbind(),
+            cols,
+            rx: Vec::new(),
+            workers: Vec::new(),
+            next: 0,
+        })
+    }
+
     /// Checks every chunk; returns `(chunks_checked, [error messages])`.
     fn verify(&self, py: Python<'_>) -> (usize, Vec<String>) {
         let ds = self.inner.clone();
@@ -243,5 +262,91 @@ impl PyDataset {
             .to_string())
         })
         .py_err()
+    }
+}
+
+type Prefetched = pixmo_stream_core::Result<(RowGroupInfo, Vec<ColumnChunk>)>;
+
+/// How many decoded row groups may wait ahead of the consumer, per reading thread.
+const PREFETCH_DEPTH: usize = 1;
+/// Reading threads of one iterator (at most; fewer on fewer cores).
+const PREFETCH_THREADS: usize = 2;
+
+#[pyclass(name = "RowGroupIter", module = "pixmo_stream._native")]
+pub struct PyRowGroupIter {
+    dataset: Py<PyDataset>,
+    cols: Vec<usize>,
+    /// One channel per worker; worker `k` of `n` reads row groups `k, k + n, ...`, so taking
+    /// from the channels in turn keeps storage order. A Mutex only so that a receiver can be
+    /// waited on with the GIL released.
+    rx: Vec<std::sync::Mutex<std::sync::mpsc::Receiver<Prefetched>>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    next: usize,
+}
+
+impl PyRowGroupIter {
+    fn start(&mut self) {
+        let ds = self.dataset.get();
+        let n = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, PREFETCH_THREADS);
+        for k in 0..n {
+            let (inner, cols) = (ds.inner.clone(), self.cols.clone());
+            let groups: Vec<RowGroupInfo> = ds.layout.iter().skip(k).step_by(n).copied().collect();
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Prefetched>(PREFETCH_DEPTH);
+            self.workers.push(std::thread::spawn(move || {
+                for g in groups {
+                    let item = cols
+                        .iter()
+                        .map(|&c| inner.chunk_uncached((g.shard, g.row_group, c)))
+                        .collect::<pixmo_stream_core::Result<Vec<_>>>()
+                        .map(|chunks| (g, chunks));
+                    let failed = item.is_err();
+                    if tx.send(item).is_err() || failed {
+                        return;
+                    }
+                }
+            }));
+            self.rx.push(std::sync::Mutex::new(rx));
+        }
+    }
+}
+
+#[pymethods]
+impl PyRowGroupIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        if self.workers.is_empty() {
+            if self.dataset.get().layout.is_empty() {
+                return Ok(None);
+            }
+            self.start();
+        }
+        let rx = &self.rx[self.next % self.rx.len()];
+        let Ok(item) = py.detach(|| rx.lock().unwrap().recv()) else {
+            return Ok(None); // every row group was read (or reading stopped at an error)
+        };
+        self.next += 1;
+        let (g, chunks) = item.py_err()?;
+        let refs: Vec<&ColumnChunk> = chunks.iter().collect();
+        let ds = self.dataset.get();
+        let out = PyList::empty(py);
+        for i in 0..g.num_rows as usize {
+            out.append(ds.row_dict(py, &self.cols, &refs, i)?)?;
+        }
+        Ok(Some(out))
+    }
+}
+
+impl Drop for PyRowGroupIter {
+    fn drop(&mut self) {
+        // Closing the channel stops the worker after the row group it is reading.
+        self.rx.clear();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
     }
 }

@@ -18,6 +18,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     stream::register(m)?;
     m.add_class::<writer::PyWriter>()?;
     m.add_class::<dataset::PyDataset>()?;
+    m.add_class::<dataset::PyRowGroupIter>()?;
     m.add_class::<blob::PyBlob>()?;
     m.add(
         "FORMAT_VERSION",
