@@ -254,6 +254,23 @@ def child_main(args: dict[str, Any]) -> None:
 
             step(f"loader_w{workers}_{'decoded' if decode else 'raw'}", loader)
 
+    def loader_epoch() -> dict:
+        # The first records of a shuffled epoch carry start-up costs that a whole epoch
+        # amortises (opening shards, a store verifying or decompressing what it reads first);
+        # a training run sees the whole-epoch rate.
+        runs = []
+        for _ in range(cfg.repeats):
+            warm(path)
+            runs.append(_loader_run(c, path, cfg, 0, False, n))
+        return {
+            "first_batch_s": stats([r["first_batch_s"] for r in runs]),
+            "steady_rec_per_s": stats([r["steady_rec_per_s"] for r in runs]),
+            "records": runs[-1]["records"],
+        }
+
+    if 0 in cfg.loader_workers:
+        step("loader_w0_epoch", loader_epoch)
+
     if cfg.cold:
         method: dict[str, str] = {}
 
