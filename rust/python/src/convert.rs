@@ -327,11 +327,10 @@ pub fn node_to_py<'py>(
                 unreachable!()
             };
             let (a, b) = Node::span(raw, offsets, i);
-            let list = PyList::empty(py);
-            for j in a..b {
-                list.append(node_to_py(py, ctx, item, child, raw, j)?)?;
-            }
-            list.into_any()
+            let items = (a..b)
+                .map(|j| node_to_py(py, ctx, item, child, raw, j))
+                .collect::<PyResult<Vec<_>>>()?;
+            PyList::new(py, items)?.into_any()
         }
         Node::Struct { children, .. } => {
             let DataType::Struct { fields } = dtype else {
