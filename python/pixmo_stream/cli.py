@@ -682,9 +682,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--workers",
         type=int,
-        default=2,
+        default=0,
         metavar="N",
-        help="DataLoader worker processes (default: %(default)s; 0 = main process)",
+        help="DataLoader worker processes (default: %(default)s: the main process, where "
+        "reading already runs on Rust threads; worker processes pay for pickling batches)",
     )
     demo.set_defaults(func=cmd_demo)
 

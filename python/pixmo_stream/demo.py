@@ -177,7 +177,7 @@ def run(
     preset: str = "small",
     overwrite: bool = False,
     quiet: bool = False,
-    workers: int = 2,
+    workers: int = 0,
     out: TextIO | None = None,
 ) -> int:
     out = out or sys.stdout
