@@ -75,6 +75,8 @@ pub struct Dataset {
     shard_starts: Vec<u64>,
     num_rows: u64,
     cache: Mutex<ChunkCache>,
+    /// One gate per chunk being read (see `chunk`).
+    in_flight: Mutex<HashMap<ChunkKey, Arc<Mutex<()>>>>,
 }
 
 fn starts(counts: impl Iterator<Item = u64>) -> Vec<u64> {
@@ -134,6 +136,7 @@ impl Dataset {
                 heap_bytes: 0,
                 tick: 0,
             }),
+            in_flight: Mutex::new(HashMap::new()),
         })
     }
 
@@ -212,14 +215,30 @@ impl Dataset {
     }
 
     /// A decoded, verified chunk, through a small cache shared by all threads.
+    /// Threads that miss on the same chunk at once read it once: the first reads it while the
+    /// others wait on that key's gate, then find it in the cache.
     pub fn chunk(&self, key: ChunkKey) -> Result<Arc<ColumnChunk>> {
         if let Some(c) = self.cache.lock().unwrap().get(&key) {
             return Ok(c);
         }
+        let gate = self
+            .in_flight
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_default()
+            .clone();
+        let _reading = gate.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = self.cache.lock().unwrap().get(&key) {
+            return Ok(c);
+        }
         let (s, g, c) = key;
-        let chunk = Arc::new(self.shard(s)?.read_chunk(g, c)?);
-        self.cache.lock().unwrap().insert(key, chunk.clone());
-        Ok(chunk)
+        let result = self.shard(s).and_then(|r| r.read_chunk(g, c)).map(Arc::new);
+        if let Ok(chunk) = &result {
+            self.cache.lock().unwrap().insert(key, chunk.clone());
+        }
+        self.in_flight.lock().unwrap().remove(&key);
+        result
     }
 
     /// Reads a chunk without touching the shared cache (for one-pass scans).
