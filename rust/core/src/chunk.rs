@@ -65,24 +65,16 @@ impl RawChunk {
         ))
     }
 
-    pub fn len(&self) -> usize {
+    /// Bytes of the laid-out raw chunk.
+    pub fn byte_len(&self) -> usize {
         self.pieces().map(<[u8]>::len).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.len());
+        let mut out = Vec::with_capacity(self.byte_len());
         self.pieces().for_each(|p| out.extend_from_slice(p));
         out
     }
-}
-
-/// Lays out buffers as one raw chunk.
-pub fn assemble(buffers: &[Vec<u8>]) -> Vec<u8> {
-    RawChunk::new(buffers.to_vec()).to_vec()
 }
 
 /// Parses the buffer table of a raw chunk into byte ranges. Errors are plain reasons; the
@@ -220,6 +212,10 @@ impl std::fmt::Debug for ChunkBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn assemble(buffers: &[Vec<u8>]) -> Vec<u8> {
+        RawChunk::new(buffers.to_vec()).to_vec()
+    }
 
     #[test]
     fn assemble_then_parse() {

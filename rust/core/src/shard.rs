@@ -83,7 +83,7 @@ impl ShardWriter {
     ) -> Result<()> {
         let mut columns = Vec::with_capacity(chunks.len());
         for (raw, codec) in chunks {
-            let raw_len = raw.len() as u64;
+            let raw_len = raw.byte_len() as u64;
             let (stored, codec) = Stored::encode(raw, codec, level);
             let mut crc = 0u32;
             let mut stored_len = 0usize;
@@ -389,8 +389,7 @@ impl ShardReader {
         let rg = &self.footer.row_groups[row_group];
         let m = &rg.columns[column];
         let (start, end) = (m.offset as usize, (m.offset + m.stored_len) as usize);
-        let ncols = self.footer.schema.fields.len();
-        let flag = &self.verified[row_group * ncols + column];
+        let flag = self.verified_flag(row_group, column);
         if !flag.load(Ordering::Acquire) {
             self.check_chunk(row_group, column)?;
             flag.store(true, Ordering::Release);
@@ -428,14 +427,16 @@ impl ShardReader {
         Ok(())
     }
 
-    /// Decodes a whole chunk once, checking every value (used by `verify`).
-    pub fn verify_chunk(&self, row_group: usize, column: usize) -> Result<()> {
-        self.check_chunk(row_group, column)?;
-        self.read_chunk(row_group, column).map(|_| ())
+    fn verified_flag(&self, row_group: usize, column: usize) -> &AtomicBool {
+        &self.verified[row_group * self.footer.schema.fields.len() + column]
     }
 
-    /// Stored bytes of a chunk (for reports).
-    pub fn chunk_meta(&self, row_group: usize, column: usize) -> &ChunkMeta {
-        &self.footer.row_groups[row_group].columns[column]
+    /// Checks a chunk's checksum and padding again, then decodes it, checking every value
+    /// (used by `verify`; the checksum is computed once, not again by `read_chunk`).
+    pub fn verify_chunk(&self, row_group: usize, column: usize) -> Result<()> {
+        self.check_chunk(row_group, column)?;
+        self.verified_flag(row_group, column)
+            .store(true, Ordering::Release);
+        self.read_chunk(row_group, column).map(|_| ())
     }
 }

@@ -97,7 +97,7 @@ impl ShardSink {
                 (RawChunk::new(bufs), codec)
             })
             .collect();
-        let estimate: u64 = chunks.iter().map(|(c, _)| c.len() as u64).sum();
+        let estimate: u64 = chunks.iter().map(|(c, _)| c.byte_len() as u64).sum();
         if let Some(s) = &self.shard {
             if !s.is_empty() && s.len() + estimate > self.shard_bytes {
                 self.finish_shard()?;

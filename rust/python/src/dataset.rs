@@ -167,39 +167,6 @@ impl PyDataset {
         self.take(py, vec![index], columns)?.get_item(0)
     }
 
-    /// Every record of row group `index` (in dataset order), read once without caching.
-    #[pyo3(signature = (index, columns=None))]
-    fn read_row_group<'py>(
-        &self,
-        py: Python<'py>,
-        index: usize,
-        columns: Option<Vec<String>>,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let g = *self.layout.get(index).ok_or_else(|| {
-            PyIndexError::new_err(format!(
-                "row group {index} out of range ({})",
-                self.layout.len()
-            ))
-        })?;
-        let cols = self.columns(columns)?;
-        let ds = self.inner.clone();
-        let cols2 = cols.clone();
-        let chunks = py
-            .detach(move || -> pixmo_stream_core::Result<Vec<ColumnChunk>> {
-                cols2
-                    .iter()
-                    .map(|&c| ds.chunk_uncached((g.shard, g.row_group, c)))
-                    .collect()
-            })
-            .py_err()?;
-        let refs: Vec<&ColumnChunk> = chunks.iter().collect();
-        let out = PyList::empty(py);
-        for i in 0..g.num_rows as usize {
-            out.append(self.row_dict(py, &cols, &refs, i)?)?;
-        }
-        Ok(out)
-    }
-
     /// An iterator of row groups in storage order (each a list of records), read ahead by
     /// one background thread: while Python builds the records of one row group, the next one
     /// is verified and decompressed. The thread starts at the first `next` and stops with the
