@@ -3,6 +3,7 @@ silently different value."""
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import struct
 from pathlib import Path
@@ -11,35 +12,45 @@ import pytest
 
 import pixmo_stream as ps
 
-GOLDEN = Path(__file__).parent / "golden" / "v1.0"
+GOLDEN_ROOT = Path(__file__).parent / "golden"
+GOLDEN = GOLDEN_ROOT / "v1.0"
+CURRENT = GOLDEN_ROOT / "v{}.{}".format(*ps.FORMAT_VERSION)
 
 
 def read_everything(path: Path) -> list[dict]:
+    """Reads every value, every image byte included, without calling `verify()`."""
     ds = ps.Dataset(path)
     rows = list(ds)
-    report = ds.verify()
-    if not report.ok:
-        raise ps.CorruptDataError(report.errors[0])
+    for r in rows:
+        for v in r.values():
+            if isinstance(v, ps.Blob):
+                bytes(v)  # a blob's pages are verified when its bytes are first read
     return rows
 
 
-@pytest.fixture()
-def shard(tmp_path) -> Path:
+def verify_only(path: Path) -> None:
+    report = ps.Dataset(path).verify()
+    if not report.ok:
+        raise ps.CorruptDataError(report.errors[0])
+
+
+@pytest.fixture(params=["v1.0", CURRENT.name])
+def shard(request, tmp_path) -> Path:
     p = tmp_path / "shard.pxs"
-    shutil.copy(GOLDEN / "shard-00000.pxs", p)
+    shutil.copy(GOLDEN_ROOT / request.param / "shard-00000.pxs", p)
     return p
 
 
-def test_every_single_byte_flip_is_an_error(shard):
+@pytest.mark.parametrize("check", [read_everything, verify_only])
+def test_every_single_byte_flip_is_an_error(shard, check):
     good = shard.read_bytes()
-    expected = read_everything(shard)
-    assert len(expected) == 3
+    assert len(read_everything(shard)) == 3
     for at in range(len(good)):
         bad = bytearray(good)
         bad[at] ^= 0x01
         shard.write_bytes(bytes(bad))
         with pytest.raises(ps.PixmoError) as e:
-            read_everything(shard)
+            check(shard)
         assert "shard.pxs" in str(e.value), (at, str(e.value))
 
 
@@ -49,6 +60,88 @@ def test_every_truncation_is_an_error(shard):
         shard.write_bytes(good[:n])
         with pytest.raises(ps.CorruptDataError, match="shard.pxs"):
             read_everything(shard)
+
+
+def image_chunk(path: Path) -> tuple[int, int, int]:
+    """(row group, file offset, stored length) of the largest `image` chunk of a shard."""
+    from pixmo_stream import purepy
+
+    sh = purepy.Shard(str(path))
+    c = sh.column_index("image")
+    g, col = max(enumerate(sh.row_groups), key=lambda gc: gc[1][1][c]["stored_len"])
+    return g, col[1][c]["offset"], col[1][c]["stored_len"]
+
+
+@pytest.fixture()
+def paged_shard(tmp_path) -> Path:
+    """A shard whose image chunk spans three 64 KiB pages: rows 3 (small) and 4 (150 KB)."""
+    p = tmp_path / "paged.pxs"
+    shutil.copy(CURRENT / "shard-00001.pxs", p)
+    return p
+
+
+def test_damage_in_one_page_fails_only_the_values_on_it(paged_shard):
+    g, off, length = image_chunk(paged_shard)
+    assert length > 2 * 65536
+    good = ps.Dataset(paged_shard)
+    small, big = bytes(good[0]["image"]), bytes(good[1]["image"])
+    assert len(big) > 150_000
+    data = bytearray(paged_shard.read_bytes())
+    data[off + 2 * 65536 + 100] ^= 0x40  # page 2 holds only the end of the big image
+    paged_shard.write_bytes(bytes(data))
+
+    for zero_copy in (True, False):
+        ds = ps.Dataset(paged_shard, zero_copy=zero_copy)
+        # The other image of the chunk lies on page 0 only: it reads, unchanged.
+        assert bytes(ds[0]["image"]) == small
+        assert ds.take([1], columns=["id"]) == [{"id": 4}]  # other columns of the row read
+        with pytest.raises(ps.CorruptDataError, match="paged.pxs") as e:
+            bytes(ds[1]["image"]) if zero_copy else ds[1]
+        assert e.value.row_group == g and e.value.column == "image"
+        assert "page 2" in str(e.value)
+    ds = ps.Dataset(paged_shard)
+    blob = ds[1]["image"]
+    assert len(blob) == len(big)  # the length comes from verified offsets
+    for read in (bytes, memoryview, lambda b: b == big, pickle.dumps, lambda b: b[:3]):
+        with pytest.raises(ps.CorruptDataError):
+            read(blob)
+    report = ds.verify()
+    assert not report.ok and "page 2" in report.errors[0]
+
+
+def test_damaged_padding_after_a_paged_chunk_is_found_with_its_last_page(paged_shard):
+    _, off, length = image_chunk(paged_shard)
+    assert length % 64, "the chunk needs padding after it for this test"
+    data = bytearray(paged_shard.read_bytes())
+    data[off + length] = 1
+    paged_shard.write_bytes(bytes(data))
+    ds = ps.Dataset(paged_shard)
+    assert bytes(ds[0]["image"])  # page 0 is intact
+    with pytest.raises(ps.CorruptDataError, match="padding"):
+        bytes(ds[1]["image"])
+
+
+def test_wrong_number_of_page_checksums_is_corrupt(paged_shard):
+    """A footer whose page_crc32c does not match the chunk's page count is refused at open,
+    by both readers."""
+    import msgpack
+
+    from pixmo_stream import purepy
+
+    data = paged_shard.read_bytes()
+    (flen,) = struct.unpack_from("<Q", data, len(data) - 24)
+    fstart = len(data) - 24 - flen
+    footer = msgpack.unpackb(data[fstart : len(data) - 24])
+    col = next(c for rg in footer["row_groups"] for c in rg["columns"] if "page_crc32c" in c)
+    col["page_crc32c"] = col["page_crc32c"][:-4]
+    new = msgpack.packb(footer)
+    pad = b"\0" * 0  # the footer may change length; it starts where the chunks end
+    trailer = struct.pack("<QIHH8s", len(new), purepy.crc32c(new), 1, 1, b"PIXMOSTR")
+    paged_shard.write_bytes(data[:fstart] + pad + new + trailer)
+    with pytest.raises(ps.CorruptDataError, match="page_crc32c"):
+        ps.Dataset(paged_shard)
+    with pytest.raises(purepy.CorruptDataError, match="page_crc32c"):
+        purepy.open_dataset(str(paged_shard))
 
 
 def test_truncated_shard_in_a_dataset_names_the_shard(tmp_path):
@@ -69,7 +162,7 @@ def test_unknown_major_version_is_refused(shard):
     data[8:10] = struct.pack("<H", 2)
     data[-12:-10] = struct.pack("<H", 2)
     shard.write_bytes(bytes(data))
-    with pytest.raises(ps.UnsupportedVersionError, match="version 2.0"):
+    with pytest.raises(ps.UnsupportedVersionError, match=r"version 2\.[01]"):
         ps.Dataset(shard)
 
 

@@ -1,4 +1,4 @@
-"""An independent, pure-Python reader of the pixmo-stream format (docs/FORMAT.md, version 1.0).
+"""An independent, pure-Python reader of the pixmo-stream format (docs/FORMAT.md, version 1.1).
 
 It uses only numpy, zstandard, msgpack and the standard library, and imports nothing from the
 rest of the package, so it works where the native extension is not installed. Its real job is
@@ -37,12 +37,13 @@ __all__ = [
 # Constants of FORMAT.md ("Constants").
 MAGIC = b"PIXMOSTR"
 MAJOR_VERSION = 1
-MINOR_VERSION = 0
+MINOR_VERSION = 1
 HEADER_LEN = 16
 TRAILER_LEN = 24
 CHUNK_ALIGNMENT = 64
 BUFFER_ALIGNMENT = 8
 MAX_FOOTER_LEN = 268435456
+PAGE_LEN = 65536
 MAX_NESTING_DEPTH = 32
 MAX_BUFFERS_PER_CHUNK = 1048576
 MANIFEST_NAME = "manifest.json"
@@ -644,6 +645,15 @@ class Shard:
                     raise self._err(f"unknown codec {col.get('codec')!r}", g, name)
                 if col["crc32c"] > 0xFFFFFFFF:
                     raise self._err("crc32c does not fit in 32 bits", g, name)
+                pages = col.get("page_crc32c")
+                if pages is not None:
+                    if not isinstance(pages, bytes):
+                        raise self._err("page_crc32c must be bin", g, name)
+                    n_pages = -(-col["stored_len"] // PAGE_LEN)
+                    if len(pages) != 4 * n_pages:
+                        raise self._err(
+                            f"page_crc32c holds {len(pages)} bytes for {n_pages} pages", g, name
+                        )
                 if col["codec"] == "none" and col["stored_len"] != col["raw_len"]:
                     raise self._err("codec none but stored_len != raw_len", g, name)
                 off = col["offset"]
@@ -691,6 +701,14 @@ class Shard:
         stored = self._mm[off : off + stored_len]
         if crc32c(stored) != col["crc32c"]:
             raise err("chunk CRC-32C mismatch")
+        pages = col.get("page_crc32c")
+        if pages is not None:
+            # This reader checks whole chunks; it checks the page checksums as well, so that a
+            # writer's wrong page checksum is caught here too.
+            for p in range(len(pages) // 4):
+                (want,) = struct.unpack_from("<I", pages, 4 * p)
+                if crc32c(stored[p * PAGE_LEN : (p + 1) * PAGE_LEN]) != want:
+                    raise err(f"page {p} CRC-32C mismatch")
         if any(self._mm[off + stored_len : self._pad_end[(g, c)]]):
             raise err("non-zero padding after the chunk")
         if col["codec"] == "zstd":

@@ -59,8 +59,10 @@ def golden_schema() -> ps.Schema:
     )
 
 
-def golden_records() -> list[dict]:
+def golden_records(version: str = "v1.0") -> list[dict]:
     out = []
+    # From 1.1 on, one image spans three pages of page checksums (FORMAT.md "Page checksums").
+    big = bytes((j * 31 + j // 251) % 256 for j in range(150_000)) if version != "v1.0" else b""
     for i in range(8):
         n = i % 4
         out.append(
@@ -77,7 +79,9 @@ def golden_records() -> list[dict]:
                 "f32": i * 0.5,
                 "f64": None if i == 5 else i / 3,
                 "caption": None if i == 2 else f"caption {i}: ünïcødé ✓ " * (i + 1),
-                "image": bytes([0xFF, 0xD8, 0xFF]) + bytes(range(i * 10)),
+                "image": bytes([0xFF, 0xD8, 0xFF])
+                + bytes(range(i * 10))
+                + (big if i == 4 else b""),
                 "points": np.arange(n * 2, dtype=np.float32).reshape(n, 2) * 1.5,
                 "mask": None if i == 1 else np.full((i % 3, 2, 3), i, dtype=np.uint8),
                 "scores": np.linspace(0, 1, n, dtype=np.float64),
@@ -111,13 +115,12 @@ def to_jsonable(v):
     return v
 
 
-def main(version: str = "v1.0") -> None:
+def main(version: str = "v{}.{}".format(*ps.FORMAT_VERSION)) -> None:
     out = HERE / version
+    records = golden_records(version)
     with ps.Writer(out, golden_schema(), row_group_rows=3, shard_bytes=2048, overwrite=True) as w:
-        w.write_many(golden_records())
-    (out / "expected.json").write_text(
-        json.dumps([to_jsonable(r) for r in golden_records()], indent=1)
-    )
+        w.write_many(records)
+    (out / "expected.json").write_text(json.dumps([to_jsonable(r) for r in records], indent=1))
     print(w.summary)
 
 

@@ -1,9 +1,12 @@
 //! Decoding a raw chunk: `ColumnChunk` checks every buffer once, then reads values by row.
 
 use crate::chunk::{buffer_ranges, ChunkBytes};
+use crate::error::Result;
+use crate::pages::PageCheck;
 use crate::schema::{DataType, NumType};
 use crate::value::Value;
 use std::ops::Range;
+use std::sync::Arc;
 
 /// A validated column of a row group, ready for random access by row.
 #[derive(Debug, Clone)]
@@ -11,6 +14,9 @@ pub struct ColumnChunk {
     pub bytes: ChunkBytes,
     pub root: Node,
     pub len: usize,
+    /// Set when the chunk's values are verified page by page as they are read (a blob chunk
+    /// with page checksums); `None` when the whole chunk was verified before decoding.
+    pub pages: Option<Arc<PageCheck>>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,15 +88,45 @@ impl ColumnChunk {
         if it.next().is_some() {
             return Err("chunk has more buffers than its type needs".into());
         }
-        Ok(ColumnChunk { bytes, root, len })
+        Ok(ColumnChunk {
+            bytes,
+            root,
+            len,
+            pages: None,
+        })
     }
 
     pub fn raw(&self) -> &[u8] {
         self.bytes.as_slice()
     }
 
-    pub fn value(&self, row: usize) -> Value {
-        self.root.value(self.raw(), row)
+    /// Verifies the bytes `range` of the raw chunk where the chunk is verified page by page.
+    #[inline]
+    pub fn check(&self, range: Range<usize>) -> Result<()> {
+        match &self.pages {
+            Some(p) => p.check(range),
+            None => Ok(()),
+        }
+    }
+
+    /// Verifies the bytes of value `row` (see `check`).
+    pub fn check_value(&self, row: usize) -> Result<()> {
+        if self.pages.is_none() {
+            return Ok(());
+        }
+        match &self.root {
+            Node::Var { offsets, data, .. } => {
+                let (a, b) = Node::span(self.raw(), offsets, row);
+                self.check(data.start + a..data.start + b)
+            }
+            _ => self.check(0..self.raw().len()),
+        }
+    }
+
+    /// Value `row`, its bytes verified.
+    pub fn value(&self, row: usize) -> Result<Value> {
+        self.check_value(row)?;
+        Ok(self.root.value(self.raw(), row))
     }
 }
 

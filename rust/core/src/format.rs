@@ -3,7 +3,7 @@
 /// Magic bytes at both ends of every shard.
 pub const MAGIC: &[u8; 8] = b"PIXMOSTR";
 pub const MAJOR_VERSION: u16 = 1;
-pub const MINOR_VERSION: u16 = 0;
+pub const MINOR_VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 16;
 pub const TRAILER_LEN: usize = 24;
 pub const CHUNK_ALIGNMENT: usize = 64;
@@ -11,6 +11,8 @@ pub const BUFFER_ALIGNMENT: usize = 8;
 pub const MAX_FOOTER_LEN: u64 = 256 << 20;
 pub const MAX_NESTING_DEPTH: usize = 32;
 pub const MAX_BUFFERS_PER_CHUNK: usize = 1 << 20;
+/// Bytes covered by each entry of a chunk's `page_crc32c` (format 1.1).
+pub const PAGE_LEN: usize = 64 << 10;
 pub const MANIFEST_NAME: &str = "manifest.json";
 pub const SHARD_EXTENSION: &str = ".pxs";
 /// Name written into footers and manifests.
@@ -68,6 +70,7 @@ mod tests {
         assert_eq!(num("MAX_FOOTER_LEN"), MAX_FOOTER_LEN);
         assert_eq!(num("MAX_NESTING_DEPTH"), MAX_NESTING_DEPTH as u64);
         assert_eq!(num("MAX_BUFFERS_PER_CHUNK"), MAX_BUFFERS_PER_CHUNK as u64);
+        assert_eq!(num("PAGE_LEN"), PAGE_LEN as u64);
         assert_eq!(
             num("MAX_ARRAY_ROW_BYTES"),
             crate::schema::MAX_ARRAY_ROW_BYTES

@@ -12,6 +12,7 @@ pub mod error;
 pub mod footer;
 pub mod format;
 pub mod manifest;
+pub mod pages;
 pub mod plan;
 pub mod schema;
 pub mod shard;

@@ -6,7 +6,8 @@ use crate::decode::ColumnChunk;
 use crate::error::{Error, Location, Result};
 use crate::footer::{ChunkMeta, Footer, RowGroupMeta};
 use crate::format::*;
-use crate::schema::Schema;
+use crate::pages::{page_count, PageCheck, PageHasher};
+use crate::schema::{DataType, Schema};
 use memmap2::Mmap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -82,18 +83,34 @@ impl ShardWriter {
         level: i32,
     ) -> Result<()> {
         let mut columns = Vec::with_capacity(chunks.len());
-        for (raw, codec) in chunks {
+        for (c, (raw, codec)) in chunks.into_iter().enumerate() {
             let raw_len = raw.byte_len() as u64;
             let (stored, codec) = Stored::encode(raw, codec, level);
+            // Uncompressed blob columns get page checksums, so that reading one value verifies
+            // only the pages it lies on (FORMAT.md "Page checksums").
+            let paged = codec == Codec::None
+                && matches!(self.footer.schema.fields[c].dtype, DataType::Binary);
+            let mut pages = PageHasher::default();
             let mut crc = 0u32;
             let mut stored_len = 0usize;
             for piece in stored.pieces() {
-                crc = crc32c::crc32c_append(crc, piece);
+                if paged {
+                    pages.update(piece);
+                } else {
+                    crc = crc32c::crc32c_append(crc, piece);
+                }
                 stored_len += piece.len();
                 self.out
                     .write_all(piece)
                     .map_err(|e| Error::io(&self.tmp, e))?;
             }
+            let page_crc32c = if paged {
+                let (whole, page_crcs) = pages.finish();
+                crc = whole;
+                Some(page_crcs)
+            } else {
+                None
+            };
             let padded = align_up(stored_len, CHUNK_ALIGNMENT);
             self.out
                 .write_all(&[0u8; CHUNK_ALIGNMENT][..padded - stored_len])
@@ -104,6 +121,7 @@ impl ShardWriter {
                 raw_len,
                 codec,
                 crc32c: crc,
+                page_crc32c,
             });
             self.pos += padded as u64;
         }
@@ -196,6 +214,8 @@ pub struct ShardReader {
     /// Global-row offset of each row group within the shard, plus the total at the end.
     pub row_group_starts: Vec<u64>,
     verified: Vec<AtomicBool>,
+    /// Page checksums of the chunks that have them (format 1.1), by chunk.
+    pages: Vec<Option<Arc<PageCheck>>>,
 }
 
 impl ShardReader {
@@ -323,6 +343,18 @@ impl ShardReader {
                         "uncompressed chunk with raw_len != stored_len",
                     ));
                 }
+                if let Some(p) = &m.page_crc32c {
+                    if p.len() as u64 != 4 * page_count(m.stored_len) {
+                        return Err(Error::corrupt(
+                            cloc(),
+                            format!(
+                                "page_crc32c holds {} bytes for {} pages",
+                                p.len(),
+                                page_count(m.stored_len)
+                            ),
+                        ));
+                    }
+                }
                 if m.raw_len > (1u64 << 40) {
                     return Err(Error::corrupt(
                         cloc(),
@@ -356,12 +388,28 @@ impl ShardReader {
             }
         }
         let nchunks = footer.row_groups.len() * ncols;
+        let map = Arc::new(map);
+        let mut pages = Vec::with_capacity(nchunks);
+        for (g, rg) in footer.row_groups.iter().enumerate() {
+            for (c, m) in rg.columns.iter().enumerate() {
+                pages.push(m.page_crc32c.as_ref().map(|crcs| {
+                    Arc::new(PageCheck::new(
+                        map.clone(),
+                        m.offset as usize,
+                        m.stored_len as usize,
+                        crcs,
+                        (path.to_path_buf(), g, footer.schema.fields[c].name.clone()),
+                    ))
+                }));
+            }
+        }
         Ok(ShardReader {
             path: path.to_path_buf(),
-            map: Arc::new(map),
+            map,
             footer,
             row_group_starts: starts,
             verified: (0..nchunks).map(|_| AtomicBool::new(false)).collect(),
+            pages,
         })
     }
 
@@ -390,7 +438,12 @@ impl ShardReader {
         let m = &rg.columns[column];
         let (start, end) = (m.offset as usize, (m.offset + m.stored_len) as usize);
         let flag = self.verified_flag(row_group, column);
-        if !flag.load(Ordering::Acquire) {
+        let lazy = self.lazy_pages(row_group, column);
+        if let Some(pages) = lazy {
+            // Only the bytes before the data buffer are read to decode a blob chunk; the
+            // values' pages are verified when a value is read (`ColumnChunk::check_value`).
+            pages.check(0..self.blob_data_start(&self.map[start..end], pages)?)?;
+        } else if !flag.load(Ordering::Acquire) {
             self.check_chunk(row_group, column)?;
             flag.store(true, Ordering::Release);
         }
@@ -406,8 +459,47 @@ impl ShardReader {
                 ChunkBytes::Owned(Arc::new(out))
             }
         };
-        ColumnChunk::parse(bytes, &field.dtype, field.nullable, rg.num_rows as usize)
-            .map_err(|r| Error::corrupt(loc(), r))
+        let mut chunk =
+            ColumnChunk::parse(bytes, &field.dtype, field.nullable, rg.num_rows as usize)
+                .map_err(|r| Error::corrupt(loc(), r))?;
+        chunk.pages = lazy.cloned();
+        Ok(chunk)
+    }
+
+    /// The page checks of a chunk that is verified page by page: an uncompressed top-level
+    /// `binary` column with page checksums.
+    fn lazy_pages(&self, row_group: usize, column: usize) -> Option<&Arc<PageCheck>> {
+        let m = &self.footer.row_groups[row_group].columns[column];
+        let binary = matches!(self.footer.schema.fields[column].dtype, DataType::Binary);
+        match &self.pages[row_group * self.footer.schema.fields.len() + column] {
+            Some(p) if binary && m.codec == Codec::None => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Where the last buffer of a raw chunk starts, reading (and verifying) only the buffer
+    /// table; the end of the chunk when the table is damaged, so the whole chunk is verified.
+    fn blob_data_start(&self, raw: &[u8], pages: &PageCheck) -> Result<usize> {
+        let len = raw.len();
+        pages.check(0..len.min(8))?;
+        if len < 8 {
+            return Ok(len);
+        }
+        let count = u32::from_le_bytes(raw[0..4].try_into().unwrap()) as usize;
+        let table_end = 8 + 8 * count.min(MAX_BUFFERS_PER_CHUNK);
+        if count == 0 || count > MAX_BUFFERS_PER_CHUNK || table_end > len {
+            return Ok(len);
+        }
+        pages.check(0..table_end)?;
+        let mut pos = align_up(table_end, BUFFER_ALIGNMENT);
+        for i in 0..count - 1 {
+            let b = u64::from_le_bytes(raw[8 + 8 * i..16 + 8 * i].try_into().unwrap());
+            pos = match usize::try_from(b).ok().and_then(|b| pos.checked_add(b)) {
+                Some(end) if end <= len => align_up(end, BUFFER_ALIGNMENT),
+                _ => return Ok(len),
+            };
+        }
+        Ok(pos.min(len))
     }
 
     /// Verifies one chunk's checksum and padding without decoding it.
@@ -434,6 +526,11 @@ impl ShardReader {
     /// Checks a chunk's checksum and padding again, then decodes it, checking every value
     /// (used by `verify`; the checksum is computed once, not again by `read_chunk`).
     pub fn verify_chunk(&self, row_group: usize, column: usize) -> Result<()> {
+        if let Some(pages) = &self.pages[row_group * self.footer.schema.fields.len() + column] {
+            // Both checksums are stored; a mismatch in either is damage. Pages first: their
+            // errors say where in the chunk the damage is.
+            pages.check_all()?;
+        }
         self.check_chunk(row_group, column)?;
         self.verified_flag(row_group, column)
             .store(true, Ordering::Release);

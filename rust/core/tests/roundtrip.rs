@@ -116,7 +116,7 @@ fn read_all(ds: &Dataset) -> Result<Vec<Vec<Value>>, Error> {
         let (s, g, i) = ds.locate(r)?;
         let mut row = Vec::new();
         for c in 0..ncols {
-            row.push(ds.chunk_uncached((s, g, c))?.value(i));
+            row.push(ds.chunk_uncached((s, g, c))?.value(i)?);
         }
         out.push(row);
     }
@@ -223,6 +223,12 @@ fn every_byte_flip_and_truncation_is_detected() {
         let mut bad = good.clone();
         bad[at] ^= 0x5a;
         std::fs::write(&probe, &bad).unwrap();
+        // Reading every value (blob pages verified as read) must notice without `verify`.
+        let values_only = Dataset::open(&probe).and_then(|ds| read_all(&ds));
+        assert!(
+            values_only.is_err(),
+            "byte {at}: reading every value missed the flip"
+        );
         match read_shard_file(&probe) {
             Err(Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => {}
             Err(e) => panic!("byte {at}: unexpected error kind {e}"),

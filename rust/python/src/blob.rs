@@ -1,28 +1,49 @@
 //! `Blob`: a read-only, zero-copy view of one binary value (an encoded image), exported
 //! through the buffer protocol. It keeps the mapped shard (or decompressed chunk) alive.
 
+use crate::errors::to_py;
 use pixmo_stream_core::chunk::ChunkBytes;
+use pixmo_stream_core::pages::PageCheck;
 use pyo3::exceptions::PyBufferError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 use pyo3::{ffi, IntoPyObjectExt};
 use std::os::raw::c_int;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 #[pyclass(name = "Blob", module = "pixmo_stream._native", frozen)]
 pub struct PyBlob {
     bytes: ChunkBytes,
     start: usize,
     len: usize,
+    /// The chunk's page checks, when its pages are verified as they are read; `checked` is
+    /// set once this value's pages are.
+    pages: Option<Arc<PageCheck>>,
+    checked: AtomicBool,
 }
 
 impl PyBlob {
-    pub fn new(bytes: ChunkBytes, start: usize, len: usize) -> Self {
+    pub fn new(bytes: ChunkBytes, start: usize, len: usize, pages: Option<Arc<PageCheck>>) -> Self {
         debug_assert!(start + len <= bytes.as_slice().len());
-        PyBlob { bytes, start, len }
+        PyBlob {
+            bytes,
+            start,
+            len,
+            pages,
+            checked: AtomicBool::new(false),
+        }
     }
 
-    fn data(&self) -> &[u8] {
-        &self.bytes.as_slice()[self.start..self.start + self.len]
+    /// The value's bytes, verified against their page checksums the first time.
+    fn data(&self) -> PyResult<&[u8]> {
+        if let Some(p) = &self.pages {
+            if !self.checked.load(Ordering::Acquire) {
+                p.check(self.start..self.start + self.len).map_err(to_py)?;
+                self.checked.store(true, Ordering::Release);
+            }
+        }
+        Ok(&self.bytes.as_slice()[self.start..self.start + self.len])
     }
 }
 
@@ -41,7 +62,7 @@ impl PyBlob {
         if flags & ffi::PyBUF_WRITABLE == ffi::PyBUF_WRITABLE {
             return Err(PyBufferError::new_err("pixmo_stream Blob is read-only"));
         }
-        let data = slf.data();
+        let data = slf.data()?;
         let ret = ffi::PyBuffer_FillInfo(
             view,
             slf.as_ptr(),
@@ -62,33 +83,31 @@ impl PyBlob {
         self.len
     }
 
-    fn __bytes__<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, self.data())
+    fn __bytes__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(py, self.data()?))
     }
 
     /// A copy as `bytes`.
-    fn tobytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, self.data())
+    fn tobytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(py, self.data()?))
     }
 
-    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let data = self.data()?;
         if let Ok(b) = other.downcast::<PyBytes>() {
-            return b.as_bytes() == self.data();
+            return Ok(b.as_bytes() == data);
         }
         if let Ok(b) = other.downcast::<PyBlob>() {
-            return b.get().data() == self.data();
+            return Ok(b.get().data()? == data);
         }
-        match pyo3::buffer::PyBuffer::<u8>::get(other) {
-            Ok(buf) => buf
-                .to_vec(other.py())
-                .map(|v| v == self.data())
-                .unwrap_or(false),
+        Ok(match pyo3::buffer::PyBuffer::<u8>::get(other) {
+            Ok(buf) => buf.to_vec(other.py()).map(|v| v == data).unwrap_or(false),
             Err(_) => false,
-        }
+        })
     }
 
     fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
-        PyBytes::new(py, self.data()).hash()
+        PyBytes::new(py, self.data()?).hash()
     }
 
     /// Indexing gives an int and slicing gives `bytes`, as with `bytes`.
@@ -111,7 +130,7 @@ impl PyBlob {
     /// Pickles as plain `bytes` (DataLoader workers send records to the main process).
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let bytes_type = py.get_type::<PyBytes>().into_bound_py_any(py)?;
-        let args = PyTuple::new(py, [PyBytes::new(py, self.data())])?;
+        let args = PyTuple::new(py, [PyBytes::new(py, self.data()?)])?;
         PyTuple::new(py, [bytes_type, args.into_any()])
     }
 }

@@ -2,9 +2,11 @@
 //! appended); reading builds Python objects straight from the decoded buffers.
 
 use crate::blob::PyBlob;
+use crate::errors::to_py;
 use numpy::{Element, PyArray, PyArrayMethods, PyUntypedArrayMethods};
 use pixmo_stream_core::chunk::ChunkBytes;
 use pixmo_stream_core::decode::{bit, num_value, Node, VarKind};
+use pixmo_stream_core::pages::PageCheck;
 use pixmo_stream_core::schema::{DataType, Field, NumType};
 use pixmo_stream_core::{Error, Value};
 use pyo3::prelude::*;
@@ -12,6 +14,7 @@ use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple,
 };
 use pyo3::IntoPyObjectExt;
+use std::sync::Arc;
 
 /// Python helpers the conversions call (looked up once).
 pub struct Helpers {
@@ -246,6 +249,8 @@ fn new_array<'py, T: Element>(py: Python<'py>, dims: &[usize], bytes: &[u8]) -> 
 pub struct ReadCtx<'a> {
     pub helpers: &'a Helpers,
     pub bytes: &'a ChunkBytes,
+    /// Set when the chunk's values are verified page by page as they are read.
+    pub pages: Option<&'a Arc<PageCheck>>,
     pub zero_copy: bool,
 }
 
@@ -288,11 +293,18 @@ pub fn node_to_py<'py>(
                 VarKind::String => {
                     PyString::new(py, unsafe { std::str::from_utf8_unchecked(s) }).into_any()
                 }
-                VarKind::Binary if ctx.zero_copy => {
-                    Bound::new(py, PyBlob::new(ctx.bytes.clone(), data.start + a, b - a))?
-                        .into_any()
+                // A blob verifies its pages when its bytes are first read; a copy now.
+                VarKind::Binary if ctx.zero_copy => Bound::new(
+                    py,
+                    PyBlob::new(ctx.bytes.clone(), data.start + a, b - a, ctx.pages.cloned()),
+                )?
+                .into_any(),
+                VarKind::Binary => {
+                    if let Some(p) = ctx.pages {
+                        p.check(data.start + a..data.start + b).map_err(to_py)?;
+                    }
+                    PyBytes::new(py, s).into_any()
                 }
-                VarKind::Binary => PyBytes::new(py, s).into_any(),
                 VarKind::Any => h.unpackb.bind(py).call1((PyBytes::new(py, s),))?,
             }
         }

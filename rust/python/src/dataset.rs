@@ -39,6 +39,7 @@ impl PyDataset {
             let ctx = ReadCtx {
                 helpers: &self.helpers,
                 bytes: &chunk.bytes,
+                pages: chunk.pages.as_ref(),
                 zero_copy: self.zero_copy,
             };
             let v = node_to_py(py, &ctx, &fields[c].dtype, &chunk.root, chunk.raw(), row)?;

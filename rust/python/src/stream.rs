@@ -216,6 +216,7 @@ impl PyReadAhead {
                 let ctx = ReadCtx {
                     helpers: &self.helpers,
                     bytes: &chunk.bytes,
+                    pages: chunk.pages.as_ref(),
                     zero_copy: self.zero_copy,
                 };
                 let v = node_to_py(

@@ -1,0 +1,207 @@
+//! Page checksums (FORMAT.md "Page checksums", format 1.1): an uncompressed blob chunk carries
+//! the CRC-32C of each `PAGE_LEN` slice, so a reader that needs one image out of a 4 MiB chunk
+//! verifies the pages that image lies on, not the whole chunk. `PageCheck` remembers which pages
+//! it has verified (one bit each, shared by all threads), so no page is hashed twice.
+
+use crate::error::{Error, Location, Result};
+use crate::format::{align_up, CHUNK_ALIGNMENT, PAGE_LEN};
+use memmap2::Mmap;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Writes page checksums while a chunk is written piece by piece.
+#[derive(Debug, Default)]
+pub struct PageHasher {
+    crcs: Vec<u8>,
+    page_crc: u32,
+    page_fill: usize,
+    whole: u32,
+    len: usize,
+}
+
+impl PageHasher {
+    pub fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let take = (PAGE_LEN - self.page_fill).min(data.len());
+            self.page_crc = crc32c::crc32c_append(self.page_crc, &data[..take]);
+            self.page_fill += take;
+            data = &data[take..];
+            if self.page_fill == PAGE_LEN {
+                self.end_page();
+            }
+        }
+    }
+
+    fn end_page(&mut self) {
+        self.crcs.extend_from_slice(&self.page_crc.to_le_bytes());
+        // The chunk's CRC follows from its pages' CRCs: the bytes are hashed once.
+        self.whole = crc32c::crc32c_combine(self.whole, self.page_crc, self.page_fill);
+        self.len += self.page_fill;
+        self.page_crc = 0;
+        self.page_fill = 0;
+    }
+
+    /// `(crc32c of the whole chunk, page_crc32c)`.
+    pub fn finish(mut self) -> (u32, Vec<u8>) {
+        if self.page_fill > 0 {
+            self.end_page();
+        }
+        (self.whole, self.crcs)
+    }
+}
+
+/// Number of pages of a chunk of `stored_len` bytes.
+pub fn page_count(stored_len: u64) -> u64 {
+    stored_len.div_ceil(PAGE_LEN as u64)
+}
+
+/// Verifies the pages of one stored chunk on demand.
+pub struct PageCheck {
+    map: Arc<Mmap>,
+    /// File offset and length of the stored chunk.
+    start: usize,
+    len: usize,
+    crcs: Vec<u32>,
+    done: Vec<AtomicU64>,
+    path: PathBuf,
+    row_group: usize,
+    column: String,
+}
+
+impl std::fmt::Debug for PageCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PageCheck({} pages)", self.crcs.len())
+    }
+}
+
+impl PageCheck {
+    /// `crcs` must hold one little-endian u32 per page (checked by the shard reader).
+    pub fn new(
+        map: Arc<Mmap>,
+        start: usize,
+        len: usize,
+        crcs: &[u8],
+        location: (PathBuf, usize, String),
+    ) -> Self {
+        let crcs: Vec<u32> = crcs
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        let done = (0..crcs.len().div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        PageCheck {
+            map,
+            start,
+            len,
+            crcs,
+            done,
+            path: location.0,
+            row_group: location.1,
+            column: location.2,
+        }
+    }
+
+    /// Verifies every page that overlaps `range` (bytes of the chunk), once per page.
+    pub fn check(&self, range: Range<usize>) -> Result<()> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        if range.end > self.len {
+            return Err(self.error(format!(
+                "bytes {}..{} lie outside the chunk of {} bytes",
+                range.start, range.end, self.len
+            )));
+        }
+        for p in range.start / PAGE_LEN..range.end.div_ceil(PAGE_LEN) {
+            self.check_page(p)?;
+        }
+        Ok(())
+    }
+
+    /// Verifies every page.
+    pub fn check_all(&self) -> Result<()> {
+        (0..self.crcs.len()).try_for_each(|p| self.check_page(p))
+    }
+
+    /// Marks every page verified (the whole chunk's CRC was checked).
+    pub fn mark_all(&self) {
+        for (w, word) in self.done.iter().enumerate() {
+            let pages = (self.crcs.len() - w * 64).min(64);
+            let bits = if pages == 64 {
+                u64::MAX
+            } else {
+                (1 << pages) - 1
+            };
+            word.fetch_or(bits, Ordering::Release);
+        }
+    }
+
+    fn check_page(&self, p: usize) -> Result<()> {
+        let (word, bit) = (&self.done[p / 64], 1u64 << (p % 64));
+        if word.load(Ordering::Acquire) & bit != 0 {
+            return Ok(());
+        }
+        let a = self.start + p * PAGE_LEN;
+        let b = self.start + ((p + 1) * PAGE_LEN).min(self.len);
+        if crc32c::crc32c(&self.map[a..b]) != self.crcs[p] {
+            return Err(self.error(format!(
+                "checksum mismatch in page {p} (bytes {}..{} of the chunk)",
+                a - self.start,
+                b - self.start
+            )));
+        }
+        if p + 1 == self.crcs.len() {
+            // The zero padding after the chunk is checked with its last page. The shard reader
+            // checked at open that the padded end lies before the footer.
+            let end = self.start + self.len;
+            if self.map[end..align_up(end, CHUNK_ALIGNMENT)]
+                .iter()
+                .any(|&x| x != 0)
+            {
+                return Err(self.error("non-zero padding after the chunk".into()));
+            }
+        }
+        word.fetch_or(bit, Ordering::Release);
+        Ok(())
+    }
+
+    fn error(&self, reason: String) -> Error {
+        Error::corrupt(
+            Location::chunk(&self.path, self.row_group, &self.column),
+            reason,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_combine_to_the_whole_crc() {
+        let data: Vec<u8> = (0..3 * PAGE_LEN + 1234)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        for split in [1, 100, PAGE_LEN - 1, PAGE_LEN, PAGE_LEN + 5] {
+            let mut h = PageHasher::default();
+            for piece in data.chunks(split) {
+                h.update(piece);
+            }
+            let (whole, pages) = h.finish();
+            assert_eq!(whole, crc32c::crc32c(&data));
+            assert_eq!(pages.len(), 4 * 4);
+            for (p, c) in pages.chunks_exact(4).enumerate() {
+                let end = ((p + 1) * PAGE_LEN).min(data.len());
+                assert_eq!(
+                    u32::from_le_bytes(c.try_into().unwrap()),
+                    crc32c::crc32c(&data[p * PAGE_LEN..end])
+                );
+            }
+        }
+        let (whole, pages) = PageHasher::default().finish();
+        assert_eq!((whole, pages.len()), (0, 0));
+    }
+}
