@@ -110,6 +110,8 @@ pub fn read_batch(
                     ch
                 }
             };
+            // Blob chunks are verified page by page: this row's pages, here on the worker.
+            chunk.check_value(i)?;
             chunks.push(chunk);
         }
         out.push(ReadRow {

@@ -136,11 +136,13 @@ impl PyDataset {
                 for &r in &rows {
                     let (s, g, i) = ds.locate(r)?;
                     for &c in &cols2 {
-                        if let std::collections::hash_map::Entry::Vacant(e) =
-                            chunks.entry((s, g, c))
-                        {
-                            e.insert(ds.chunk((s, g, c))?);
-                        }
+                        use std::collections::hash_map::Entry;
+                        let chunk = match chunks.entry((s, g, c)) {
+                            Entry::Occupied(e) => e.get().clone(),
+                            Entry::Vacant(e) => e.insert(ds.chunk((s, g, c))?).clone(),
+                        };
+                        // The pages of this value only (blob chunks), off the GIL.
+                        chunk.check_value(i)?;
                     }
                     located.push((s, g, i));
                 }
@@ -266,7 +268,14 @@ impl PyRowGroupIter {
                 for g in groups {
                     let item = cols
                         .iter()
-                        .map(|&c| inner.chunk_uncached((g.shard, g.row_group, c)))
+                        .map(|&c| {
+                            let chunk = inner.chunk_uncached((g.shard, g.row_group, c))?;
+                            // A scan reads every value: verify blob pages here, off the GIL.
+                            if let Some(pages) = &chunk.pages {
+                                pages.check_all()?;
+                            }
+                            Ok(chunk)
+                        })
                         .collect::<pixmo_stream_core::Result<Vec<_>>>()
                         .map(|chunks| (g, chunks));
                     let failed = item.is_err();
