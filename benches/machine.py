@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,22 @@ def memcpy(repeats: int, size: int = 256 << 20) -> dict[str, Any]:
         np.copyto(dst, src)
         times.append(time.perf_counter() - t)
     return {"bytes": size, "seconds": stats(times), "gb_per_s": size / min(times) / 1e9}
+
+
+def file_write(chunks: Sequence[bytes], where: Path, repeats: int) -> dict[str, Any]:
+    """Writes `chunks` to one file in `where`, one write call each, no fsync (as the peers
+    write): a writer cannot be faster than writing its bytes through the page cache."""
+    times = []
+    path = where / "file-write-probe"
+    for _ in range(repeats):
+        t = time.perf_counter()
+        with open(path, "wb") as f:
+            for c in chunks:
+                f.write(c)
+        times.append(time.perf_counter() - t)
+        path.unlink()
+    size = sum(map(len, chunks))
+    return {"bytes": size, "seconds": stats(times), "gb_per_s": size / stats(times)["median"] / 1e9}
 
 
 def jpeg_decode(images: Sequence[bytes], repeats: int) -> dict[str, Any]:

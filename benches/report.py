@@ -304,6 +304,13 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{pc['gb_per_s']:.2f} GB/s ({d['records'] / pc['seconds']['min']:,.0f} rec/s "
             "if a scan did nothing but read the bytes)"
         )
+    fw = lim.get("file_write")
+    if fw:
+        lines.append(
+            f"- file write of the {fw['bytes'] / 1e6:,.0f} MB of images, one write each, no "
+            f"fsync: {fw['gb_per_s']:.2f} GB/s ({d['records'] / fw['seconds']['median']:,.0f} "
+            "rec/s if a writer did nothing but write the image bytes)"
+        )
     lines.append(f"- memory copy: {lim['memcpy']['gb_per_s']:.1f} GB/s")
     jd = lim["jpeg_decode"]
     for dec in ("pil", "simplejpeg"):

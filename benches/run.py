@@ -433,6 +433,10 @@ def run(cfg: Config, only: list[str] | None, workdir: Path | None, keep: bool, o
     tmp_parent = workdir or Path(tempfile.gettempdir())
     tmp_parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="pixmo-bench-", dir=tmp_parent))
+    limits["file_write"] = machine.file_write(
+        [r["image"] for r in records], work, max(cfg.write_repeats, 2)
+    )
+    log(f"file write of the images {limits['file_write']['gb_per_s']:.2f} GB/s")
     contenders = [c for c in ALL if not only or c.name in only]
     results: dict[str, Any] = {}
     try:

@@ -18,7 +18,6 @@ pub struct PageHasher {
     page_crc: u32,
     page_fill: usize,
     whole: u32,
-    len: usize,
 }
 
 impl PageHasher {
@@ -26,6 +25,8 @@ impl PageHasher {
         while !data.is_empty() {
             let take = (PAGE_LEN - self.page_fill).min(data.len());
             self.page_crc = crc32c::crc32c_append(self.page_crc, &data[..take]);
+            // Hashing the bytes twice is cheaper than `crc32c_combine` per page.
+            self.whole = crc32c::crc32c_append(self.whole, &data[..take]);
             self.page_fill += take;
             data = &data[take..];
             if self.page_fill == PAGE_LEN {
@@ -36,9 +37,6 @@ impl PageHasher {
 
     fn end_page(&mut self) {
         self.crcs.extend_from_slice(&self.page_crc.to_le_bytes());
-        // The chunk's CRC follows from its pages' CRCs: the bytes are hashed once.
-        self.whole = crc32c::crc32c_combine(self.whole, self.page_crc, self.page_fill);
-        self.len += self.page_fill;
         self.page_crc = 0;
         self.page_fill = 0;
     }
