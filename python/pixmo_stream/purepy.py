@@ -21,6 +21,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import msgpack
+
+try:  # optional: only used to cross-check page checksums (FORMAT.md "Page checksums")
+    from xxhash import xxh3_64_intdigest as _xxh3_64
+except ImportError:  # pragma: no cover
+    _xxh3_64 = None
 import numpy as np
 import zstandard
 
@@ -645,14 +650,14 @@ class Shard:
                     raise self._err(f"unknown codec {col.get('codec')!r}", g, name)
                 if col["crc32c"] > 0xFFFFFFFF:
                     raise self._err("crc32c does not fit in 32 bits", g, name)
-                pages = col.get("page_crc32c")
+                pages = col.get("page_xxh3")
                 if pages is not None:
                     if not isinstance(pages, bytes):
-                        raise self._err("page_crc32c must be bin", g, name)
+                        raise self._err("page_xxh3 must be bin", g, name)
                     n_pages = -(-col["stored_len"] // PAGE_LEN)
-                    if len(pages) != 4 * n_pages:
+                    if len(pages) != 8 * n_pages:
                         raise self._err(
-                            f"page_crc32c holds {len(pages)} bytes for {n_pages} pages", g, name
+                            f"page_xxh3 holds {len(pages)} bytes for {n_pages} pages", g, name
                         )
                 if col["codec"] == "none" and col["stored_len"] != col["raw_len"]:
                     raise self._err("codec none but stored_len != raw_len", g, name)
@@ -701,14 +706,15 @@ class Shard:
         stored = self._mm[off : off + stored_len]
         if crc32c(stored) != col["crc32c"]:
             raise err("chunk CRC-32C mismatch")
-        pages = col.get("page_crc32c")
-        if pages is not None:
-            # This reader checks whole chunks; it checks the page checksums as well, so that a
-            # writer's wrong page checksum is caught here too.
-            for p in range(len(pages) // 4):
-                (want,) = struct.unpack_from("<I", pages, 4 * p)
-                if crc32c(stored[p * PAGE_LEN : (p + 1) * PAGE_LEN]) != want:
-                    raise err(f"page {p} CRC-32C mismatch")
+        pages = col.get("page_xxh3")
+        if pages is not None and _xxh3_64 is not None:
+            # This reader verifies whole chunks by their CRC-32C, which is enough; with the
+            # `xxhash` package it checks the page checksums too, so that a writer's wrong page
+            # checksum is caught here as well.
+            for p in range(len(pages) // 8):
+                (want,) = struct.unpack_from("<Q", pages, 8 * p)
+                if _xxh3_64(stored[p * PAGE_LEN : (p + 1) * PAGE_LEN]) != want:
+                    raise err(f"page {p} XXH3-64 mismatch")
         if any(self._mm[off + stored_len : self._pad_end[(g, c)]]):
             raise err("non-zero padding after the chunk")
         if col["codec"] == "zstd":

@@ -12,10 +12,10 @@ pub struct ChunkMeta {
     pub raw_len: u64,
     pub codec: Codec,
     pub crc32c: u32,
-    /// Format 1.1: CRC-32C of each `PAGE_LEN` slice of the stored chunk, 4 bytes each,
+    /// Format 1.1: the XXH3-64 of each `PAGE_LEN` slice of the stored chunk, 8 bytes each,
     /// little-endian (FORMAT.md "Page checksums").
     #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
-    pub page_crc32c: Option<Vec<u8>>,
+    pub page_xxh3: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -104,10 +104,10 @@ impl ShardWriter {
                     .write_all(piece)
                     .map_err(|e| Error::io(&self.tmp, e))?;
             }
-            let page_crc32c = if paged {
-                let (whole, page_crcs) = pages.finish();
+            let page_xxh3 = if paged {
+                let (whole, hashes) = pages.finish();
                 crc = whole;
-                Some(page_crcs)
+                Some(hashes)
             } else {
                 None
             };
@@ -121,7 +121,7 @@ impl ShardWriter {
                 raw_len,
                 codec,
                 crc32c: crc,
-                page_crc32c,
+                page_xxh3,
             });
             self.pos += padded as u64;
         }
@@ -343,12 +343,12 @@ impl ShardReader {
                         "uncompressed chunk with raw_len != stored_len",
                     ));
                 }
-                if let Some(p) = &m.page_crc32c {
-                    if p.len() as u64 != 4 * page_count(m.stored_len) {
+                if let Some(p) = &m.page_xxh3 {
+                    if p.len() as u64 != 8 * page_count(m.stored_len) {
                         return Err(Error::corrupt(
                             cloc(),
                             format!(
-                                "page_crc32c holds {} bytes for {} pages",
+                                "page_xxh3 holds {} bytes for {} pages",
                                 p.len(),
                                 page_count(m.stored_len)
                             ),
@@ -392,12 +392,12 @@ impl ShardReader {
         let mut pages = Vec::with_capacity(nchunks);
         for (g, rg) in footer.row_groups.iter().enumerate() {
             for (c, m) in rg.columns.iter().enumerate() {
-                pages.push(m.page_crc32c.as_ref().map(|crcs| {
+                pages.push(m.page_xxh3.as_ref().map(|hashes| {
                     Arc::new(PageCheck::new(
                         map.clone(),
                         m.offset as usize,
                         m.stored_len as usize,
-                        crcs,
+                        hashes,
                         (path.to_path_buf(), g, footer.schema.fields[c].name.clone()),
                     ))
                 }));
