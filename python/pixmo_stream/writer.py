@@ -12,7 +12,7 @@ from . import _native
 from .schema import Schema, infer_schema
 
 DEFAULT_SHARD_BYTES = 256 << 20
-DEFAULT_ROW_GROUP_BYTES = 4 << 20
+DEFAULT_ROW_GROUP_BYTES = 16 << 20
 DEFAULT_ROW_GROUP_ROWS = 1024
 
 

@@ -30,7 +30,7 @@ impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
             shard_bytes: 256 << 20,
-            row_group_bytes: 4 << 20,
+            row_group_bytes: 16 << 20,
             row_group_rows: 1024,
             zstd_level: 3,
             codecs: HashMap::new(),
