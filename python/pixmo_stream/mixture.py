@@ -61,7 +61,7 @@ class Mixture(_PlannedIterable):
         world_size: int | None = None,
         collate_fn: Callable[[list[dict[str, Any]]], Any] | None = None,
         pin_memory: bool = False,
-        read_threads: int = 2,
+        read_threads: int | None = None,
         read_ahead: int = 2,
     ) -> None:
         super().__init__(
@@ -134,7 +134,7 @@ class Mixture(_PlannedIterable):
             worker=worker,
             block=block,
             batch_rows=block if self.batch_size else 64,
-            threads=self.read_threads,
+            threads=self._threads(nw),
             depth=self.read_ahead,
         )
 

@@ -32,7 +32,7 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         world_size: int | None,
         collate_fn: Callable[[list[dict[str, Any]]], Any] | None,
         pin_memory: bool,
-        read_threads: int,
+        read_threads: int | None,
         read_ahead: int,
     ) -> None:
         if batch_size is not None and batch_size < 1:
@@ -75,6 +75,16 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
 
     def _block_size(self) -> int:
         return self.batch_size or self._block
+
+    def _threads(self, num_workers: int) -> int:
+        """Read-ahead threads of one reading process: as given, else the cores this process
+        may use shared among the DataLoader's worker processes, at most 2 and at least 1
+        (more threads than cores only delay the first batch)."""
+        if self.read_threads is not None:
+            return self.read_threads
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        cores = cores or os.cpu_count() or 1
+        return max(1, min(2, cores // max(1, num_workers)))
 
     # ---- to implement ---------------------------------------------------------------------
     def _pass_config(self, k: int) -> dict[str, Any]:
@@ -180,7 +190,9 @@ class StreamingDataset(_PlannedIterable):
             samples of the order) or `"drop"` (`floor(N / world)`, the last positions unread).
         rank, world_size: explicit; by default from torch.distributed, else RANK/WORLD_SIZE.
         collate_fn: batches records when `batch_size` is set (default `pixmo_stream.collate`).
-        read_threads, read_ahead: background read threads and batches each may queue.
+        read_threads: background read threads per reading process (default: the usable cores
+            divided among the DataLoader workers, 1 to 2).
+        read_ahead: batches each read thread may queue.
     """
 
     def __init__(
@@ -197,7 +209,7 @@ class StreamingDataset(_PlannedIterable):
         world_size: int | None = None,
         collate_fn: Callable[[list[dict[str, Any]]], Any] | None = None,
         pin_memory: bool = False,
-        read_threads: int = 2,
+        read_threads: int | None = None,
         read_ahead: int = 2,
     ) -> None:
         super().__init__(
@@ -274,7 +286,7 @@ class StreamingDataset(_PlannedIterable):
             block=block,
             pad=self.remainder == "pad",
             batch_rows=block if self.batch_size else 64,
-            threads=self.read_threads,
+            threads=self._threads(nw),
             depth=self.read_ahead,
         )
 
