@@ -22,6 +22,7 @@ __all__ = [
     "Dataset",
     "RowGroupIter",
     "Blob",
+    "blob_from_ref",
     "FORMAT_VERSION",
     "__version__",
 ]
@@ -43,6 +44,17 @@ class Blob:
     def __hash__(self) -> int: ...
     def __getitem__(self, key: Any, /) -> Any: ...
     def __reduce__(self) -> tuple[type[bytes], tuple[bytes]]: ...
+    def _ipc_ref(self) -> tuple[str, int, int, int, int, int, int] | None: ...
+
+def blob_from_ref(
+    path: str | PathLike[str],
+    dev: int,
+    ino: int,
+    file_len: int,
+    mtime_ns: int,
+    offset: int,
+    length: int,
+) -> Blob: ...
 
 @final
 class Dataset:

@@ -6,10 +6,26 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from . import _native
 from .schema import Schema
+
+# Between processes of one machine (DataLoader workers and their main process), a Blob travels
+# as a reference to its bytes in the shard file, which the receiver maps again: a batch of
+# images crosses the process boundary as a few hundred bytes, not as copies of the images.
+# `pickle` itself still gives `bytes`. PIXMO_STREAM_BLOB_IPC=copy sends copies instead.
+
+
+def _reduce_blob_for_ipc(blob: _native.Blob) -> tuple[Any, tuple[Any, ...]]:
+    ref = None if os.environ.get("PIXMO_STREAM_BLOB_IPC") == "copy" else blob._ipc_ref()
+    if ref is None:
+        return bytes, (bytes(blob),)
+    return _native.blob_from_ref, ref
+
+
+ForkingPickler.register(_native.Blob, _reduce_blob_for_ipc)
 
 
 @dataclass(frozen=True)

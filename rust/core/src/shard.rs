@@ -1,7 +1,7 @@
 //! One shard file: `ShardWriter` appends row groups and writes the footer last;
 //! `ShardReader` maps a shard and checks it as FORMAT.md "What a reader MUST do" requires.
 
-use crate::chunk::{ChunkBytes, Codec, RawChunk, Stored};
+use crate::chunk::{ChunkBytes, Codec, FileId, RawChunk, Stored};
 use crate::decode::ColumnChunk;
 use crate::error::{Error, Location, Result};
 use crate::footer::{ChunkMeta, Footer, RowGroupMeta};
@@ -216,6 +216,7 @@ pub struct ShardReader {
     verified: Vec<AtomicBool>,
     /// Page checksums of the chunks that have them (format 1.1), by chunk.
     pages: Vec<Option<Arc<PageCheck>>>,
+    file: Arc<FileId>,
 }
 
 impl ShardReader {
@@ -225,6 +226,7 @@ impl ShardReader {
         // SAFETY: the file is opened read-only and shards are never modified in place (writers
         // create a new file and rename it); every offset read from the map is bounds-checked.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let file_id = Arc::new(FileId::of(path, &file).map_err(|e| Error::io(path, e))?);
         let loc = || Location::file(path);
         let len = map.len() as u64;
         if let Some((bytes, _)) = expect {
@@ -410,6 +412,7 @@ impl ShardReader {
             row_group_starts: starts,
             verified: (0..nchunks).map(|_| AtomicBool::new(false)).collect(),
             pages,
+            file: file_id,
         })
     }
 
@@ -452,6 +455,7 @@ impl ShardReader {
                 map: self.map.clone(),
                 start,
                 len: end - start,
+                file: self.file.clone(),
             },
             Codec::Zstd => {
                 let out = decompress(&self.map[start..end], m.raw_len)

@@ -2,13 +2,15 @@
 //! through the buffer protocol. It keeps the mapped shard (or decompressed chunk) alive.
 
 use crate::errors::to_py;
-use pixmo_stream_core::chunk::ChunkBytes;
+use pixmo_stream_core::chunk::{map_again, ChunkBytes, FileId};
 use pixmo_stream_core::pages::PageCheck;
 use pyo3::exceptions::PyBufferError;
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyTuple};
 use pyo3::{ffi, IntoPyObjectExt};
 use std::os::raw::c_int;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -127,10 +129,73 @@ impl PyBlob {
         format!("<pixmo_stream Blob, {} bytes>", self.len)
     }
 
+    /// Where this blob's bytes lie in its shard file, for another process on this machine:
+    /// `(path, dev, ino, file_len, mtime_ns, offset, length)`; `None` for a blob not backed by
+    /// a mapped file. Used by the multiprocessing reducer (`pixmo_stream.dataset`), not `pickle`.
+    fn _ipc_ref(&self) -> PyResult<Option<IpcRef>> {
+        // The sender has verified the bytes; the receiver maps the same page-cache pages.
+        self.data()?;
+        Ok(match &self.bytes {
+            ChunkBytes::Mapped { start, file, .. } => Some((
+                file.path.clone(),
+                file.dev,
+                file.ino,
+                file.len,
+                file.mtime_ns,
+                start + self.start,
+                self.len,
+            )),
+            ChunkBytes::Owned(_) => None,
+        })
+    }
+
     /// Pickles as plain `bytes` (DataLoader workers send records to the main process).
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let bytes_type = py.get_type::<PyBytes>().into_bound_py_any(py)?;
         let args = PyTuple::new(py, [PyBytes::new(py, self.data()?)])?;
         PyTuple::new(py, [bytes_type, args.into_any()])
     }
+}
+
+type IpcRef = (PathBuf, u64, u64, u64, i64, usize, usize);
+
+/// The blob a DataLoader worker sent by reference (`Blob._ipc_ref`), mapped from the same file.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub fn blob_from_ref(
+    py: Python<'_>,
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    file_len: u64,
+    mtime_ns: i64,
+    offset: usize,
+    length: usize,
+) -> PyResult<PyBlob> {
+    let id = FileId {
+        path,
+        dev,
+        ino,
+        len: file_len,
+        mtime_ns,
+    };
+    let (file, map) = py.detach(|| map_again(id)).map_err(to_py)?;
+    if offset.checked_add(length).is_none_or(|end| end > map.len()) {
+        return Err(PyValueError::new_err(format!(
+            "blob reference {offset}+{length} lies outside {}",
+            file.path.display()
+        )));
+    }
+    Ok(PyBlob {
+        bytes: ChunkBytes::Mapped {
+            map,
+            start: offset,
+            len: length,
+            file,
+        },
+        start: 0,
+        len: length,
+        pages: None,
+        checked: AtomicBool::new(true),
+    })
 }
