@@ -97,6 +97,49 @@ impl ColumnBuilder {
         }
     }
 
+    /// Reserves the buffer sizes `like` holds now (the previous row group of this column), so
+    /// that filling a row group of the same shape never grows a buffer by copying it.
+    pub fn reserve_like(&mut self, like: &ColumnBuilder) {
+        if let (Some(v), Some(l)) = (&mut self.validity, &like.validity) {
+            v.bytes.reserve(l.bytes.len());
+        }
+        match (&mut self.kind, &like.kind) {
+            (Kind::Bool(b), Kind::Bool(l)) => b.bytes.reserve(l.bytes.len()),
+            (Kind::Num { data, .. }, Kind::Num { data: l, .. }) => data.reserve(l.len()),
+            (
+                Kind::Var { offsets, data } | Kind::Array { offsets, data, .. },
+                Kind::Var {
+                    offsets: lo,
+                    data: ld,
+                }
+                | Kind::Array {
+                    offsets: lo,
+                    data: ld,
+                    ..
+                },
+            ) => {
+                offsets.reserve(lo.len());
+                data.reserve(ld.len());
+            }
+            (
+                Kind::List { offsets, child },
+                Kind::List {
+                    offsets: lo,
+                    child: lc,
+                },
+            ) => {
+                offsets.reserve(lo.len());
+                child.reserve_like(lc);
+            }
+            (Kind::Struct(children), Kind::Struct(lc)) => {
+                for (c, l) in children.iter_mut().zip(lc) {
+                    c.reserve_like(l);
+                }
+            }
+            _ => {}
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -132,8 +132,9 @@ impl ShardWriter {
         Ok(())
     }
 
-    /// Writes footer and trailer, syncs, and renames the file into place. Returns its size.
-    pub fn finish(mut self) -> Result<u64> {
+    /// Writes footer and trailer; the shard still has its temporary name (see
+    /// [`FinishedShard::sync_and_rename`]).
+    pub fn finish(mut self) -> Result<FinishedShard> {
         let footer = self.footer.to_msgpack();
         let mut trailer = Vec::with_capacity(TRAILER_LEN);
         trailer.extend_from_slice(&(footer.len() as u64).to_le_bytes());
@@ -148,9 +149,30 @@ impl ShardWriter {
             .out
             .into_inner()
             .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
-        Ok(self.pos + footer.len() as u64 + TRAILER_LEN as u64)
+        Ok(FinishedShard {
+            file,
+            tmp: self.tmp,
+            path: self.path,
+            len: self.pos + footer.len() as u64 + TRAILER_LEN as u64,
+        })
+    }
+}
+
+/// A completely written shard under its temporary name.
+pub struct FinishedShard {
+    file: File,
+    pub tmp: PathBuf,
+    pub path: PathBuf,
+    /// Size of the file.
+    pub len: u64,
+}
+
+impl FinishedShard {
+    /// Syncs the file to disk, then renames it into place, so that a shard under its final
+    /// name is always complete and durable.
+    pub fn sync_and_rename(self) -> Result<()> {
+        self.file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))
     }
 }
 

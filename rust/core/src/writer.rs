@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::format::{MANIFEST_NAME, SHARD_EXTENSION};
 use crate::manifest::{Manifest, ShardEntry};
 use crate::schema::{DataType, Schema};
-use crate::shard::ShardWriter;
+use crate::shard::{FinishedShard, ShardWriter};
 use crate::value::{check_value, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -84,6 +84,14 @@ struct ShardSink {
     codecs: Vec<Codec>,
     shard: Option<ShardWriter>,
     done: Vec<ShardEntry>,
+    /// Syncs finished shards to disk and renames them into place on its own thread, so that
+    /// waiting for the disk overlaps with writing the next shard.
+    syncer: Option<Syncer>,
+}
+
+struct Syncer {
+    tx: std::sync::mpsc::Sender<FinishedShard>,
+    handle: std::thread::JoinHandle<Result<()>>,
 }
 
 impl ShardSink {
@@ -124,7 +132,21 @@ impl ShardSink {
             let name = format!("shard-{:05}{SHARD_EXTENSION}", self.done.len());
             let num_rows = s.num_rows();
             let row_groups = s.row_group_rows();
-            let num_bytes = s.finish()?;
+            let finished = s.finish()?;
+            let num_bytes = finished.len;
+            if self.syncer.is_none() {
+                let (tx, rx) = std::sync::mpsc::channel::<FinishedShard>();
+                let handle = std::thread::Builder::new()
+                    .name("pixmo-sync".into())
+                    .spawn(move || rx.into_iter().try_for_each(FinishedShard::sync_and_rename))
+                    .map_err(|e| Error::io(&self.dir, e))?;
+                self.syncer = Some(Syncer { tx, handle });
+            }
+            if let Err(unsent) = self.syncer.as_ref().unwrap().tx.send(finished) {
+                // The sync thread stopped on an error: report that error.
+                drop(unsent);
+                self.wait_synced()?;
+            }
             self.done.push(ShardEntry {
                 file: name,
                 num_rows,
@@ -135,7 +157,21 @@ impl ShardSink {
         Ok(())
     }
 
+    /// Waits until every finished shard is synced and renamed into place.
+    fn wait_synced(&mut self) -> Result<()> {
+        match self.syncer.take() {
+            None => Ok(()),
+            Some(Syncer { tx, handle }) => {
+                drop(tx);
+                handle.join().map_err(|_| {
+                    Error::InvalidArgument("the writer's sync thread panicked".into())
+                })?
+            }
+        }
+    }
+
     fn abort(&mut self) {
+        let _ = self.wait_synced();
         if let Some(s) = self.shard.take() {
             let tmp = s.tmp_path().to_path_buf();
             drop(s);
@@ -218,6 +254,7 @@ impl DatasetWriter {
             codecs,
             shard: None,
             done: Vec::new(),
+            syncer: None,
         };
         Ok(DatasetWriter {
             dir,
@@ -292,7 +329,11 @@ impl DatasetWriter {
         if self.rows_in_group == 0 {
             return Ok(());
         }
-        let builders = std::mem::replace(&mut self.builders, Self::new_builders(&self.schema));
+        let mut fresh = Self::new_builders(&self.schema);
+        for (f, old) in fresh.iter_mut().zip(&self.builders) {
+            f.reserve_like(old);
+        }
+        let builders = std::mem::replace(&mut self.builders, fresh);
         let job = (std::mem::take(&mut self.rows_in_group) as u64, builders);
         if let Sink::Idle(_) = self.sink {
             let Sink::Idle(mut sink) = std::mem::replace(&mut self.sink, Sink::Gone) else {
@@ -357,6 +398,11 @@ impl DatasetWriter {
         self.flush_row_group()?;
         let mut sink = self.stop()?;
         sink.finish_shard()?;
+        // Every shard is durable under its final name before the manifest says it exists.
+        if let Err(e) = sink.wait_synced() {
+            sink.abort();
+            return Err(e);
+        }
         let manifest = Manifest::new(
             self.schema.clone(),
             sink.done.clone(),
