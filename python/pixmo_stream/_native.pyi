@@ -184,6 +184,7 @@ class ReadAhead:
         batch_rows: int = 64,
         threads: int = 2,
         depth: int = 2,
+        skip: int = 0,
     ) -> ReadAhead: ...
     @staticmethod
     def for_mixture(
@@ -204,6 +205,7 @@ class ReadAhead:
         batch_rows: int = 64,
         threads: int = 2,
         depth: int = 2,
+        skip: int = 0,
     ) -> ReadAhead: ...
     def next_batch(self) -> tuple[list[dict[str, Any]], list[int], list[int]] | None: ...
     @property

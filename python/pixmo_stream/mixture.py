@@ -116,7 +116,14 @@ class Mixture(_PlannedIterable):
         return start, [a + b for a, b in zip(cfg["counts"], extra, strict=True)]
 
     def _open(
-        self, cfg: dict[str, Any], rank: int, world: int, worker: int, nw: int, block: int
+        self,
+        cfg: dict[str, Any],
+        rank: int,
+        world: int,
+        worker: int,
+        nw: int,
+        block: int,
+        skip: int = 0,
     ) -> Any:
         start, counts = self._start(cfg, world)
         return _native.ReadAhead.for_mixture(
@@ -136,6 +143,7 @@ class Mixture(_PlannedIterable):
             batch_rows=block if self.batch_size else 64,
             threads=self._threads(nw),
             depth=self.read_ahead,
+            skip=skip,
         )
 
     def _decorate(self, records: list[dict[str, Any]], sources: list[int]) -> None:
@@ -159,8 +167,20 @@ class Mixture(_PlannedIterable):
         """Samples drawn from each source so far (by every rank together)."""
         return self._current_state()[1]
 
+    def _state_at(self, cfg: dict[str, Any], world: int) -> dict[str, Any]:
+        start, counts = self._start(cfg, world)
+        return self._state(start, counts)
+
     def state_dict(self) -> dict[str, Any]:
+        """The position in the mixture stream and the draws per source before it (see
+        `StreamingDataset.state_dict`; in a DataLoader worker, that worker's own stream)."""
+        worker_state = self._worker_state()
+        if worker_state is not None:
+            return worker_state
         position, counts = self._current_state()
+        return self._state(position, counts)
+
+    def _state(self, position: int, counts: list[int]) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
             "kind": "Mixture",
@@ -179,3 +199,4 @@ class Mixture(_PlannedIterable):
         self._counts = [int(c) for c in state["counts"]]
         self._progress = None
         self._reset_passes()
+        self._load_worker_state(state)

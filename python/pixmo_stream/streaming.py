@@ -56,6 +56,10 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         # Samples this process has yielded in the current pass (main-process iteration).
         self._consumed = 0
         self._current: dict[str, Any] | None = None
+        # In a DataLoader worker: the pass it reads and the samples it yielded (what a
+        # torchdata.StatefulDataLoader checkpoint of this worker holds), and a loaded one.
+        self._worker_pass: dict[str, Any] | None = None
+        self._worker_resume: dict[str, Any] | None = None
 
     # ---- who is reading -------------------------------------------------------------------
     def rank_world(self) -> tuple[int, int]:
@@ -95,12 +99,56 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         raise NotImplementedError
 
     def _open(
-        self, cfg: dict[str, Any], rank: int, world: int, worker: int, nw: int, block: int
+        self,
+        cfg: dict[str, Any],
+        rank: int,
+        world: int,
+        worker: int,
+        nw: int,
+        block: int,
+        skip: int = 0,
     ) -> Any:
         raise NotImplementedError
 
     def _note_progress(self, cfg: dict[str, Any], consumed: int, world: int) -> None:
         raise NotImplementedError
+
+    def _state_at(self, cfg: dict[str, Any], world: int) -> dict[str, Any]:
+        """The state whose pass 0 is the pass `cfg` read from its start."""
+        raise NotImplementedError
+
+    # ---- torchdata.StatefulDataLoader: per-worker states ----------------------------------
+    def _worker_state(self) -> dict[str, Any] | None:
+        """In a worker that has started a pass: the state of that pass's start plus the
+        samples this worker yielded since (restored by the same worker of a loader with the
+        same number of workers)."""
+        wp = self._worker_pass
+        if wp is None or not in_worker() or os.getpid() != self._pid:
+            return None
+        state = self._state_at(wp["cfg"], wp["world"])
+        state["worker"] = {k: wp[k] for k in ("id", "num_workers", "samples")}
+        return state
+
+    def _load_worker_state(self, state: dict[str, Any]) -> None:
+        w = state.get("worker")
+        if w is not None and not (
+            isinstance(w, dict) and {"id", "num_workers", "samples"} <= set(w)
+        ):
+            raise ValueError(f"malformed per-worker state {w!r}")
+        self._worker_resume = w
+
+    def _take_worker_skip(self, worker: int, nw: int, in_main: bool) -> int:
+        w, self._worker_resume = self._worker_resume, None
+        if w is None:
+            return 0
+        if in_main or (w["id"], w["num_workers"]) != (worker, nw):
+            raise ValueError(
+                f"this state was saved by DataLoader worker {w['id']} of {w['num_workers']} "
+                "(torchdata.StatefulDataLoader keeps one state per worker); resume it with the "
+                "same num_workers, or use pixmo_stream.DataLoader, whose states resume on any "
+                "number of ranks and workers"
+            )
+        return int(w["samples"])
 
     def _effective(self, cfg: dict[str, Any], world: int) -> Any:
         """What a pass configuration reads (to compare two of them)."""
@@ -128,12 +176,30 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         cfg = self._pass_config(0 if in_main else self._passes)
         self._passes += 1
         block = self._block_size()
+        skip = self._take_worker_skip(worker, nw, in_main)
         if in_main:
             self._current = cfg
             self._consumed = 0
-        reader = self._open(cfg, rank, world, worker, nw, block)
+        else:
+            self._worker_pass = {
+                "cfg": cfg,
+                "world": world,
+                "id": worker,
+                "num_workers": nw,
+                "samples": skip,
+            }
+        reader = self._open(cfg, rank, world, worker, nw, block, skip)
         rank_len = self._rank_len(cfg, world) if in_main else 0
         return self._generate(reader, cfg, in_main, rank_len, world)
+
+    def _count(self, cfg: dict[str, Any], n: int, in_main: bool, world: int) -> None:
+        """Counts `n` samples about to be yielded (before the yield: a state taken after
+        the consumer received them includes them)."""
+        if in_main:
+            self._consumed += n
+            self._note_progress(cfg, self._consumed, world)
+        elif self._worker_pass is not None:
+            self._worker_pass["samples"] += n
 
     def _generate(
         self, reader: Any, cfg: dict[str, Any], in_main: bool, rank_len: int, world: int
@@ -154,22 +220,16 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
                 self._decorate(records, sources)
                 if self.batch_size is None:
                     for rec in records:
-                        if in_main:
-                            self._consumed += 1
-                            self._note_progress(cfg, self._consumed, world)
+                        self._count(cfg, 1, in_main, world)
                         yield rec
                     continue
                 pending.extend(records)
                 while len(pending) >= self.batch_size:
                     out, pending = pending[: self.batch_size], pending[self.batch_size :]
-                    if in_main:
-                        self._consumed += len(out)
-                        self._note_progress(cfg, self._consumed, world)
+                    self._count(cfg, len(out), in_main, world)
                     yield collate(out)
             if pending:
-                if in_main:
-                    self._consumed += len(pending)
-                    self._note_progress(cfg, self._consumed, world)
+                self._count(cfg, len(pending), in_main, world)
                 yield collate(pending)
         finally:
             reader.close()
@@ -269,7 +329,14 @@ class StreamingDataset(_PlannedIterable):
         )
 
     def _open(
-        self, cfg: dict[str, Any], rank: int, world: int, worker: int, nw: int, block: int
+        self,
+        cfg: dict[str, Any],
+        rank: int,
+        world: int,
+        worker: int,
+        nw: int,
+        block: int,
+        skip: int = 0,
     ) -> Any:
         return _native.ReadAhead.for_plan(
             self.paths,
@@ -288,6 +355,7 @@ class StreamingDataset(_PlannedIterable):
             batch_rows=block if self.batch_size else 64,
             threads=self._threads(nw),
             depth=self.read_ahead,
+            skip=skip,
         )
 
     def _note_progress(self, cfg: dict[str, Any], consumed: int, world: int) -> None:
@@ -305,14 +373,10 @@ class StreamingDataset(_PlannedIterable):
         world = world_size if world_size is not None else self.rank_world()[1]
         return self._rank_len(self._pass_config(0), world)
 
-    def state_dict(self) -> dict[str, Any]:
-        """A small JSON-serialisable state: the epoch and the first position of its order not
-        yet consumed by every rank. Exact when this object did the iterating (num_workers=0)
-        or when `pixmo_stream.DataLoader` counted for it."""
-        progress = self._progress
-        if progress is None:
-            cfg = self._pass_config(0)
-            progress = {"epoch": cfg["epoch"], "position": cfg["start"]}
+    def _state_at(self, cfg: dict[str, Any], world: int) -> dict[str, Any]:
+        return self._state({"epoch": cfg["epoch"], "position": cfg["start"]})
+
+    def _state(self, progress: dict[str, Any]) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
             "kind": "StreamingDataset",
@@ -322,6 +386,20 @@ class StreamingDataset(_PlannedIterable):
             "shuffle_window": self.shuffle_window,
             **progress,
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        """A small JSON-serialisable state: the epoch and the first position of its order not
+        yet consumed by every rank. Exact when this object did the iterating (num_workers=0)
+        or when `pixmo_stream.DataLoader` counted for it. Called in a DataLoader worker (as
+        `torchdata.StatefulDataLoader` does), the state of that worker's own stream."""
+        worker_state = self._worker_state()
+        if worker_state is not None:
+            return worker_state
+        progress = self._progress
+        if progress is None:
+            cfg = self._pass_config(0)
+            progress = {"epoch": cfg["epoch"], "position": cfg["start"]}
+        return self._state(progress)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from `state_dict()`, on any number of ranks and workers."""
@@ -337,6 +415,7 @@ class StreamingDataset(_PlannedIterable):
         self._resume = (self._epoch, int(state["position"]))
         self._progress = {"epoch": self._epoch, "position": int(state["position"])}
         self._reset_passes()
+        self._load_worker_state(state)
 
     def __repr__(self) -> str:
         return (

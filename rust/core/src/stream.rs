@@ -72,6 +72,9 @@ pub struct ReadAheadOptions {
     pub threads: usize,
     /// Ready batches each thread may queue.
     pub depth: usize,
+    /// Rows of the source passed over before reading (a consumer resuming its own stream,
+    /// as `torchdata.StatefulDataLoader` resumes each worker). Only row ids are computed.
+    pub skip: u64,
 }
 
 impl Default for ReadAheadOptions {
@@ -80,6 +83,7 @@ impl Default for ReadAheadOptions {
             batch_rows: 64,
             threads: 2,
             depth: 2,
+            skip: 0,
         }
     }
 }
@@ -170,6 +174,7 @@ impl ReadAhead {
             batch_rows: options.batch_rows.max(1),
             threads: options.threads.max(1),
             depth: options.depth.max(1),
+            skip: options.skip,
         };
         Ok(ReadAhead {
             datasets: Arc::new(datasets),
@@ -191,7 +196,16 @@ impl ReadAhead {
     }
 
     fn start(&mut self) -> Result<()> {
-        let source = self.source.take().expect("started once");
+        let mut source = self.source.take().expect("started once");
+        let (mut left, mut scratch) = (self.options.skip, Vec::new());
+        while left > 0 {
+            scratch.clear();
+            source.next_rows(left.min(1 << 16) as usize, &mut scratch)?;
+            if scratch.is_empty() {
+                break;
+            }
+            left -= scratch.len() as u64;
+        }
         let shared = Arc::new(Shared {
             turn: Mutex::new(Turn {
                 next: 0,
@@ -360,6 +374,7 @@ mod tests {
                 batch_rows: 3,
                 threads: 3,
                 depth: 1,
+                skip: 0,
             },
         )
         .unwrap();
