@@ -43,7 +43,8 @@ bench-quick: ## The same, small and fast (under 2 minutes)
 	$(PY) -m benches.run --quick
 
 fuzz: ## Fuzz shard opening and reading (by hand; see rust/fuzz/README.md)
-	cd rust/fuzz && cargo fuzz run open_shard -- -max_total_time=60
+	rust/fuzz/gen_seeds.sh > /dev/null
+	RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir rust/fuzz open_shard -- -max_total_time=60
 
 golden: ## Rewrite the golden files of the current format version (only when releasing one)
 	$(PY) tests/golden/make_golden.py

@@ -115,16 +115,7 @@ class Mixture(_PlannedIterable):
         extra = _native.mixture_counts(self.rates, self.seed, cfg["position"], start)
         return start, [a + b for a, b in zip(cfg["counts"], extra, strict=True)]
 
-    def _open(
-        self,
-        cfg: dict[str, Any],
-        rank: int,
-        world: int,
-        worker: int,
-        nw: int,
-        block: int,
-        skip: int = 0,
-    ) -> Any:
+    def _open(self, cfg: dict[str, Any], world: int, reading: dict[str, Any]) -> Any:
         start, counts = self._start(cfg, world)
         return _native.ReadAhead.for_mixture(
             [s.paths[0] for s in self.sources],
@@ -135,15 +126,7 @@ class Mixture(_PlannedIterable):
             self._specs(),
             num_positions=start + self.length,
             start=start,
-            world_size=world,
-            rank=rank,
-            num_workers=nw,
-            worker=worker,
-            block=block,
-            batch_rows=block if self.batch_size else 64,
-            threads=self._threads(nw),
-            depth=self.read_ahead,
-            skip=skip,
+            **reading,
         )
 
     def _decorate(self, records: list[dict[str, Any]], sources: list[int]) -> None:

@@ -98,16 +98,9 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
     def _rank_len(self, cfg: dict[str, Any], world: int) -> int:
         raise NotImplementedError
 
-    def _open(
-        self,
-        cfg: dict[str, Any],
-        rank: int,
-        world: int,
-        worker: int,
-        nw: int,
-        block: int,
-        skip: int = 0,
-    ) -> Any:
+    def _open(self, cfg: dict[str, Any], world: int, reading: dict[str, Any]) -> Any:
+        """The native read-ahead of pass `cfg`; `reading` holds the keyword arguments that
+        say who reads and how (consumer split, threads, depth, rows to skip)."""
         raise NotImplementedError
 
     def _note_progress(self, cfg: dict[str, Any], consumed: int, world: int) -> None:
@@ -188,7 +181,18 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
                 "num_workers": nw,
                 "samples": skip,
             }
-        reader = self._open(cfg, rank, world, worker, nw, block, skip)
+        reading = {
+            "world_size": world,
+            "rank": rank,
+            "num_workers": nw,
+            "worker": worker,
+            "block": block,
+            "batch_rows": block if self.batch_size else 64,
+            "threads": self._threads(nw),
+            "depth": self.read_ahead,
+            "skip": skip,
+        }
+        reader = self._open(cfg, world, reading)
         rank_len = self._rank_len(cfg, world) if in_main else 0
         return self._generate(reader, cfg, in_main, rank_len, world)
 
@@ -328,16 +332,7 @@ class StreamingDataset(_PlannedIterable):
             self.num_rows, start=cfg["start"], world_size=world, pad=self.remainder == "pad"
         )
 
-    def _open(
-        self,
-        cfg: dict[str, Any],
-        rank: int,
-        world: int,
-        worker: int,
-        nw: int,
-        block: int,
-        skip: int = 0,
-    ) -> Any:
+    def _open(self, cfg: dict[str, Any], world: int, reading: dict[str, Any]) -> Any:
         return _native.ReadAhead.for_plan(
             self.paths,
             self.columns,
@@ -346,16 +341,8 @@ class StreamingDataset(_PlannedIterable):
             shuffle=self.shuffle,
             window_rows=self.shuffle_window,
             start=cfg["start"],
-            world_size=world,
-            rank=rank,
-            num_workers=nw,
-            worker=worker,
-            block=block,
             pad=self.remainder == "pad",
-            batch_rows=block if self.batch_size else 64,
-            threads=self._threads(nw),
-            depth=self.read_ahead,
-            skip=skip,
+            **reading,
         )
 
     def _note_progress(self, cfg: dict[str, Any], consumed: int, world: int) -> None:

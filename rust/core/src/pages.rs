@@ -52,6 +52,14 @@ impl PageHasher {
     }
 }
 
+/// The `page_xxh3` value of a stored chunk (what [`PageHasher`] computes piece by piece).
+pub fn page_hashes(stored: &[u8]) -> Vec<u8> {
+    stored
+        .chunks(PAGE_LEN)
+        .flat_map(|p| xxh3_64(p).to_le_bytes())
+        .collect()
+}
+
 /// Number of pages of a chunk of `stored_len` bytes.
 pub fn page_count(stored_len: u64) -> u64 {
     stored_len.div_ceil(PAGE_LEN as u64)
@@ -199,6 +207,7 @@ mod tests {
             let (whole, pages) = h.finish();
             assert_eq!(whole, crc32c::crc32c(&data));
             assert_eq!(pages.len(), 4 * 8);
+            assert_eq!(pages, page_hashes(&data));
             for (p, c) in pages.chunks_exact(8).enumerate() {
                 let end = ((p + 1) * PAGE_LEN).min(data.len());
                 assert_eq!(
