@@ -40,6 +40,14 @@ def test_a_blob_crosses_processes_as_a_reference(data):
     assert type(pickle.loads(pickle.dumps(blob))) is bytes
 
 
+def test_a_reference_survives_another_working_directory(data, tmp_path, monkeypatch):
+    monkeypatch.chdir(data.parent)
+    blob = ps.Dataset("ds")[9]["image"]  # opened by a relative path
+    sent = ForkingPickler.dumps(blob)
+    monkeypatch.chdir(tmp_path)
+    assert pickle.loads(sent) == image(9)
+
+
 def test_copy_can_be_forced(data, monkeypatch):
     monkeypatch.setenv("PIXMO_STREAM_BLOB_IPC", "copy")
     got = pickle.loads(ForkingPickler.dumps(ps.Dataset(data)[3]["image"]))

@@ -199,7 +199,8 @@ impl FileId {
         #[cfg(not(unix))]
         let (dev, ino, mtime_ns) = (0, 0, 0);
         Ok(FileId {
-            path: path.to_path_buf(),
+            // Absolute, so that a process with another working directory finds the same file.
+            path: std::path::absolute(path)?,
             dev,
             ino,
             len: m.len(),
