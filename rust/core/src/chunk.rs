@@ -1,14 +1,11 @@
 //! Raw chunks (buffer table + buffers) and codecs: FORMAT.md "Codecs" and "Raw chunk".
 
 use crate::format::{align_up, BUFFER_ALIGNMENT, MAX_BUFFERS_PER_CHUNK};
+use crate::mapped::FileId;
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
-use std::fs::File;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-use crate::error::{Error, Location};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -81,9 +78,8 @@ impl RawChunk {
     }
 }
 
-/// Parses the buffer table of a raw chunk into byte ranges. Errors are plain reasons; the
-/// caller adds the location.
-pub fn buffer_ranges(raw: &[u8]) -> Result<Vec<Range<usize>>, String> {
+/// Bytes of a raw chunk's buffer table (header and lengths), from its first 8 bytes.
+pub fn table_len(raw: &[u8]) -> Result<usize, String> {
     if raw.len() < 8 {
         return Err(format!(
             "raw chunk of {} bytes is shorter than its table header",
@@ -91,21 +87,25 @@ pub fn buffer_ranges(raw: &[u8]) -> Result<Vec<Range<usize>>, String> {
         ));
     }
     let count = u32::from_le_bytes(raw[0..4].try_into().unwrap()) as usize;
-    let reserved = u32::from_le_bytes(raw[4..8].try_into().unwrap());
-    if reserved != 0 {
-        return Err("reserved field of the buffer table is not zero".into());
-    }
     if count > MAX_BUFFERS_PER_CHUNK {
         return Err(format!(
             "{count} buffers exceed the limit of {MAX_BUFFERS_PER_CHUNK}"
         ));
     }
-    let table_end = 8 + 8 * count;
-    if table_end > raw.len() {
+    let end = 8 + 8 * count;
+    if end > raw.len() {
         return Err("buffer table runs past the end of the chunk".into());
     }
+    Ok(end)
+}
+
+/// Where each buffer of a raw chunk lies, and where the zero padding after it ends, computed
+/// from the buffer table alone: no byte after the table is read (so a reader that verifies a
+/// chunk page by page needs only the table's pages verified to call it).
+pub fn buffer_layout(raw: &[u8]) -> Result<Vec<(Range<usize>, usize)>, String> {
+    let table_end = table_len(raw)?;
+    let count = (table_end - 8) / 8;
     let mut pos = align_up(table_end, BUFFER_ALIGNMENT);
-    check_zero(raw, table_end, pos.min(raw.len()))?;
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
         let at = 8 + 8 * i;
@@ -116,18 +116,39 @@ pub fn buffer_ranges(raw: &[u8]) -> Result<Vec<Range<usize>>, String> {
             .ok_or_else(|| {
                 format!("buffer {i} ({len} bytes at {pos}) runs past the end of the chunk")
             })? as usize;
-        out.push(pos..end);
-        pos = if i + 1 < count {
+        let pad_end = if i + 1 < count {
             align_up(end, BUFFER_ALIGNMENT)
         } else {
             end
         };
-        if pos > raw.len() {
+        if pad_end > raw.len() {
             return Err(format!(
                 "padding after buffer {i} runs past the end of the chunk"
             ));
         }
-        check_zero(raw, end, pos)?;
+        out.push((pos..end, pad_end));
+        pos = pad_end;
+    }
+    Ok(out)
+}
+
+/// Parses the buffer table of a raw chunk into byte ranges, checking every padding byte and
+/// that the buffers fill the chunk exactly. Errors are plain reasons; the caller adds the
+/// location.
+pub fn buffer_ranges(raw: &[u8]) -> Result<Vec<Range<usize>>, String> {
+    let table_end = table_len(raw)?;
+    let reserved = u32::from_le_bytes(raw[4..8].try_into().unwrap());
+    if reserved != 0 {
+        return Err("reserved field of the buffer table is not zero".into());
+    }
+    let layout = buffer_layout(raw)?;
+    let mut pos = align_up(table_end, BUFFER_ALIGNMENT).min(raw.len());
+    check_zero(raw, table_end, pos)?;
+    let mut out = Vec::with_capacity(layout.len());
+    for (range, pad_end) in layout {
+        check_zero(raw, range.end, pad_end)?;
+        pos = pad_end;
+        out.push(range);
     }
     if pos != raw.len() {
         return Err(format!(
@@ -175,73 +196,6 @@ impl Stored {
             Stored::Compressed(v) | Stored::Assembled(v) => Box::new(std::iter::once(v.as_slice())),
         }
     }
-}
-
-/// Which file a mapping shows, so that another process on the same machine can map the same
-/// bytes again (and tell when the path now names another file).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileId {
-    pub path: PathBuf,
-    pub dev: u64,
-    pub ino: u64,
-    pub len: u64,
-    pub mtime_ns: i64,
-}
-
-impl FileId {
-    pub fn of(path: &Path, file: &File) -> std::io::Result<FileId> {
-        let m = file.metadata()?;
-        #[cfg(unix)]
-        let (dev, ino, mtime_ns) = {
-            use std::os::unix::fs::MetadataExt;
-            (m.dev(), m.ino(), m.mtime() * 1_000_000_000 + m.mtime_nsec())
-        };
-        #[cfg(not(unix))]
-        let (dev, ino, mtime_ns) = (0, 0, 0);
-        Ok(FileId {
-            // Absolute, so that a process with another working directory finds the same file.
-            path: std::path::absolute(path)?,
-            dev,
-            ino,
-            len: m.len(),
-            mtime_ns,
-        })
-    }
-}
-
-/// Files mapped again by `map_again`, most recently used last. Values keep their own mapping
-/// alive; this list only saves re-mapping a file for every batch.
-static MAPPED: Mutex<Vec<(Arc<FileId>, Arc<Mmap>)>> = Mutex::new(Vec::new());
-const MAPPED_MAX: usize = 64;
-
-/// Maps the file `id` names, in this process, checking it is still that file (device, inode,
-/// size, mtime): how a process finds the bytes another process on this machine read.
-pub fn map_again(id: FileId) -> crate::Result<(Arc<FileId>, Arc<Mmap>)> {
-    let mut mapped = MAPPED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(i) = mapped.iter().position(|(f, _)| **f == id) {
-        let hit = mapped.remove(i);
-        mapped.push(hit.clone());
-        return Ok(hit);
-    }
-    let path = id.path.clone();
-    let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-    let now = FileId::of(&path, &file).map_err(|e| Error::io(&path, e))?;
-    if now != id {
-        return Err(Error::corrupt(
-            Location::file(&path),
-            "the file changed after a DataLoader worker read it (a shard must not be replaced \
-             while it is read)",
-        ));
-    }
-    // SAFETY: as for `ShardReader::open`: shards are never modified in place, and the file is
-    // the one the sender mapped and verified (same device, inode, size and mtime).
-    let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?);
-    if mapped.len() >= MAPPED_MAX {
-        mapped.remove(0);
-    }
-    let hit = (Arc::new(now), map);
-    mapped.push(hit.clone());
-    Ok(hit)
 }
 
 /// The bytes of a raw chunk: borrowed from the mapped file (codec none) or decompressed.

@@ -12,6 +12,7 @@ pub mod error;
 pub mod footer;
 pub mod format;
 pub mod manifest;
+pub mod mapped;
 pub mod pages;
 pub mod plan;
 pub mod schema;

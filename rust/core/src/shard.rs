@@ -1,11 +1,12 @@
 //! One shard file: `ShardWriter` appends row groups and writes the footer last;
 //! `ShardReader` maps a shard and checks it as FORMAT.md "What a reader MUST do" requires.
 
-use crate::chunk::{ChunkBytes, Codec, FileId, RawChunk, Stored};
+use crate::chunk::{buffer_layout, table_len, ChunkBytes, Codec, RawChunk, Stored};
 use crate::decode::ColumnChunk;
 use crate::error::{Error, Location, Result};
 use crate::footer::{ChunkMeta, Footer, RowGroupMeta};
 use crate::format::*;
+use crate::mapped::FileId;
 use crate::pages::{page_count, PageCheck, PageHasher};
 use crate::schema::{DataType, Schema};
 use memmap2::Mmap;
@@ -504,28 +505,18 @@ impl ShardReader {
     }
 
     /// Where the last buffer of a raw chunk starts, reading (and verifying) only the buffer
-    /// table; the end of the chunk when the table is damaged, so the whole chunk is verified.
+    /// table; the end of the chunk when the table is damaged, so the whole chunk is verified
+    /// and decoding reports the damage.
     fn blob_data_start(&self, raw: &[u8], pages: &PageCheck) -> Result<usize> {
-        let len = raw.len();
-        pages.check(0..len.min(8))?;
-        if len < 8 {
-            return Ok(len);
-        }
-        let count = u32::from_le_bytes(raw[0..4].try_into().unwrap()) as usize;
-        let table_end = 8 + 8 * count.min(MAX_BUFFERS_PER_CHUNK);
-        if count == 0 || count > MAX_BUFFERS_PER_CHUNK || table_end > len {
-            return Ok(len);
-        }
+        pages.check(0..raw.len().min(8))?;
+        let Ok(table_end) = table_len(raw) else {
+            return Ok(raw.len());
+        };
         pages.check(0..table_end)?;
-        let mut pos = align_up(table_end, BUFFER_ALIGNMENT);
-        for i in 0..count - 1 {
-            let b = u64::from_le_bytes(raw[8 + 8 * i..16 + 8 * i].try_into().unwrap());
-            pos = match usize::try_from(b).ok().and_then(|b| pos.checked_add(b)) {
-                Some(end) if end <= len => align_up(end, BUFFER_ALIGNMENT),
-                _ => return Ok(len),
-            };
-        }
-        Ok(pos.min(len))
+        Ok(match buffer_layout(raw).as_deref() {
+            Ok([.., (last, _)]) => last.start,
+            _ => raw.len(),
+        })
     }
 
     /// Verifies one chunk's checksum and padding without decoding it.

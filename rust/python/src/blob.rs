@@ -2,7 +2,8 @@
 //! through the buffer protocol. It keeps the mapped shard (or decompressed chunk) alive.
 
 use crate::errors::to_py;
-use pixmo_stream_core::chunk::{map_again, ChunkBytes, FileId};
+use pixmo_stream_core::chunk::ChunkBytes;
+use pixmo_stream_core::mapped::{map_again, FileId};
 use pixmo_stream_core::pages::PageCheck;
 use pyo3::exceptions::PyBufferError;
 use pyo3::exceptions::PyValueError;
