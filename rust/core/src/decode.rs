@@ -116,8 +116,7 @@ impl ColumnChunk {
         }
         match &self.root {
             Node::Var { offsets, data, .. } => {
-                let (a, b) = Node::span(self.raw(), offsets, row);
-                self.check(data.start + a..data.start + b)
+                self.check(Node::var_range(self.raw(), offsets, data, row))
             }
             _ => self.check(0..self.raw().len()),
         }
@@ -336,6 +335,41 @@ impl Node {
         )
     }
 
+    /// The bytes of value `i` of a fixed-width values buffer.
+    #[inline]
+    pub fn fixed<'a>(raw: &'a [u8], values: &Range<usize>, width: usize, i: usize) -> &'a [u8] {
+        &raw[values.start + i * width..values.start + (i + 1) * width]
+    }
+
+    /// Where value `i` of a `Var` node lies in the raw chunk.
+    #[inline]
+    pub fn var_range(
+        raw: &[u8],
+        offsets: &Range<usize>,
+        data: &Range<usize>,
+        i: usize,
+    ) -> Range<usize> {
+        let (a, b) = Node::span(raw, offsets, i);
+        data.start + a..data.start + b
+    }
+
+    /// The outer rows of value `i` of an `Array` node, and where its elements lie in the raw
+    /// chunk.
+    #[inline]
+    pub fn array_range(
+        raw: &[u8],
+        offsets: &Range<usize>,
+        data: &Range<usize>,
+        row_bytes: usize,
+        i: usize,
+    ) -> (usize, Range<usize>) {
+        let (a, b) = Node::span(raw, offsets, i);
+        (
+            b - a,
+            data.start + a * row_bytes..data.start + b * row_bytes,
+        )
+    }
+
     /// Reads value `i` as a core `Value` (the bindings build Python objects directly instead).
     pub fn value(&self, raw: &[u8], i: usize) -> Value {
         if self.is_null(raw, i) {
@@ -343,19 +377,14 @@ impl Node {
         }
         match self {
             Node::Bool { bits, .. } => Value::Bool(bit(raw, bits, i)),
-            Node::Num { t, values, .. } => {
-                let w = t.width();
-                let b = &raw[values.start + i * w..values.start + (i + 1) * w];
-                num_value(*t, b)
-            }
+            Node::Num { t, values, .. } => num_value(*t, Node::fixed(raw, values, t.width(), i)),
             Node::Var {
                 kind,
                 offsets,
                 data,
                 ..
             } => {
-                let (a, b) = Node::span(raw, offsets, i);
-                let s = &raw[data.start + a..data.start + b];
+                let s = &raw[Node::var_range(raw, offsets, data, i)];
                 match kind {
                     VarKind::String => Value::Str(String::from_utf8_lossy(s).into_owned()),
                     VarKind::Binary => Value::Bytes(s.to_vec()),
@@ -368,10 +397,10 @@ impl Node {
                 data,
                 ..
             } => {
-                let (a, b) = Node::span(raw, offsets, i);
+                let (rows, r) = Node::array_range(raw, offsets, data, *row_bytes, i);
                 Value::Array {
-                    rows: (b - a) as u64,
-                    data: raw[data.start + a * row_bytes..data.start + b * row_bytes].to_vec(),
+                    rows: rows as u64,
+                    data: raw[r].to_vec(),
                 }
             }
             Node::List { offsets, child, .. } => {

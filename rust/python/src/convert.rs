@@ -270,9 +270,7 @@ pub fn node_to_py<'py>(
     Ok(match node {
         Node::Bool { bits, .. } => PyBool::new(py, bit(raw, bits, i)).to_owned().into_any(),
         Node::Num { t, values, .. } => {
-            let w = t.width();
-            let b = &raw[values.start + i * w..values.start + (i + 1) * w];
-            match num_value(*t, b) {
+            match num_value(*t, Node::fixed(raw, values, t.width(), i)) {
                 Value::Int(x) => x.into_bound_py_any(py)?,
                 Value::UInt(x) => x.into_bound_py_any(py)?,
                 Value::Float(x) => x.into_bound_py_any(py)?,
@@ -285,8 +283,8 @@ pub fn node_to_py<'py>(
             data,
             ..
         } => {
-            let (a, b) = Node::span(raw, offsets, i);
-            let s = &raw[data.start + a..data.start + b];
+            let r = Node::var_range(raw, offsets, data, i);
+            let s = &raw[r.clone()];
             match kind {
                 // SAFETY: the whole data buffer was checked to be UTF-8 with every value
                 // starting on a character boundary when the chunk was parsed.
@@ -296,12 +294,12 @@ pub fn node_to_py<'py>(
                 // A blob verifies its pages when its bytes are first read; a copy now.
                 VarKind::Binary if ctx.zero_copy => Bound::new(
                     py,
-                    PyBlob::new(ctx.bytes.clone(), data.start + a, b - a, ctx.pages.cloned()),
+                    PyBlob::new(ctx.bytes.clone(), r.start, r.len(), ctx.pages.cloned()),
                 )?
                 .into_any(),
                 VarKind::Binary => {
                     if let Some(p) = ctx.pages {
-                        p.check(data.start + a..data.start + b).map_err(to_py)?;
+                        p.check(r).map_err(to_py)?;
                     }
                     PyBytes::new(py, s).into_any()
                 }
@@ -316,10 +314,10 @@ pub fn node_to_py<'py>(
             data,
             ..
         } => {
-            let (a, b) = Node::span(raw, offsets, i);
-            let bytes = &raw[data.start + a * row_bytes..data.start + b * row_bytes];
+            let (rows, r) = Node::array_range(raw, offsets, data, *row_bytes, i);
+            let bytes = &raw[r];
             let mut dims = Vec::with_capacity(shape.len() + 1);
-            dims.push(b - a);
+            dims.push(rows);
             dims.extend_from_slice(shape);
             match t {
                 NumType::Int8 => new_array::<i8>(py, &dims, bytes),
