@@ -142,10 +142,12 @@ impl ShardSink {
                     .map_err(|e| Error::io(&self.dir, e))?;
                 self.syncer = Some(Syncer { tx, handle });
             }
-            if let Err(unsent) = self.syncer.as_ref().unwrap().tx.send(finished) {
-                // The sync thread stopped on an error: report that error.
-                drop(unsent);
-                self.wait_synced()?;
+            if self.syncer.as_ref().unwrap().tx.send(finished).is_err() {
+                // The sync thread stopped on an error: report that error. This shard was
+                // never synced or renamed, so the writer must not go on as if it were.
+                return Err(self.wait_synced().err().unwrap_or_else(|| {
+                    Error::InvalidArgument("the writer's sync thread stopped".into())
+                }));
             }
             self.done.push(ShardEntry {
                 file: name,
