@@ -685,7 +685,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="DataLoader worker processes (default: %(default)s: the main process, where "
-        "reading already runs on Rust threads; worker processes pay for pickling batches)",
+        "reading already runs on Rust threads; worker processes pickle each batch's "
+        "annotations, though images cross as references)",
     )
     demo.set_defaults(func=cmd_demo)
 
