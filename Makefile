@@ -8,7 +8,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 demo: ## Install and run the demo (the README's main job)
-	$(PIP) install -q .
+	$(PIP) install -q '.[torch]'
 	pixmo-stream demo
 
 install: ## Editable install with the test tools
