@@ -102,6 +102,15 @@ def _consume(records: Iterable[dict[str, Any]]) -> tuple[int, int]:
     return n, nbytes
 
 
+def _consume_read(records: Iterable[dict[str, Any]]) -> tuple[int, int]:
+    """As `_consume`, but takes each image's buffer: a lazily verified view hashes its pages."""
+    n = nbytes = 0
+    for rec in records:
+        n += 1
+        nbytes += memoryview(rec["image"]).nbytes
+    return n, nbytes
+
+
 def _loader_run(c: Any, path: Path, cfg: Config, workers: int, decode: bool, limit: int) -> dict:
     """Build the loader, take batches until ``limit`` records: first-batch latency and rate."""
     t0 = time.perf_counter()
@@ -203,6 +212,15 @@ def child_main(args: dict[str, Any]) -> None:
         return {"seconds": stats(t), "rec_per_s": n / stats(t)["median"], "peak_mem": peak}
 
     step("scan", scan)
+
+    def scan_read() -> dict[str, Any]:
+        got: list[tuple[int, int]] = []
+        t = repeat(lambda: got.append(_consume_read(c.scan(path))), cfg.repeats, before=warm_before)
+        if got[-1] != (n, total_image_bytes):
+            raise AssertionError(f"scan returned {got[-1]}, expected {(n, total_image_bytes)}")
+        return {"seconds": stats(t), "rec_per_s": n / stats(t)["median"]}
+
+    step("scan_read", scan_read)
 
     def captions() -> dict[str, Any]:
         got: list[int] = []
