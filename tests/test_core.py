@@ -317,3 +317,46 @@ def test_a_writer_dropped_without_close_leaves_no_dataset_and_no_temp_files(tmp_
     assert names, "finished shards stay on disk"
     with pytest.raises(FileNotFoundError):
         ps.Dataset(tmp_path / "d")
+
+
+def test_large_bytes_are_written_by_reference_and_released(tmp_path):
+    """A `bytes` image of 4 KiB or more is kept by reference until its row group is written,
+    not copied: what is stored is what was passed, bytes-like values that can change after
+    `write` returns (bytearray, memoryview) are copied, and the writer lets go of every value
+    once it is closed, after a rejected record and after an aborted write alike."""
+    import sys
+
+    class Sub(bytes):
+        pass
+
+    images: list = [os.urandom(4000 + 97 * i) for i in range(40)]  # both sides of 4 KiB
+    images += [Sub(os.urandom(9000)), b"", os.urandom(200_000)]
+
+    def refs() -> list[int]:  # (b"" is immortal: its count means nothing)
+        return [sys.getrefcount(x) for x in images if x]
+
+    before = refs()
+    mutable = bytearray(os.urandom(10_000))
+    view_of = bytearray(os.urandom(10_000))
+    kept_mutable, kept_view = bytes(mutable), bytes(view_of)
+    with ps.Writer(tmp_path / "ds", row_group_rows=7) as w:
+        for i, img in enumerate(images):
+            w.write({"id": i, "image": img})
+        with pytest.raises(ps.SchemaError):
+            w.write({"id": "not an int", "image": images[0]})
+        w.write({"id": 100, "image": mutable})
+        w.write({"id": 101, "image": memoryview(view_of)})
+        mutable[:] = bytes(len(mutable))  # changed after write(): the stored value is not
+        view_of[:] = bytes(len(view_of))
+        del img
+    assert refs() == before
+    got = [bytes(r["image"]) for r in ps.Dataset(tmp_path / "ds")]
+    assert got == [*map(bytes, images), kept_mutable, kept_view]
+
+    with pytest.raises(RuntimeError), ps.Writer(tmp_path / "aborted") as w:
+        for img in images:
+            w.write({"image": img})
+        raise RuntimeError("the training job died")
+    del img
+    assert refs() == before
+    assert not (tmp_path / "aborted" / "manifest.json").exists()

@@ -2,6 +2,7 @@
 
 use crate::format::{align_up, BUFFER_ALIGNMENT, MAX_BUFFERS_PER_CHUNK};
 use crate::mapped::FileId;
+use crate::value::SharedBytes;
 use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -34,13 +35,91 @@ impl Codec {
 /// written piece by piece (`pieces`), so blob bytes are not copied into one more buffer.
 pub struct RawChunk {
     table: Vec<u8>,
-    buffers: Vec<Vec<u8>>,
+    buffers: Vec<Buffer>,
+}
+
+/// One buffer of a chunk being written: bytes copied in, and bytes held by reference
+/// ([`SharedBytes`]: images the writer does not copy), in order.
+#[derive(Debug, Default)]
+pub struct Buffer {
+    pieces: Vec<Piece>,
+    /// The owned bytes appended since the last shared piece.
+    tail: Vec<u8>,
+    len: usize,
+    owned: usize,
+}
+
+#[derive(Debug)]
+enum Piece {
+    Owned(Vec<u8>),
+    Shared(SharedBytes),
+}
+
+impl Piece {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Piece::Owned(v) => v,
+            Piece::Shared(s) => s.as_slice(),
+        }
+    }
+}
+
+impl Buffer {
+    pub fn extend_from_slice(&mut self, b: &[u8]) {
+        self.tail.extend_from_slice(b);
+        self.len += b.len();
+        self.owned += b.len();
+    }
+
+    pub fn push_shared(&mut self, s: SharedBytes) {
+        if !self.tail.is_empty() {
+            self.pieces
+                .push(Piece::Owned(std::mem::take(&mut self.tail)));
+        }
+        self.len += s.as_slice().len();
+        self.pieces.push(Piece::Shared(s));
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes copied in so far (what a buffer of the same shape needs reserved).
+    pub fn owned_len(&self) -> usize {
+        self.owned
+    }
+
+    pub fn reserve(&mut self, n: usize) {
+        self.tail.reserve(n);
+    }
+
+    fn slices(&self) -> impl Iterator<Item = &[u8]> {
+        self.pieces
+            .iter()
+            .map(Piece::as_slice)
+            .chain(std::iter::once(self.tail.as_slice()))
+    }
+}
+
+impl From<Vec<u8>> for Buffer {
+    fn from(tail: Vec<u8>) -> Self {
+        Buffer {
+            pieces: Vec::new(),
+            len: tail.len(),
+            owned: tail.len(),
+            tail,
+        }
+    }
 }
 
 const ZEROS: [u8; BUFFER_ALIGNMENT] = [0; BUFFER_ALIGNMENT];
 
 impl RawChunk {
-    pub fn new(buffers: Vec<Vec<u8>>) -> Self {
+    pub fn new(buffers: Vec<Buffer>) -> Self {
         let mut table = Vec::with_capacity(8 + 8 * buffers.len() + BUFFER_ALIGNMENT);
         table.extend_from_slice(&(buffers.len() as u32).to_le_bytes());
         table.extend_from_slice(&0u32.to_le_bytes());
@@ -61,7 +140,7 @@ impl RawChunk {
                 } else {
                     0
                 };
-                [b.as_slice(), &ZEROS[..pad]]
+                b.slices().chain(std::iter::once(&ZEROS[..pad]))
             },
         ))
     }
@@ -242,7 +321,7 @@ mod tests {
     use super::*;
 
     fn assemble(buffers: &[Vec<u8>]) -> Vec<u8> {
-        RawChunk::new(buffers.to_vec()).to_vec()
+        RawChunk::new(buffers.iter().map(|b| Buffer::from(b.clone())).collect()).to_vec()
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Column builders: append checked `Value`s, then emit the buffers of FORMAT.md "Raw chunk"
 //! in depth-first order.
 
+use crate::chunk::Buffer;
 use crate::schema::{DataType, NumType};
 use crate::value::Value;
 
@@ -35,7 +36,7 @@ enum Kind {
     },
     Var {
         offsets: Vec<u64>,
-        data: Vec<u8>,
+        data: Buffer,
     },
     Array {
         row_bytes: usize,
@@ -64,7 +65,7 @@ impl ColumnBuilder {
             DataType::Bool => Kind::Bool(Bitmap::default()),
             DataType::String | DataType::Binary | DataType::Any => Kind::Var {
                 offsets: vec![0],
-                data: Vec::new(),
+                data: Buffer::default(),
             },
             DataType::Array { dtype: t, shape } => Kind::Array {
                 row_bytes: shape.iter().product::<u64>() as usize * t.width(),
@@ -107,12 +108,18 @@ impl ColumnBuilder {
             (Kind::Bool(b), Kind::Bool(l)) => b.bytes.reserve(l.bytes.len()),
             (Kind::Num { data, .. }, Kind::Num { data: l, .. }) => data.reserve(l.len()),
             (
-                Kind::Var { offsets, data } | Kind::Array { offsets, data, .. },
+                Kind::Var { offsets, data },
                 Kind::Var {
                     offsets: lo,
                     data: ld,
-                }
-                | Kind::Array {
+                },
+            ) => {
+                offsets.reserve(lo.len());
+                data.reserve(ld.owned_len());
+            }
+            (
+                Kind::Array { offsets, data, .. },
+                Kind::Array {
                     offsets: lo,
                     data: ld,
                     ..
@@ -169,6 +176,7 @@ impl ColumnBuilder {
                 match v {
                     Value::Str(s) => data.extend_from_slice(s.as_bytes()),
                     Value::Bytes(b) | Value::Any(b) => data.extend_from_slice(b),
+                    Value::Shared(b) => data.push_shared(b.clone()),
                     _ => {}
                 }
                 offsets.push(data.len() as u64);
@@ -231,28 +239,31 @@ impl ColumnBuilder {
         match &self.kind {
             Kind::Bool(_) => 0,
             Kind::Num { data, .. } => data.len(),
-            Kind::Var { offsets, data } | Kind::Array { offsets, data, .. } => {
-                data.len() + offsets.len() * 8
-            }
+            Kind::Var { offsets, data } => data.len() + offsets.len() * 8,
+            Kind::Array { offsets, data, .. } => data.len() + offsets.len() * 8,
             Kind::List { offsets, child } => offsets.len() * 8 + child.bytes,
             Kind::Struct(children) => children.iter().map(|c| c.bytes).sum(),
         }
     }
 
     /// Emits the buffers in FORMAT.md order and resets nothing (the builder is consumed).
-    pub fn finish(self, out: &mut Vec<Vec<u8>>) {
+    pub fn finish(self, out: &mut Vec<Buffer>) {
         if let Some(bm) = self.validity {
-            out.push(bm.into_bytes());
+            out.push(bm.into_bytes().into());
         }
         match self.kind {
-            Kind::Bool(bm) => out.push(bm.into_bytes()),
-            Kind::Num { data, .. } => out.push(data),
-            Kind::Var { offsets, data } | Kind::Array { offsets, data, .. } => {
-                out.push(u64s_to_bytes(&offsets));
+            Kind::Bool(bm) => out.push(bm.into_bytes().into()),
+            Kind::Num { data, .. } => out.push(data.into()),
+            Kind::Var { offsets, data } => {
+                out.push(u64s_to_bytes(&offsets).into());
                 out.push(data);
             }
+            Kind::Array { offsets, data, .. } => {
+                out.push(u64s_to_bytes(&offsets).into());
+                out.push(data.into());
+            }
             Kind::List { offsets, child } => {
-                out.push(u64s_to_bytes(&offsets));
+                out.push(u64s_to_bytes(&offsets).into());
                 child.finish(out);
             }
             Kind::Struct(children) => children.into_iter().for_each(|c| c.finish(out)),

@@ -76,53 +76,21 @@ impl ShardWriter {
         self.footer.row_groups.iter().map(|g| g.num_rows).collect()
     }
 
-    /// Appends a row group of raw chunks (one per column), compressing each with its codec.
-    pub fn write_row_group(
-        &mut self,
-        num_rows: u64,
-        chunks: Vec<(RawChunk, Codec)>,
-        level: i32,
-    ) -> Result<()> {
+    /// Appends a row group of encoded chunks (one per column, in schema order).
+    pub fn write_row_group(&mut self, num_rows: u64, chunks: Vec<EncodedChunk>) -> Result<()> {
         let mut columns = Vec::with_capacity(chunks.len());
-        for (c, (raw, codec)) in chunks.into_iter().enumerate() {
-            let raw_len = raw.byte_len() as u64;
-            let (stored, codec) = Stored::encode(raw, codec, level);
-            // Uncompressed blob columns get page checksums, so that reading one value verifies
-            // only the pages it lies on (FORMAT.md "Page checksums").
-            let paged = codec == Codec::None
-                && matches!(self.footer.schema.fields[c].dtype, DataType::Binary);
-            let mut pages = PageHasher::default();
-            let mut crc = 0u32;
-            let mut stored_len = 0usize;
-            for piece in stored.pieces() {
-                if paged {
-                    pages.update(piece);
-                } else {
-                    crc = crc32c::crc32c_append(crc, piece);
-                }
-                stored_len += piece.len();
-                self.out
-                    .write_all(piece)
-                    .map_err(|e| Error::io(&self.tmp, e))?;
-            }
-            let page_xxh3 = if paged {
-                let (whole, hashes) = pages.finish();
-                crc = whole;
-                Some(hashes)
-            } else {
-                None
-            };
-            let padded = align_up(stored_len, CHUNK_ALIGNMENT);
-            self.out
-                .write_all(&[0u8; CHUNK_ALIGNMENT][..padded - stored_len])
+        for chunk in chunks {
+            let padded = align_up(chunk.stored_len, CHUNK_ALIGNMENT);
+            let pad = &[0u8; CHUNK_ALIGNMENT][..padded - chunk.stored_len];
+            write_pieces(&mut self.out, chunk.stored.pieces().chain([pad]))
                 .map_err(|e| Error::io(&self.tmp, e))?;
             columns.push(ChunkMeta {
                 offset: self.pos,
-                stored_len: stored_len as u64,
-                raw_len,
-                codec,
-                crc32c: crc,
-                page_xxh3,
+                stored_len: chunk.stored_len as u64,
+                raw_len: chunk.raw_len,
+                codec: chunk.codec,
+                crc32c: chunk.crc32c,
+                page_xxh3: chunk.page_xxh3,
             });
             self.pos += padded as u64;
         }
@@ -157,6 +125,101 @@ impl ShardWriter {
             len: self.pos + footer.len() as u64 + TRAILER_LEN as u64,
         })
     }
+}
+
+/// One column chunk of a row group, compressed and checksummed, ready to be appended to a
+/// shard. Encoding is separate from writing so that the writer's caller can encode the next
+/// row group while the last one is written.
+pub struct EncodedChunk {
+    stored: Stored,
+    stored_len: usize,
+    raw_len: u64,
+    codec: Codec,
+    crc32c: u32,
+    page_xxh3: Option<Vec<u8>>,
+}
+
+impl EncodedChunk {
+    /// Compresses `raw` with `codec` (stored as it is when that does not make it smaller) and
+    /// computes its CRC-32C and, for an uncompressed chunk of a top-level `binary` column, its
+    /// page checksums (FORMAT.md "Page checksums").
+    pub fn encode(raw: RawChunk, codec: Codec, level: i32, dtype: &DataType) -> Self {
+        let raw_len = raw.byte_len() as u64;
+        let (stored, codec) = Stored::encode(raw, codec, level);
+        let paged = codec == Codec::None && matches!(dtype, DataType::Binary);
+        let mut pages = PageHasher::default();
+        let mut crc32c = 0u32;
+        let mut stored_len = 0usize;
+        for piece in stored.pieces() {
+            if paged {
+                pages.update(piece);
+            } else {
+                crc32c = crc32c::crc32c_append(crc32c, piece);
+            }
+            stored_len += piece.len();
+        }
+        let page_xxh3 = paged.then(|| {
+            let (whole, hashes) = pages.finish();
+            crc32c = whole;
+            hashes
+        });
+        EncodedChunk {
+            stored,
+            stored_len,
+            raw_len,
+            codec,
+            crc32c,
+            page_xxh3,
+        }
+    }
+
+    /// Bytes the chunk takes in the shard, with its padding.
+    pub fn padded_len(&self) -> u64 {
+        align_up(self.stored_len, CHUNK_ALIGNMENT) as u64
+    }
+}
+
+/// Writes `pieces` in order: small ones through the buffer, large ones (images) straight from
+/// where they are, gathered into one `writev` where several follow each other.
+fn write_pieces<'a>(
+    out: &mut BufWriter<File>,
+    pieces: impl Iterator<Item = &'a [u8]>,
+) -> std::io::Result<()> {
+    const DIRECT: usize = 16 << 10;
+    const MAX_SLICES: usize = 512;
+    let mut run: Vec<std::io::IoSlice<'a>> = Vec::new();
+    let flush_run = |out: &mut BufWriter<File>, run: &mut Vec<std::io::IoSlice<'a>>| {
+        let mut slices = &mut run[..];
+        while !slices.is_empty() {
+            let n = out.get_mut().write_vectored(slices)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            std::io::IoSlice::advance_slices(&mut slices, n);
+        }
+        run.clear();
+        Ok::<(), std::io::Error>(())
+    };
+    for piece in pieces {
+        if piece.len() >= DIRECT {
+            if run.is_empty() {
+                out.flush()?;
+            }
+            run.push(std::io::IoSlice::new(piece));
+            if run.len() == MAX_SLICES {
+                flush_run(out, &mut run)?;
+            }
+        } else {
+            if !run.is_empty() {
+                flush_run(out, &mut run)?;
+            }
+            out.write_all(piece)?;
+        }
+    }
+    if !run.is_empty() {
+        flush_run(out, &mut run)?;
+    }
+    Ok(())
 }
 
 /// A completely written shard under its temporary name.

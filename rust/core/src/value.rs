@@ -2,6 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::schema::{DataType, NumType};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -12,6 +13,9 @@ pub enum Value {
     Float(f64),
     Str(String),
     Bytes(Vec<u8>),
+    /// Bytes of a `binary` field that the writer keeps by reference until they are written,
+    /// instead of copying them (an image held by the caller, such as a Python `bytes`).
+    Shared(SharedBytes),
     /// A numeric array: `rows` along the outer dimension, `data` the little-endian elements in
     /// C order, already of the field's dtype (the schema gives dtype and inner shape).
     Array {
@@ -33,12 +37,39 @@ impl Value {
             Value::Int(_) | Value::UInt(_) => "int",
             Value::Float(_) => "float",
             Value::Str(_) => "string",
-            Value::Bytes(_) => "bytes",
+            Value::Bytes(_) | Value::Shared(_) => "bytes",
             Value::Array { .. } => "array",
             Value::List(_) => "list",
             Value::Struct(_) => "struct",
             Value::Any(_) => "any",
         }
+    }
+}
+
+/// Immutable bytes owned elsewhere and kept alive by this handle (cheap to clone). The owner
+/// must never change them while any handle exists.
+#[derive(Clone)]
+pub struct SharedBytes(Arc<dyn AsRef<[u8]> + Send + Sync>);
+
+impl SharedBytes {
+    pub fn new(owner: impl AsRef<[u8]> + Send + Sync + 'static) -> Self {
+        SharedBytes(Arc::new(owner))
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
+impl std::fmt::Debug for SharedBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedBytes({} bytes)", self.as_slice().len())
+    }
+}
+
+impl PartialEq for SharedBytes {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
     }
 }
 
@@ -99,7 +130,7 @@ pub fn check_value(dtype: &DataType, nullable: bool, v: &Value, path: &str) -> R
         ) => Ok(()),
         (t, v) if t.num_type().is_some() => check_int(path, t.num_type().unwrap(), v),
         (DataType::String, Value::Str(_)) => Ok(()),
-        (DataType::Binary, Value::Bytes(_)) => Ok(()),
+        (DataType::Binary, Value::Bytes(_) | Value::Shared(_)) => Ok(()),
         (DataType::Any, Value::Any(_)) => Ok(()),
         (DataType::Array { dtype: et, shape }, Value::Array { rows, data }) => {
             let inner: u64 = shape.iter().product();

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::format::{MANIFEST_NAME, SHARD_EXTENSION};
 use crate::manifest::{Manifest, ShardEntry};
 use crate::schema::{DataType, Schema};
-use crate::shard::{FinishedShard, ShardWriter};
+use crate::shard::{EncodedChunk, FinishedShard, ShardWriter};
 use crate::value::{check_value, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -49,21 +49,25 @@ pub struct WriteSummary {
 }
 
 /// Writes a dataset. Records are checked and appended to column builders on the caller's
-/// thread; each finished row group is encoded, compressed and written by one background
-/// thread (started at the first row group, joined by `close`/`abort`/drop), so converting the
-/// next records overlaps with writing the last ones. At most two row groups wait in memory.
+/// thread, which also encodes, compresses and checksums each finished row group; one
+/// background thread (started at the first row group, joined by `close`/`abort`/drop) writes
+/// them, so filling the next row group overlaps with writing the last one. Large blobs are
+/// held by reference (`Value::Shared`) and written from where they are, never copied. At most
+/// two row groups wait in memory.
 pub struct DatasetWriter {
     dir: PathBuf,
     schema: Schema,
     opts: WriterOptions,
     builders: Vec<ColumnBuilder>,
+    /// The codec of each column.
+    codecs: Vec<Codec>,
     rows_in_group: usize,
     sink: Sink,
     rows: u64,
     closed: bool,
 }
 
-type Job = (u64, Vec<ColumnBuilder>);
+type Job = (u64, Vec<EncodedChunk>);
 
 enum Sink {
     Idle(Box<ShardSink>),
@@ -80,8 +84,6 @@ struct ShardSink {
     schema: Schema,
     metadata: BTreeMap<String, String>,
     shard_bytes: u64,
-    zstd_level: i32,
-    codecs: Vec<Codec>,
     shard: Option<ShardWriter>,
     done: Vec<ShardEntry>,
     /// Syncs finished shards to disk and renames them into place on its own thread, so that
@@ -95,17 +97,8 @@ struct Syncer {
 }
 
 impl ShardSink {
-    fn write_row_group(&mut self, rows: u64, builders: Vec<ColumnBuilder>) -> Result<()> {
-        let chunks: Vec<(RawChunk, Codec)> = builders
-            .into_iter()
-            .zip(&self.codecs)
-            .map(|(b, &codec)| {
-                let mut bufs = Vec::new();
-                b.finish(&mut bufs);
-                (RawChunk::new(bufs), codec)
-            })
-            .collect();
-        let estimate: u64 = chunks.iter().map(|(c, _)| c.byte_len() as u64).sum();
+    fn write_row_group(&mut self, rows: u64, chunks: Vec<EncodedChunk>) -> Result<()> {
+        let estimate: u64 = chunks.iter().map(EncodedChunk::padded_len).sum();
         if let Some(s) = &self.shard {
             if !s.is_empty() && s.len() + estimate > self.shard_bytes {
                 self.finish_shard()?;
@@ -120,7 +113,7 @@ impl ShardSink {
             )?);
         }
         let shard = self.shard.as_mut().unwrap();
-        shard.write_row_group(rows, chunks, self.zstd_level)?;
+        shard.write_row_group(rows, chunks)?;
         if shard.len() >= self.shard_bytes {
             self.finish_shard()?;
         }
@@ -252,8 +245,6 @@ impl DatasetWriter {
             schema: schema.clone(),
             metadata: opts.metadata.clone(),
             shard_bytes: opts.shard_bytes,
-            zstd_level: opts.zstd_level,
-            codecs,
             shard: None,
             done: Vec::new(),
             syncer: None,
@@ -263,6 +254,7 @@ impl DatasetWriter {
             schema,
             opts,
             builders,
+            codecs,
             rows_in_group: 0,
             sink: Sink::Idle(Box::new(sink)),
             rows: 0,
@@ -336,7 +328,19 @@ impl DatasetWriter {
             f.reserve_like(old);
         }
         let builders = std::mem::replace(&mut self.builders, fresh);
-        let job = (std::mem::take(&mut self.rows_in_group) as u64, builders);
+        // Encoded here, on the caller's thread, while the background thread writes the last
+        // row group: on two cores the two halves of the work overlap.
+        let chunks = builders
+            .into_iter()
+            .zip(&self.codecs)
+            .zip(&self.schema.fields)
+            .map(|((b, &codec), f)| {
+                let mut bufs = Vec::new();
+                b.finish(&mut bufs);
+                EncodedChunk::encode(RawChunk::new(bufs), codec, self.opts.zstd_level, &f.dtype)
+            })
+            .collect();
+        let job = (std::mem::take(&mut self.rows_in_group) as u64, chunks);
         if let Sink::Idle(_) = self.sink {
             let Sink::Idle(mut sink) = std::mem::replace(&mut self.sink, Sink::Gone) else {
                 unreachable!()
@@ -422,6 +426,9 @@ impl DatasetWriter {
     /// Stops without a manifest (finished shards stay on disk; the dataset is not complete).
     pub fn abort(&mut self) {
         self.closed = true;
+        // Let go of the buffered rows now: they may hold the caller's values by reference.
+        self.builders = Self::new_builders(&self.schema);
+        self.rows_in_group = 0;
         if let Ok(mut sink) = self.stop() {
             sink.abort();
         }

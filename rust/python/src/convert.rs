@@ -8,6 +8,7 @@ use pixmo_stream_core::chunk::ChunkBytes;
 use pixmo_stream_core::decode::{bit, num_value, Node, VarKind};
 use pixmo_stream_core::pages::PageCheck;
 use pixmo_stream_core::schema::{DataType, Field, NumType};
+use pixmo_stream_core::value::SharedBytes;
 use pixmo_stream_core::{Error, Value};
 use pyo3::prelude::*;
 use pyo3::types::{
@@ -33,6 +34,30 @@ impl Helpers {
             packb: conv.getattr("pack_any")?.unbind(),
             unpackb: conv.getattr("unpack_any")?.unbind(),
         })
+    }
+}
+
+/// A `bytes` object of at least this many bytes is written by reference, not copied.
+const SHARE_MIN: usize = 4096;
+
+/// A Python `bytes` object the writer keeps alive until its bytes are written. `bytes` are
+/// immutable, and the reference keeps the memory where it is, so the bytes may be read
+/// without the GIL; the reference is dropped through PyO3's deferred reference pool when the
+/// writer's thread lets go of it.
+struct PyBytesRef {
+    _owner: Py<PyBytes>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the pointed-to bytes are immutable and live as long as `_owner`, which is `Send`.
+unsafe impl Send for PyBytesRef {}
+unsafe impl Sync for PyBytesRef {}
+
+impl AsRef<[u8]> for PyBytesRef {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see the type's comment.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }
 
@@ -134,7 +159,18 @@ fn to_value(
             )
         }
         DataType::Binary => {
-            if let Ok(b) = obj.downcast::<PyBytes>() {
+            if let Ok(b) = obj.downcast_exact::<PyBytes>() {
+                let data = b.as_bytes();
+                if data.len() >= SHARE_MIN {
+                    Value::Shared(SharedBytes::new(PyBytesRef {
+                        ptr: data.as_ptr(),
+                        len: data.len(),
+                        _owner: b.clone().unbind(),
+                    }))
+                } else {
+                    Value::Bytes(data.to_vec())
+                }
+            } else if let Ok(b) = obj.downcast::<PyBytes>() {
                 Value::Bytes(b.as_bytes().to_vec())
             } else if let Ok(b) = obj.downcast::<PyByteArray>() {
                 Value::Bytes(b.to_vec())
