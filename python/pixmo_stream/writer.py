@@ -31,6 +31,10 @@ class Writer:
     that does not fit raises `SchemaError` naming the field and record; it is not written and
     the writer stays usable. Leaving the ``with`` block normally writes the manifest; leaving
     it with an exception does not, so a failed write never looks complete.
+
+    Image bytes are not copied: a `bytes` value of 4 KiB or more is held by reference until
+    its row group is on disk (up to three row groups, ~48 MiB at the default size), then let
+    go. `bytearray` and `memoryview` values are copied, since they can change.
     """
 
     def __init__(
