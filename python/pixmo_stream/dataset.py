@@ -53,6 +53,11 @@ class Dataset:
     mapped shard that support the buffer protocol (`bytes(b)`, `memoryview(b)`,
     `np.frombuffer(b, np.uint8)`, `PIL.Image.open(io.BytesIO(b))`), compare equal to `bytes`,
     and pickle as `bytes`. Pass ``zero_copy=False`` to get `bytes` copies instead.
+
+    Every value is verified against its checksums before it is returned. A `Blob` from `ds[i]`
+    or `take` comes verified; one from a scan (`iter`, `iter_batches`) verifies its pages the
+    first time its bytes are read, so a scan that leaves images unread never touches them, and
+    damage in an image raises `CorruptDataError` from that first read. `verify()` checks all.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, zero_copy: bool = True) -> None:
