@@ -339,7 +339,11 @@ pub fn node_to_py<'py>(
                     }
                     PyBytes::new(py, s).into_any()
                 }
-                VarKind::Any => h.unpackb.bind(py).call1((PyBytes::new(py, s),))?,
+                // Decoded here; the Python decoder only for what this one leaves to it.
+                VarKind::Any => match msgpack_to_py(py, s) {
+                    Some(obj) => obj,
+                    None => h.unpackb.bind(py).call1((PyBytes::new(py, s),))?,
+                },
             }
         }
         Node::Array {
@@ -392,4 +396,101 @@ pub fn node_to_py<'py>(
             d.into_any()
         }
     })
+}
+
+/// One `any` value as Python objects, as `msgpack.unpackb(data, raw=False,
+/// strict_map_key=False)` gives them (str for str, bytes for bin, lists, dicts). The chunk
+/// parser has already checked every value (well-formed, UTF-8, no extension types, bounded
+/// depth); `None` leaves the value to the Python decoder: a map key Python cannot hash, a
+/// trailing byte, or anything this decoder does not expect.
+fn msgpack_to_py<'py>(py: Python<'py>, v: &[u8]) -> Option<Bound<'py, PyAny>> {
+    let mut pos = 0;
+    let obj = msgpack_item(py, v, &mut pos)?;
+    (pos == v.len()).then_some(obj)
+}
+
+fn msgpack_item<'py>(py: Python<'py>, v: &[u8], pos: &mut usize) -> Option<Bound<'py, PyAny>> {
+    fn take<'a>(v: &'a [u8], pos: &mut usize, n: usize) -> Option<&'a [u8]> {
+        let s = v.get(*pos..pos.checked_add(n)?)?;
+        *pos += n;
+        Some(s)
+    }
+    fn be(v: &[u8], pos: &mut usize, n: usize) -> Option<u64> {
+        Some(
+            take(v, pos, n)?
+                .iter()
+                .fold(0u64, |a, &b| (a << 8) | b as u64),
+        )
+    }
+    let m = *take(v, pos, 1)?.first()?;
+    let str_of = |pos: &mut usize, n: usize| -> Option<Bound<'py, PyAny>> {
+        let s = std::str::from_utf8(take(v, pos, n)?).ok()?;
+        Some(PyString::new(py, s).into_any())
+    };
+    let list_of = |pos: &mut usize, n: usize| -> Option<Bound<'py, PyAny>> {
+        let out = PyList::empty(py);
+        for _ in 0..n {
+            out.append(msgpack_item(py, v, pos)?).ok()?;
+        }
+        Some(out.into_any())
+    };
+    let map_of = |pos: &mut usize, n: usize| -> Option<Bound<'py, PyAny>> {
+        let out = PyDict::new(py);
+        for _ in 0..n {
+            let k = msgpack_item(py, v, pos)?;
+            let x = msgpack_item(py, v, pos)?;
+            out.set_item(k, x).ok()?; // an unhashable key: the Python decoder decides
+        }
+        Some(out.into_any())
+    };
+    let int = |x: i64| x.into_bound_py_any(py).ok();
+    match m {
+        0x00..=0x7f => int(m as i64),
+        0xe0..=0xff => int(m as i8 as i64),
+        0xc0 => Some(py.None().into_bound(py)),
+        0xc2 => Some(PyBool::new(py, false).to_owned().into_any()),
+        0xc3 => Some(PyBool::new(py, true).to_owned().into_any()),
+        0x80..=0x8f => map_of(pos, (m & 0x0f) as usize),
+        0x90..=0x9f => list_of(pos, (m & 0x0f) as usize),
+        0xa0..=0xbf => str_of(pos, (m & 0x1f) as usize),
+        0xd9 => {
+            let n = be(v, pos, 1)? as usize;
+            str_of(pos, n)
+        }
+        0xda => {
+            let n = be(v, pos, 2)? as usize;
+            str_of(pos, n)
+        }
+        0xdb => {
+            let n = be(v, pos, 4)? as usize;
+            str_of(pos, n)
+        }
+        0xc4..=0xc6 => {
+            let n = be(v, pos, 1 << (m - 0xc4))? as usize;
+            Some(PyBytes::new(py, take(v, pos, n)?).into_any())
+        }
+        0xca => {
+            let b = take(v, pos, 4)?;
+            (f32::from_be_bytes(b.try_into().ok()?) as f64)
+                .into_bound_py_any(py)
+                .ok()
+        }
+        0xcb => f64::from_be_bytes(take(v, pos, 8)?.try_into().ok()?)
+            .into_bound_py_any(py)
+            .ok(),
+        0xcc..=0xcf => be(v, pos, 1 << (m - 0xcc))?.into_bound_py_any(py).ok(),
+        0xd0 => int(take(v, pos, 1)?[0] as i8 as i64),
+        0xd1 => int(i16::from_be_bytes(take(v, pos, 2)?.try_into().ok()?) as i64),
+        0xd2 => int(i32::from_be_bytes(take(v, pos, 4)?.try_into().ok()?) as i64),
+        0xd3 => int(i64::from_be_bytes(take(v, pos, 8)?.try_into().ok()?)),
+        0xdc | 0xdd => {
+            let n = be(v, pos, if m == 0xdc { 2 } else { 4 })? as usize;
+            list_of(pos, n)
+        }
+        0xde | 0xdf => {
+            let n = be(v, pos, if m == 0xde { 2 } else { 4 })? as usize;
+            map_of(pos, n)
+        }
+        _ => None, // 0xc1 and extension types: the parser refused them already
+    }
 }
