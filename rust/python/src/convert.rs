@@ -24,6 +24,8 @@ pub struct Helpers {
     /// `msgpack.packb` / `msgpack.unpackb`
     pub packb: Py<PyAny>,
     pub unpackb: Py<PyAny>,
+    /// Struct member names as interned Python strings, made once each.
+    keys: std::sync::Mutex<std::collections::HashMap<String, Py<PyString>>>,
 }
 
 impl Helpers {
@@ -33,7 +35,19 @@ impl Helpers {
             to_array: conv.getattr("to_array")?.unbind(),
             packb: conv.getattr("pack_any")?.unbind(),
             unpackb: conv.getattr("unpack_any")?.unbind(),
+            keys: Default::default(),
         })
+    }
+
+    /// `name` as an interned `str` (the same object every time).
+    fn key<'py>(&self, py: Python<'py>, name: &str) -> Bound<'py, PyString> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = keys.get(name) {
+            return k.bind(py).clone();
+        }
+        let k = PyString::intern(py, name);
+        keys.insert(name.to_string(), k.clone().unbind());
+        k
     }
 }
 
@@ -389,7 +403,7 @@ pub fn node_to_py<'py>(
             let d = PyDict::new(py);
             for (f, c) in fields.iter().zip(children) {
                 d.set_item(
-                    PyString::intern(py, &f.name),
+                    h.key(py, &f.name),
                     node_to_py(py, ctx, &f.dtype, c, raw, i)?,
                 )?;
             }
