@@ -60,7 +60,7 @@ class Config:
     preset: str = "small"
     seed: int = 0
     repeats: int = 3
-    write_repeats: int = 2
+    write_repeats: int = 3  # the median of 3: one slow first write (page cache) does not decide
     random_reads: int = 1000
     loader_records: int = 4096
     decoded_records: int = 1024
