@@ -322,7 +322,9 @@ def _run(
         )
     if count != n:
         problems.append(f"iteration gave {count} records, wrote {n}")
-    timings.append(Timing("iterate (all columns)", t_iter, count, nbytes))
+    timings.append(
+        Timing("iterate (all columns)", t_iter, count, nbytes, "images as views, checked on read")
+    )
 
     # 6. Projection: captions only; the image bytes are never touched.
     names = list(ds.schema.names)
