@@ -44,7 +44,11 @@ class Blob:
     def __hash__(self) -> int: ...
     def __getitem__(self, key: Any, /) -> Any: ...
     def __reduce__(self) -> tuple[type[bytes], tuple[bytes]]: ...
-    def _ipc_ref(self) -> tuple[str, int, int, int, int, int, int] | None: ...
+    def _ipc_ref(
+        self,
+    ) -> (
+        tuple[str, int, int, int, int, int, int, tuple[int, int, bytes, int, str] | None] | None
+    ): ...
 
 def blob_from_ref(
     path: str | PathLike[str],
@@ -54,6 +58,7 @@ def blob_from_ref(
     mtime_ns: int,
     offset: int,
     length: int,
+    pages: tuple[int, int, bytes, int, str] | None = None,
 ) -> Blob: ...
 
 @final
@@ -185,6 +190,7 @@ class ReadAhead:
         threads: int = 2,
         depth: int = 2,
         skip: int = 0,
+        verify_blobs: bool = True,
     ) -> ReadAhead: ...
     @staticmethod
     def for_mixture(
@@ -206,6 +212,7 @@ class ReadAhead:
         threads: int = 2,
         depth: int = 2,
         skip: int = 0,
+        verify_blobs: bool = True,
     ) -> ReadAhead: ...
     def next_batch(self) -> tuple[list[dict[str, Any]], list[int], list[int]] | None: ...
     @property

@@ -191,6 +191,9 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
             "threads": self._threads(nw),
             "depth": self.read_ahead,
             "skip": skip,
+            # A worker sends images on as references that the receiving process verifies when
+            # it reads them; a worker that does not read an image leaves its pages untouched.
+            "verify_blobs": in_main or os.environ.get("PIXMO_STREAM_BLOB_IPC") == "copy",
         }
         reader = self._open(cfg, world, reading)
         rank_len = self._rank_len(cfg, world) if in_main else 0

@@ -76,6 +76,9 @@ pub struct PageCheck {
     path: PathBuf,
     row_group: usize,
     column: String,
+    /// Whether the last page is the chunk's last (then the zero padding after it is checked
+    /// with it); not so for the pages of one value sent to another process.
+    pad_check: bool,
 }
 
 impl std::fmt::Debug for PageCheck {
@@ -109,7 +112,66 @@ impl PageCheck {
             path: location.0,
             row_group: location.1,
             column: location.2,
+            pad_check: true,
         }
+    }
+
+    /// Checks for the pages of one value, rebuilt in another process from [`PageCheck::span`]
+    /// (`start`: file offset of the first page; `hashes` one u64 per page of `len` bytes).
+    pub fn for_span(
+        map: Arc<Mmap>,
+        start: usize,
+        len: usize,
+        hashes: &[u8],
+        location: (PathBuf, usize, String),
+    ) -> Result<Self> {
+        let bad = |reason: String| {
+            Error::corrupt(
+                Location::chunk(&location.0, location.1, &location.2),
+                reason,
+            )
+        };
+        if start.checked_add(len).is_none_or(|end| end > map.len()) {
+            return Err(bad(format!("pages {start}+{len} lie outside the file")));
+        }
+        if hashes.len() as u64 != 8 * page_count(len as u64) {
+            return Err(bad(format!(
+                "{} bytes of page checksums for {len} bytes of pages",
+                hashes.len()
+            )));
+        }
+        let mut check = PageCheck::new(map, start, len, hashes, location);
+        check.pad_check = false;
+        Ok(check)
+    }
+
+    /// Where the pages that `range` (bytes of the chunk) lies on are, for another process to
+    /// verify: `(file offset of the first page, bytes of those pages, their checksums)`;
+    /// `None` when every one of them is verified already.
+    pub fn span(&self, range: Range<usize>) -> Option<(usize, usize, Vec<u8>)> {
+        if range.is_empty() || range.end > self.len {
+            return None;
+        }
+        let pages = range.start / PAGE_LEN..range.end.div_ceil(PAGE_LEN);
+        if pages.clone().all(|p| self.is_done(p)) {
+            return None;
+        }
+        let start = pages.start * PAGE_LEN;
+        let end = (pages.end * PAGE_LEN).min(self.len);
+        let hashes = self.hashes[pages]
+            .iter()
+            .flat_map(|h| h.to_le_bytes())
+            .collect();
+        Some((self.start + start, end - start, hashes))
+    }
+
+    /// `(file, row group, column)` of the chunk, for error messages.
+    pub fn location(&self) -> (&std::path::Path, usize, &str) {
+        (&self.path, self.row_group, &self.column)
+    }
+
+    fn is_done(&self, p: usize) -> bool {
+        self.done[p / 64].load(Ordering::Acquire) & (1u64 << (p % 64)) != 0
     }
 
     /// Verifies every page that overlaps `range` (bytes of the chunk), once per page.
@@ -161,7 +223,7 @@ impl PageCheck {
                 b - self.start
             )));
         }
-        if p + 1 == self.hashes.len() {
+        if p + 1 == self.hashes.len() && self.pad_check {
             // The zero padding after the chunk is checked with its last page. The shard reader
             // checked at open that the padded end lies before the footer.
             let end = self.start + self.len;

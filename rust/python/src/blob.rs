@@ -131,23 +131,37 @@ impl PyBlob {
     }
 
     /// Where this blob's bytes lie in its shard file, for another process on this machine:
-    /// `(path, dev, ino, file_len, mtime_ns, offset, length)`; `None` for a blob not backed by
-    /// a mapped file. Used by the multiprocessing reducer (`pixmo_stream.dataset`), not `pickle`.
+    /// `(path, dev, ino, file_len, mtime_ns, offset, length, pages)`; `None` for a blob not
+    /// backed by a mapped file. `pages` is `None` when the bytes are verified already, else
+    /// what the receiver needs to verify them itself when it first reads them:
+    /// `(file offset of the first page, bytes of the pages, their XXH3s, row group, column)`.
+    /// Used by the multiprocessing reducer (`pixmo_stream.dataset`), not `pickle`.
     fn _ipc_ref(&self) -> PyResult<Option<IpcRef>> {
-        // The sender has verified the bytes; the receiver maps the same page-cache pages.
-        self.data()?;
-        Ok(match &self.bytes {
-            ChunkBytes::Mapped { start, file, .. } => Some((
-                file.path.clone(),
-                file.dev,
-                file.ino,
-                file.len,
-                file.mtime_ns,
-                start + self.start,
-                self.len,
-            )),
-            ChunkBytes::Owned(_) => None,
-        })
+        let ChunkBytes::Mapped { start, file, .. } = &self.bytes else {
+            return Ok(None);
+        };
+        let span = match &self.pages {
+            Some(p) if !self.checked.load(Ordering::Acquire) => p
+                .span(self.start..self.start + self.len)
+                .map(|(off, len, hashes)| {
+                    let (_, row_group, column) = p.location();
+                    (off, len, hashes, row_group, column.to_string())
+                }),
+            _ => None,
+        };
+        if span.is_none() {
+            self.data()?; // (verified already, or checked by its chunk's CRC: a bit test)
+        }
+        Ok(Some((
+            file.path.clone(),
+            file.dev,
+            file.ino,
+            file.len,
+            file.mtime_ns,
+            start + self.start,
+            self.len,
+            span.map(|(off, len, hashes, g, c)| (off, len, ByteBuf(hashes), g, c)),
+        )))
     }
 
     /// Pickles as plain `bytes` (DataLoader workers send records to the main process).
@@ -158,10 +172,35 @@ impl PyBlob {
     }
 }
 
-type IpcRef = (PathBuf, u64, u64, u64, i64, usize, usize);
+/// Bytes that convert to Python `bytes` (PyO3 makes a `list` of a `Vec<u8>`).
+pub struct ByteBuf(Vec<u8>);
+
+impl<'py> IntoPyObject<'py> for ByteBuf {
+    type Target = PyBytes;
+    type Output = Bound<'py, PyBytes>;
+    type Error = std::convert::Infallible;
+
+    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
+        Ok(PyBytes::new(py, &self.0))
+    }
+}
+
+type PageSpan<H> = (usize, usize, H, usize, String);
+type IpcRef = (
+    PathBuf,
+    u64,
+    u64,
+    u64,
+    i64,
+    usize,
+    usize,
+    Option<PageSpan<ByteBuf>>,
+);
 
 /// The blob a DataLoader worker sent by reference (`Blob._ipc_ref`), mapped from the same file.
+/// With `pages`, its bytes are verified here, when they are first read.
 #[pyfunction]
+#[pyo3(signature = (path, dev, ino, file_len, mtime_ns, offset, length, pages=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn blob_from_ref(
     py: Python<'_>,
@@ -172,6 +211,7 @@ pub fn blob_from_ref(
     mtime_ns: i64,
     offset: usize,
     length: usize,
+    pages: Option<PageSpan<Vec<u8>>>,
 ) -> PyResult<PyBlob> {
     let id = FileId {
         path,
@@ -187,16 +227,39 @@ pub fn blob_from_ref(
             file.path.display()
         )));
     }
+    let Some((span_start, span_len, hashes, row_group, column)) = pages else {
+        return Ok(PyBlob {
+            bytes: ChunkBytes::Mapped {
+                map,
+                start: offset,
+                len: length,
+                file,
+            },
+            start: 0,
+            len: length,
+            pages: None,
+            checked: AtomicBool::new(true),
+        });
+    };
+    let location = (file.path.clone(), row_group, column);
+    let check =
+        PageCheck::for_span(map.clone(), span_start, span_len, &hashes, location).map_err(to_py)?;
+    if offset < span_start || offset + length > span_start + span_len {
+        return Err(PyValueError::new_err(format!(
+            "blob reference {offset}+{length} lies outside its pages {span_start}+{span_len} in {}",
+            file.path.display()
+        )));
+    }
     Ok(PyBlob {
         bytes: ChunkBytes::Mapped {
             map,
-            start: offset,
-            len: length,
+            start: span_start,
+            len: span_len,
             file,
         },
-        start: 0,
+        start: offset - span_start,
         len: length,
-        pages: None,
-        checked: AtomicBool::new(true),
+        pages: Some(Arc::new(check)),
+        checked: AtomicBool::new(false),
     })
 }

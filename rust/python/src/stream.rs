@@ -76,7 +76,7 @@ impl PyReadAhead {
     #[staticmethod]
     #[pyo3(signature = (paths, columns=None, *, seed=0, epoch=0, shuffle=true, window_rows=16384,
         start=0, world_size=1, rank=0, num_workers=1, worker=0, block=1, pad=false,
-        batch_rows=64, threads=2, depth=2, skip=0))]
+        batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true))]
     #[allow(clippy::too_many_arguments)]
     fn for_plan(
         py: Python<'_>,
@@ -97,6 +97,7 @@ impl PyReadAhead {
         threads: usize,
         depth: usize,
         skip: u64,
+        verify_blobs: bool,
     ) -> PyResult<Self> {
         let n = paths.len();
         let sources = open_sources(py, paths, vec![columns; n])?;
@@ -136,6 +137,7 @@ impl PyReadAhead {
                 threads,
                 depth,
                 skip,
+                verify_blobs,
             },
         )
     }
@@ -145,7 +147,7 @@ impl PyReadAhead {
     #[staticmethod]
     #[pyo3(signature = (paths, columns, weights, seed, counts_at_start, sources, *, num_positions,
         start=0, world_size=1, rank=0, num_workers=1, worker=0, block=1,
-        batch_rows=64, threads=2, depth=2, skip=0))]
+        batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true))]
     #[allow(clippy::too_many_arguments)]
     fn for_mixture(
         py: Python<'_>,
@@ -166,6 +168,7 @@ impl PyReadAhead {
         threads: usize,
         depth: usize,
         skip: u64,
+        verify_blobs: bool,
     ) -> PyResult<Self> {
         let metas = open_sources(py, paths, columns)?;
         let rows = mixture_rows(
@@ -190,6 +193,7 @@ impl PyReadAhead {
                 threads,
                 depth,
                 skip,
+                verify_blobs,
             },
         )
     }
