@@ -281,4 +281,53 @@ mod tests {
         let (whole, pages) = PageHasher::default().finish();
         assert_eq!((whole, pages.len()), (0, 0));
     }
+
+    /// The pages of one value, handed to another process (`span`) and rebuilt there
+    /// (`for_span`), verify that value's bytes exactly as the whole chunk's checks do: intact
+    /// pages pass, a changed byte on them fails, and verified pages are not sent at all.
+    #[test]
+    fn a_span_verifies_elsewhere_what_the_chunk_would() {
+        use std::io::Write;
+        let chunk: Vec<u8> = (0..3 * PAGE_LEN + 500).map(|i| (i % 253) as u8).collect();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&[7u8; 64]).unwrap(); // the chunk starts at file offset 64
+        f.write_all(&chunk).unwrap();
+        f.write_all(&[0u8; 12]).unwrap(); // padding to 64 bytes
+        let map =
+            |f: &tempfile::NamedTempFile| Arc::new(unsafe { Mmap::map(f.as_file()) }.unwrap());
+        let loc = || (f.path().to_path_buf(), 0, "image".to_string());
+        let hashes = page_hashes(&chunk);
+        let full = PageCheck::new(map(&f), 64, chunk.len(), &hashes, loc());
+        let value = PAGE_LEN - 10..2 * PAGE_LEN + 10; // on pages 0, 1 and 2
+        let (start, len, span_hashes) = full.span(value.clone()).unwrap();
+        assert_eq!((start, len, span_hashes.len()), (64, 3 * PAGE_LEN, 24));
+        let last = 2 * PAGE_LEN..chunk.len(); // page 2 and the short last page 3
+        let (s3, l3, h3) = full.span(last.clone()).unwrap();
+        assert_eq!((s3, l3), (64 + 2 * PAGE_LEN, PAGE_LEN + 500));
+
+        let there = PageCheck::for_span(map(&f), start, len, &span_hashes, loc()).unwrap();
+        there.check(value.start..value.end).unwrap();
+        let end = PageCheck::for_span(map(&f), s3, l3, &h3, loc()).unwrap();
+        end.check(0..l3).unwrap();
+        assert!(PageCheck::for_span(map(&f), start, len, &span_hashes[8..], loc()).is_err());
+        assert!(PageCheck::for_span(map(&f), start, 4 * PAGE_LEN + 600, &hashes, loc()).is_err());
+
+        // A byte of page 1 changes: the span rebuilt elsewhere fails, like the chunk's check.
+        let mut rotten = chunk.clone();
+        rotten[PAGE_LEN + 3] ^= 1;
+        let mut g = tempfile::NamedTempFile::new().unwrap();
+        g.write_all(&[7u8; 64]).unwrap();
+        g.write_all(&rotten).unwrap();
+        g.write_all(&[0u8; 12]).unwrap();
+        let there = PageCheck::for_span(map(&g), start, len, &span_hashes, loc()).unwrap();
+        assert!(there.check(value.clone()).is_err());
+        assert!(PageCheck::new(map(&g), 64, chunk.len(), &hashes, loc())
+            .check(value.clone())
+            .is_err());
+
+        // Pages verified already are not sent.
+        full.check(value.clone()).unwrap();
+        assert!(full.span(value).is_none());
+        assert!(full.span(last).is_some()); // page 3 still is not
+    }
 }
