@@ -81,6 +81,7 @@ def file_write(chunks: Sequence[bytes], where: Path, repeats: int) -> dict[str, 
     times = []
     path = where / "file-write-probe"
     for _ in range(repeats):
+        os.sync()  # the disk idle at the start, as for every writer measured
         t = time.perf_counter()
         with open(path, "wb") as f:
             for c in chunks:

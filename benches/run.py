@@ -347,6 +347,9 @@ def measure_contender(
         for _ in range(cfg.write_repeats):
             shutil.rmtree(path, ignore_errors=True)
             gc.collect()
+            # Every write starts with the disk idle: no writeback left from the last one
+            # (or the last contender's) runs under the next.
+            os.sync()
             with PeakMemory() as pm:
                 t = time.perf_counter()
                 c.write(records, path)
