@@ -410,3 +410,20 @@ def test_any_values_read_back_as_msgpack_unpackb_gives_them(tmp_path, monkeypatc
     with pytest.raises(ps.CorruptDataError, match="cannot be decoded"):
         ds[len(values)]
     assert len(python_decoded) == 1  # the Python decoder has the last word on that one
+
+
+def test_iter_makes_records_one_at_a_time_and_matches_iter_batches(tmp_path):
+    with ps.Writer(tmp_path / "d", row_group_rows=3) as w:
+        for i in range(10):
+            w.write({"i": i, "s": str(i) * i, "b": bytes([i]) * 5000})
+    ds = ps.Dataset(tmp_path / "d")
+    for cols in (None, ["s"], ["b", "i"]):
+        flat = [r for batch in ds.iter_batches(cols) for r in batch]
+        it = ds.iter(cols)
+        first = next(it)  # made now, not a row group's worth at once
+        assert [first, *it] == flat and len(flat) == 10
+        assert next(it, "done") == "done"  # stays exhausted
+    assert list(ps.Dataset(tmp_path / "d").iter(["i"]))[::4] == [{"i": 0}, {"i": 4}, {"i": 8}]
+    with ps.Writer(tmp_path / "empty", ps.Schema([ps.Field("i", ps.int64())])):
+        pass
+    assert list(ps.Dataset(tmp_path / "empty").iter()) == []

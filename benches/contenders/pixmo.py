@@ -39,13 +39,11 @@ class PixmoContender(Contender):
         return self._dataset(path)[0]
 
     def scan(self, path: Path) -> Iterator[dict[str, Any]]:
-        for batch in self._dataset(path).iter_batches():
-            yield from batch
+        return self._dataset(path).iter()
 
     def scan_captions(self, path: Path) -> Iterator[list[str]]:
-        for batch in self._dataset(path).iter_batches(columns=["captions"]):
-            for rec in batch:
-                yield rec["captions"]
+        for rec in self._dataset(path).iter(columns=["captions"]):
+            yield rec["captions"]
 
     def get_many(self, path: Path, indices: Sequence[int]) -> list[dict[str, Any]]:
         ds = self._dataset(path)

@@ -103,9 +103,9 @@ class Dataset:
         return self._native.iter_row_groups(None if columns is None else list(columns))
 
     def iter(self, columns: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
-        """Records in storage order; with `columns`, only those columns are read."""
-        for batch in self.iter_batches(columns):
-            yield from batch
+        """Records in storage order; with `columns`, only those columns are read. Each record
+        is made when it is asked for (`iter_batches` makes a row group's at once)."""
+        return self._native.iter_rows(None if columns is None else list(columns))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self.iter()

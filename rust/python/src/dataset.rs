@@ -171,22 +171,24 @@ impl PyDataset {
     }
 
     /// An iterator of row groups in storage order (each a list of records), read ahead by
-    /// one background thread: while Python builds the records of one row group, the next one
-    /// is verified and decompressed. The thread starts at the first `next` and stops with the
+    /// background threads: while Python builds the records of one row group, the next ones
+    /// are decompressed and checked. The threads start at the first `next` and stop with the
     /// iterator.
     #[pyo3(signature = (columns=None))]
     fn iter_row_groups(
         slf: &Bound<'_, Self>,
         columns: Option<Vec<String>>,
     ) -> PyResult<PyRowGroupIter> {
-        let cols = slf.get().columns(columns)?;
-        Ok(PyRowGroupIter {
-            dataset: slf.clone().unbind(),
-            cols,
-            rx: Vec::new(),
-            workers: Vec::new(),
-            next: 0,
-        })
+        Self::row_group_iter(slf, columns, false)
+    }
+
+    /// The same, one record at a time: a record is made when it is asked for, so only the
+    /// records the caller holds are alive (with a list per row group, the cyclic garbage
+    /// collector keeps finding a row group's records alive and promoting them, and soon runs
+    /// a full collection of the whole process).
+    #[pyo3(signature = (columns=None))]
+    fn iter_rows(slf: &Bound<'_, Self>, columns: Option<Vec<String>>) -> PyResult<PyRowGroupIter> {
+        Self::row_group_iter(slf, columns, true)
     }
 
     /// Checks every chunk; returns `(chunks_checked, [error messages])`.
@@ -235,6 +237,25 @@ impl PyDataset {
     }
 }
 
+impl PyDataset {
+    fn row_group_iter(
+        slf: &Bound<'_, Self>,
+        columns: Option<Vec<String>>,
+        by_row: bool,
+    ) -> PyResult<PyRowGroupIter> {
+        let cols = slf.get().columns(columns)?;
+        Ok(PyRowGroupIter {
+            dataset: slf.clone().unbind(),
+            cols,
+            rx: Vec::new(),
+            workers: Vec::new(),
+            next: 0,
+            by_row,
+            current: None,
+        })
+    }
+}
+
 type Prefetched = pixmo_stream_core::Result<(RowGroupInfo, Vec<ColumnChunk>)>;
 
 /// How many decoded row groups may wait ahead of the consumer, per reading thread.
@@ -252,6 +273,10 @@ pub struct PyRowGroupIter {
     rx: Vec<std::sync::Mutex<std::sync::mpsc::Receiver<Prefetched>>>,
     workers: Vec<std::thread::JoinHandle<()>>,
     next: usize,
+    /// One record per `next` (else one list per row group)...
+    by_row: bool,
+    /// ...from this row group, from this row on.
+    current: Option<(RowGroupInfo, Vec<ColumnChunk>, usize)>,
 }
 
 impl PyRowGroupIter {
@@ -293,7 +318,42 @@ impl PyRowGroupIter {
         slf
     }
 
-    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if self.by_row {
+            loop {
+                if let Some((g, chunks, row)) = &mut self.current {
+                    if *row < g.num_rows as usize {
+                        let refs: Vec<&ColumnChunk> = chunks.iter().collect();
+                        let rec = self.dataset.get().row_dict(py, &self.cols, &refs, *row)?;
+                        *row += 1;
+                        return Ok(Some(rec.into_any()));
+                    }
+                }
+                match self.next_group(py)? {
+                    Some((g, chunks)) => self.current = Some((g, chunks, 0)),
+                    None => {
+                        self.current = None;
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        let Some((g, chunks)) = self.next_group(py)? else {
+            return Ok(None);
+        };
+        let refs: Vec<&ColumnChunk> = chunks.iter().collect();
+        let ds = self.dataset.get();
+        let out = PyList::empty(py);
+        for i in 0..g.num_rows as usize {
+            out.append(ds.row_dict(py, &self.cols, &refs, i)?)?;
+        }
+        Ok(Some(out.into_any()))
+    }
+}
+
+impl PyRowGroupIter {
+    /// The next row group's chunks, in storage order; `None` at the end.
+    fn next_group(&mut self, py: Python<'_>) -> PyResult<Option<(RowGroupInfo, Vec<ColumnChunk>)>> {
         if self.workers.is_empty() {
             if self.dataset.get().layout.is_empty() {
                 return Ok(None);
@@ -305,14 +365,7 @@ impl PyRowGroupIter {
             return Ok(None); // every row group was read (or reading stopped at an error)
         };
         self.next += 1;
-        let (g, chunks) = item.py_err()?;
-        let refs: Vec<&ColumnChunk> = chunks.iter().collect();
-        let ds = self.dataset.get();
-        let out = PyList::empty(py);
-        for i in 0..g.num_rows as usize {
-            out.append(ds.row_dict(py, &self.cols, &refs, i)?)?;
-        }
-        Ok(Some(out))
+        item.py_err().map(Some)
     }
 }
 
