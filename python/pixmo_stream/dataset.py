@@ -99,7 +99,8 @@ class Dataset:
         return self._native.take(list(indices), None if columns is None else list(columns))
 
     def iter_batches(self, columns: Sequence[str] | None = None) -> Iterator[list[dict[str, Any]]]:
-        """One list of records per row group, in storage order."""
+        """One list of records per row group, in storage order. To scan, prefer `iter`: it
+        makes one record at a time, so the garbage collector has no live lists to promote."""
         return self._native.iter_row_groups(None if columns is None else list(columns))
 
     def iter(self, columns: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
