@@ -210,8 +210,7 @@ impl PageCheck {
     }
 
     fn check_page(&self, p: usize) -> Result<()> {
-        let (word, bit) = (&self.done[p / 64], 1u64 << (p % 64));
-        if word.load(Ordering::Acquire) & bit != 0 {
+        if self.is_done(p) {
             return Ok(());
         }
         let a = self.start + p * PAGE_LEN;
@@ -234,7 +233,7 @@ impl PageCheck {
                 return Err(self.error("non-zero padding after the chunk".into()));
             }
         }
-        word.fetch_or(bit, Ordering::Release);
+        self.done[p / 64].fetch_or(1u64 << (p % 64), Ordering::Release);
         Ok(())
     }
 

@@ -26,16 +26,18 @@ impl PyDataset {
         self.inner.column_indices(columns.as_deref()).py_err()
     }
 
-    fn row_dict<'py>(
+    /// Record `row` of `chunks` (one per column of `cols`, owned or borrowed).
+    fn row_dict<'py, C: std::borrow::Borrow<ColumnChunk>>(
         &self,
         py: Python<'py>,
         cols: &[usize],
-        chunks: &[&ColumnChunk],
+        chunks: &[C],
         row: usize,
     ) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         let fields = &self.inner.schema().fields;
         for (&c, chunk) in cols.iter().zip(chunks) {
+            let chunk = chunk.borrow();
             let ctx = ReadCtx {
                 helpers: &self.helpers,
                 bytes: &chunk.bytes,
@@ -323,8 +325,7 @@ impl PyRowGroupIter {
             loop {
                 if let Some((g, chunks, row)) = &mut self.current {
                     if *row < g.num_rows as usize {
-                        let refs: Vec<&ColumnChunk> = chunks.iter().collect();
-                        let rec = self.dataset.get().row_dict(py, &self.cols, &refs, *row)?;
+                        let rec = self.dataset.get().row_dict(py, &self.cols, chunks, *row)?;
                         *row += 1;
                         return Ok(Some(rec.into_any()));
                     }
@@ -341,11 +342,10 @@ impl PyRowGroupIter {
         let Some((g, chunks)) = self.next_group(py)? else {
             return Ok(None);
         };
-        let refs: Vec<&ColumnChunk> = chunks.iter().collect();
         let ds = self.dataset.get();
         let out = PyList::empty(py);
         for i in 0..g.num_rows as usize {
-            out.append(ds.row_dict(py, &self.cols, &refs, i)?)?;
+            out.append(ds.row_dict(py, &self.cols, &chunks, i)?)?;
         }
         Ok(Some(out.into_any()))
     }
