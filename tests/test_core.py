@@ -192,6 +192,50 @@ def test_bad_records_are_rejected_whole_and_nothing_is_lost(tmp_path):
     assert ds[3]["pts"].shape == (3, 2)
 
 
+@pytest.mark.parametrize(
+    "dtype, value, msg",
+    [
+        ("int8", np.array([300, -200, 2**40]), "out of range for int8"),
+        ("int8", [300, 1], "value 300 is out of range"),
+        ("uint16", [-1], "value -1 is out of range"),
+        ("int64", np.array([2**64 - 1], np.uint64), "out of range for int64"),
+        ("int32", [1.0, 2.5], "floats are not integers"),
+        ("float32", np.array([1e40, 0.0]), "out of range for float32"),
+        ("float32", ["a"], "expected a numeric array"),
+    ],
+)
+def test_array_values_that_do_not_fit_are_refused_not_wrapped(tmp_path, dtype, value, msg):
+    schema = ps.Schema([ps.Field("v", ps.array(dtype))])
+    with ps.Writer(tmp_path / "d", schema) as w:
+        w.write({"v": np.zeros(1, dtype)})
+        with pytest.raises(ps.SchemaError, match=msg) as e:
+            w.write({"v": value})
+        assert e.value.field == "v" and e.value.record == 1
+    assert len(ps.Dataset(tmp_path / "d")) == 1
+
+
+def test_array_values_that_fit_are_converted(tmp_path):
+    schema = ps.Schema(
+        [
+            ps.Field("u8", ps.array("uint8")),
+            ps.Field("i16", ps.array("int16")),
+            ps.Field("pts", ps.array("float32", (2,))),
+        ]
+    )
+    rec = {
+        "u8": [1, 2, 255],  # Python ints (int64) that fit
+        "i16": np.array([True, False]),
+        "pts": np.array([[0.1, 2.0], [np.nan, -np.inf]]),  # float64: rounds, keeps nan/inf
+    }
+    with ps.Writer(tmp_path / "d", schema) as w:
+        w.write(rec)
+    got = ps.Dataset(tmp_path / "d")[0]
+    assert got["u8"].dtype == np.uint8 and got["u8"].tolist() == [1, 2, 255]
+    assert got["i16"].dtype == np.int16 and got["i16"].tolist() == [1, 0]
+    assert got["pts"].dtype == np.float32
+    np.testing.assert_array_equal(got["pts"], rec["pts"].astype(np.float32))
+
+
 def test_large_blob_round_trips(tmp_path):
     blob = np.random.default_rng(0).integers(0, 256, 17 << 20, dtype=np.uint8).tobytes()
     with ps.Writer(tmp_path / "d") as w:

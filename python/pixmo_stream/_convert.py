@@ -11,21 +11,45 @@ import numpy as np
 def to_array(obj: Any, dtype: str, shape: list[int]) -> tuple[int, bytes]:
     """Checks and converts ``obj`` to a C-order array of ``dtype`` and inner ``shape``.
 
-    Returns (outer length, little-endian bytes). Raises TypeError/ValueError with a message
-    the writer turns into a SchemaError.
+    Values are stored only if they fit: an integer outside the target's range, a float for an
+    integer dtype, or a finite float that overflows to infinity in a narrower float is refused
+    (ints into floats and float64 into float32 round, as floats do). Returns (outer length,
+    little-endian bytes). Raises TypeError/ValueError with a message the writer turns into a
+    SchemaError.
     """
     target = np.dtype(dtype).newbyteorder("<")
     arr = np.asarray(obj)
-    if arr.dtype == object:
-        raise TypeError(f"expected a numeric array, got {type(obj).__name__} of objects")
+    if arr.dtype.kind not in "biuf":
+        what = "objects" if arr.dtype == object else str(arr.dtype)
+        raise TypeError(f"expected a numeric array, got {type(obj).__name__} of {what}")
     if arr.size == 0 and arr.ndim == 1 and shape:
         arr = arr.reshape((0, *shape))
-    if arr.size and not np.can_cast(arr.dtype, target, casting="same_kind"):
-        raise TypeError(f"cannot store a {arr.dtype} array as {dtype} without losing information")
     if tuple(arr.shape[1:]) != tuple(shape) or arr.ndim != len(shape) + 1:
         want = "(N" + "".join(f", {d}" for d in shape) + ")"
         raise ValueError(f"expected an array of shape {want}, got shape {arr.shape}")
-    return arr.shape[0], np.ascontiguousarray(arr, dtype=target).tobytes()
+    if arr.size and arr.dtype != target:
+        _check_fits(arr, target, dtype)
+    with np.errstate(over="ignore"):  # overflow was ruled out above
+        out = np.ascontiguousarray(arr, dtype=target)
+    return arr.shape[0], out.tobytes()
+
+
+def _check_fits(arr: np.ndarray, target: np.dtype, dtype: str) -> None:
+    src = arr.dtype.kind
+    if target.kind in "iu":
+        if src == "f":
+            raise TypeError(f"cannot store a {arr.dtype} array as {dtype}: floats are not integers")
+        if src in "iu":
+            info = np.iinfo(target)
+            lo, hi = int(arr.min()), int(arr.max())
+            if lo < info.min or hi > info.max:
+                bad = lo if lo < info.min else hi
+                raise ValueError(f"value {bad} is out of range for {dtype} [{info.min}, {info.max}]")
+    elif src == "f" and arr.dtype.itemsize > target.itemsize:
+        big = np.abs(arr[np.isfinite(arr)])
+        limit = np.finfo(target).max
+        if big.size and big.max() > limit:
+            raise ValueError(f"value {float(big.max())!r} is out of range for {dtype} (|x| <= {limit:.6g})")
 
 
 def pack_any(obj: Any) -> bytes:

@@ -28,8 +28,11 @@ class Writer:
     """Writes records into `path` (a directory), shard by shard, manifest last.
 
     ``schema=None`` infers the schema from the first record (see `infer_schema`). A record
-    that does not fit raises `SchemaError` naming the field and record; it is not written and
-    the writer stays usable. Leaving the ``with`` block normally writes the manifest; leaving
+    that does not fit raises `SchemaError` naming the field and the record (``e.field``;
+    ``e.record``, the row it would have been: the number of records written before it); it is
+    not written and the writer stays usable. Array values are stored only if every value
+    fits the field's dtype (an int out of range, a float for an int dtype, or a float64 that
+    overflows float32 is refused; floats round as floats do). Leaving the ``with`` block normally writes the manifest; leaving
     it with an exception does not, so a failed write never looks complete.
 
     Image bytes are not copied: a `bytes` value of 4 KiB or more is held by reference until
