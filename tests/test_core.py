@@ -322,6 +322,52 @@ def test_writer_refuses_to_clobber_and_failed_writes_never_look_complete(tmp_pat
         ps.Dataset(tmp_path / "d")
 
 
+def test_a_dataset_left_mid_write_says_so(tmp_path):
+    schema = ps.Schema([ps.Field("x", ps.int64())])
+    w = ps.Writer(tmp_path / "d", schema, row_group_rows=1, shard_bytes=1)
+    for i in range(3):
+        w.write({"x": i})  # shards roll over; no manifest yet
+    with pytest.raises(FileNotFoundError, match="still being written") as e:
+        ps.Dataset(tmp_path / "d")
+    assert e.value.filename.endswith("manifest.json")
+    w.close()
+    assert len(ps.Dataset(tmp_path / "d")) == 3
+
+
+def test_a_dataset_rewritten_under_an_open_reader_is_refused_not_mixed(tmp_path):
+    def write(tag, n):
+        with ps.Writer(tmp_path / "d", overwrite=True, row_group_rows=10, shard_bytes=1) as w:
+            for i in range(n):
+                w.write({"i": i, "tag": tag})
+
+    write("old", 40)
+    ds = ps.Dataset(tmp_path / "d")
+    sd = ps.StreamingDataset(tmp_path / "d", shuffle=False)
+    assert ds[0] == {"i": 0, "tag": "old"}  # opens the first shard only
+    write("new", 40)
+    assert ds[5] == {"i": 5, "tag": "old"}  # an open shard stays what it was
+    with pytest.raises(ps.CorruptDataError, match="rewritten") as e:
+        ds[25]  # its shard would be the new dataset's
+    assert e.value.path == str(tmp_path / "d")
+    with pytest.raises(ps.CorruptDataError, match="make a new StreamingDataset"):
+        next(iter(sd))
+    assert [r["tag"] for r in ps.StreamingDataset(tmp_path / "d", shuffle=False)] == ["new"] * 40
+
+
+def test_metadata_reads_back_and_columns_are_checked(tmp_path):
+    with ps.Writer(tmp_path / "d", metadata={"source": "pixmo-cap", "split": "train"}) as w:
+        w.write({"caption": "a", "n": 1})
+    ds = ps.Dataset(tmp_path / "d")
+    assert ds.metadata == {"source": "pixmo-cap", "split": "train"}
+    assert ds.info()["metadata"] == ds.metadata
+    with pytest.raises(TypeError, match=r"did you mean \['caption'\]"):
+        ds.take([0], columns="caption")
+    with pytest.raises(TypeError, match="not a string"):
+        list(ds.iter(columns="caption"))
+    with pytest.raises(ValueError, match="unknown column 'captions'; columns are: caption, n"):
+        ps.StreamingDataset(tmp_path / "d", columns=["captions"])
+
+
 def test_schema_json_round_trip_and_errors():
     assert ps.Schema.from_json(ALL_TYPES.to_json()) == ALL_TYPES
     with pytest.raises(ps.SchemaError):

@@ -44,12 +44,16 @@ def _check_fits(arr: np.ndarray, target: np.dtype, dtype: str) -> None:
             lo, hi = int(arr.min()), int(arr.max())
             if lo < info.min or hi > info.max:
                 bad = lo if lo < info.min else hi
-                raise ValueError(f"value {bad} is out of range for {dtype} [{info.min}, {info.max}]")
+                raise ValueError(
+                    f"value {bad} is out of range for {dtype} [{info.min}, {info.max}]"
+                )
     elif src == "f" and arr.dtype.itemsize > target.itemsize:
         big = np.abs(arr[np.isfinite(arr)])
         limit = np.finfo(target).max
         if big.size and big.max() > limit:
-            raise ValueError(f"value {float(big.max())!r} is out of range for {dtype} (|x| <= {limit:.6g})")
+            raise ValueError(
+                f"value {float(big.max())!r} is out of range for {dtype} (|x| <= {limit:.6g})"
+            )
 
 
 def pack_any(obj: Any) -> bytes:

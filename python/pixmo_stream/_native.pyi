@@ -68,6 +68,10 @@ class Dataset:
     @property
     def path(self) -> str: ...
     @property
+    def metadata(self) -> dict[str, str]: ...
+    @property
+    def manifest_id(self) -> tuple[int, int, int, int] | None: ...
+    @property
     def num_shards(self) -> int: ...
     @property
     def num_row_groups(self) -> int: ...
@@ -192,6 +196,7 @@ class ReadAhead:
         depth: int = 2,
         skip: int = 0,
         verify_blobs: bool = True,
+        expect: list[tuple[int, int, int, int] | None] | None = None,
     ) -> ReadAhead: ...
     @staticmethod
     def for_mixture(
@@ -214,6 +219,7 @@ class ReadAhead:
         depth: int = 2,
         skip: int = 0,
         verify_blobs: bool = True,
+        expect: list[tuple[int, int, int, int] | None] | None = None,
     ) -> ReadAhead: ...
     def next_batch(self) -> tuple[list[dict[str, Any]], list[int], list[int]] | None: ...
     @property

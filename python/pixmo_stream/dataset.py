@@ -28,6 +28,25 @@ def _reduce_blob_for_ipc(blob: _native.Blob) -> tuple[Any, tuple[Any, ...]]:
 ForkingPickler.register(_native.Blob, _reduce_blob_for_ipc)
 
 
+def column_list(columns: Sequence[str] | None) -> list[str] | None:
+    """`columns` as a list (None: all). A lone string is refused rather than split into
+    letters."""
+    if columns is None:
+        return None
+    if isinstance(columns, str | bytes):
+        raise TypeError(
+            f"columns must be a list of names, not a string: did you mean [{columns!r}]?"
+        )
+    return list(columns)
+
+
+def check_columns(columns: Sequence[str], available: Sequence[str], path: str) -> None:
+    """Raises ValueError naming the first of `columns` that `path` does not have."""
+    for c in columns:
+        if c not in available:
+            raise ValueError(f"{path}: unknown column {c!r}; columns are: {', '.join(available)}")
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     """What `Dataset.verify()` found: `ok` is True when every chunk checked out."""
@@ -77,6 +96,11 @@ class Dataset:
         return self._schema.names
 
     @property
+    def metadata(self) -> dict[str, str]:
+        """The `metadata` the writer was given (`Writer(..., metadata={...})`)."""
+        return self._native.metadata
+
+    @property
     def num_shards(self) -> int:
         return self._native.num_shards
 
@@ -96,17 +120,17 @@ class Dataset:
         self, indices: Sequence[int], columns: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
         """Records at `indices`, in that order (batched: each row group is decoded once)."""
-        return self._native.take(list(indices), None if columns is None else list(columns))
+        return self._native.take(list(indices), column_list(columns))
 
     def iter_batches(self, columns: Sequence[str] | None = None) -> Iterator[list[dict[str, Any]]]:
         """One list of records per row group, in storage order. To scan, prefer `iter`: it
         makes one record at a time, so the garbage collector has no live lists to promote."""
-        return self._native.iter_row_groups(None if columns is None else list(columns))
+        return self._native.iter_row_groups(column_list(columns))
 
     def iter(self, columns: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         """Records in storage order; with `columns`, only those columns are read. Each record
         is made when it is asked for (`iter_batches` makes a row group's at once)."""
-        return self._native.iter_rows(None if columns is None else list(columns))
+        return self._native.iter_rows(column_list(columns))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self.iter()

@@ -126,6 +126,7 @@ class Mixture(_PlannedIterable):
             self._specs(),
             num_positions=start + self.length,
             start=start,
+            expect=[s._manifest_ids[0] for s in self.sources],
             **reading,
         )
 

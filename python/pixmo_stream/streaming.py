@@ -17,6 +17,7 @@ import torch.utils.data
 from . import _native
 from ._split import check_rank_world, detect_rank_world, in_worker, worker_info
 from .batching import collate as default_collate
+from .dataset import Dataset, check_columns, column_list
 
 STATE_VERSION = 1
 
@@ -295,17 +296,22 @@ class StreamingDataset(_PlannedIterable):
             raise ValueError("no dataset path given")
         if remainder not in ("pad", "drop"):
             raise ValueError("remainder must be 'pad' or 'drop'")
-        self.columns = list(columns) if columns is not None else None
+        self.columns = column_list(columns)
         self.shuffle = shuffle
         self.seed = int(seed)
         self.shuffle_window = int(shuffle_window)
         self.remainder = remainder
-        from .dataset import Dataset
 
         self.row_groups: list[int] = []
+        # Readers opened later (in DataLoader workers, each pass) check that each path still
+        # names this dataset: the plan is a function of its layout.
+        self._manifest_ids: list[tuple[int, int, int, int] | None] = []
         for p in self.paths:
             ds = Dataset(p)
+            if self.columns is not None:
+                check_columns(self.columns, ds.columns, p)
             self.row_groups.extend(int(g[3]) for g in ds.row_group_layout())
+            self._manifest_ids.append(ds._native.manifest_id)
         self.num_rows = sum(self.row_groups)
         self._epoch = 0
         self._resume: tuple[int, int] | None = None
@@ -345,6 +351,7 @@ class StreamingDataset(_PlannedIterable):
             window_rows=self.shuffle_window,
             start=cfg["start"],
             pad=self.remainder == "pad",
+            expect=self._manifest_ids,
             **reading,
         )
 

@@ -24,6 +24,16 @@ class WriteSummary:
     num_bytes: int
 
 
+def _str_map(metadata: Mapping[str, str]) -> dict[str, str]:
+    for k, v in metadata.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(
+                f"metadata maps str to str (FORMAT.md); got {k!r}: {v!r} "
+                "(store other values as text, e.g. json.dumps)"
+            )
+    return dict(metadata)
+
+
 class Writer:
     """Writes records into `path` (a directory), shard by shard, manifest last.
 
@@ -32,8 +42,9 @@ class Writer:
     ``e.record``, the row it would have been: the number of records written before it); it is
     not written and the writer stays usable. Array values are stored only if every value
     fits the field's dtype (an int out of range, a float for an int dtype, or a float64 that
-    overflows float32 is refused; floats round as floats do). Leaving the ``with`` block normally writes the manifest; leaving
-    it with an exception does not, so a failed write never looks complete.
+    overflows float32 is refused; floats round as floats do). Leaving the ``with`` block
+    normally writes the manifest; leaving it with an exception does not, so a failed write
+    never looks complete.
 
     Image bytes are not copied: a `bytes` value of 4 KiB or more is held by reference until
     its row group is on disk (up to three row groups, ~48 MiB at the default size), then let
@@ -61,7 +72,7 @@ class Writer:
             zstd_level=int(zstd_level),
             codecs=dict(codecs or {}),
             overwrite=bool(overwrite),
-            metadata={str(k): str(v) for k, v in (metadata or {}).items()},
+            metadata=_str_map(metadata or {}),
         )
         self._schema = schema
         self._native: Any = None

@@ -5,9 +5,11 @@ use crate::decode::ColumnChunk;
 use crate::error::{Error, Location, Result};
 use crate::format::MANIFEST_NAME;
 use crate::manifest::Manifest;
+use crate::mapped::FileId;
 use crate::schema::Schema;
 use crate::shard::ShardReader;
-use std::collections::HashMap;
+use crate::writer::is_shard_file;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -74,6 +76,11 @@ pub struct Dataset {
     shards: Vec<ShardSlot>,
     shard_starts: Vec<u64>,
     num_rows: u64,
+    /// The manifest this dataset was opened from (None for a single shard): a shard opened
+    /// later must belong to it, not to a dataset written over this one since.
+    manifest: Option<FileId>,
+    /// The manifest's user metadata (empty for a single shard).
+    metadata: BTreeMap<String, String>,
     cache: Mutex<ChunkCache>,
     /// One gate per chunk being read (see `chunk`).
     in_flight: Mutex<HashMap<ChunkKey, Arc<Mutex<()>>>>,
@@ -92,25 +99,33 @@ impl Dataset {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        let (schema, shards) = if meta.is_dir() {
+        let (schema, shards, manifest, metadata) = if meta.is_dir() {
             if !path.join(MANIFEST_NAME).exists() {
-                return Err(Error::NotFound {
-                    path: path.join(MANIFEST_NAME),
+                let shards_there = std::fs::read_dir(path).is_ok_and(|mut d| {
+                    d.any(|e| e.is_ok_and(|e| is_shard_file(&e.file_name().to_string_lossy())))
+                });
+                let path = path.join(MANIFEST_NAME);
+                return Err(if shards_there {
+                    Error::Incomplete { path }
+                } else {
+                    Error::NotFound { path }
                 });
             }
-            let m = Manifest::read(path)?;
+            let (m, id) = Manifest::read_with_id(path)?;
+            // Absolute, so that shards opened later are found whatever the working directory.
+            let dir = id.path.parent().unwrap_or(path).to_path_buf();
             let shards = m
                 .shards
                 .iter()
                 .map(|s| ShardSlot {
-                    path: path.join(&s.file),
+                    path: dir.join(&s.file),
                     num_rows: s.num_rows,
                     num_bytes: Some(s.num_bytes),
                     rg_starts: starts(s.row_groups.iter().copied()),
                     reader: OnceLock::new(),
                 })
                 .collect();
-            (m.schema, shards)
+            (m.schema, shards, Some(id), m.metadata)
         } else {
             let r = ShardReader::open(path, None)?;
             let slot = ShardSlot {
@@ -122,7 +137,7 @@ impl Dataset {
             };
             let schema = r.schema().clone();
             let _ = slot.reader.set(r);
-            (schema, vec![slot])
+            (schema, vec![slot], None, BTreeMap::new())
         };
         let shard_starts = starts(shards.iter().map(|s: &ShardSlot| s.num_rows));
         Ok(Dataset {
@@ -131,6 +146,8 @@ impl Dataset {
             num_rows: *shard_starts.last().unwrap(),
             shards,
             shard_starts,
+            manifest,
+            metadata,
             cache: Mutex::new(ChunkCache {
                 entries: HashMap::new(),
                 heap_bytes: 0,
@@ -166,7 +183,11 @@ impl Dataset {
         if let Some(r) = slot.reader.get() {
             return Ok(r);
         }
-        let r = ShardReader::open(&slot.path, slot.num_bytes.map(|b| (b, slot.num_rows)))?;
+        let opened = ShardReader::open(&slot.path, slot.num_bytes.map(|b| (b, slot.num_rows)));
+        // Checked after the shard is open: the writer removes the manifest before it touches a
+        // shard, so a manifest unchanged now means the file just opened is the one it lists.
+        self.check_unchanged()?;
+        let r = opened?;
         if r.schema() != &self.schema {
             return Err(Error::corrupt(
                 Location::file(&slot.path),
@@ -181,6 +202,36 @@ impl Dataset {
         }
         let _ = slot.reader.set(r);
         Ok(slot.reader.get().unwrap())
+    }
+
+    /// The user metadata the writer stored in the manifest.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// The manifest file this dataset was opened from (None for a single shard).
+    pub fn manifest_id(&self) -> Option<&FileId> {
+        self.manifest.as_ref()
+    }
+
+    /// Fails if `manifest.json` is no longer the file this dataset was opened from: the
+    /// dataset has been rewritten (or is being rewritten, or was removed) since.
+    pub fn check_unchanged(&self) -> Result<()> {
+        let Some(id) = &self.manifest else {
+            return Ok(());
+        };
+        let path = &id.path;
+        let now = std::fs::File::open(path).and_then(|f| FileId::of(path, &f));
+        match now {
+            Ok(now) if now.same_file(id) => Ok(()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+            _ => Err(Error::Changed {
+                path: self.root.clone(),
+                reason: "the dataset was rewritten or removed after it was opened \
+                         (manifest.json is not the file it was opened from); open it again"
+                    .into(),
+            }),
+        }
     }
 
     /// Every row group in dataset order (from the manifest; no shard is opened).

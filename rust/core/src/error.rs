@@ -47,6 +47,11 @@ pub enum Error {
     #[error("{}: no such file or directory", path.display())]
     NotFound { path: PathBuf },
 
+    /// A dataset directory with shard files but no manifest: a write still running, or one
+    /// that stopped before its end.
+    #[error("{}: {INCOMPLETE}", path.display())]
+    Incomplete { path: PathBuf },
+
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -56,6 +61,10 @@ pub enum Error {
 
     #[error("corrupt data in {location}: {reason}")]
     Corrupt { location: Location, reason: String },
+
+    /// A file or dataset is no longer the one that was opened (rewritten or replaced since).
+    #[error("{}: {reason}", path.display())]
+    Changed { path: PathBuf, reason: String },
 
     #[error("{}: unsupported format: {reason}", path.display())]
     UnsupportedVersion { path: PathBuf, reason: String },
@@ -70,6 +79,10 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
 }
+
+/// Why a directory of shards without a manifest does not open.
+pub const INCOMPLETE: &str = "no manifest.json, but shard files: the dataset is still being \
+     written, or its write stopped before the end (the manifest is written last)";
 
 fn schema_message(field: &str, record: Option<u64>, reason: &str) -> String {
     match (field.is_empty(), record) {

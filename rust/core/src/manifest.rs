@@ -2,10 +2,11 @@
 
 use crate::error::{Error, Location, Result};
 use crate::format::{MAJOR_VERSION, MANIFEST_FORMAT, MANIFEST_NAME, MINOR_VERSION};
+use crate::mapped::FileId;
 use crate::schema::Schema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Component, Path};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,8 +51,18 @@ impl Manifest {
 
     /// Reads and checks `dir/manifest.json`.
     pub fn read(dir: &Path) -> Result<Self> {
+        Self::read_with_id(dir).map(|(m, _)| m)
+    }
+
+    /// Reads and checks `dir/manifest.json`, and says which file it was (device, inode, size,
+    /// mtime), so that a reader can tell later whether the dataset has been rewritten.
+    pub fn read_with_id(dir: &Path) -> Result<(Self, FileId)> {
         let path = dir.join(MANIFEST_NAME);
-        let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let id = FileId::of(&path, &file).map_err(|e| Error::io(&path, e))?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text)
+            .map_err(|e| Error::io(&path, e))?;
         let corrupt = |r: String| Error::corrupt(Location::file(&path), r);
         let value: serde_json::Value =
             serde_json::from_slice(&text).map_err(|e| corrupt(format!("not valid JSON: {e}")))?;
@@ -103,7 +114,7 @@ impl Manifest {
         if m.shards.iter().map(|s| s.num_rows).sum::<u64>() != m.num_rows {
             return Err(corrupt("shard rows do not add up to num_rows".into()));
         }
-        Ok(m)
+        Ok((m, id))
     }
 
     /// Writes `dir/manifest.json` through a temporary file and a rename.

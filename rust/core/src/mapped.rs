@@ -1,7 +1,7 @@
 //! Mapped shard files and their identity: how a process maps again the bytes another process
 //! on the same machine read (a DataLoader worker sending an image by reference).
 
-use crate::error::{Error, Location};
+use crate::error::Error;
 use memmap2::Mmap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,12 @@ pub struct FileId {
 }
 
 impl FileId {
+    /// The same file, unchanged (device, inode, size, mtime), whatever path names it.
+    pub fn same_file(&self, other: &FileId) -> bool {
+        (self.dev, self.ino, self.len, self.mtime_ns)
+            == (other.dev, other.ino, other.len, other.mtime_ns)
+    }
+
     pub fn of(path: &Path, file: &File) -> std::io::Result<FileId> {
         let m = file.metadata()?;
         #[cfg(unix)]
@@ -57,11 +63,12 @@ pub fn map_again(id: FileId) -> crate::Result<(Arc<FileId>, Arc<Mmap>)> {
     let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
     let now = FileId::of(&path, &file).map_err(|e| Error::io(&path, e))?;
     if now != id {
-        return Err(Error::corrupt(
-            Location::file(&path),
-            "the file changed after a DataLoader worker read it (a shard must not be replaced \
-             while it is read)",
-        ));
+        return Err(Error::Changed {
+            path,
+            reason: "the file changed after a DataLoader worker read it (a shard must not be \
+                     replaced while it is read)"
+                .into(),
+        });
     }
     // SAFETY: as for `ShardReader::open`: shards are never modified in place, and the file is
     // the one the sender mapped and verified (same device, inode, size and mtime).

@@ -175,7 +175,7 @@ impl ShardSink {
     }
 }
 
-fn is_shard_file(name: &str) -> bool {
+pub(crate) fn is_shard_file(name: &str) -> bool {
     name.starts_with("shard-") && (name.ends_with(SHARD_EXTENSION) || name.ends_with(".pxs.tmp"))
 }
 

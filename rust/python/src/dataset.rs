@@ -97,6 +97,21 @@ impl PyDataset {
         self.inner.schema().to_json()
     }
 
+    /// The writer's `metadata` (from the manifest; empty for a single shard).
+    #[getter]
+    fn metadata(&self) -> std::collections::BTreeMap<String, String> {
+        self.inner.metadata().clone()
+    }
+
+    /// `(device, inode, size, mtime_ns)` of the manifest this dataset was opened from, or
+    /// None for a single shard: how a reader opened later checks it reads the same dataset.
+    #[getter]
+    fn manifest_id(&self) -> Option<(u64, u64, u64, i64)> {
+        self.inner
+            .manifest_id()
+            .map(|f| (f.dev, f.ino, f.len, f.mtime_ns))
+    }
+
     #[getter]
     fn num_shards(&self) -> usize {
         self.inner.num_shards()
@@ -231,6 +246,7 @@ impl PyDataset {
                 "num_rows": ds.num_rows(),
                 "num_bytes": shards.iter().map(|s| s["num_bytes"].as_u64().unwrap_or(0)).sum::<u64>(),
                 "schema": ds.schema(),
+                "metadata": ds.metadata(),
                 "shards": shards,
             })
             .to_string())

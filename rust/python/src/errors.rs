@@ -55,6 +55,14 @@ pub fn to_py(e: Error) -> PyErr {
                 )),
                 vec![],
             ),
+            Error::Incomplete { path } => (
+                PyFileNotFoundError::new_err((
+                    2,
+                    pixmo_stream_core::error::INCOMPLETE,
+                    path.display().to_string(),
+                )),
+                vec![],
+            ),
             Error::Io { .. } => (PyOSError::new_err(msg), vec![]),
             Error::Corrupt { location, .. } => (
                 CorruptDataError::new_err(msg),
@@ -88,6 +96,22 @@ pub fn to_py(e: Error) -> PyErr {
                             .into_any()
                             .unbind(),
                     ),
+                ],
+            ),
+            Error::Changed { path, .. } => (
+                CorruptDataError::new_err(msg),
+                vec![
+                    (
+                        "path",
+                        path.display()
+                            .to_string()
+                            .into_pyobject(py)
+                            .unwrap()
+                            .into_any()
+                            .unbind(),
+                    ),
+                    ("row_group", py.None()),
+                    ("column", py.None()),
                 ],
             ),
             Error::UnsupportedVersion { path, .. } => (

@@ -30,14 +30,33 @@ pub struct PyReadAhead {
     zero_copy: bool,
 }
 
+/// A manifest's identity as Python holds it: `Dataset.manifest_id`.
+type ManifestId = (u64, u64, u64, i64);
+
+/// Opens each source; with `expect`, each must still be the dataset whose manifest the caller
+/// saw (a StreamingDataset's plan was made from that dataset's layout).
 fn open_sources(
     py: Python<'_>,
     paths: Vec<String>,
     columns: Vec<Option<Vec<String>>>,
+    expect: Option<Vec<Option<ManifestId>>>,
 ) -> PyResult<Vec<SourceMeta>> {
     let mut out = Vec::with_capacity(paths.len());
-    for (path, cols) in paths.into_iter().zip(columns) {
+    for (i, (path, cols)) in paths.into_iter().zip(columns).enumerate() {
         let ds = py.detach(|| Dataset::open(&path)).py_err()?;
+        if let Some(want) = expect.as_ref().and_then(|e| e.get(i)) {
+            let now = ds.manifest_id().map(|f| (f.dev, f.ino, f.len, f.mtime_ns));
+            if now != *want {
+                return Err(pixmo_stream_core::Error::Changed {
+                    path: path.into(),
+                    reason: "the dataset was rewritten after this StreamingDataset was made \
+                             (its manifest.json is another file now); make a new \
+                             StreamingDataset"
+                        .into(),
+                })
+                .py_err();
+            }
+        }
         let idx = ds.column_indices(cols.as_deref()).py_err()?;
         let keys = idx
             .iter()
@@ -76,7 +95,7 @@ impl PyReadAhead {
     #[staticmethod]
     #[pyo3(signature = (paths, columns=None, *, seed=0, epoch=0, shuffle=true, window_rows=16384,
         start=0, world_size=1, rank=0, num_workers=1, worker=0, block=1, pad=false,
-        batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true))]
+        batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true, expect=None))]
     #[allow(clippy::too_many_arguments)]
     fn for_plan(
         py: Python<'_>,
@@ -98,9 +117,10 @@ impl PyReadAhead {
         depth: usize,
         skip: u64,
         verify_blobs: bool,
+        expect: Option<Vec<Option<ManifestId>>>,
     ) -> PyResult<Self> {
         let n = paths.len();
-        let sources = open_sources(py, paths, vec![columns; n])?;
+        let sources = open_sources(py, paths, vec![columns; n], expect)?;
         // Several datasets are read as one: global row ids count through them in order.
         let mut layout: Vec<u64> = Vec::new();
         let mut starts = vec![0u64];
@@ -147,7 +167,7 @@ impl PyReadAhead {
     #[staticmethod]
     #[pyo3(signature = (paths, columns, weights, seed, counts_at_start, sources, *, num_positions,
         start=0, world_size=1, rank=0, num_workers=1, worker=0, block=1,
-        batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true))]
+        batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true, expect=None))]
     #[allow(clippy::too_many_arguments)]
     fn for_mixture(
         py: Python<'_>,
@@ -169,8 +189,9 @@ impl PyReadAhead {
         depth: usize,
         skip: u64,
         verify_blobs: bool,
+        expect: Option<Vec<Option<ManifestId>>>,
     ) -> PyResult<Self> {
-        let metas = open_sources(py, paths, columns)?;
+        let metas = open_sources(py, paths, columns, expect)?;
         let rows = mixture_rows(
             &weights,
             seed,
