@@ -68,9 +68,20 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot store {type(obj).__name__} in an 'any' field")
 
 
+def dict_with_tuple_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """A msgpack map as a dict, with array keys as tuples (what tuple keys were written as)."""
+    return {_frozen(k): v for k, v in pairs}
+
+
+def _frozen(k: Any) -> Any:
+    return tuple(_frozen(x) for x in k) if isinstance(k, list) else k
+
+
 def unpack_any(data: bytes) -> Any:
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+        return msgpack.unpackb(
+            data, raw=False, strict_map_key=False, object_pairs_hook=dict_with_tuple_keys
+        )
     except Exception as e:  # noqa: BLE001 - any decoding failure is a data problem
         from ._native import CorruptDataError
 

@@ -23,6 +23,24 @@ def check_rank_world(rank: int, world: int) -> tuple[int, int]:
     return rank, world
 
 
+U64_MAX = 2**64 - 1
+
+
+def checked_int(name: str, value: object, lo: int = 0, hi: int = U64_MAX) -> int:
+    """`value` as an int in [lo, hi], or ValueError naming `name` (no bools, floats, strings)."""
+    import operator
+
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    try:
+        v = operator.index(value)  # ints and numpy ints, not 2.9 or "3"
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {v}")
+    return v
+
+
 def worker_info() -> tuple[int, int]:
     """`(worker, num_workers)` of the calling DataLoader worker, `(0, 1)` outside one."""
     if "torch" not in sys.modules:

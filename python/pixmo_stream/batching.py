@@ -23,7 +23,9 @@ def collate(
     - ints, floats, bools -> 1-D tensors (int64, float64, bool);
     - numpy arrays of shape `(N_i, *inner)` -> one tensor `(B, max N_i, *inner)` zero-padded,
       plus a bool tensor `key + mask_suffix` of shape `(B, max N_i)` marking real rows;
-    - anything else (str, bytes, lists, dicts, None) -> a list of length B.
+    - anything else (str, bytes, lists, dicts) -> a list of length B; so is a column with a
+      None (a null) in this batch, or with values of mixed types. A nullable numeric column
+      therefore changes type from batch to batch: give such data a `collate_fn` of your own.
 
     With `pin_memory`, tensors are placed in page-locked memory (when CUDA is available).
     """
@@ -31,8 +33,17 @@ def collate(
 
     if not records:
         return {}
+    keys = records[0].keys()
+    for i, r in enumerate(records):
+        if r.keys() != keys:
+            raise ValueError(
+                f"records 0 and {i} of this batch have different keys ({sorted(keys)} and "
+                f"{sorted(r.keys())}), e.g. from mixture sources with other columns: give the "
+                "loader a collate_fn that turns each record into the same fields (e.g. text "
+                "for the model), or read the same columns from every source"
+            )
     out: dict[str, Any] = {}
-    for key in records[0]:
+    for key in keys:
         values = [r[key] for r in records]
         first = values[0]
         if isinstance(first, bool) and all(isinstance(v, bool) for v in values):
@@ -56,6 +67,11 @@ def collate(
             for i, v in enumerate(values):
                 padded[i, : v.shape[0]] = v
                 mask[i, : v.shape[0]] = True
+            if key + mask_suffix in keys:
+                raise ValueError(
+                    f"the mask of {key!r} would overwrite the field {key + mask_suffix!r}: "
+                    "pass another mask_suffix"
+                )
             out[key] = torch.from_numpy(padded)
             out[key + mask_suffix] = torch.from_numpy(mask)
         else:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _native
+from ._split import checked_int
 from .streaming import STATE_VERSION, StreamingDataset, _PlannedIterable
 
 INFINITE = 1 << 62
@@ -78,11 +79,16 @@ class Mixture(_PlannedIterable):
         for s in sources:
             if len(s.paths) != 1:
                 raise ValueError("each mixture source must be a StreamingDataset of one path")
+            if s.batch_size is not None:
+                raise ValueError(
+                    f"mixture source {s.paths[0]!r} has batch_size={s.batch_size}: the mixture "
+                    "batches (pass batch_size to the Mixture), its sources give records"
+                )
         self.sources = list(sources)
         self.rates = [float(r) for r in rates]
         _native.mixture_counts(self.rates, 0, 0, 0)  # validates the rates
-        self.seed = int(seed)
-        self.length = INFINITE if length is None else int(length)
+        self.seed = checked_int("seed", seed)
+        self.length = INFINITE if length is None else checked_int("length", length, 1)
         self.source_key = source_key
         self._position = 0
         self._counts = [0] * len(self.sources)
@@ -179,8 +185,13 @@ class Mixture(_PlannedIterable):
             raise ValueError("not a Mixture state (version 1)")
         if state["seed"] != self.seed or [float(r) for r in state["rates"]] != self.rates:
             raise ValueError("state was saved with another seed or other rates")
-        self._position = int(state["position"])
-        self._counts = [int(c) for c in state["counts"]]
+        counts = state["counts"]
+        if not isinstance(counts, list | tuple) or len(counts) != len(self.sources):
+            raise ValueError(
+                f"state['counts'] must hold one count per source ({len(self.sources)})"
+            )
+        self._position = checked_int("state['position']", state["position"])
+        self._counts = [checked_int("state['counts']", c) for c in counts]
         self._progress = None
         self._reset_passes()
         self._load_worker_state(state)

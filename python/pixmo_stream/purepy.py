@@ -51,6 +51,7 @@ MAX_FOOTER_LEN = 268435456
 PAGE_LEN = 65536
 MAX_NESTING_DEPTH = 32
 MAX_BUFFERS_PER_CHUNK = 1048576
+MAX_MSGPACK_DEPTH = 512
 MANIFEST_NAME = "manifest.json"
 SHARD_EXTENSION = ".pxs"
 
@@ -453,11 +454,26 @@ class _Decoder:
         if not blob:
             return None  # a placeholder: the caller checks that the slot is null
         try:
-            obj = msgpack.unpackb(blob, raw=False, strict_map_key=False, ext_hook=_no_ext)
+            obj = msgpack.unpackb(
+                blob,
+                raw=False,
+                strict_map_key=False,
+                ext_hook=_no_ext,
+                object_pairs_hook=_dict_with_tuple_keys,
+            )
             _check_any(obj)
         except Exception as e:
             raise self.err(f"any value {i} is not one valid msgpack object: {e}") from None
         return obj
+
+
+def _dict_with_tuple_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """A map as a dict, array keys as tuples (as a Python tuple key was written)."""
+
+    def frozen(k: Any) -> Any:
+        return tuple(frozen(x) for x in k) if isinstance(k, list) else k
+
+    return {frozen(k): v for k, v in pairs}
 
 
 def _no_ext(code: int, data: bytes) -> Any:
@@ -465,14 +481,16 @@ def _no_ext(code: int, data: bytes) -> Any:
 
 
 def _check_any(obj: Any) -> None:
-    stack = [obj]
+    stack = [(obj, 0)]
     while stack:
-        o = stack.pop()
-        if isinstance(o, list):
-            stack.extend(o)
+        o, depth = stack.pop()
+        if depth > MAX_MSGPACK_DEPTH:
+            raise ValueError(f"msgpack nests more than {MAX_MSGPACK_DEPTH} levels deep")
+        if isinstance(o, list | tuple):
+            stack.extend((x, depth + 1) for x in o)
         elif isinstance(o, dict):
-            stack.extend(o.keys())
-            stack.extend(o.values())
+            stack.extend((x, depth + 1) for x in o.keys())
+            stack.extend((x, depth + 1) for x in o.values())
         elif isinstance(o, msgpack.Timestamp):
             raise ValueError("msgpack timestamp extension is not allowed")
 

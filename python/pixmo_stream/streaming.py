@@ -15,7 +15,7 @@ from typing import Any
 import torch.utils.data
 
 from . import _native
-from ._split import check_rank_world, detect_rank_world, in_worker, worker_info
+from ._split import check_rank_world, checked_int, detect_rank_world, in_worker, worker_info
 from .batching import collate as default_collate
 from .dataset import Dataset, check_columns, column_list
 
@@ -36,8 +36,11 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         read_threads: int | None,
         read_ahead: int,
     ) -> None:
-        if batch_size is not None and batch_size < 1:
-            raise ValueError("batch_size must be >= 1 or None")
+        if batch_size is not None:
+            batch_size = checked_int("batch_size", batch_size, 1)
+        if read_threads is not None:
+            read_threads = checked_int("read_threads", read_threads, 1, 1024)
+        read_ahead = checked_int("read_ahead", read_ahead, 1, 1024)
         if (rank is None) != (world_size is None):
             raise ValueError("pass both rank and world_size, or neither")
         if rank is not None and world_size is not None:
@@ -297,9 +300,9 @@ class StreamingDataset(_PlannedIterable):
         if remainder not in ("pad", "drop"):
             raise ValueError("remainder must be 'pad' or 'drop'")
         self.columns = column_list(columns)
-        self.shuffle = shuffle
-        self.seed = int(seed)
-        self.shuffle_window = int(shuffle_window)
+        self.shuffle = bool(shuffle)
+        self.seed = checked_int("seed", seed)
+        self.shuffle_window = checked_int("shuffle_window", shuffle_window, 1)
         self.remainder = remainder
 
         self.row_groups: list[int] = []
@@ -325,7 +328,7 @@ class StreamingDataset(_PlannedIterable):
     def set_epoch(self, epoch: int) -> None:
         """Use epoch `epoch` next (call before each epoch, as with `DistributedSampler`). A
         state loaded for this epoch is kept; for another epoch, reading starts at its start."""
-        self._epoch = int(epoch)
+        self._epoch = checked_int("epoch", epoch)
         self._progress = None
         self._reset_passes()
 
@@ -408,9 +411,10 @@ class StreamingDataset(_PlannedIterable):
                     f"state was saved with {key}={state[key]!r}, this dataset has "
                     f"{getattr(self, key)!r}; the order would differ"
                 )
-        self._epoch = int(state["epoch"])
-        self._resume = (self._epoch, int(state["position"]))
-        self._progress = {"epoch": self._epoch, "position": int(state["position"])}
+        self._epoch = checked_int("state['epoch']", state["epoch"])
+        position = checked_int("state['position']", state["position"])
+        self._resume = (self._epoch, position)
+        self._progress = {"epoch": self._epoch, "position": position}
         self._reset_passes()
         self._load_worker_state(state)
 

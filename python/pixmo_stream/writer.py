@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -130,6 +131,17 @@ class Writer:
         """Stops without writing a manifest (the directory does not become a dataset)."""
         if self._native is not None and not self._native.closed:
             self._native.abort()
+
+    def __del__(self) -> None:
+        native = getattr(self, "_native", None)
+        if native is not None and not native.closed and native.rows_written:
+            warnings.warn(
+                f"Writer({self.path!r}) was dropped without close(): its {native.rows_written:,} "
+                "records were discarded and no manifest was written (use `with ps.Writer(...)` "
+                "or call close())",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def __enter__(self) -> Writer:
         return self

@@ -221,7 +221,7 @@ impl Dataset {
             return Ok(());
         };
         let path = &id.path;
-        let now = std::fs::File::open(path).and_then(|f| FileId::of(path, &f));
+        let now = FileId::of_path(path);
         match now {
             Ok(now) if now.same_file(id) => Ok(()),
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),

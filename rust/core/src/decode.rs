@@ -440,8 +440,11 @@ pub fn check_msgpack(v: &[u8]) -> Result<(), String> {
 }
 
 fn skip_msgpack(v: &[u8], pos: usize, depth: usize) -> Result<usize, String> {
-    if depth > 512 {
-        return Err("msgpack nests too deeply".into());
+    if depth > crate::format::MAX_MSGPACK_DEPTH {
+        return Err(format!(
+            "msgpack nests more than {} levels deep",
+            crate::format::MAX_MSGPACK_DEPTH
+        ));
     }
     let byte = |at: usize| {
         v.get(at)

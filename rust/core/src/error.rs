@@ -78,6 +78,10 @@ pub enum Error {
 
     #[error("{0}")]
     InvalidArgument(String),
+
+    /// A bug: a background thread panicked. The message is the panic's.
+    #[error("internal error (a bug in pixmo-stream, please report it): {0}")]
+    Internal(String),
 }
 
 /// Why a directory of shards without a manifest does not open.

@@ -11,6 +11,8 @@ pub const BUFFER_ALIGNMENT: usize = 8;
 pub const MAX_FOOTER_LEN: u64 = 256 << 20;
 pub const MAX_NESTING_DEPTH: usize = 32;
 pub const MAX_BUFFERS_PER_CHUNK: usize = 1 << 20;
+/// Levels of arrays and maps below one `any` value.
+pub const MAX_MSGPACK_DEPTH: usize = 512;
 /// Bytes covered by each entry of a chunk's `page_crc32c` (format 1.1).
 pub const PAGE_LEN: usize = 64 << 10;
 pub const MANIFEST_NAME: &str = "manifest.json";
@@ -70,6 +72,7 @@ mod tests {
         assert_eq!(num("MAX_FOOTER_LEN"), MAX_FOOTER_LEN);
         assert_eq!(num("MAX_NESTING_DEPTH"), MAX_NESTING_DEPTH as u64);
         assert_eq!(num("MAX_BUFFERS_PER_CHUNK"), MAX_BUFFERS_PER_CHUNK as u64);
+        assert_eq!(num("MAX_MSGPACK_DEPTH"), MAX_MSGPACK_DEPTH as u64);
         assert_eq!(num("PAGE_LEN"), PAGE_LEN as u64);
         assert_eq!(
             num("MAX_ARRAY_ROW_BYTES"),

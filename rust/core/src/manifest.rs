@@ -31,6 +31,11 @@ pub struct Manifest {
     pub metadata: BTreeMap<String, String>,
 }
 
+/// The sum, or None when it overflows u64 (a sum that wraps could match a forged total).
+fn checked_sum(mut values: impl Iterator<Item = u64>) -> Option<u64> {
+    values.try_fold(0u64, |a, b| a.checked_add(b))
+}
+
 impl Manifest {
     pub fn new(
         schema: Schema,
@@ -58,7 +63,7 @@ impl Manifest {
     /// mtime), so that a reader can tell later whether the dataset has been rewritten.
     pub fn read_with_id(dir: &Path) -> Result<(Self, FileId)> {
         let path = dir.join(MANIFEST_NAME);
-        let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let mut file = crate::mapped::open_regular(&path)?;
         let id = FileId::of(&path, &file).map_err(|e| Error::io(&path, e))?;
         let mut text = Vec::new();
         file.read_to_end(&mut text)
@@ -97,7 +102,9 @@ impl Manifest {
                     s.file
                 )));
             }
-            if s.row_groups.iter().sum::<u64>() != s.num_rows || s.row_groups.contains(&0) {
+            if checked_sum(s.row_groups.iter().copied()) != Some(s.num_rows)
+                || s.row_groups.contains(&0)
+            {
                 return Err(corrupt(format!(
                     "row groups of '{}' do not add up to its {} rows",
                     s.file, s.num_rows
@@ -108,10 +115,10 @@ impl Manifest {
         if !m.shards.iter().all(|s| files.insert(s.file.as_str())) {
             return Err(corrupt("a shard file is listed twice".into()));
         }
-        if m.shards.iter().map(|s| s.num_bytes).sum::<u64>() != m.num_bytes {
+        if checked_sum(m.shards.iter().map(|s| s.num_bytes)) != Some(m.num_bytes) {
             return Err(corrupt("shard sizes do not add up to num_bytes".into()));
         }
-        if m.shards.iter().map(|s| s.num_rows).sum::<u64>() != m.num_rows {
+        if checked_sum(m.shards.iter().map(|s| s.num_rows)) != Some(m.num_rows) {
             return Err(corrupt("shard rows do not add up to num_rows".into()));
         }
         Ok((m, id))

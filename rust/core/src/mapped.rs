@@ -26,7 +26,15 @@ impl FileId {
     }
 
     pub fn of(path: &Path, file: &File) -> std::io::Result<FileId> {
-        let m = file.metadata()?;
+        Self::from_metadata(path, &file.metadata()?)
+    }
+
+    /// The identity of whatever `path` names now, without opening it.
+    pub fn of_path(path: &Path) -> std::io::Result<FileId> {
+        Self::from_metadata(path, &std::fs::metadata(path)?)
+    }
+
+    fn from_metadata(path: &Path, m: &std::fs::Metadata) -> std::io::Result<FileId> {
         #[cfg(unix)]
         let (dev, ino, mtime_ns) = {
             use std::os::unix::fs::MetadataExt;
@@ -45,6 +53,19 @@ impl FileId {
     }
 }
 
+/// Opens `path` for reading if it is a regular file. Anything else is refused before it is
+/// opened: opening a FIFO blocks, and a directory or device cannot be mapped.
+pub fn open_regular(path: &Path) -> crate::Result<File> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Error::corrupt(
+            crate::error::Location::file(path),
+            "not a regular file",
+        ));
+    }
+    File::open(path).map_err(|e| Error::io(path, e))
+}
+
 /// Files mapped again by `map_again`, most recently used last. Values keep their own mapping
 /// alive; this list only saves re-mapping a file for every batch.
 static MAPPED: Mutex<Vec<(Arc<FileId>, Arc<Mmap>)>> = Mutex::new(Vec::new());
@@ -60,7 +81,7 @@ pub fn map_again(id: FileId) -> crate::Result<(Arc<FileId>, Arc<Mmap>)> {
         return Ok(hit);
     }
     let path = id.path.clone();
-    let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+    let file = open_regular(&path)?;
     let now = FileId::of(&path, &file).map_err(|e| Error::io(&path, e))?;
     if now != id {
         return Err(Error::Changed {

@@ -216,11 +216,16 @@ impl PageCheck {
         let a = self.start + p * PAGE_LEN;
         let b = self.start + ((p + 1) * PAGE_LEN).min(self.len);
         if xxh3_64(&self.map[a..b]) != self.hashes[p] {
-            return Err(self.error(format!(
-                "checksum mismatch in page {p} (bytes {}..{} of the chunk)",
-                a - self.start,
-                b - self.start
-            )));
+            return Err(self.error(if self.pad_check {
+                format!(
+                    "checksum mismatch in page {p} (bytes {}..{} of the chunk)",
+                    a - self.start,
+                    b - self.start
+                )
+            } else {
+                // A span sent by another process does not know where its chunk starts.
+                format!("checksum mismatch in the page at bytes {a}..{b} of the file")
+            }));
         }
         if p + 1 == self.hashes.len() && self.pad_check {
             // The zero padding after the chunk is checked with its last page. The shard reader

@@ -308,7 +308,7 @@ pub struct ShardReader {
 impl ShardReader {
     /// Opens and checks a shard. `expect` is `(num_bytes, num_rows)` from a manifest.
     pub fn open(path: &Path, expect: Option<(u64, u64)>) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file = crate::mapped::open_regular(path)?;
         // SAFETY: the file is opened read-only and shards are never modified in place (writers
         // create a new file and rename it); every offset read from the map is bounds-checked.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;

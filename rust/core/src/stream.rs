@@ -236,44 +236,56 @@ impl ReadAhead {
             let handle = std::thread::Builder::new()
                 .name(format!("pixmo-read-{t}"))
                 .spawn(move || {
-                    let mut rows = Vec::with_capacity(batch_rows);
-                    loop {
-                        rows.clear();
-                        {
-                            let mut turn = shared.turn.lock().unwrap_or_else(|e| e.into_inner());
-                            while turn.next % n as u64 != t as u64
-                                && !shared.stop.load(Ordering::Relaxed)
+                    // A panic here must reach the consumer as an error: a thread that just
+                    // stops would look like the end of the stream.
+                    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let mut rows = Vec::with_capacity(batch_rows.min(1 << 16));
+                        loop {
+                            rows.clear();
                             {
-                                turn = shared.cv.wait(turn).unwrap_or_else(|e| e.into_inner());
+                                let mut turn =
+                                    shared.turn.lock().unwrap_or_else(|e| e.into_inner());
+                                while turn.next % n as u64 != t as u64
+                                    && !shared.stop.load(Ordering::Relaxed)
+                                {
+                                    turn = shared.cv.wait(turn).unwrap_or_else(|e| e.into_inner());
+                                }
+                                if shared.stop.load(Ordering::Relaxed) {
+                                    return;
+                                }
+                                let res = if turn.done {
+                                    Ok(())
+                                } else {
+                                    turn.source.next_rows(batch_rows, &mut rows)
+                                };
+                                if rows.is_empty() || res.is_err() {
+                                    turn.done = true;
+                                }
+                                turn.next += 1;
+                                shared.cv.notify_all();
+                                if let Err(e) = res {
+                                    let _ = tx.send(Err(e));
+                                    return;
+                                }
                             }
-                            if shared.stop.load(Ordering::Relaxed) {
+                            if rows.is_empty() {
+                                // An empty batch tells the consumer the stream ended.
+                                let _ = tx.send(Ok(ReadBatch::default()));
                                 return;
                             }
-                            let res = if turn.done {
-                                Ok(())
-                            } else {
-                                turn.source.next_rows(batch_rows, &mut rows)
-                            };
-                            if rows.is_empty() || res.is_err() {
-                                turn.done = true;
-                            }
-                            turn.next += 1;
-                            shared.cv.notify_all();
-                            if let Err(e) = res {
-                                let _ = tx.send(Err(e));
+                            let batch = read_batch(&datasets, &columns, &rows, verify_blobs);
+                            let failed = batch.is_err();
+                            if tx.send(batch).is_err() || failed {
                                 return;
                             }
                         }
-                        if rows.is_empty() {
-                            // An empty batch tells the consumer the stream ended.
-                            let _ = tx.send(Ok(ReadBatch::default()));
-                            return;
-                        }
-                        let batch = read_batch(&datasets, &columns, &rows, verify_blobs);
-                        let failed = batch.is_err();
-                        if tx.send(batch).is_err() || failed {
-                            return;
-                        }
+                    }));
+                    if let Err(payload) = panicked {
+                        shared.stop.store(true, Ordering::Relaxed);
+                        let _ = tx.send(Err(Error::Internal(format!(
+                            "a read-ahead thread panicked: {}",
+                            panic_message(&*payload)
+                        ))));
                     }
                 })
                 .map_err(|e| Error::InvalidArgument(format!("cannot start a read thread: {e}")))?;
@@ -313,11 +325,28 @@ impl ReadAhead {
                 self.finished = true;
                 Err(e)
             }
-            _ => {
+            Ok(Ok(_)) => {
                 self.finished = true;
                 Ok(None)
             }
+            Err(_) => {
+                self.finished = true;
+                Err(Error::Internal(
+                    "a read-ahead thread stopped without ending the stream".into(),
+                ))
+            }
         }
+    }
+}
+
+/// The text of a panic's payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".into()
     }
 }
 

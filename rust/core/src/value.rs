@@ -124,6 +124,9 @@ pub fn check_value(dtype: &DataType, nullable: bool, v: &Value, path: &str) -> R
     }
     match (dtype, v) {
         (DataType::Bool, Value::Bool(_)) => Ok(()),
+        (DataType::Float32, Value::Float(f)) if f.is_finite() && f.abs() > f32::MAX as f64 => Err(
+            Error::schema(path, format!("value {f:e} is out of range for float32")),
+        ),
         (
             DataType::Float32 | DataType::Float64,
             Value::Float(_) | Value::Int(_) | Value::UInt(_),
@@ -131,7 +134,9 @@ pub fn check_value(dtype: &DataType, nullable: bool, v: &Value, path: &str) -> R
         (t, v) if t.num_type().is_some() => check_int(path, t.num_type().unwrap(), v),
         (DataType::String, Value::Str(_)) => Ok(()),
         (DataType::Binary, Value::Bytes(_) | Value::Shared(_)) => Ok(()),
-        (DataType::Any, Value::Any(_)) => Ok(()),
+        // The reader's checks, so that nothing is written that cannot be read back.
+        (DataType::Any, Value::Any(b)) => crate::decode::check_msgpack(b)
+            .map_err(|e| Error::schema(path, format!("cannot be stored as msgpack: {e}"))),
         (DataType::Array { dtype: et, shape }, Value::Array { rows, data }) => {
             let inner: u64 = shape.iter().product();
             let want = rows

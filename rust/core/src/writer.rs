@@ -65,6 +65,9 @@ pub struct DatasetWriter {
     sink: Sink,
     rows: u64,
     closed: bool,
+    /// The error that stopped the writer (an I/O error while writing a shard), so that a
+    /// later `write` or `close` says why it cannot go on rather than just "closed".
+    failure: Option<String>,
 }
 
 type Job = (u64, Vec<EncodedChunk>);
@@ -259,6 +262,7 @@ impl DatasetWriter {
             sink: Sink::Idle(Box::new(sink)),
             rows: 0,
             closed: false,
+            failure: None,
         })
     }
 
@@ -300,7 +304,7 @@ impl DatasetWriter {
     /// whole (a `Schema` error naming field and record index) and the writer stays usable.
     pub fn write(&mut self, record: &[Value]) -> Result<()> {
         if self.closed {
-            return Err(Error::InvalidArgument("the writer is closed".into()));
+            return Err(self.closed_error());
         }
         self.check(record).map_err(|e| e.at_record(self.rows))?;
         for (b, v) in self.builders.iter_mut().zip(record) {
@@ -314,9 +318,28 @@ impl DatasetWriter {
             .map(ColumnBuilder::buffered_bytes)
             .sum();
         if self.rows_in_group >= self.opts.row_group_rows || buffered >= self.opts.row_group_bytes {
-            self.flush_row_group()?;
+            self.flush_row_group().map_err(|e| self.fail(e))?;
         }
         Ok(())
+    }
+
+    /// Notes the error that stopped the writer, and passes it on.
+    fn fail(&mut self, e: Error) -> Error {
+        if self.failure.is_none() {
+            self.failure = Some(e.to_string());
+        }
+        self.closed = true;
+        e
+    }
+
+    fn closed_error(&self) -> Error {
+        match &self.failure {
+            Some(f) => Error::InvalidArgument(format!(
+                "the writer stopped on an earlier error, so no manifest was written (shards \
+                 finished before it stay on disk): {f}"
+            )),
+            None => Error::InvalidArgument("the writer is closed".into()),
+        }
     }
 
     fn flush_row_group(&mut self) -> Result<()> {
@@ -396,11 +419,16 @@ impl DatasetWriter {
     /// Flushes everything, writes the manifest last, and returns what was written.
     pub fn close(&mut self) -> Result<WriteSummary> {
         if self.closed {
-            return Err(Error::InvalidArgument(
-                "the writer is already closed".into(),
-            ));
+            return Err(match self.failure {
+                Some(_) => self.closed_error(),
+                None => Error::InvalidArgument("the writer is already closed".into()),
+            });
         }
         self.closed = true;
+        self.finish().map_err(|e| self.fail(e))
+    }
+
+    fn finish(&mut self) -> Result<WriteSummary> {
         self.flush_row_group()?;
         let mut sink = self.stop()?;
         sink.finish_shard()?;

@@ -419,11 +419,18 @@ pub fn node_to_py<'py>(
 /// trailing byte, or anything this decoder does not expect.
 fn msgpack_to_py<'py>(py: Python<'py>, v: &[u8]) -> Option<Bound<'py, PyAny>> {
     let mut pos = 0;
-    let obj = msgpack_item(py, v, &mut pos)?;
+    let obj = msgpack_item(py, v, &mut pos, false)?;
     (pos == v.len()).then_some(obj)
 }
 
-fn msgpack_item<'py>(py: Python<'py>, v: &[u8], pos: &mut usize) -> Option<Bound<'py, PyAny>> {
+/// One msgpack object at `pos`. An array that is a map key (or inside one) becomes a tuple,
+/// so that it can be a dict key: what a Python tuple key was written as.
+fn msgpack_item<'py>(
+    py: Python<'py>,
+    v: &[u8],
+    pos: &mut usize,
+    in_key: bool,
+) -> Option<Bound<'py, PyAny>> {
     fn take<'a>(v: &'a [u8], pos: &mut usize, n: usize) -> Option<&'a [u8]> {
         let s = v.get(*pos..pos.checked_add(n)?)?;
         *pos += n;
@@ -444,15 +451,18 @@ fn msgpack_item<'py>(py: Python<'py>, v: &[u8], pos: &mut usize) -> Option<Bound
     let list_of = |pos: &mut usize, n: usize| -> Option<Bound<'py, PyAny>> {
         let out = PyList::empty(py);
         for _ in 0..n {
-            out.append(msgpack_item(py, v, pos)?).ok()?;
+            out.append(msgpack_item(py, v, pos, in_key)?).ok()?;
+        }
+        if in_key {
+            return Some(out.to_tuple().into_any());
         }
         Some(out.into_any())
     };
     let map_of = |pos: &mut usize, n: usize| -> Option<Bound<'py, PyAny>> {
         let out = PyDict::new(py);
         for _ in 0..n {
-            let k = msgpack_item(py, v, pos)?;
-            let x = msgpack_item(py, v, pos)?;
+            let k = msgpack_item(py, v, pos, true)?;
+            let x = msgpack_item(py, v, pos, in_key)?;
             out.set_item(k, x).ok()?; // an unhashable key: the Python decoder decides
         }
         Some(out.into_any())

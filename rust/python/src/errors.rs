@@ -140,6 +140,7 @@ pub fn to_py(e: Error) -> PyErr {
                 ],
             ),
             Error::InvalidArgument(_) => (PyValueError::new_err(msg), vec![]),
+            Error::Internal(_) => (PixmoError::new_err(msg), vec![]),
         };
         let value = err.value(py);
         for (k, v) in attrs {

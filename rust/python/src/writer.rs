@@ -4,7 +4,7 @@ use crate::convert::{record_to_values, Helpers};
 use crate::errors::IntoPyResult;
 use pixmo_stream_core::chunk::Codec;
 use pixmo_stream_core::{DatasetWriter, Error, Schema, WriterOptions};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -61,20 +61,14 @@ impl PyWriter {
 
     /// Writes one record. A record that does not fit raises `SchemaError` and is not written;
     /// the writer stays usable.
-    fn write(&mut self, py: Python<'_>, record: &Bound<'_, PyAny>) -> PyResult<()> {
-        if self.inner.is_closed() {
-            return Err(PyValueError::new_err("write to a closed Writer"));
-        }
-        let values = record_to_values(&self.helpers, &self.inner.schema().fields, record)
-            .map_err(|e: Error| crate::errors::to_py(e.at_record(self.inner.rows_written())))?;
-        let w = &mut self.inner;
-        py.detach(|| w.write(&values)).py_err()
+    fn write(slf: &Bound<'_, Self>, record: &Bound<'_, PyAny>) -> PyResult<()> {
+        borrow(slf)?.write_one(slf.py(), record)
     }
 
-    fn write_many(&mut self, py: Python<'_>, records: &Bound<'_, PyAny>) -> PyResult<u64> {
+    fn write_many(slf: &Bound<'_, Self>, records: &Bound<'_, PyAny>) -> PyResult<u64> {
         let mut n = 0;
         for r in records.try_iter()? {
-            self.write(py, &r?)?;
+            borrow(slf)?.write_one(slf.py(), &r?)?;
             n += 1;
         }
         Ok(n)
@@ -91,14 +85,40 @@ impl PyWriter {
     }
 
     /// Flushes, writes the manifest, returns `(path, num_rows, num_shards, num_bytes)`.
-    fn close(&mut self, py: Python<'_>) -> PyResult<(PathBuf, u64, usize, u64)> {
-        let w = &mut self.inner;
-        let s = py.detach(|| w.close()).py_err()?;
+    fn close(slf: &Bound<'_, Self>) -> PyResult<(PathBuf, u64, usize, u64)> {
+        let mut this = borrow(slf)?;
+        let w = &mut this.inner;
+        let s = slf.py().detach(|| w.close()).py_err()?;
         Ok((s.path, s.num_rows, s.num_shards, s.num_bytes))
     }
 
     /// Stops without writing a manifest: the directory is left as an unfinished dataset.
-    fn abort(&mut self) {
-        self.inner.abort()
+    fn abort(slf: &Bound<'_, Self>) -> PyResult<()> {
+        borrow(slf)?.inner.abort();
+        Ok(())
+    }
+}
+
+/// The writer, or a clear error when another thread is inside one of its calls (a call
+/// releases the GIL while it encodes and writes).
+fn borrow<'py>(slf: &Bound<'py, PyWriter>) -> PyResult<PyRefMut<'py, PyWriter>> {
+    slf.try_borrow_mut().map_err(|_| {
+        PyRuntimeError::new_err(
+            "this Writer is in use by another thread: a Writer is not thread-safe (give each \
+             thread its own Writer, or serialise calls with a lock)",
+        )
+    })
+}
+
+impl PyWriter {
+    fn write_one(&mut self, py: Python<'_>, record: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.inner.is_closed() {
+            // The core says why: closed, or stopped by an earlier error.
+            return self.inner.write(&[]).py_err();
+        }
+        let values = record_to_values(&self.helpers, &self.inner.schema().fields, record)
+            .map_err(|e: Error| crate::errors::to_py(e.at_record(self.inner.rows_written())))?;
+        let w = &mut self.inner;
+        py.detach(|| w.write(&values)).py_err()
     }
 }
