@@ -254,3 +254,32 @@ def test_demo_will_not_write_over_a_dataset(dataset: Path, capsys) -> None:
     assert code == 2
     assert "--overwrite" in err and "Traceback" not in err
     assert len(ps.Dataset(str(dataset))) == ROWS
+
+
+def test_bad_arguments_are_usage_errors(dataset: Path, tmp_path: Path, capsys) -> None:
+    code, _, err = run(capsys, "head", str(dataset), "-n", "-1")
+    assert code == 2 and "-n must be 0 or more" in err
+    (tmp_path / "a-file").write_text("x")
+    code, _, err = run(capsys, "head", str(dataset), "--images-to", str(tmp_path / "a-file"))
+    assert code == 2 and "not a directory" in err
+
+
+def test_a_directory_mid_write_is_bad_data_for_every_command(tmp_path: Path, capsys) -> None:
+    schema = ps.Schema([ps.Field("x", ps.int64())])
+    w = ps.Writer(tmp_path / "d", schema, shard_bytes=1, row_group_rows=1)
+    for i in range(3):
+        w.write({"x": i})
+    for command in ("inspect", "head", "verify"):
+        code, out, err = run(capsys, command, str(tmp_path / "d"))
+        assert code == 1, (command, out, err)
+        assert "still being written" in out + err, (command, out, err)
+    w.close()
+    code, out, _ = run(capsys, "inspect", str(tmp_path / "d"))
+    assert code == 0
+
+
+def test_inspect_shows_the_writers_metadata(tmp_path: Path, capsys) -> None:
+    with ps.Writer(tmp_path / "d", metadata={"source": "pixmo-points"}) as w:
+        w.write({"x": 1})
+    code, out, _ = run(capsys, "inspect", str(tmp_path / "d"))
+    assert code == 0 and "metadata    source = pixmo-points" in out

@@ -370,6 +370,9 @@ def test_metadata_reads_back_and_columns_are_checked(tmp_path):
 
 def test_schema_json_round_trip_and_errors():
     assert ps.Schema.from_json(ALL_TYPES.to_json()) == ALL_TYPES
+    assert ps.array("float32", 2) == ps.array("float32", (2,))
+    with pytest.raises(ps.SchemaError, match=r"call it: ps\.int32\(\)"):
+        ps.Field("x", ps.int32)
     with pytest.raises(ps.SchemaError):
         ps.Schema([ps.Field("a", ps.int8()), ps.Field("a", ps.int8())])
     with pytest.raises(ps.SchemaError):

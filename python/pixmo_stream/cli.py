@@ -1,7 +1,8 @@
 """The ``pixmo-stream`` command-line tool: ``demo``, ``inspect``, ``verify`` and ``head``.
 
 Every command exits 0 on success, 1 when the data is bad (a failed checksum, a corrupt
-file) or a command fails, and 2 on a usage error or a missing path. Errors are one readable
+file, a directory without its manifest) or a command fails, and 2 on a usage error or a path
+that does not exist. Errors are one readable
 line on stderr; ``--debug`` shows the traceback instead.
 """
 
@@ -219,6 +220,8 @@ def cmd_inspect(args: argparse.Namespace, out: TextIO) -> int:
         f"(chunks {human_bytes(stored)}, raw {human_bytes(raw)}"
         f"{f', {raw / stored:.2f}x' if stored else ''})"
     )
+    for key, value in (info.get("metadata") or {}).items():
+        p(f"metadata    {key} = {value}")
     p("")
     p(f"schema ({len(schema.get('fields', []))} columns)")
     for line in schema_tree(schema):
@@ -411,6 +414,8 @@ def _print_shard_failures(p: Any, results: list[dict[str, Any]]) -> None:
 
 def _one_line(e: BaseException) -> str:
     if isinstance(e, FileNotFoundError) and e.filename is not None:
+        if e.strerror and e.strerror != "No such file or directory":
+            return f"{e.filename}: {e.strerror}"  # e.g. a write that has not finished
         return f"no such file or directory: {e.filename}"
     text = " ".join(str(e).split())
     return text or type(e).__name__
@@ -421,11 +426,15 @@ def _one_line(e: BaseException) -> str:
 
 
 def cmd_head(args: argparse.Namespace, out: TextIO) -> int:
+    if args.n < 0:
+        raise CommandError(f"-n must be 0 or more, got {args.n}", EXIT_USAGE)
+    images_dir = Path(args.images_to) if args.images_to else None
+    if images_dir is not None and images_dir.exists() and not images_dir.is_dir():
+        raise CommandError(f"--images-to {images_dir}: exists and is not a directory", EXIT_USAGE)
     ds = open_dataset(args.path)
     columns = _parse_columns(args.columns, list(ds.schema.names))
-    n = min(max(args.n, 0), len(ds))
+    n = min(args.n, len(ds))
     p = _printer(out)
-    images_dir = Path(args.images_to) if args.images_to else None
     if images_dir is not None:
         images_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -769,6 +778,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         code, message = _describe(e)
+        path = getattr(args, "path", None)
+        if isinstance(e, FileNotFoundError) and path and os.path.exists(path):
+            code = EXIT_FAILURE  # the path is there; what it should hold is not: bad data
         expected = isinstance(e, CommandError | ps.PixmoError | OSError)
         _error(message if expected else f"{message} (a bug? --debug shows the traceback)")
         return code
@@ -778,8 +790,7 @@ def _describe(e: Exception) -> tuple[int, str]:
     if isinstance(e, CommandError):
         return e.code, str(e)
     if isinstance(e, FileNotFoundError):
-        name = e.filename if e.filename is not None else _one_line(e)
-        return EXIT_USAGE, f"no such file or directory: {name}"
+        return EXIT_USAGE, _one_line(e)
     if isinstance(e, ps.PixmoError):
         return EXIT_FAILURE, f"{type(e).__name__}: {_one_line(e)}"
     if isinstance(e, OSError):

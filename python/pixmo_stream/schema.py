@@ -99,7 +99,15 @@ class Field:
         if not isinstance(self.name, str) or not self.name:
             raise SchemaError(f"field names must be non-empty strings, got {self.name!r}")
         if not isinstance(self.type, DataType):
-            raise SchemaError(f"field {self.name!r}: type must be a DataType, got {self.type!r}")
+            hint = ""
+            if callable(self.type):
+                name = getattr(self.type, "__name__", "")
+                name = {"bool": "bool_", "any": "any_"}.get(name, name)
+                hint = f" (call it: ps.{name}())" if name else " (call it)"
+            raise SchemaError(
+                f"field {self.name!r}: type must be a DataType such as ps.int32(), "
+                f"got {self.type!r}{hint}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type.to_dict(), "nullable": self.nullable}
@@ -116,7 +124,7 @@ def _make(kind: str):  # noqa: ANN202
     def ctor() -> DataType:
         return DataType(kind)
 
-    ctor.__name__ = kind
+    ctor.__name__ = ctor.__qualname__ = kind
     ctor.__doc__ = f"The `{kind}` type."
     return ctor
 
@@ -129,10 +137,11 @@ string, binary = _make("string"), _make("binary")
 any_ = _make("any")
 
 
-def array(dtype: str | np.dtype | type, shape: Iterable[int] = ()) -> DataType:
+def array(dtype: str | np.dtype | type, shape: Iterable[int] | int = ()) -> DataType:
     """A numeric array with a variable outer dimension and a fixed inner `shape`:
     `array("float32", (2,))` holds (N, 2) point lists."""
-    return DataType("array", dtype=np.dtype(dtype).name, shape=tuple(int(d) for d in shape))
+    dims = (shape,) if isinstance(shape, int) else tuple(int(d) for d in shape)
+    return DataType("array", dtype=np.dtype(dtype).name, shape=dims)
 
 
 def list_(item: DataType, *, nullable_items: bool = False) -> DataType:
