@@ -175,6 +175,14 @@ impl EpochPlan {
                 first_group = i + 1;
             }
         }
+        if let Some(w) = windows.iter().find(|w| w.len > MAX_WINDOW_ROWS) {
+            // A reader holds a window's row ids (8 bytes each); no real row group comes close.
+            return Err(Error::InvalidArgument(format!(
+                "a shuffle window would hold {} rows (its row groups are that large), more than \
+                 the {MAX_WINDOW_ROWS} a reader can hold; are the row counts of the manifest right?",
+                w.len
+            )));
+        }
         Ok(EpochPlan {
             options,
             epoch,
@@ -269,6 +277,9 @@ impl PlanCursor {
         self.rows[(pos - self.plan.windows[self.window].start) as usize]
     }
 }
+
+/// Row ids one window may hold (32 GiB of them).
+pub const MAX_WINDOW_ROWS: u64 = 1 << 32;
 
 /// What to do with the rows of an epoch that do not divide evenly among ranks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

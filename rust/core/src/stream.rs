@@ -392,6 +392,36 @@ mod tests {
         }
     }
 
+    struct Panicking;
+
+    impl RowSource for Panicking {
+        fn next_rows(&mut self, _: usize, _: &mut Vec<(usize, u64)>) -> Result<()> {
+            panic!("row source broke");
+        }
+    }
+
+    #[test]
+    fn a_panicking_thread_fails_the_stream_instead_of_ending_it() {
+        let mut ra = ReadAhead::new(
+            vec![],
+            vec![],
+            Box::new(Panicking),
+            ReadAheadOptions {
+                batch_rows: usize::MAX, // not allocated for up front
+                ..ReadAheadOptions::default()
+            },
+        )
+        .unwrap();
+        match ra.next_batch() {
+            Err(Error::Internal(m)) => assert!(m.contains("row source broke"), "{m}"),
+            other => panic!(
+                "expected an internal error, got {:?}",
+                other.map(|b| b.is_some())
+            ),
+        }
+        assert!(matches!(ra.next_batch(), Ok(None)));
+    }
+
     #[test]
     fn drop_before_start_and_while_running() {
         let ra = ReadAhead::new(
