@@ -201,3 +201,27 @@ def test_a_field_named_like_a_mask_is_not_overwritten():
     with pytest.raises(ValueError, match="mask_suffix"):
         collate(recs)
     assert set(collate(recs, mask_suffix="_valid")) == {"pts", "pts_valid", "pts_mask"}
+
+
+def test_batches_keep_their_keys_and_types_when_a_null_is_in_them(tmp_path):
+    with ps.Writer(tmp_path / "d") as w:  # an inferred schema: every field nullable
+        for i in range(8):
+            pts = None if i == 5 else np.full((i, 2), i, np.float32)
+            w.write({"w": None if i == 3 else i, "ok": i % 2 == 0, "pts": pts, "s": "x"})
+    batches = list(ps.StreamingDataset(tmp_path / "d", batch_size=4, shuffle=False))
+    a, b = batches
+    assert a.keys() == b.keys() == {"w", "w_mask", "ok", "ok_mask", "pts", "pts_mask", "s"}
+    for k in ("w", "w_mask", "ok", "pts", "pts_mask"):
+        assert a[k].dtype == b[k].dtype, k
+    assert a["w"].tolist() == [0, 1, 2, 0] and a["w_mask"].tolist() == [True, True, True, False]
+    assert b["w"].tolist() == [4, 5, 6, 7] and b["w_mask"].all()
+    assert b["pts_mask"][1].sum() == 0  # record 5's null points: an empty array
+    assert b["pts_mask"][2].sum() == 6 and float(b["pts"][2, 0, 0]) == 6.0
+
+
+def test_datasets_read_as_one_must_have_one_schema(tmp_path):
+    small(tmp_path / "a")
+    with ps.Writer(tmp_path / "b") as w:
+        w.write({"id": "not an int"})
+    with pytest.raises(ps.SchemaError, match="schema differs"):
+        ps.StreamingDataset([tmp_path / "a", tmp_path / "b"])

@@ -100,7 +100,8 @@ def test_batches_and_columns(data):
     batches = list(ds)
     assert [len(b["id"]) for b in batches] == [8] * 7 + [5]
     b = batches[0]
-    assert set(b) == {"id", "points", "points_mask"}
+    # An inferred schema's fields are nullable: "id" comes with its mask (all True here).
+    assert set(b) == {"id", "id_mask", "points", "points_mask"} and b["id_mask"].all()
     assert b["points"].shape[0] == 8 and b["points"].shape[2] == 2
     for i, pid in enumerate(b["id"].tolist()):
         assert int(b["points_mask"][i].sum()) == pid % 3

@@ -15,8 +15,32 @@ def _pin(t: Any) -> Any:
     return t.pin_memory() if torch.cuda.is_available() else t
 
 
+def null_fills(schema: Any, columns: Sequence[str] | None = None) -> dict[str, tuple]:
+    """What `collate` puts in place of a null, for the nullable top-level numeric, bool and
+    array fields of `schema` (a `pixmo_stream.Schema`), so that their batches have the same
+    keys and types whether or not a null is in them."""
+    out: dict[str, tuple] = {}
+    for f in schema.fields:
+        if not f.nullable or (columns is not None and f.name not in columns):
+            continue
+        kind = f.type.kind
+        if kind == "bool":
+            out[f.name] = ("bool",)
+        elif kind.startswith(("int", "uint")):
+            out[f.name] = ("int",)
+        elif kind.startswith("float"):
+            out[f.name] = ("float",)
+        elif kind == "array":
+            out[f.name] = ("array", np.dtype(f.type.dtype), tuple(f.type.shape))
+    return out
+
+
 def collate(
-    records: Sequence[dict[str, Any]], *, pin_memory: bool = False, mask_suffix: str = "_mask"
+    records: Sequence[dict[str, Any]],
+    *,
+    pin_memory: bool = False,
+    mask_suffix: str = "_mask",
+    nulls: dict[str, tuple] | None = None,
 ) -> dict[str, Any]:
     """Collate a list of records (dicts with the same keys) into one batch.
 
@@ -26,6 +50,10 @@ def collate(
     - anything else (str, bytes, lists, dicts) -> a list of length B; so is a column with a
       None (a null) in this batch, or with values of mixed types. A nullable numeric column
       therefore changes type from batch to batch: give such data a `collate_fn` of your own.
+
+    With `nulls` (from `null_fills(schema)`; `StreamingDataset` passes it), a nullable
+    numeric or bool field is always a tensor, 0 (False) where null, with `key + mask_suffix`
+    True where a value is present; a null array is an empty one (its mask row all False).
 
     With `pin_memory`, tensors are placed in page-locked memory (when CUDA is available).
     """
@@ -43,8 +71,23 @@ def collate(
                 "for the model), or read the same columns from every source"
             )
     out: dict[str, Any] = {}
+    nulls = nulls or {}
     for key in keys:
         values = [r[key] for r in records]
+        fill = nulls.get(key)
+        if fill is not None and fill[0] != "array":
+            if key + mask_suffix in keys:
+                raise ValueError(
+                    f"the mask of {key!r} would overwrite the field {key + mask_suffix!r}: "
+                    "pass another mask_suffix"
+                )
+            dtype = {"bool": torch.bool, "int": torch.int64, "float": torch.float64}[fill[0]]
+            out[key] = torch.tensor([0 if v is None else v for v in values], dtype=dtype)
+            out[key + mask_suffix] = torch.tensor([v is not None for v in values])
+            continue
+        if fill is not None:
+            empty = np.zeros((0, *fill[2]), dtype=fill[1])
+            values = [empty if v is None else v for v in values]
         first = values[0]
         if isinstance(first, bool) and all(isinstance(v, bool) for v in values):
             out[key] = torch.tensor(values, dtype=torch.bool)

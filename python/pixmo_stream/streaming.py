@@ -15,9 +15,17 @@ from typing import Any
 import torch.utils.data
 
 from . import _native
+from ._native import SchemaError
 from ._split import check_rank_world, checked_int, detect_rank_world, in_worker, worker_info
 from .batching import collate as default_collate
+from .batching import null_fills
 from .dataset import Dataset, check_columns, column_list
+from .schema import Schema
+
+
+def _read_fields(schema: Schema, columns: list[str] | None) -> list[Any]:
+    return [f for f in schema.fields if columns is None or f.name in columns]
+
 
 STATE_VERSION = 1
 
@@ -64,6 +72,10 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         # torchdata.StatefulDataLoader checkpoint of this worker holds), and a loaded one.
         self._worker_pass: dict[str, Any] | None = None
         self._worker_resume: dict[str, Any] | None = None
+
+    def _null_fills(self) -> dict[str, tuple]:
+        """What the default collate puts in place of nulls (see `batching.null_fills`)."""
+        return {}
 
     # ---- who is reading -------------------------------------------------------------------
     def rank_world(self) -> tuple[int, int]:
@@ -217,9 +229,10 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
     ) -> Iterator[Any]:
         collate = self.collate_fn
         if collate is None:
+            nulls = self._null_fills()
 
             def collate(records: list[dict[str, Any]]) -> Any:
-                return default_collate(records, pin_memory=self.pin_memory)
+                return default_collate(records, pin_memory=self.pin_memory, nulls=nulls)
 
         try:
             pending: list[dict[str, Any]] = []
@@ -309,10 +322,18 @@ class StreamingDataset(_PlannedIterable):
         # Readers opened later (in DataLoader workers, each pass) check that each path still
         # names this dataset: the plan is a function of its layout.
         self._manifest_ids: list[tuple[int, int, int, int] | None] = []
+        self.schema: Schema | None = None
         for p in self.paths:
             ds = Dataset(p)
             if self.columns is not None:
                 check_columns(self.columns, ds.columns, p)
+            if self.schema is None:
+                self.schema = ds.schema
+            elif _read_fields(ds.schema, self.columns) != _read_fields(self.schema, self.columns):
+                raise SchemaError(
+                    f"{p}: its schema differs from {self.paths[0]}'s (in the columns read); "
+                    "datasets read as one must agree (use a Mixture for different ones)"
+                )
             self.row_groups.extend(int(g[3]) for g in ds.row_group_layout())
             self._manifest_ids.append(ds._native.manifest_id)
         self.num_rows = sum(self.row_groups)
@@ -331,6 +352,9 @@ class StreamingDataset(_PlannedIterable):
         self._epoch = checked_int("epoch", epoch)
         self._progress = None
         self._reset_passes()
+
+    def _null_fills(self) -> dict[str, tuple]:
+        return null_fills(self.schema, self.columns) if self.schema is not None else {}
 
     def _pass_config(self, k: int) -> dict[str, Any]:
         epoch = self._epoch + k
