@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import msgpack
@@ -17,8 +18,8 @@ def to_array(obj: Any, dtype: str, shape: list[int]) -> tuple[int, bytes]:
     little-endian bytes). Raises TypeError/ValueError with a message the writer turns into a
     SchemaError.
     """
-    target = np.dtype(dtype).newbyteorder("<")
-    arr = np.asarray(obj)
+    target = _little_endian(dtype)
+    arr = obj if type(obj) is np.ndarray else np.asarray(obj)
     if arr.dtype.kind not in "biuf":
         what = "objects" if arr.dtype == object else str(arr.dtype)
         raise TypeError(f"expected a numeric array, got {type(obj).__name__} of {what}")
@@ -27,11 +28,18 @@ def to_array(obj: Any, dtype: str, shape: list[int]) -> tuple[int, bytes]:
     if tuple(arr.shape[1:]) != tuple(shape) or arr.ndim != len(shape) + 1:
         want = "(N" + "".join(f", {d}" for d in shape) + ")"
         raise ValueError(f"expected an array of shape {want}, got shape {arr.shape}")
-    if arr.size and arr.dtype != target:
+    if arr.dtype == target:  # the common case: nothing to check or convert
+        return arr.shape[0], arr.tobytes()
+    if arr.size:
         _check_fits(arr, target, dtype)
     with np.errstate(over="ignore"):  # overflow was ruled out above
         out = np.ascontiguousarray(arr, dtype=target)
     return arr.shape[0], out.tobytes()
+
+
+@functools.cache
+def _little_endian(dtype: str) -> np.dtype:
+    return np.dtype(dtype).newbyteorder("<")
 
 
 def _check_fits(arr: np.ndarray, target: np.dtype, dtype: str) -> None:
