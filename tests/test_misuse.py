@@ -225,3 +225,15 @@ def test_datasets_read_as_one_must_have_one_schema(tmp_path):
         w.write({"id": "not an int"})
     with pytest.raises(ps.SchemaError, match="schema differs"):
         ps.StreamingDataset([tmp_path / "a", tmp_path / "b"])
+
+
+def test_writer_options_are_checked_when_given(tmp_path):
+    for kwargs, msg in (
+        ({"shard_bytes": -1}, "shard_bytes must be in"),
+        ({"row_group_rows": 0}, "row_group_rows must be in"),
+        ({"zstd_level": 30}, "zstd_level must be in"),
+        ({"row_group_bytes": 1.5}, "row_group_bytes must be an integer"),
+        ({"metadata": {"n": 3}}, "metadata maps str to str"),
+    ):
+        with pytest.raises((ValueError, TypeError), match=msg):
+            ps.Writer(tmp_path / "d", **kwargs)

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _native
+from ._split import checked_int
 from .schema import Schema, infer_schema
 
 DEFAULT_SHARD_BYTES = 256 << 20
@@ -67,10 +68,10 @@ class Writer:
     ) -> None:
         self.path = os.fspath(path)
         self._options = dict(
-            shard_bytes=int(shard_bytes),
-            row_group_bytes=int(row_group_bytes),
-            row_group_rows=int(row_group_rows),
-            zstd_level=int(zstd_level),
+            shard_bytes=checked_int("shard_bytes", shard_bytes, 1),
+            row_group_bytes=checked_int("row_group_bytes", row_group_bytes, 1, 2**63 - 1),
+            row_group_rows=checked_int("row_group_rows", row_group_rows, 1, 2**63 - 1),
+            zstd_level=checked_int("zstd_level", zstd_level, -(2**17), 22),
             codecs=dict(codecs or {}),
             overwrite=bool(overwrite),
             metadata=_str_map(metadata or {}),
