@@ -119,11 +119,12 @@ def schema_to_dict(schema: Any) -> dict[str, Any]:
 
 
 def type_label(dtype: dict[str, Any]) -> str:
-    """One-line name of a type: ``list<struct>``, ``array<float32>[*, 2]``, ``string``."""
+    """One-line name of a type, as `str(DataType)` writes it: ``list<struct>``,
+    ``array<float32, (N, 2)>``, ``string``."""
     kind = dtype.get("kind", "?")
     if kind == "array":
-        dims = ", ".join(["*", *(str(d) for d in dtype.get("shape", []))])
-        return f"array<{dtype.get('dtype', '?')}>[{dims}]"
+        dims = "".join(f", {d}" for d in dtype.get("shape", []))
+        return f"array<{dtype.get('dtype', '?')}, (N{dims})>"
     if kind == "list":
         item = type_label(dtype.get("item", {}))
         return f"list<{item}{'?' if dtype.get('item_nullable') else ''}>"
