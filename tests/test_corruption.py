@@ -140,7 +140,7 @@ def test_wrong_number_of_page_checksums_is_corrupt(paged_shard):
     col = next(c for rg in footer["row_groups"] for c in rg["columns"] if "page_xxh3" in c)
     col["page_xxh3"] = col["page_xxh3"][:-8]
     new = msgpack.packb(footer)
-    trailer = struct.pack("<QIHH8s", len(new), purepy.crc32c(new), 1, 1, b"PIXMOSTR")
+    trailer = struct.pack("<QIHH8s", len(new), purepy.crc32c(new), *ps.FORMAT_VERSION, b"PIXMOSTR")
     paged_shard.write_bytes(data[:fstart] + new + trailer)  # the footer starts where it did
     with pytest.raises(ps.CorruptDataError, match="page_xxh3"):
         ps.Dataset(paged_shard)
@@ -166,7 +166,9 @@ def test_unknown_major_version_is_refused(shard):
     data[8:10] = struct.pack("<H", 2)
     data[-12:-10] = struct.pack("<H", 2)
     shard.write_bytes(bytes(data))
-    with pytest.raises(ps.UnsupportedVersionError, match=r"version 2\.[01]"):
+    with pytest.raises(
+        ps.UnsupportedVersionError, match=r"version 2\.\d+; this reader reads major version 1"
+    ):
         ps.Dataset(shard)
 
 

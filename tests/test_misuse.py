@@ -47,7 +47,9 @@ def test_a_float_too_large_for_float32_is_refused_not_stored_as_inf(tmp_path):
             w.write({"f": 1e300})
         w.write({"f": float("inf")})  # infinities and NaN are values, not overflows
         w.write({"f": 1e-300})  # underflows to 0 as floats do
-    assert [r["f"] for r in ps.Dataset(tmp_path / "d")] == [float("inf"), 0.0]
+        w.write({"f": 3.4028235e38})  # float32's largest, as it prints: rounds to it
+    got = [r["f"] for r in ps.Dataset(tmp_path / "d")]
+    assert got == [float("inf"), 0.0, float(np.finfo(np.float32).max)]
 
 
 def test_a_manifest_whose_counts_only_add_up_by_wrapping_is_refused(tmp_path):
@@ -225,6 +227,27 @@ def test_datasets_read_as_one_must_have_one_schema(tmp_path):
         w.write({"id": "not an int"})
     with pytest.raises(ps.SchemaError, match="schema differs"):
         ps.StreamingDataset([tmp_path / "a", tmp_path / "b"])
+    # The same fields in another order are the same records.
+    for name, rec in (("c", {"x": 1, "s": "a"}), ("d", {"s": "b", "x": 2})):
+        with ps.Writer(tmp_path / name) as w:
+            w.write(rec)
+    both = ps.StreamingDataset([tmp_path / "c", tmp_path / "d"], shuffle=False)
+    assert list(both) == [{"x": 1, "s": "a"}, {"s": "b", "x": 2}]
+
+
+def test_a_touched_or_copied_manifest_is_not_a_rewrite(tmp_path):
+    import shutil
+
+    small(tmp_path / "d", row_group_rows=4, shard_bytes=1)
+    ds = ps.Dataset(tmp_path / "d")
+    sd = ps.StreamingDataset(tmp_path / "d", shuffle=False)
+    assert ds[0]["id"] == 0
+    manifest = tmp_path / "d" / "manifest.json"
+    os.utime(manifest, (1, 1))  # a purge script's touch: same bytes, other mtime
+    shutil.copy(manifest, tmp_path / "m")
+    os.replace(tmp_path / "m", manifest)  # same bytes, another inode
+    assert ds[9]["id"] == 9  # opens another shard: checked, and still the same dataset
+    assert [r["id"] for r in sd] == list(range(10))
 
 
 def test_writer_options_are_checked_when_given(tmp_path):

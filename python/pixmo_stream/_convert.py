@@ -56,12 +56,11 @@ def _check_fits(arr: np.ndarray, target: np.dtype, dtype: str) -> None:
                     f"value {bad} is out of range for {dtype} [{info.min}, {info.max}]"
                 )
     elif src == "f" and arr.dtype.itemsize > target.itemsize:
-        big = np.abs(arr[np.isfinite(arr)])
-        limit = np.finfo(target).max
-        if big.size and big.max() > limit:
-            raise ValueError(
-                f"value {float(big.max())!r} is out of range for {dtype} (|x| <= {limit:.6g})"
-            )
+        with np.errstate(over="ignore"):
+            overflow = np.isinf(arr.astype(target)) & np.isfinite(arr)
+        if overflow.any():
+            bad = float(arr[overflow].flat[0])
+            raise ValueError(f"value {bad!r} is out of range for {dtype} (it would be infinite)")
 
 
 def pack_any(obj: Any) -> bytes:

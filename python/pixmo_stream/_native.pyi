@@ -70,7 +70,7 @@ class Dataset:
     @property
     def metadata(self) -> dict[str, str]: ...
     @property
-    def manifest_id(self) -> tuple[int, int, int, int] | None: ...
+    def manifest_hash(self) -> int | None: ...
     @property
     def num_shards(self) -> int: ...
     @property
@@ -196,7 +196,7 @@ class ReadAhead:
         depth: int = 2,
         skip: int = 0,
         verify_blobs: bool = True,
-        expect: list[tuple[int, int, int, int] | None] | None = None,
+        expect: list[int | None] | None = None,
     ) -> ReadAhead: ...
     @staticmethod
     def for_mixture(
@@ -219,7 +219,7 @@ class ReadAhead:
         depth: int = 2,
         skip: int = 0,
         verify_blobs: bool = True,
-        expect: list[tuple[int, int, int, int] | None] | None = None,
+        expect: list[int | None] | None = None,
     ) -> ReadAhead: ...
     def next_batch(self) -> tuple[list[dict[str, Any]], list[int], list[int]] | None: ...
     @property

@@ -132,7 +132,7 @@ class Mixture(_PlannedIterable):
             self._specs(),
             num_positions=start + self.length,
             start=start,
-            expect=[s._manifest_ids[0] for s in self.sources],
+            expect=[s._manifest_hashes[0] for s in self.sources],
             **reading,
         )
 

@@ -100,10 +100,19 @@ class Field:
             raise SchemaError(f"field names must be non-empty strings, got {self.name!r}")
         if not isinstance(self.type, DataType):
             hint = ""
-            if callable(self.type):
+            suggest = {
+                int: "int64",
+                float: "float64",
+                str: "string",
+                bytes: "binary",
+                bool: "bool_",
+            }
+            if isinstance(self.type, type) and self.type in suggest:
+                hint = f" (for {self.type.__name__} values: ps.{suggest[self.type]}())"
+            elif callable(self.type) and getattr(self.type, "__module__", "") == __name__:
                 name = getattr(self.type, "__name__", "")
                 name = {"bool": "bool_", "any": "any_"}.get(name, name)
-                hint = f" (call it: ps.{name}())" if name else " (call it)"
+                hint = f" (call it: ps.{name}())"
             raise SchemaError(
                 f"field {self.name!r}: type must be a DataType such as ps.int32(), "
                 f"got {self.type!r}{hint}"

@@ -23,8 +23,9 @@ from .dataset import Dataset, check_columns, column_list
 from .schema import Schema
 
 
-def _read_fields(schema: Schema, columns: list[str] | None) -> list[Any]:
-    return [f for f in schema.fields if columns is None or f.name in columns]
+def _read_fields(schema: Schema, columns: list[str] | None) -> dict[str, Any]:
+    """The fields read, by name: records are dicts, so their order does not matter."""
+    return {f.name: f for f in schema.fields if columns is None or f.name in columns}
 
 
 STATE_VERSION = 1
@@ -321,7 +322,7 @@ class StreamingDataset(_PlannedIterable):
         self.row_groups: list[int] = []
         # Readers opened later (in DataLoader workers, each pass) check that each path still
         # names this dataset: the plan is a function of its layout.
-        self._manifest_ids: list[tuple[int, int, int, int] | None] = []
+        self._manifest_hashes: list[int | None] = []
         self.schema: Schema | None = None
         for p in self.paths:
             ds = Dataset(p)
@@ -335,7 +336,7 @@ class StreamingDataset(_PlannedIterable):
                     "datasets read as one must agree (use a Mixture for different ones)"
                 )
             self.row_groups.extend(int(g[3]) for g in ds.row_group_layout())
-            self._manifest_ids.append(ds._native.manifest_id)
+            self._manifest_hashes.append(ds._native.manifest_hash)
         self.num_rows = sum(self.row_groups)
         self._epoch = 0
         self._resume: tuple[int, int] | None = None
@@ -378,7 +379,7 @@ class StreamingDataset(_PlannedIterable):
             window_rows=self.shuffle_window,
             start=cfg["start"],
             pad=self.remainder == "pad",
-            expect=self._manifest_ids,
+            expect=self._manifest_hashes,
             **reading,
         )
 

@@ -76,9 +76,10 @@ pub struct Dataset {
     shards: Vec<ShardSlot>,
     shard_starts: Vec<u64>,
     num_rows: u64,
-    /// The manifest this dataset was opened from (None for a single shard): a shard opened
-    /// later must belong to it, not to a dataset written over this one since.
-    manifest: Option<FileId>,
+    /// The manifest this dataset was opened from, and the XXH3-64 of its bytes (None for a
+    /// single shard): a shard opened later must belong to it, not to a dataset written over
+    /// this one since.
+    manifest: Option<(FileId, u64)>,
     /// The manifest's user metadata (empty for a single shard).
     metadata: BTreeMap<String, String>,
     cache: Mutex<ChunkCache>,
@@ -111,7 +112,7 @@ impl Dataset {
                     Error::NotFound { path }
                 });
             }
-            let (m, id) = Manifest::read_with_id(path)?;
+            let (m, id, hash) = Manifest::read_with_id(path)?;
             // Absolute, so that shards opened later are found whatever the working directory.
             let dir = id.path.parent().unwrap_or(path).to_path_buf();
             let shards = m
@@ -125,7 +126,7 @@ impl Dataset {
                     reader: OnceLock::new(),
                 })
                 .collect();
-            (m.schema, shards, Some(id), m.metadata)
+            (m.schema, shards, Some((id, hash)), m.metadata)
         } else {
             let r = ShardReader::open(path, None)?;
             let slot = ShardSlot {
@@ -209,26 +210,31 @@ impl Dataset {
         &self.metadata
     }
 
-    /// The manifest file this dataset was opened from (None for a single shard).
-    pub fn manifest_id(&self) -> Option<&FileId> {
-        self.manifest.as_ref()
+    /// The XXH3-64 of the manifest this dataset was opened from (None for a single shard):
+    /// what identifies the dataset to readers opened later.
+    pub fn manifest_hash(&self) -> Option<u64> {
+        self.manifest.as_ref().map(|(_, h)| *h)
     }
 
     /// Fails if `manifest.json` is no longer the file this dataset was opened from: the
     /// dataset has been rewritten (or is being rewritten, or was removed) since.
     pub fn check_unchanged(&self) -> Result<()> {
-        let Some(id) = &self.manifest else {
+        let Some((id, hash)) = &self.manifest else {
             return Ok(());
         };
         let path = &id.path;
-        let now = FileId::of_path(path);
-        match now {
-            Ok(now) if now.same_file(id) => Ok(()),
+        // The same file, untouched: the common case, one stat. Otherwise (a `touch`, a copy,
+        // a remount that changes device numbers) the bytes decide.
+        if FileId::of_path(path).is_ok_and(|now| now.same_file(id)) {
+            return Ok(());
+        }
+        match std::fs::read(path) {
+            Ok(bytes) if xxhash_rust::xxh3::xxh3_64(&bytes) == *hash => Ok(()),
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
             _ => Err(Error::Changed {
                 path: self.root.clone(),
                 reason: "the dataset was rewritten or removed after it was opened \
-                         (manifest.json is not the file it was opened from); open it again"
+                         (manifest.json is not what it was); open it again"
                     .into(),
             }),
         }

@@ -3,7 +3,7 @@
 /// Magic bytes at both ends of every shard.
 pub const MAGIC: &[u8; 8] = b"PIXMOSTR";
 pub const MAJOR_VERSION: u16 = 1;
-pub const MINOR_VERSION: u16 = 1;
+pub const MINOR_VERSION: u16 = 2;
 pub const HEADER_LEN: usize = 16;
 pub const TRAILER_LEN: usize = 24;
 pub const CHUNK_ALIGNMENT: usize = 64;

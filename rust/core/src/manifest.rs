@@ -29,6 +29,27 @@ pub struct Manifest {
     pub created_by: String,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Random, new for every write (format 1.2): tells a rewrite from a touch or a copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_id: Option<String>,
+}
+
+/// 32 lowercase hex digits that no other write will have: two words from the standard
+/// library's randomly keyed hasher (seeded from the OS), mixed with the time and process.
+fn new_write_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let word = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.write_u32(std::process::id());
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.finish()
+    };
+    format!("{:016x}{:016x}", word(1), word(2))
 }
 
 /// The sum, or None when it overflows u64 (a sum that wraps could match a forged total).
@@ -51,23 +72,26 @@ impl Manifest {
             shards,
             created_by: crate::format::CREATED_BY.to_string(),
             metadata,
+            write_id: Some(new_write_id()),
         }
     }
 
     /// Reads and checks `dir/manifest.json`.
     pub fn read(dir: &Path) -> Result<Self> {
-        Self::read_with_id(dir).map(|(m, _)| m)
+        Self::read_with_id(dir).map(|(m, _, _)| m)
     }
 
     /// Reads and checks `dir/manifest.json`, and says which file it was (device, inode, size,
-    /// mtime), so that a reader can tell later whether the dataset has been rewritten.
-    pub fn read_with_id(dir: &Path) -> Result<(Self, FileId)> {
+    /// mtime) and the XXH3-64 of its bytes, so that a reader can tell later whether the dataset
+    /// has been rewritten.
+    pub fn read_with_id(dir: &Path) -> Result<(Self, FileId, u64)> {
         let path = dir.join(MANIFEST_NAME);
         let mut file = crate::mapped::open_regular(&path)?;
         let id = FileId::of(&path, &file).map_err(|e| Error::io(&path, e))?;
         let mut text = Vec::new();
         file.read_to_end(&mut text)
             .map_err(|e| Error::io(&path, e))?;
+        let hash = xxhash_rust::xxh3::xxh3_64(&text);
         let corrupt = |r: String| Error::corrupt(Location::file(&path), r);
         let value: serde_json::Value =
             serde_json::from_slice(&text).map_err(|e| corrupt(format!("not valid JSON: {e}")))?;
@@ -121,7 +145,7 @@ impl Manifest {
         if checked_sum(m.shards.iter().map(|s| s.num_rows)) != Some(m.num_rows) {
             return Err(corrupt("shard rows do not add up to num_rows".into()));
         }
-        Ok((m, id))
+        Ok((m, id, hash))
     }
 
     /// Writes `dir/manifest.json` through a temporary file and a rename.

@@ -124,7 +124,7 @@ pub fn check_value(dtype: &DataType, nullable: bool, v: &Value, path: &str) -> R
     }
     match (dtype, v) {
         (DataType::Bool, Value::Bool(_)) => Ok(()),
-        (DataType::Float32, Value::Float(f)) if f.is_finite() && f.abs() > f32::MAX as f64 => Err(
+        (DataType::Float32, Value::Float(f)) if f.is_finite() && (*f as f32).is_infinite() => Err(
             Error::schema(path, format!("value {f:e} is out of range for float32")),
         ),
         (

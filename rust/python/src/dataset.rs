@@ -103,13 +103,11 @@ impl PyDataset {
         self.inner.metadata().clone()
     }
 
-    /// `(device, inode, size, mtime_ns)` of the manifest this dataset was opened from, or
-    /// None for a single shard: how a reader opened later checks it reads the same dataset.
+    /// The XXH3-64 of the manifest this dataset was opened from, or None for a single shard:
+    /// how a reader opened later checks it reads the same dataset.
     #[getter]
-    fn manifest_id(&self) -> Option<(u64, u64, u64, i64)> {
-        self.inner
-            .manifest_id()
-            .map(|f| (f.dev, f.ino, f.len, f.mtime_ns))
+    fn manifest_hash(&self) -> Option<u64> {
+        self.inner.manifest_hash()
     }
 
     #[getter]

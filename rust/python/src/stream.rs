@@ -30,8 +30,8 @@ pub struct PyReadAhead {
     zero_copy: bool,
 }
 
-/// A manifest's identity as Python holds it: `Dataset.manifest_id`.
-type ManifestId = (u64, u64, u64, i64);
+/// A manifest's identity as Python holds it: `Dataset.manifest_hash`.
+type ManifestId = u64;
 
 /// Opens each source; with `expect`, each must still be the dataset whose manifest the caller
 /// saw (a StreamingDataset's plan was made from that dataset's layout).
@@ -45,13 +45,12 @@ fn open_sources(
     for (i, (path, cols)) in paths.into_iter().zip(columns).enumerate() {
         let ds = py.detach(|| Dataset::open(&path)).py_err()?;
         if let Some(want) = expect.as_ref().and_then(|e| e.get(i)) {
-            let now = ds.manifest_id().map(|f| (f.dev, f.ino, f.len, f.mtime_ns));
+            let now = ds.manifest_hash();
             if now != *want {
                 return Err(pixmo_stream_core::Error::Changed {
                     path: path.into(),
                     reason: "the dataset was rewritten after this StreamingDataset was made \
-                             (its manifest.json is another file now); make a new \
-                             StreamingDataset"
+                             (its manifest.json changed); make a new StreamingDataset"
                         .into(),
                 })
                 .py_err();
