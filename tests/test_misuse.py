@@ -103,6 +103,9 @@ def test_a_fifo_or_directory_where_a_file_belongs_is_refused_without_blocking(tm
     shard.mkdir()
     with pytest.raises(ps.CorruptDataError, match="not a regular file"):
         ps.Dataset(tmp_path / "d")[0]
+    if os.path.exists("/proc/self/status"):  # a regular file that cannot be mapped
+        with pytest.raises(ps.CorruptDataError, match="cannot be memory-mapped"):
+            ps.Dataset("/proc/self/status")
 
 
 def test_a_writer_used_from_two_threads_says_it_is_not_thread_safe(tmp_path):

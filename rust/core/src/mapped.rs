@@ -66,6 +66,18 @@ pub fn open_regular(path: &Path) -> crate::Result<File> {
     File::open(path).map_err(|e| Error::io(path, e))
 }
 
+/// A mapping that failed: a file system that cannot map files (procfs, some FUSE) is a data
+/// problem the user can act on, not an I/O error of the moment.
+pub fn map_error(path: &Path, e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(19 /* ENODEV */) | Some(22 /* EINVAL */) => Error::corrupt(
+            crate::error::Location::file(path),
+            format!("cannot be memory-mapped ({e}); copy it to a regular file system"),
+        ),
+        _ => Error::io(path, e),
+    }
+}
+
 /// Files mapped again by `map_again`, most recently used last. Values keep their own mapping
 /// alive; this list only saves re-mapping a file for every batch.
 static MAPPED: Mutex<Vec<(Arc<FileId>, Arc<Mmap>)>> = Mutex::new(Vec::new());
@@ -93,7 +105,7 @@ pub fn map_again(id: FileId) -> crate::Result<(Arc<FileId>, Arc<Mmap>)> {
     }
     // SAFETY: as for `ShardReader::open`: shards are never modified in place, and the file is
     // the one the sender mapped and verified (same device, inode, size and mtime).
-    let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?);
+    let map = Arc::new(unsafe { Mmap::map(&file) }.map_err(|e| map_error(&path, e))?);
     if mapped.len() >= MAPPED_MAX {
         mapped.remove(0);
     }

@@ -311,7 +311,7 @@ impl ShardReader {
         let file = crate::mapped::open_regular(path)?;
         // SAFETY: the file is opened read-only and shards are never modified in place (writers
         // create a new file and rename it); every offset read from the map is bounds-checked.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| crate::mapped::map_error(path, e))?;
         let file_id = Arc::new(FileId::of(path, &file).map_err(|e| Error::io(path, e))?);
         let loc = || Location::file(path);
         let len = map.len() as u64;
