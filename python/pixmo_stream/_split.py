@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import sys
 
@@ -28,8 +29,6 @@ U64_MAX = 2**64 - 1
 
 def checked_int(name: str, value: object, lo: int = 0, hi: int = U64_MAX) -> int:
     """`value` as an int in [lo, hi], or ValueError naming `name` (no bools, floats, strings)."""
-    import operator
-
     if isinstance(value, bool):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     try:

@@ -35,6 +35,16 @@ def null_fills(schema: Any, columns: Sequence[str] | None = None) -> dict[str, t
     return out
 
 
+def _mask_name(key: str, keys: Any, mask_suffix: str) -> str:
+    """The name of `key`'s mask, refused when a field of the records already has it."""
+    name = key + mask_suffix
+    if name in keys:
+        raise ValueError(
+            f"the mask of {key!r} would overwrite the field {name!r}: pass another mask_suffix"
+        )
+    return name
+
+
 def collate(
     records: Sequence[dict[str, Any]],
     *,
@@ -48,8 +58,8 @@ def collate(
     - numpy arrays of shape `(N_i, *inner)` -> one tensor `(B, max N_i, *inner)` zero-padded,
       plus a bool tensor `key + mask_suffix` of shape `(B, max N_i)` marking real rows;
     - anything else (str, bytes, lists, dicts) -> a list of length B; so is a column with a
-      None (a null) in this batch, or with values of mixed types. A nullable numeric column
-      therefore changes type from batch to batch: give such data a `collate_fn` of your own.
+      None (a null) in this batch, or with values of mixed types, unless `nulls` says how to
+      fill it (below).
 
     With `nulls` (from `null_fills(schema)`; `StreamingDataset` passes it), a nullable
     numeric or bool field is always a tensor, 0 (False) where null, with `key + mask_suffix`
@@ -76,14 +86,9 @@ def collate(
         values = [r[key] for r in records]
         fill = nulls.get(key)
         if fill is not None and fill[0] != "array":
-            if key + mask_suffix in keys:
-                raise ValueError(
-                    f"the mask of {key!r} would overwrite the field {key + mask_suffix!r}: "
-                    "pass another mask_suffix"
-                )
             dtype = {"bool": torch.bool, "int": torch.int64, "float": torch.float64}[fill[0]]
             out[key] = torch.tensor([0 if v is None else v for v in values], dtype=dtype)
-            out[key + mask_suffix] = torch.tensor([v is not None for v in values])
+            out[_mask_name(key, keys, mask_suffix)] = torch.tensor([v is not None for v in values])
             continue
         if fill is not None:
             empty = np.zeros((0, *fill[2]), dtype=fill[1])
@@ -110,13 +115,8 @@ def collate(
             for i, v in enumerate(values):
                 padded[i, : v.shape[0]] = v
                 mask[i, : v.shape[0]] = True
-            if key + mask_suffix in keys:
-                raise ValueError(
-                    f"the mask of {key!r} would overwrite the field {key + mask_suffix!r}: "
-                    "pass another mask_suffix"
-                )
             out[key] = torch.from_numpy(padded)
-            out[key + mask_suffix] = torch.from_numpy(mask)
+            out[_mask_name(key, keys, mask_suffix)] = torch.from_numpy(mask)
         else:
             out[key] = values
     if pin_memory:

@@ -1,4 +1,4 @@
-"""An independent, pure-Python reader of the pixmo-stream format (docs/FORMAT.md, version 1.1).
+"""An independent, pure-Python reader of the pixmo-stream format (docs/FORMAT.md, version 1.2).
 
 It uses only numpy, zstandard, msgpack and the standard library, and imports nothing from the
 rest of the package, so it works where the native extension is not installed. Its real job is
@@ -468,7 +468,9 @@ class _Decoder:
 
 
 def _dict_with_tuple_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
-    """A map as a dict, array keys as tuples (as a Python tuple key was written)."""
+    """A map as a dict, array keys as tuples (as a Python tuple key was written). The twin of
+    `_convert.dict_with_tuple_keys`, kept here because this reader imports nothing from the
+    package."""
 
     def frozen(k: Any) -> Any:
         return tuple(frozen(x) for x in k) if isinstance(k, list) else k

@@ -332,7 +332,8 @@ impl DatasetWriter {
         e
     }
 
-    fn closed_error(&self) -> Error {
+    /// Why the writer takes no more records: closed, or stopped by an earlier error.
+    pub fn closed_error(&self) -> Error {
         match &self.failure {
             Some(f) => Error::InvalidArgument(format!(
                 "the writer stopped on an earlier error, so no manifest was written (shards \

@@ -1,8 +1,11 @@
 //! One Python exception per core error variant, all under `PixmoError`.
 
+use pixmo_stream_core::error::Location;
 use pixmo_stream_core::Error;
 use pyo3::exceptions::{PyException, PyFileNotFoundError, PyOSError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::IntoPyObjectExt;
+use std::path::Path;
 
 pyo3::create_exception!(
     pixmo_stream,
@@ -47,97 +50,29 @@ pub fn to_py(e: Error) -> PyErr {
     let msg = e.to_string();
     Python::attach(|py| {
         let (err, attrs): (PyErr, Vec<(&str, Py<PyAny>)>) = match e {
-            Error::NotFound { path } => (
-                PyFileNotFoundError::new_err((
-                    2,
-                    "No such file or directory",
-                    path.display().to_string(),
-                )),
-                vec![],
-            ),
+            Error::NotFound { path } => {
+                (file_not_found("No such file or directory", &path), vec![])
+            }
             Error::Incomplete { path } => (
-                PyFileNotFoundError::new_err((
-                    2,
-                    pixmo_stream_core::error::INCOMPLETE,
-                    path.display().to_string(),
-                )),
+                file_not_found(pixmo_stream_core::error::INCOMPLETE, &path),
                 vec![],
             ),
             Error::Io { .. } => (PyOSError::new_err(msg), vec![]),
             Error::Corrupt { location, .. } => (
                 CorruptDataError::new_err(msg),
-                vec![
-                    (
-                        "path",
-                        location
-                            .path
-                            .display()
-                            .to_string()
-                            .into_pyobject(py)
-                            .unwrap()
-                            .into_any()
-                            .unbind(),
-                    ),
-                    (
-                        "row_group",
-                        location
-                            .row_group
-                            .into_pyobject(py)
-                            .unwrap()
-                            .into_any()
-                            .unbind(),
-                    ),
-                    (
-                        "column",
-                        location
-                            .column
-                            .into_pyobject(py)
-                            .unwrap()
-                            .into_any()
-                            .unbind(),
-                    ),
-                ],
+                location_attrs(py, &location),
             ),
             Error::Changed { path, .. } => (
                 CorruptDataError::new_err(msg),
-                vec![
-                    (
-                        "path",
-                        path.display()
-                            .to_string()
-                            .into_pyobject(py)
-                            .unwrap()
-                            .into_any()
-                            .unbind(),
-                    ),
-                    ("row_group", py.None()),
-                    ("column", py.None()),
-                ],
+                location_attrs(py, &Location::file(&path)),
             ),
             Error::UnsupportedVersion { path, .. } => (
                 UnsupportedVersionError::new_err(msg),
-                vec![(
-                    "path",
-                    path.display()
-                        .to_string()
-                        .into_pyobject(py)
-                        .unwrap()
-                        .into_any()
-                        .unbind(),
-                )],
+                vec![("path", obj(py, path.display().to_string()))],
             ),
             Error::Schema { field, record, .. } => (
                 SchemaError::new_err(msg),
-                vec![
-                    (
-                        "field",
-                        field.into_pyobject(py).unwrap().into_any().unbind(),
-                    ),
-                    (
-                        "record",
-                        record.into_pyobject(py).unwrap().into_any().unbind(),
-                    ),
-                ],
+                vec![("field", obj(py, field)), ("record", obj(py, record))],
             ),
             Error::InvalidArgument(_) => (PyValueError::new_err(msg), vec![]),
             Error::Internal(_) => (PixmoError::new_err(msg), vec![]),
@@ -148,6 +83,24 @@ pub fn to_py(e: Error) -> PyErr {
         }
         err
     })
+}
+
+/// A value as a Python object (the conversions used here cannot fail).
+fn obj<'py>(py: Python<'py>, v: impl IntoPyObjectExt<'py>) -> Py<PyAny> {
+    v.into_py_any(py).expect("a str, int or None converts")
+}
+
+/// `path`, `row_group` and `column` attributes of a `CorruptDataError`.
+fn location_attrs(py: Python<'_>, location: &Location) -> Vec<(&'static str, Py<PyAny>)> {
+    vec![
+        ("path", obj(py, location.path.display().to_string())),
+        ("row_group", obj(py, location.row_group)),
+        ("column", obj(py, location.column.clone())),
+    ]
+}
+
+fn file_not_found(strerror: &str, path: &Path) -> PyErr {
+    PyFileNotFoundError::new_err((2, strerror.to_string(), path.display().to_string()))
 }
 
 pub trait IntoPyResult<T> {

@@ -113,8 +113,7 @@ fn borrow<'py>(slf: &Bound<'py, PyWriter>) -> PyResult<PyRefMut<'py, PyWriter>> 
 impl PyWriter {
     fn write_one(&mut self, py: Python<'_>, record: &Bound<'_, PyAny>) -> PyResult<()> {
         if self.inner.is_closed() {
-            // The core says why: closed, or stopped by an earlier error.
-            return self.inner.write(&[]).py_err();
+            return Err(crate::errors::to_py(self.inner.closed_error()));
         }
         let values = record_to_values(&self.helpers, &self.inner.schema().fields, record)
             .map_err(|e: Error| crate::errors::to_py(e.at_record(self.inner.rows_written())))?;
