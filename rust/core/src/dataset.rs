@@ -3,12 +3,11 @@
 
 use crate::decode::ColumnChunk;
 use crate::error::{Error, Location, Result};
-use crate::format::MANIFEST_NAME;
+use crate::format::{is_shard_file, MANIFEST_NAME};
 use crate::manifest::Manifest;
 use crate::mapped::FileId;
 use crate::schema::Schema;
 use crate::shard::ShardReader;
-use crate::writer::is_shard_file;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};

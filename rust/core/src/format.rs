@@ -11,12 +11,19 @@ pub const BUFFER_ALIGNMENT: usize = 8;
 pub const MAX_FOOTER_LEN: u64 = 256 << 20;
 pub const MAX_NESTING_DEPTH: usize = 32;
 pub const MAX_BUFFERS_PER_CHUNK: usize = 1 << 20;
+/// The largest inner shape of an array, in bytes per outer row (FORMAT.md "Limits").
+pub const MAX_ARRAY_ROW_BYTES: u64 = 1 << 32;
 /// Levels of arrays and maps below one `any` value.
 pub const MAX_MSGPACK_DEPTH: usize = 512;
 /// Bytes covered by each entry of a chunk's `page_crc32c` (format 1.1).
 pub const PAGE_LEN: usize = 64 << 10;
 pub const MANIFEST_NAME: &str = "manifest.json";
 pub const SHARD_EXTENSION: &str = ".pxs";
+
+/// A shard of a dataset directory, written (`shard-*.pxs`) or being written (`.pxs.tmp`).
+pub(crate) fn is_shard_file(name: &str) -> bool {
+    name.starts_with("shard-") && (name.ends_with(SHARD_EXTENSION) || name.ends_with(".pxs.tmp"))
+}
 /// Name written into footers and manifests.
 pub const CREATED_BY: &str = concat!("pixmo-stream ", env!("CARGO_PKG_VERSION"));
 /// The `format` value of a manifest.
@@ -74,10 +81,7 @@ mod tests {
         assert_eq!(num("MAX_BUFFERS_PER_CHUNK"), MAX_BUFFERS_PER_CHUNK as u64);
         assert_eq!(num("MAX_MSGPACK_DEPTH"), MAX_MSGPACK_DEPTH as u64);
         assert_eq!(num("PAGE_LEN"), PAGE_LEN as u64);
-        assert_eq!(
-            num("MAX_ARRAY_ROW_BYTES"),
-            crate::schema::MAX_ARRAY_ROW_BYTES
-        );
+        assert_eq!(num("MAX_ARRAY_ROW_BYTES"), MAX_ARRAY_ROW_BYTES);
         assert_eq!(t["MANIFEST_NAME"], format!("`{MANIFEST_NAME}`"));
         assert_eq!(t["SHARD_EXTENSION"], format!("`{SHARD_EXTENSION}`"));
         assert_eq!(HEADER_LEN, MAGIC.len() + 2 + 2 + 4);

@@ -13,6 +13,7 @@ pub mod footer;
 pub mod format;
 pub mod manifest;
 pub mod mapped;
+pub mod msgpack;
 pub mod pages;
 pub mod plan;
 pub mod schema;

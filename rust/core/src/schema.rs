@@ -1,12 +1,10 @@
 //! The type system: `Schema`, `Field`, `DataType`. Serialised as in FORMAT.md "Schema".
 
 use crate::error::{Error, Result};
+pub use crate::format::MAX_ARRAY_ROW_BYTES;
 use crate::format::MAX_NESTING_DEPTH;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
-
-/// The largest inner shape of an array, in bytes per outer row (FORMAT.md "Limits").
-pub const MAX_ARRAY_ROW_BYTES: u64 = 1 << 32;
 
 /// Numeric element types (scalars and array elements).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -135,7 +135,7 @@ pub fn check_value(dtype: &DataType, nullable: bool, v: &Value, path: &str) -> R
         (DataType::String, Value::Str(_)) => Ok(()),
         (DataType::Binary, Value::Bytes(_) | Value::Shared(_)) => Ok(()),
         // The reader's checks, so that nothing is written that cannot be read back.
-        (DataType::Any, Value::Any(b)) => crate::decode::check_msgpack(b)
+        (DataType::Any, Value::Any(b)) => crate::msgpack::check_msgpack(b)
             .map_err(|e| Error::schema(path, format!("cannot be stored as msgpack: {e}"))),
         (DataType::Array { dtype: et, shape }, Value::Array { rows, data }) => {
             let inner: u64 = shape.iter().product();

@@ -3,7 +3,7 @@
 use crate::chunk::{Codec, RawChunk};
 use crate::encode::ColumnBuilder;
 use crate::error::{Error, Result};
-use crate::format::{MANIFEST_NAME, SHARD_EXTENSION};
+use crate::format::{is_shard_file, MANIFEST_NAME, SHARD_EXTENSION};
 use crate::manifest::{Manifest, ShardEntry};
 use crate::schema::{DataType, Schema};
 use crate::shard::{EncodedChunk, FinishedShard, ShardWriter};
@@ -176,10 +176,6 @@ impl ShardSink {
             let _ = std::fs::remove_file(tmp);
         }
     }
-}
-
-pub(crate) fn is_shard_file(name: &str) -> bool {
-    name.starts_with("shard-") && (name.ends_with(SHARD_EXTENSION) || name.ends_with(".pxs.tmp"))
 }
 
 impl DatasetWriter {
