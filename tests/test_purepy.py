@@ -1,258 +1,36 @@
-"""Tests of the pure-Python reader (`pixmo_stream.purepy`).
-
-Part one builds shards with a tiny encoder written from docs/FORMAT.md and checks values and
-every "reader MUST" rule; part two cross-checks purepy against the Rust reader on datasets the
-Rust writer wrote (skipped when the native module is missing); part three reads the golden
-files.
+"""Tests of the pure-Python reader (`pixmo_stream.purepy`) on shards built by a tiny encoder
+written from docs/FORMAT.md (`spec_encoder.py`): values and every "reader MUST" rule. The
+cross-checks against the Rust reader and the golden files are in `test_purepy_native.py`.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import struct
-from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
 import zstandard
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_purepy():
-    # By file path: purepy must work without the package's native extension.
-    spec = importlib.util.spec_from_file_location(
-        "_purepy_under_test", ROOT / "python" / "pixmo_stream" / "purepy.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-purepy = _load_purepy()
-CorruptDataError = purepy.CorruptDataError
-UnsupportedVersionError = purepy.UnsupportedVersionError
-
-# --------------------------------------------------------------------------------------------
-# A tiny spec-following encoder (FORMAT.md "Raw chunk", "Byte layout of a shard").
-
-NUM = {
-    "int8": "<i1",
-    "int16": "<i2",
-    "int32": "<i4",
-    "int64": "<i8",
-    "uint8": "<u1",
-    "uint16": "<u2",
-    "uint32": "<u4",
-    "uint64": "<u8",
-    "float32": "<f4",
-    "float64": "<f8",
-}
-EMPTY = object()  # an `any` placeholder: no bytes at all
-
-
-def _bits(flags):
-    return np.packbits(np.array(flags, dtype=bool), bitorder="little").tobytes()
-
-
-def _offsets(lens):
-    return np.concatenate([[0], np.cumsum(lens, dtype=np.uint64)]).astype("<u8").tobytes()
-
-
-def _placeholder(t):
-    k = t["kind"]
-    if k == "struct":
-        return {f["name"]: None if f["nullable"] else _placeholder(f["type"]) for f in t["fields"]}
-    if k == "array":
-        return np.zeros((0, *t["shape"]), NUM[t["dtype"]])
-    return {"bool": False, "string": "", "binary": b"", "any": EMPTY, "list": []}.get(k, 0)
-
-
-def encode(t, nullable, vals):
-    bufs = []
-    if nullable:
-        bufs.append(_bits([v is not None for v in vals]))
-        vals = [_placeholder(t) if v is None else v for v in vals]
-    k = t["kind"]
-    if k == "bool":
-        bufs.append(_bits(vals))
-    elif k in NUM:
-        bufs.append(np.array(vals, dtype=NUM[k]).tobytes())
-    elif k in ("string", "binary", "any"):
-        if k == "string":
-            blobs = [v.encode() for v in vals]
-        elif k == "any":
-            blobs = [b"" if v is EMPTY else msgpack.packb(v) for v in vals]
-        else:
-            blobs = vals
-        bufs += [_offsets([len(b) for b in blobs]), b"".join(blobs)]
-    elif k == "array":
-        arrs = [np.asarray(v, dtype=NUM[t["dtype"]]) for v in vals]
-        bufs += [_offsets([len(a) for a in arrs]), b"".join(a.tobytes() for a in arrs)]
-    elif k == "list":
-        bufs.append(_offsets([len(v) for v in vals]))
-        bufs += encode(t["item"], t["item_nullable"], [x for v in vals for x in v])
-    else:
-        for f in t["fields"]:
-            bufs += encode(f["type"], f["nullable"], [v[f["name"]] for v in vals])
-    return bufs
-
-
-def _pad(b, a):
-    return b + bytes(-len(b) % a)
-
-
-def raw_chunk(bufs):
-    table = struct.pack(f"<II{len(bufs)}Q", len(bufs), 0, *map(len, bufs))
-    return table + b"".join(_pad(b, 8) for b in bufs[:-1]) + bufs[-1]
-
-
-def write_shard(path, fields, groups, *, version=(1, 0), flags=0, codec="zstd", extra=None):
-    """`groups` is a list of row groups, each a list of record dicts."""
-    out = bytearray(struct.pack("<8sHHI", b"PIXMOSTR", *version, flags) + bytes(48))
-    directory = []
-    for rows in groups:
-        cols = []
-        for f in fields:
-            raw = raw_chunk(encode(f["type"], f["nullable"], [r[f["name"]] for r in rows]))
-            c = "none" if f["type"]["kind"] == "binary" else codec
-            stored = zstandard.ZstdCompressor().compress(raw) if c == "zstd" else raw
-            cols.append(
-                {
-                    "offset": len(out),
-                    "stored_len": len(stored),
-                    "raw_len": len(raw),
-                    "codec": c,
-                    "crc32c": purepy.crc32c(stored),
-                }
-            )
-            out += _pad(stored, 64)
-        directory.append({"num_rows": len(rows), "columns": cols})
-    footer = {
-        "schema": {"fields": fields, "metadata": {}},
-        "num_rows": sum(map(len, groups)),
-        "row_groups": directory,
-        "required_features": [],
-        "created_by": "test_purepy encoder",
-        "metadata": {},
-    }
-    footer.update(extra or {})
-    fb = msgpack.packb(footer)
-    out += fb + struct.pack("<QIHH8s", len(fb), purepy.crc32c(fb), *version, b"PIXMOSTR")
-    Path(path).write_bytes(out)
-    return footer
-
-
-def write_manifest(root, fields, shard_files):
-    shards = []
-    for name in shard_files:
-        b = (root / name).read_bytes()
-        (flen,) = struct.unpack_from("<Q", b, len(b) - 24)
-        footer = msgpack.unpackb(b[len(b) - 24 - flen : len(b) - 24])
-        shards.append(
-            {
-                "file": name,
-                "num_rows": footer["num_rows"],
-                "num_bytes": len(b),
-                "row_groups": [g["num_rows"] for g in footer["row_groups"]],
-            }
-        )
-    manifest = {
-        "format": "pixmo-stream",
-        "version": [1, 0],
-        "schema": {"fields": fields, "metadata": {}},
-        "num_rows": sum(s["num_rows"] for s in shards),
-        "num_bytes": sum(s["num_bytes"] for s in shards),
-        "shards": shards,
-        "created_by": "test",
-        "metadata": {},
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest))
-
-
-def F(name, t, nullable=False):
-    return {"name": name, "type": t, "nullable": nullable}
-
-
-def K(kind, **kw):
-    return {"kind": kind, **kw}
-
-
-ALL_FIELDS = [
-    F("b", K("bool")),
-    *[F(k, K(k)) for k in NUM],
-    F("s", K("string"), True),
-    F("bin", K("binary"), True),
-    F("pts", K("array", dtype="float32", shape=[2]), True),
-    F("vec", K("array", dtype="int16", shape=[])),
-    F("m", K("array", dtype="float64", shape=[2, 3])),
-    F(
-        "qa",
-        K(
-            "list",
-            item=K(
-                "struct",
-                fields=[
-                    F("q", K("string")),
-                    F("tags", K("list", item=K("int32"), item_nullable=True), True),
-                ],
-            ),
-            item_nullable=True,
-        ),
-        True,
-    ),
-    F("st", K("struct", fields=[F("x", K("any")), F("y", K("uint8"), True)]), True),
-    F("meta", K("any"), True),
-]
-
-
-def make_row(i):
-    return {
-        "b": i % 3 == 0,
-        **{k: (i * 37) % 100 - (0 if k.startswith("u") else 50) for k in NUM},
-        "s": None if i % 4 == 1 else ["", "héllo", "日本語 🎉", f"row {i}"][i % 4],
-        "bin": None if i % 5 == 2 else bytes(range(i % 7)),
-        "pts": None if i % 6 == 3 else np.arange(2 * (i % 4), dtype="<f4").reshape(-1, 2) / 3,
-        "vec": np.arange(i % 5, dtype="<i2") - 2,
-        "m": np.full((i % 3, 2, 3), i, dtype="<f8"),
-        "qa": None
-        if i % 7 == 4
-        else [
-            None if j == 1 else {"q": f"q{j}", "tags": None if j == 2 else [j, None, -j]}
-            for j in range(i % 4)
-        ],
-        "st": None if i % 3 == 2 else {"x": {"k": [1, 2.5, None, "v", b"\x00"]}, "y": None},
-        "meta": None if i % 2 else {"i": i, "nested": [{"a": []}, True], 7: "int key"},
-    }
-
-
-def assert_same(a, b, where="value"):
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray), where
-        assert a.dtype == b.dtype and a.shape == b.shape, (where, a.dtype, b.dtype, a.shape)
-        np.testing.assert_array_equal(a, b, err_msg=where)
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and list(a) == list(b), (where, a, b)
-        for k in a:
-            assert_same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b), (where, a, b)
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert type(a) is type(b) and a == b, (where, a, b)
-
-
-def expected(row):
-    """A record as a reader returns it (typed numpy arrays, Python scalars)."""
-    out = dict(row)
-    for k in NUM:
-        out[k] = float(row[k]) if k.startswith("float") else int(row[k])
-    return out
-
+from spec_encoder import (
+    ALL_FIELDS,
+    CorruptDataError,
+    F,
+    K,
+    UnsupportedVersionError,
+    _flip,
+    _offsets,
+    _pad,
+    assert_same,
+    expected,
+    make_row,
+    purepy,
+    raw_chunk,
+    write_manifest,
+    write_shard,
+)
 
 # --------------------------------------------------------------------------------------------
 # CRC-32C
@@ -342,12 +120,6 @@ def _simple(tmp_path, **kw):
     path = tmp_path / "x.pxs"
     footer = write_shard(path, SIMPLE, [SIMPLE_ROWS[:4], SIMPLE_ROWS[4:]], codec="none", **kw)
     return path, footer
-
-
-def _flip(path, pos, xor=0x01):
-    b = bytearray(path.read_bytes())
-    b[pos] ^= xor
-    path.write_bytes(b)
 
 
 @pytest.mark.parametrize("target", ["chunk", "padding", "header_pad", "footer", "magic_end"])
@@ -573,178 +345,3 @@ def test_zstd_frame_checks(tmp_path):
         purepy._decompress_zstd(nosize, 100, err)
     with pytest.raises(err, match="truncated"):
         purepy._decompress_zstd(nosize[:-4], 1 << 20, err)
-
-
-# --------------------------------------------------------------------------------------------
-# Cross-check against the Rust reader.
-
-
-def _native():
-    pytest.importorskip("pixmo_stream._native", reason="native extension not built")
-    import pixmo_stream
-
-    return pixmo_stream
-
-
-GOLDEN = ROOT / "tests" / "golden"
-
-
-def _from_jsonable(v):
-    # The encoding of tests/golden/make_golden.py's expected.json.
-    if isinstance(v, dict) and set(v) == {"bytes"}:
-        return bytes.fromhex(v["bytes"])
-    if isinstance(v, dict) and set(v) == {"ndarray", "dtype", "shape"}:
-        return np.array(v["ndarray"], dtype=v["dtype"]).reshape(v["shape"])
-    if isinstance(v, dict):
-        return {k: _from_jsonable(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_from_jsonable(x) for x in v]
-    return v
-
-
-def check_golden(root):
-    ds = purepy.open_dataset(root)
-    assert ds.verify() == len(ds.row_group_layout()) * len(ds.schema["fields"])
-    want = _from_jsonable(json.loads((root / "expected.json").read_text()))
-    got = list(ds)
-    assert len(got) == len(want)
-    for i, (a, b) in enumerate(zip(got, want, strict=True)):
-        assert_same(a, b, f"{root.name} row {i}")
-    for s in ds.shards:
-        purepy.open_dataset(s.path).verify()
-
-
-@pytest.mark.parametrize(
-    "version",
-    sorted(p.parent.name for p in GOLDEN.glob("*/manifest.json")) or [None],
-)
-def test_golden_files(version):
-    if version is None:
-        pytest.skip("no golden files yet")
-    check_golden(GOLDEN / version)
-
-
-def _cross_check(ps, path):
-    rust = ps.Dataset(path, zero_copy=False)  # bytes for binary; the default gives Blobs
-    pure = purepy.open_dataset(path)
-    assert len(pure) == len(rust)
-    assert pure.row_group_layout() == [tuple(x) for x in rust.row_group_layout()]
-    assert pure.verify() == rust.verify().num_chunks
-    for i, (a, b) in enumerate(zip(pure, rust, strict=True)):
-        assert_same(a, b, f"row {i}")
-    for i in (0, len(rust) // 2, -1):
-        assert_same(pure[i], rust[i], f"row {i}")
-    return pure, rust
-
-
-def test_cross_check_every_type(tmp_path):
-    ps = _native()
-    rows = [make_row(i) for i in range(57)]
-    schema = ps.Schema.from_dict({"fields": ALL_FIELDS, "metadata": {}})
-    with ps.Writer(tmp_path / "ds", schema=schema, row_group_rows=5, shard_bytes=4096) as w:
-        w.write_many(rows)
-    pure, rust = _cross_check(ps, tmp_path / "ds")
-    assert len(pure.shards) > 1 and len(pure.row_group_layout()) > len(pure.shards)
-    assert pure.schema == rust.info()["schema"]
-    for i, got in enumerate(pure):
-        assert_same(got, expected(rows[i]), f"row {i}")
-    for s in pure.shards:
-        _cross_check(ps, s.path)  # each shard on its own
-    blobs = ps.Dataset(tmp_path / "ds")  # default: zero-copy Blobs, equal to the bytes
-    assert all(blobs[i]["bin"] == pure[i]["bin"] for i in range(len(pure)) if pure[i]["bin"])
-
-
-def _same_bits(a, b):
-    """Equality that tells -0.0 from 0.0 and accepts NaN == NaN."""
-    if isinstance(a, float):
-        return type(b) is float and struct.pack("<d", a) == struct.pack("<d", b)
-    if isinstance(a, list | tuple):
-        return type(a) is type(b) and len(a) == len(b) and all(map(_same_bits, a, b))
-    if isinstance(a, dict):
-        return (
-            type(b) is dict and list(a) == list(b) and all(map(_same_bits, a.values(), b.values()))
-        )
-    if isinstance(a, np.ndarray):
-        return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
-    return type(a) is type(b) and a == b
-
-
-def test_cross_check_edge_values(tmp_path):
-    ps = _native()
-    fields = [
-        F("i64", K("int64")),
-        F("u64", K("uint64")),
-        F("i8", K("int8")),
-        F("f32", K("float32")),
-        F("f64", K("float64"), True),
-        F("s", K("string")),
-        F("big", K("binary")),
-        F("a", K("any")),
-        F("e", K("array", dtype="uint64", shape=[1, 1])),
-    ]
-    specials = [0.0, -0.0, float("inf"), float("-inf"), float("nan"), 1e-300, 5e-324]
-    rng = np.random.default_rng(1)
-    rows = [
-        {
-            "i64": [-(2**63), 2**63 - 1, 0][i % 3],
-            "u64": [2**64 - 1, 0, 1][i % 3],
-            "i8": [-128, 127][i % 2],
-            "f32": [0.0, -0.0, float("inf"), float("nan"), 1e-45, 3.4028234663852886e38][i % 6],
-            "f64": None if i == 3 else specials[i % len(specials)],
-            "s": ["", "\x00", "a\u0301", "\U0010ffff", "ﬁ" * 300][i % 5],
-            "big": rng.integers(0, 256, 30_000 if i % 4 == 0 else 0, dtype=np.uint8).tobytes(),
-            "a": [[None], 2**64 - 1, -(2**63), 1.5, "", b"", [], {}, {"k": {"k": [None, {}]}}][
-                i % 9
-            ],
-            "e": np.full((i % 3, 1, 1), 2**64 - 1, dtype=np.uint64),
-        }
-        for i in range(40)
-    ]
-    schema = ps.Schema.from_dict({"fields": fields, "metadata": {"m": "v"}})
-    codecs = {"big": "zstd", "s": "none", "i64": "none"}
-    with ps.Writer(tmp_path / "ds", schema=schema, row_group_rows=16, codecs=codecs) as w:
-        w.write_many(rows)
-    pure = purepy.open_dataset(tmp_path / "ds")
-    rust = ps.Dataset(tmp_path / "ds", zero_copy=False)
-    assert [c["codec"] for c in pure.shards[0].row_groups[0][1]][:2] == ["none", "zstd"]
-    assert max(c["stored_len"] for c in pure.shards[0].row_groups[0][1]) > 60_000
-    assert pure.verify() == rust.verify().num_chunks == 3 * len(fields)
-    for i, (a, b) in enumerate(zip(pure, rust, strict=True)):
-        assert _same_bits(a, b), (i, a, b)
-        want = dict(rows[i], f32=float(np.float32(rows[i]["f32"])))
-        assert _same_bits(a, want), (i, a, want)
-
-
-def test_cross_check_corruption(tmp_path):
-    ps = _native()
-    rows = [{"id": i, "text": "x" * i} for i in range(40)]
-    with ps.Writer(tmp_path / "ds", schema=None, row_group_rows=8) as w:
-        w.write_many(rows)
-    pure = purepy.open_dataset(tmp_path / "ds")
-    assert list(pure) == rows
-    shard = pure.shards[0]
-    _, cols = shard.row_groups[2]
-    pos = cols[1]["offset"] + cols[1]["stored_len"] // 2
-    pure.close()
-    _flip(Path(shard.path), pos)
-    with pytest.raises(CorruptDataError) as info:
-        purepy.open_dataset(tmp_path / "ds").verify()
-    assert (info.value.row_group, info.value.column) == (2, "text")
-    assert not ps.Dataset(tmp_path / "ds").verify().ok
-
-
-def test_rust_reads_files_of_the_spec_encoder(tmp_path):
-    """The other direction: the test's encoder (written from FORMAT.md) against Rust's reader."""
-    ps = _native()
-    rows = [make_row(i) for i in range(23)]
-    write_shard(tmp_path / "a.pxs", ALL_FIELDS, [rows[:10], rows[10:11], rows[11:]])
-    write_shard(tmp_path / "e.pxs", [F("x", K("int64"))], [])
-    pure, rust = _cross_check(ps, tmp_path / "a.pxs")
-    for i, got in enumerate(rust):
-        assert_same(got, expected(rows[i]), f"row {i}")
-    assert len(ps.Dataset(tmp_path / "e.pxs")) == 0
-    fields = [F("id", K("int64")), F("s", K("string"), True)]
-    write_shard(tmp_path / "s0.pxs", fields, [[{"id": 1, "s": None}], [{"id": 2, "s": "b"}]])
-    write_shard(tmp_path / "s1.pxs", fields, [[{"id": 3, "s": "c"}]])
-    write_manifest(tmp_path, fields, ["s0.pxs", "s1.pxs"])
-    _cross_check(ps, tmp_path)
