@@ -61,9 +61,25 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        try:
+            module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != "torch" and not (e.name or "").startswith("torch."):
+                raise
+            raise ModuleNotFoundError(
+                f"pixmo_stream.{name} needs PyTorch, which is not installed: "
+                "pip install 'pixmo-stream[torch]' (for a CPU-only build, first "
+                "pip install torch --index-url https://download.pytorch.org/whl/cpu). "
+                "Writing, reading (pixmo_stream.Dataset) and the CLI work without it.",
+                name="torch",
+            ) from e
         return getattr(module, name)
     raise AttributeError(f"module 'pixmo_stream' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazy names too, so that dir() and tab completion show them.
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [
