@@ -9,12 +9,14 @@ rows with the GIL released. See `docs/STREAMING.md`.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch.utils.data
 
 from . import _native
+from ._loader_check import check_torch_loader
 from ._native import SchemaError
 from ._split import check_rank_world, checked_int, detect_rank_world, in_worker, worker_info
 from .batching import collate as default_collate
@@ -174,6 +176,7 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
 
     # ---- iteration ------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
+        check_torch_loader(self, sys._getframe(1))
         if os.getpid() != self._pid:
             # A forked worker inherits the parent's counters; it starts its own passes.
             self._pid = os.getpid()
