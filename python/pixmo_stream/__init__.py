@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import image
 from ._native import (
     FORMAT_VERSION,
     Blob,
     CorruptDataError,
+    ImageDecodeError,
     PixmoError,
     SchemaError,
     UnsupportedVersionError,
@@ -89,6 +91,7 @@ __all__ = [
     "DataType",
     "Dataset",
     "Field",
+    "ImageDecodeError",
     "PixmoError",
     "Schema",
     "SchemaError",
@@ -102,6 +105,7 @@ __all__ = [
     "bool_",
     "float32",
     "float64",
+    "image",
     "infer_schema",
     "int8",
     "int16",
