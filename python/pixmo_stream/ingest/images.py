@@ -72,7 +72,8 @@ def check_image(data: bytes | memoryview, check: Check = "decode") -> ImageInfo:
         raise BrokenImage("not_an_image", _why(e)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         text = _why(e)
-        cause = "truncated" if "truncated" in text or isinstance(e, EOFError) else "decode_error"
+        truncated = "truncated" in text.lower() or isinstance(e, EOFError)
+        cause = "truncated" if truncated else "decode_error"
         raise BrokenImage(cause, text) from None
     except Image.DecompressionBombError as e:
         raise BrokenImage("decode_error", _why(e)) from None
