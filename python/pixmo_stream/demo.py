@@ -23,17 +23,17 @@ from typing import Any, TextIO
 
 import pixmo_stream as ps
 from pixmo_stream._native import Blob
-from pixmo_stream.cli import (
+from pixmo_stream.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
-    _one_line,
     column_totals,
     human_bytes,
     human_seconds,
+    one_line,
 )
-from pixmo_stream.cli import progress as _progress
+from pixmo_stream.cli.common import progress as _progress
 
 # Small shards and row groups, so that even the default 2,000 records show the layout
 # (several shards, several row groups each) that a real dataset has.
@@ -129,7 +129,7 @@ def _streaming_loader(path: str, workers: int) -> tuple[Iterable[Any] | None, st
     try:
         streaming_cls = ps.StreamingDataset
     except (AttributeError, ImportError) as e:  # the streaming module is optional here
-        return None, f"pixmo_stream.StreamingDataset is not available ({_one_line(e)})"
+        return None, f"pixmo_stream.StreamingDataset is not available ({one_line(e)})"
     try:
         loader_cls: Any = ps.DataLoader
     except (AttributeError, ImportError):
@@ -387,7 +387,7 @@ def _run(
 
 
 def _first_string_column(info: dict[str, Any], names: list[str]) -> str | None:
-    from pixmo_stream.cli import schema_to_dict
+    from pixmo_stream.cli.common import schema_to_dict
 
     with contextlib.suppress(Exception):
         for f in schema_to_dict(info.get("schema", {})).get("fields", []):

@@ -1,0 +1,26 @@
+"""The ``pixmo-stream`` command-line tool, one module per command (see ``main.COMMANDS``).
+
+``main`` is imported lazily, so that library modules (``pixmo_stream.demo``) can use the
+shared helpers in ``cli.common`` without importing every command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the tool; returns the exit code (the console script passes it to sys.exit)."""
+    from .main import main as run_main
+
+    return run_main(argv)
+
+
+def __getattr__(name: str) -> Any:
+    # Names tests and scripts have used from the single-module CLI.
+    if name in ("format_value", "format_record", "sniff_image"):
+        from . import formatting
+
+        return getattr(formatting, name)
+    raise AttributeError(f"module 'pixmo_stream.cli' has no attribute {name!r}")

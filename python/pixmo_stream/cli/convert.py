@@ -1,0 +1,129 @@
+"""``pixmo-stream convert``: a PixMo preset or a generic input into a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any, TextIO
+
+from .common import EXIT_OK, EXIT_USAGE, CommandError, add_command, printer, progress
+
+
+def _size(text: str) -> int:
+    units = {"k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
+    t = text.strip().lower().removesuffix("b")
+    for suffix in sorted(units, key=len, reverse=True):
+        if t.endswith(suffix):
+            return int(float(t[: -len(suffix)]) * units[suffix])
+    return int(t)
+
+
+def add_parser(subparsers: Any) -> None:
+    from pixmo_stream.ingest.api import PRESET_NAMES
+
+    p = add_command(
+        subparsers,
+        "convert",
+        help="convert PixMo parquet (a preset) or a generic input into a dataset",
+        description="Read annotations (PixMo parquet as published, or a generic input: a "
+        "JSONL or parquet beside an image folder, a saved HF dataset, WebDataset tars), group "
+        "them one record per image, read and fully decode every image, and write a dataset. "
+        "Missing or broken images are skipped (or kept without image with --keep-missing), "
+        "counted by cause and named in the report, printed and written as "
+        "OUT/convert-report.json.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="parquet/JSONL/tar files or folders")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="the dataset to write")
+    p.add_argument(
+        "--preset",
+        choices=PRESET_NAMES,
+        default=None,
+        help="the PixMo dataset the input is (default: a generic input, columns kept as they are)",
+    )
+    p.add_argument("--images", metavar="DIR", default=None, help="local folder of the images")
+    p.add_argument(
+        "--naming",
+        choices=("url-sha256", "filename"),
+        default="url-sha256",
+        help="how files in --images are named: as Molmo's cache names them (sha256 of the "
+        "URL, no extension) or by file name (default: %(default)s)",
+    )
+    p.add_argument(
+        "--split",
+        choices=("all", "train", "validation"),
+        default="all",
+        help="Molmo's held-out split, carved per image with its seed (default: %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=96817, help="split seed (default: Molmo's, 96817)")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="PARQUET",
+        help="leave out the images of this parquet first (pixmo-points-eval for pixmo-points)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=0, metavar="N",
+        help="processes that read and check images (default: 0, this process); the records "
+        "and their order do not depend on N",
+    )  # fmt: skip
+    p.add_argument(
+        "--check",
+        choices=("decode", "draft", "header"),
+        default="decode",
+        help="how each image is checked: full decode, JPEG reduced-scale decode, or header "
+        "only (default: %(default)s)",
+    )
+    p.add_argument(
+        "--keep-missing",
+        action="store_true",
+        help="keep records whose image is missing or broken, without image",
+    )
+    p.add_argument(
+        "--shard-size", type=_size, default=None, metavar="BYTES",
+        help="target shard size, e.g. 256MiB (default: the writer's, 256 MiB)",
+    )  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace what is in --out already")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    from pixmo_stream.ingest import convert
+    from pixmo_stream.ingest.convert import summarize
+
+    for path in [*args.inputs, *args.exclude, *([args.images] if args.images else [])]:
+        if not os.path.exists(path):
+            raise CommandError(f"no such file or directory: {path}", EXIT_USAGE)
+    if args.workers < 0:
+        raise CommandError(f"--workers must be 0 or more, got {args.workers}", EXIT_USAGE)
+    if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
+        raise CommandError(
+            f"{args.out} already exists and is not empty; pass --overwrite to replace it",
+            EXIT_USAGE,
+        )
+    with progress(desc="convert", unit="img", quiet=args.quiet) as bar:
+        report = convert(
+            args.inputs,
+            args.out,
+            preset=args.preset,
+            images=args.images,
+            naming=args.naming,
+            split=args.split,
+            seed=args.seed,
+            exclude=args.exclude,
+            workers=args.workers,
+            check=args.check,
+            keep_missing=args.keep_missing,
+            shard_bytes=args.shard_size,
+            overwrite=args.overwrite,
+            progress=bar.update,
+        )
+    if args.json:
+        json.dump(report.to_dict(), out, indent=2)
+        out.write("\n")
+    else:
+        p = printer(out)
+        for line in summarize(report):
+            p(line)
+    return EXIT_OK

@@ -1,0 +1,165 @@
+"""`convert`: the one call behind ``pixmo-stream convert``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .convert import ConvertReport, convert_table, read_parquet
+from .errors import InputError
+from .images import Check
+from .inputs import (
+    detect,
+    file_name_column,
+    image_column,
+    read_hf_saved,
+    read_jsonl,
+    read_webdataset,
+)
+from .passthrough import passthrough_preset
+from .presets import PRESETS, Preset, get_preset
+from .sources import FolderImages, ImageSource, InlineImages, Naming, NoImages
+from .split import MOLMO_SPLIT_SEED, Split
+
+CLOCKS = "pixmo-clocks"
+PRESET_NAMES = (*sorted(PRESETS), CLOCKS)
+
+
+def excluded_urls(paths: Sequence[str]) -> set[str]:
+    """The ``image_url`` values of parquet files (pixmo-points-eval, to hold its images out
+    of pixmo-points training as Molmo does)."""
+    if not paths:
+        return set()
+    table = read_parquet(paths, ["image_url"])
+    if "image_url" not in table.column_names:
+        raise InputError(f"{', '.join(paths)}: no image_url column to exclude images by")
+    return {u for u in table.column("image_url").to_pylist() if u}
+
+
+def _folder(images: str | None, naming: Naming) -> ImageSource:
+    return FolderImages(images, naming) if images else NoImages()
+
+
+def _generic(
+    inputs: Sequence[str], images: str | None, naming: Naming
+) -> tuple[Any, Preset, ImageSource]:
+    kinds = {detect(p) for p in inputs}
+    if len(kinds) != 1:
+        raise InputError(f"the inputs are of different kinds ({', '.join(sorted(kinds))})")
+    kind = kinds.pop()
+    if kind == "hf-disk":
+        import pyarrow as pa
+
+        table = pa.concat_tables([read_hf_saved(p) for p in inputs])
+    elif kind == "webdataset":
+        import os
+
+        tars = []
+        for p in inputs:
+            tars += (
+                sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(".tar"))
+                if os.path.isdir(p)
+                else [p]
+            )
+        table = read_webdataset(tars)
+    elif kind == "jsonl":
+        import pyarrow as pa
+
+        table = pa.concat_tables([read_jsonl(p) for p in inputs], promote_options="permissive")
+    else:
+        table = read_parquet(inputs)
+    inline = image_column(table)
+    if inline is not None:
+        preset = passthrough_preset(
+            kind, table.schema, description=f"{kind} with inline images", inline_images=inline
+        )
+        return table, preset, InlineImages()
+    if images is None:
+        raise InputError(
+            f"{', '.join(inputs)}: no image bytes in the input; give the image folder "
+            "(--images DIR)"
+        )
+    name_col = file_name_column(table)
+    if name_col is None and "image_url" not in table.column_names:
+        raise InputError(
+            f"{', '.join(inputs)}: no column names the images (looked for image_url and "
+            f"{', '.join(('file_name', 'image_path', 'path', 'image'))})"
+        )
+    if name_col is not None:
+        naming = "filename"
+    preset = passthrough_preset(
+        kind,
+        table.schema,
+        description=f"{kind} annotations with an image folder",
+        file_name_column=name_col,
+        exclude=(name_col,) if name_col else (),
+    )
+    return table, preset, FolderImages(images, naming)
+
+
+def convert(
+    inputs: Sequence[str] | str,
+    output: str,
+    *,
+    preset: str | None = None,
+    images: str | None = None,
+    naming: Naming = "url-sha256",
+    split: Split = "all",
+    seed: int = MOLMO_SPLIT_SEED,
+    exclude: Sequence[str] = (),
+    workers: int = 0,
+    check: Check = "decode",
+    keep_missing: bool = False,
+    shard_bytes: int | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ConvertReport:
+    """Converts ``inputs`` into a dataset at ``output`` and returns the report (also written
+    to ``output/convert-report.json``).
+
+    ``preset`` names a PixMo dataset (`PRESET_NAMES`); without one the input is generic (a
+    JSONL or parquet with an image folder, a saved HF dataset, WebDataset tars). ``images``
+    is a local folder, its files named as Molmo's cache names them (``naming="url-sha256"``)
+    or by file name (``"filename"``). ``split`` selects Molmo's held-out split (``train`` or
+    ``validation``, ``seed`` as Molmo's); ``exclude`` lists parquet files whose images are
+    left out first (pixmo-points-eval for pixmo-points). ``workers`` > 1 reads and checks
+    images in that many processes; the records and their order do not depend on it.
+    """
+    paths = [inputs] if isinstance(inputs, str) else list(inputs)
+    if not paths:
+        raise InputError("no inputs")
+    source: ImageSource
+    if preset is None:
+        table, chosen, source = _generic(paths, images, naming)
+    elif preset == CLOCKS:
+        table = read_parquet(paths)
+        name_col = "image" if images and "image" in table.column_names else None
+        chosen = passthrough_preset(
+            CLOCKS,
+            table.schema,
+            description="clock renderings' metadata (images only when you supply them)",
+            file_name_column=name_col,
+            exclude=(name_col,) if name_col else (),
+        )
+        source = _folder(images, "filename")
+    else:
+        chosen = get_preset(preset)
+        wanted = [*chosen.required, *chosen.optional]
+        table = read_parquet(paths, wanted)
+        source = InlineImages() if chosen.inline_images else _folder(images, naming)
+    return convert_table(
+        chosen,
+        table,
+        output,
+        source=source,
+        inputs=paths,
+        split=split,
+        seed=seed,
+        exclude_urls=excluded_urls(list(exclude)),
+        workers=workers,
+        check=check,
+        keep_missing=keep_missing,
+        shard_bytes=shard_bytes,
+        overwrite=overwrite,
+        progress=progress,
+    )

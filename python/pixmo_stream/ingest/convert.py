@@ -1,0 +1,353 @@
+"""``convert``: annotation tables plus an image source, into a pixmo-stream dataset.
+
+The main process reads the annotations, groups them by image and hands batches of pending
+records (annotations and where the image is) to worker processes, which read each image,
+decode it in full and fill in its size and hash. Results come back in the order the
+batches were handed out, so the output is the same records in the same order whatever the
+number of workers. A missing or broken image skips its record (or keeps it without image)
+and is counted and named in the report; it never stops the conversion.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+import pixmo_stream as ps
+
+from . import columns as C
+from .errors import InputError
+from .grouping import GroupBatch, GroupIndex, group_rows, iter_batches, single_rows
+from .images import CHECKS, BrokenImage, Check, check_image, sha256_hex
+from .presets import Preset, check_columns
+from .sources import ImageRef, ImageSource, MissingImage, NoImages
+from .split import SPLITS, Split, select_groups
+
+REPORT_NAME = "convert-report.json"
+BATCH_GROUPS = 64  # images per worker task: large enough to amortise pickling, small for order
+MAX_NAMED_FAILURES = 100_000
+
+
+@dataclass
+class Failure:
+    cause: str
+    image_url: str | None
+    input_rows: list[int]
+    detail: str
+
+
+@dataclass
+class ConvertReport:
+    """What a conversion did; printed by the CLI and written as ``convert-report.json``."""
+
+    preset: str
+    inputs: list[str]
+    output: str
+    split: str
+    input_rows: int = 0
+    images: int = 0
+    excluded_images: int = 0
+    selected_images: int = 0
+    records_written: int = 0
+    kept_without_image: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    sha256_mismatches: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    failures_not_named: int = 0
+    workers: int = 0
+    check: str = "decode"
+    seconds: float = 0.0
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records_written / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["records_per_second"] = round(self.records_per_second, 1)
+        return d
+
+    def write(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2)
+            f.write("\n")
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A record whose image is not read yet."""
+
+    record: dict[str, Any]
+    ref: ImageRef
+    published_sha256: str | None
+    input_rows: tuple[int, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the annotations.
+
+
+def read_parquet(paths: Sequence[str], columns: Sequence[str] | None = None) -> pa.Table:
+    """One table of the given parquet files (directories: their ``*.parquet``, sorted), in
+    order. Only ``columns`` that exist are read."""
+    import pyarrow.parquet as pq
+
+    files: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            found = sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(".parquet"))
+            if not found:
+                raise InputError(f"{p}: no .parquet files in this directory")
+            files += found
+        elif os.path.exists(p):
+            files.append(p)
+        else:
+            raise FileNotFoundError(2, "No such file or directory", p)
+    tables = []
+    for f in files:
+        try:
+            schema = pq.read_schema(f)
+            wanted = None if columns is None else [c for c in columns if c in schema.names]
+            tables.append(pq.read_table(f, columns=wanted))
+        except (pa.ArrowException, OSError) as e:
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise InputError(f"{f}: not a readable parquet file ({e})") from e
+    if not tables:
+        raise InputError("no input files")
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except pa.ArrowException as e:
+        raise InputError(f"the input files have different columns or types: {e}") from e
+
+
+# ---------------------------------------------------------------------------------------------
+# Turning a batch of grouped rows into pending records.
+
+
+def _refs(preset: Preset, batch: GroupBatch) -> tuple[list[ImageRef], list[str | None]]:
+    t, off = batch.table, batch.offsets
+    names = t.column_names
+
+    def first(col: str | None) -> list[Any]:
+        if col is None or col not in names:
+            return [None] * len(batch.groups)
+        return C.first_per_group(t.column(col).to_pylist(), off)
+
+    urls = first("image_url")
+    files = first(preset.file_name_column)
+    if preset.inline_images and preset.inline_images in names:
+        data = C.first_per_group(C.inline_image_bytes(t.column(preset.inline_images)), off)
+    else:
+        data = [None] * len(batch.groups)
+    refs = [ImageRef(u, f, d) for u, f, d in zip(urls, files, data, strict=True)]
+    return refs, first(preset.published_sha256)
+
+
+def pending_records(preset: Preset, batch: GroupBatch) -> list[Pending]:
+    records = preset.annotate(batch)
+    refs, shas = _refs(preset, batch)
+    out = []
+    for i, rec in enumerate(records):
+        rows = tuple(int(r) for r in batch.input_rows[batch.offsets[i] : batch.offsets[i + 1]])
+        out.append(Pending(rec, refs[i], shas[i], rows))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Finishing records: this part runs in the worker processes.
+
+
+@dataclass(frozen=True)
+class FinishOptions:
+    source: ImageSource
+    check: Check
+    keep_missing: bool
+    finish: Callable[[dict[str, Any], Any], None] | None
+
+
+Outcome = tuple[dict[str, Any] | None, Failure | None]
+
+
+def finish_record(item: Pending, opts: FinishOptions) -> Outcome:
+    rec: dict[str, Any] = {
+        "image": None,
+        "image_url": item.ref.url,
+        "image_sha256": None,
+        "source_sha256": item.published_sha256,
+        "sha256_mismatch": False,
+        "width": None,
+        "height": None,
+    }
+    failure = None
+    info = None
+    if not isinstance(opts.source, NoImages):
+        try:
+            data = opts.source.read(item.ref)
+            info = check_image(data, opts.check)
+        except MissingImage as e:
+            failure = Failure("missing", item.ref.url, list(item.input_rows), str(e))
+        except BrokenImage as e:
+            failure = Failure(e.cause, item.ref.url, list(item.input_rows), e.detail)
+        else:
+            digest = sha256_hex(data)
+            rec.update(image=data, image_sha256=digest, width=info.width, height=info.height)
+            published = (item.published_sha256 or "").strip().lower()
+            rec["sha256_mismatch"] = bool(published) and published != digest
+    rec.update(item.record)
+    if opts.finish is not None:
+        opts.finish(rec, info)
+    if failure is not None and not opts.keep_missing:
+        return None, failure
+    return rec, failure
+
+
+def _finish_batch(job: tuple[list[Pending], FinishOptions]) -> list[Outcome]:
+    items, opts = job
+    return [finish_record(item, opts) for item in items]
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline.
+
+
+def _selected_groups(
+    preset: Preset,
+    table: pa.Table,
+    index: GroupIndex,
+    split: Split,
+    seed: int,
+    exclude_urls: set[str],
+    report: ConvertReport,
+) -> np.ndarray:
+    groups = np.arange(len(index), dtype=np.int64)
+    if exclude_urls and "image_url" in table.column_names:
+        firsts = index.order[index.starts[:-1]]
+        urls = table.column("image_url").take(pa.array(firsts)).to_pylist()
+        keep = np.array([u not in exclude_urls for u in urls], dtype=bool)
+        report.excluded_images = int((~keep).sum())
+        groups = groups[keep]
+    return select_groups(groups, split, preset.n_validation, seed)
+
+
+def convert_table(
+    preset: Preset,
+    table: pa.Table,
+    output: str,
+    *,
+    source: ImageSource,
+    inputs: Sequence[str] = (),
+    split: Split = "all",
+    seed: int = 96817,
+    exclude_urls: set[str] | frozenset[str] = frozenset(),
+    workers: int = 0,
+    check: Check = "decode",
+    keep_missing: bool = False,
+    shard_bytes: int | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ConvertReport:
+    """Converts an annotation table already in memory; see `convert` for the options."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if check not in CHECKS:
+        raise ValueError(f"check must be one of {', '.join(CHECKS)}, got {check!r}")
+    start = time.perf_counter()
+    check_columns(preset, table.schema, ", ".join(inputs) or "the input")
+    report = ConvertReport(preset.name, list(inputs), output, split, workers=workers, check=check)
+    report.input_rows = table.num_rows
+    index = group_rows(table.column(preset.key)) if preset.key else single_rows(table.num_rows)
+    report.images = len(index)
+    groups = _selected_groups(preset, table, index, split, seed, set(exclude_urls), report)
+    report.selected_images = len(groups)
+    opts = FinishOptions(source, check, keep_missing, preset.finish)
+    jobs = (
+        (pending_records(preset, batch), opts)
+        for batch in iter_batches(table, index, groups, BATCH_GROUPS)
+    )
+    metadata = {**preset.metadata(), "split": split, "split_seed": str(seed)}
+    kwargs: dict[str, Any] = {"overwrite": overwrite, "metadata": metadata}
+    if shard_bytes is not None:
+        kwargs["shard_bytes"] = shard_bytes
+    with ps.Writer(output, preset.schema(), **kwargs) as writer:
+        for outcomes in _run_jobs(jobs, workers):
+            for rec, failure in outcomes:
+                if failure is not None:
+                    _count_failure(report, failure, kept=rec is not None)
+                if rec is not None:
+                    writer.write(rec)
+                    report.records_written += 1
+                    report.sha256_mismatches += bool(rec["sha256_mismatch"])
+            if progress is not None:
+                progress(len(outcomes))
+    report.seconds = round(time.perf_counter() - start, 3)
+    report.write(os.path.join(output, REPORT_NAME))
+    return report
+
+
+def _count_failure(report: ConvertReport, failure: Failure, kept: bool) -> None:
+    if kept:
+        report.kept_without_image += 1
+    else:
+        report.skipped[failure.cause] = report.skipped.get(failure.cause, 0) + 1
+    if len(report.failures) < MAX_NAMED_FAILURES:
+        report.failures.append(failure)
+    else:
+        report.failures_not_named += 1
+
+
+def _run_jobs(
+    jobs: Iterator[tuple[list[Pending], FinishOptions]], workers: int
+) -> Iterator[list[Outcome]]:
+    if workers <= 1:
+        for job in jobs:
+            yield _finish_batch(job)
+        return
+    # spawn, not fork: the parent may hold threads (a Writer's, torch's) that fork would
+    # copy mid-flight. imap keeps the results in the order the jobs were handed out.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        yield from pool.imap(_finish_batch, jobs, chunksize=1)
+
+
+def summarize(report: ConvertReport) -> list[str]:
+    """The report as lines for a terminal."""
+    lines = [
+        f"preset      {report.preset} (split: {report.split})",
+        f"input       {report.input_rows:,} rows over {report.images:,} images",
+    ]
+    if report.excluded_images:
+        lines.append(f"excluded    {report.excluded_images:,} images (held-out evaluation images)")
+    lines.append(
+        f"written     {report.records_written:,} records to {report.output} "
+        f"in {report.seconds:.2f} s ({report.records_per_second:,.0f} rec/s, "
+        f"{report.workers} worker{'s' if report.workers != 1 else ''}, check: {report.check})"
+    )
+    if report.skipped:
+        causes = ", ".join(f"{k} {v:,}" for k, v in sorted(Counter(report.skipped).items()))
+        lines.append(f"skipped     {sum(report.skipped.values()):,} ({causes})")
+    if report.kept_without_image:
+        lines.append(f"no image    {report.kept_without_image:,} records kept without image")
+    if report.sha256_mismatches:
+        lines.append(
+            f"sha256      {report.sha256_mismatches:,} images differ from the published hash "
+            "(kept; sha256_mismatch is true)"
+        )
+    for f in report.failures[:10]:
+        rows = ", ".join(str(r) for r in f.input_rows[:5])
+        more = ", …" if len(f.input_rows) > 5 else ""
+        lines.append(
+            f"  {f.cause}: {f.image_url or '(no url)'} (input rows {rows}{more}): {f.detail}"
+        )
+    if len(report.failures) > 10:
+        lines.append(f"  … {len(report.failures) - 10:,} more in {REPORT_NAME}")
+    return lines
