@@ -1,0 +1,1 @@
+"""Ingestion: turning published datasets (PixMo parquet, image URLs) into pixmo-stream input."""
