@@ -52,8 +52,12 @@ class HostGate:
     def throttled(self, pause: float) -> None:
         """The host said 429/503: hold all its requests for ``pause`` s and slow its rate."""
         self.throttles += 1
-        self._paused_until = max(self._paused_until, time.monotonic() + pause)
-        self._interval = min(_THROTTLED_CEILING, max(_THROTTLED_FLOOR, self._interval * 2))
+        now = time.monotonic()
+        # Answers to one burst of requests arrive together: slow down once per pause, not
+        # once per answer.
+        if now >= self._paused_until:
+            self._interval = min(_THROTTLED_CEILING, max(_THROTTLED_FLOOR, self._interval * 2))
+        self._paused_until = max(self._paused_until, now + pause)
 
     def succeeded(self) -> None:
         if self._interval > self._base_interval:
