@@ -268,14 +268,22 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``fetch`` on its own (``python -m pixmo_stream.ingest.fetch``), outside the CLI."""
+def standalone_parser() -> argparse.ArgumentParser:
+    """The fetch command with the CLI's ``--quiet``, for running it outside ``pixmo-stream``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bar"
+    )
     parser = argparse.ArgumentParser(prog="pixmo-stream")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
+    add_parser(parser.add_subparsers(dest="command", required=True), parents=[common])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``fetch`` on its own (``python -m pixmo_stream.ingest.fetch``), outside the CLI."""
     try:
-        args = parser.parse_args([NAME, *(sys.argv[1:] if argv is None else argv)])
+        args = standalone_parser().parse_args([NAME, *(sys.argv[1:] if argv is None else argv)])
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     try:
