@@ -1,7 +1,9 @@
 """An HTTP server on 127.0.0.1 that misbehaves per URL path, for the fetcher's tests and bench.
 
 Runs aiohttp.web on its own event loop in a daemon thread, counts every request per path,
-and shuts itself down after ``lifetime`` seconds so no test can leave it running.
+and shuts itself down after ``lifetime`` seconds so no test can leave it running. Every
+request first waits ``delay`` plus, with ``latency=(low, high)``, a per-path amount between
+the two (the same for a path on every run, so contenders in a bench see the same latencies).
 
 Paths (``<k>`` is any token, so each URL is distinct):
   /img/<k>            a small JPEG, different per path (every path waits ``delay`` first)
@@ -9,7 +11,7 @@ Paths (``<k>`` is any token, so each URL is distinct):
   /429-days/<k>       429, Retry-After three days ahead    /429-once/<k>   429 (1 s), then JPEG
   /throttle/<k>       429 (Retry-After 1) for the first ``throttle_first`` requests to this
                       server, a JPEG after that
-  /drip/<k>           promises 1000 bytes, sends one every 0.2 s
+  /drip/<k>           promises 1000 bytes, sends one every ``drip_interval`` s
   /reset/<k>          half the body, then a TCP reset     /truncated/<k>  Content-Length > sent
   /html/<k>           an HTML page labelled image/jpeg    /loop/<k>       redirects to itself
   /huge/<k>           2 MB, chunked (no Content-Length)   /huge-cl/<k>    2 MB with its length
@@ -22,6 +24,7 @@ import asyncio
 import email.utils
 import hashlib
 import io
+import random
 import socket
 import struct
 import threading
@@ -35,12 +38,20 @@ from PIL import Image
 def jpeg_bytes(key: str, size: tuple[int, int] = (64, 48)) -> bytes:
     """A small JPEG whose pixels (and so bytes) depend on ``key``."""
     seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:3], "big")
-    img = Image.new("RGB", size, (seed & 255, (seed >> 8) & 255, (seed >> 16) & 255))
+    base = Image.new("RGB", size, (seed & 255, (seed >> 8) & 255, (seed >> 16) & 255))
+    # Noise makes the JPEG as large as a photo of that size; its seed comes from ``key``.
+    grain = random.Random(seed).randbytes(size[0] * size[1])
+    noise = Image.frombytes("L", size, grain).convert("RGB")
+    img = Image.blend(base, noise, 0.25)
     for x in range(0, size[0], 4):
         img.putpixel((x, x % size[1]), (255 - (seed & 255), 0, 0))
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=85)
     return buf.getvalue()
+
+
+def _path_hash(path: str) -> int:
+    return int.from_bytes(hashlib.sha256(path.encode()).digest()[:8], "big")
 
 
 def image_for(path: str, size: tuple[int, int] = (64, 48)) -> bytes:
@@ -56,8 +67,16 @@ class FaultServer:
         throttle_first: int = 0,
         lifetime: float = 120.0,
         image_size: tuple[int, int] = (64, 48),
+        latency: tuple[float, float] | None = None,
+        image_pool: int = 0,
+        drip_interval: float = 0.2,
     ) -> None:
         self.delay = delay
+        self.latency = latency
+        self.drip_interval = drip_interval
+        # A pool of distinct images reused across paths: a bench can serve 100,000 URLs
+        # without encoding 100,000 JPEGs first.
+        self._pool = [jpeg_bytes(f"pool-{i}", image_size) for i in range(image_pool)]
         self.throttle_first = throttle_first
         self.lifetime = lifetime
         self.image_size = image_size
@@ -132,6 +151,9 @@ class FaultServer:
 
     # -- behaviour ------------------------------------------------------------------------------
     def _image(self, path: str) -> bytes:
+        path = path.split("?", 1)[0]
+        if self._pool:
+            return self._pool[_path_hash(path) % len(self._pool)]
         body = self._images.get(path)
         if body is None:
             body = self._images[path] = image_for(path, self.image_size)
@@ -144,7 +166,9 @@ class FaultServer:
             return first
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        path = request.path
+        # Counts and once-only faults go by path and query (a bench gives each contender its
+        # own ?run=), latency and image bytes by path alone (so every contender gets the same).
+        path = request.path_qs
         kind = request.match_info["kind"]
         with self._lock:
             self.requests[path] += 1
@@ -153,8 +177,12 @@ class FaultServer:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             served = sum(self.requests.values())
         try:
-            if self.delay:
-                await asyncio.sleep(self.delay)
+            delay = self.delay
+            if self.latency is not None:
+                low, high = self.latency
+                delay += low + (high - low) * (_path_hash(request.path) % 10_007) / 10_006
+            if delay:
+                await asyncio.sleep(delay)
             return await self._respond(request, kind, path, served)
         finally:
             with self._lock:
@@ -226,7 +254,7 @@ class FaultServer:
         try:
             for _ in range(1000):
                 await resp.write(b"\xff")
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(self.drip_interval)
         except (ConnectionError, RuntimeError):
             pass
         return resp
