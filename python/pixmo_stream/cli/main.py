@@ -15,7 +15,7 @@ from types import ModuleType
 
 import pixmo_stream as ps
 
-from . import convert, demo, head, inspect, merge, verify
+from . import convert, demo, fetch, head, inspect, merge, verify
 from .common import (
     EXIT_CODES_HELP,
     EXIT_FAILURE,
@@ -26,7 +26,7 @@ from .common import (
     one_line,
 )
 
-COMMANDS: tuple[ModuleType, ...] = (demo, convert, merge, inspect, verify, head)
+COMMANDS: tuple[ModuleType, ...] = (demo, convert, fetch, merge, inspect, verify, head)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:

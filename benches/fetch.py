@@ -1,0 +1,329 @@
+"""Image download throughput and robustness: pixmo-stream fetch against img2dataset.
+
+    python -m benches.fetch                      # 4,000 URLs per scenario
+    python -m benches.fetch --urls 1000          # quicker
+    IMG2DATASET_PYTHON=/path/to/python python -m benches.fetch
+
+Every contender downloads the same URL list from the same local server (tests/fault_server.py,
+run in its own process) that waits a fixed per-path latency (50-200 ms by default) before
+answering, as a distant web server would. Each contender gets the same paths with its own
+``?run=`` query, so once-only faults (503 then success) hit each of them once.
+
+Contenders, all as separate processes started the same way:
+  ceiling        plain aiohttp GETs at high concurrency, doing nothing with the bodies: what
+                 this server (and machine) can deliver, measured in the same run
+  pixmo          ``python -m pixmo_stream.ingest.fetch`` with its defaults (full decode on)
+  pixmo-nodecode the same with ``--no-decode``
+  img2dataset    ``img2dataset.download`` with resize_mode="no", skip_reencode and
+                 disable_all_reencoding (raw bytes kept), 2 processes x 256 threads, found via
+                 $IMG2DATASET_PYTHON or ./.venv-i2d/bin/python, skipped when absent
+
+Scenarios: ``clean`` (every URL an image) and ``faults`` (2% each of 404, 503-once, HTML,
+connection reset, truncated body, a far-future 429, and 0.5% bodies that drip one byte per
+second). A contender still running after ``--limit`` seconds is killed and reported as hung.
+Prints a table; ratios are against img2dataset in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_I2D = ROOT / ".venv-i2d" / "bin" / "python"
+FAULT_MIX = {
+    "404": 0.02,
+    "503-once": 0.02,
+    "html": 0.02,
+    "reset": 0.02,
+    "truncated": 0.02,
+    "429-days": 0.02,
+    "drip": 0.005,
+}
+
+
+@dataclass
+class Result:
+    contender: str
+    scenario: str
+    urls: int
+    ok: int | None
+    wall_s: float
+    hung: bool = False
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return (self.ok or 0) / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def url_paths(n: int, scenario: str) -> list[str]:
+    """``n`` paths; in ``faults`` a fixed, evenly spread share of them misbehave."""
+    paths = []
+    cumulative = []
+    acc = 0.0
+    for kind, share in FAULT_MIX.items():
+        acc += share
+        cumulative.append((acc, kind))
+    for i in range(n):
+        kind = "img"
+        if scenario == "faults":
+            # A low-discrepancy position in [0, 1) picks the kind: same mix for any n.
+            u = (i * 0.6180339887498949) % 1.0
+            kind = next((k for edge, k in cumulative if u < edge), "img")
+        paths.append(f"/{kind}/{i}")
+    return paths
+
+
+# -- the server, in its own process ------------------------------------------------------------
+def serve(latency: tuple[float, float], lifetime: float) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fault_server import FaultServer
+
+    srv = FaultServer(
+        latency=latency, image_pool=64, image_size=(640, 480), lifetime=lifetime, drip_interval=1.0
+    )
+    srv.start()
+    print(srv.port, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        srv.stop()
+
+
+def start_server(latency: tuple[float, float], lifetime: float) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benches.fetch",
+            "--serve",
+            "--latency",
+            str(latency[0]),
+            str(latency[1]),
+            "--limit",
+            str(lifetime),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    return proc, port
+
+
+# -- contenders --------------------------------------------------------------------------------
+CEILING = textwrap.dedent("""
+    import asyncio, sys, time, aiohttp
+    urls = open(sys.argv[1]).read().split()
+    async def main():
+        ok = 0
+        conn = aiohttp.TCPConnector(limit=512)
+        sem = asyncio.Semaphore(512)
+        async with aiohttp.ClientSession(connector=conn) as s:
+            async def one(u):
+                nonlocal ok
+                async with sem:
+                    try:
+                        async with asyncio.timeout(5):
+                            async with s.get(u) as r:
+                                await r.read()
+                                ok += r.status == 200
+                    except Exception:
+                        pass
+            await asyncio.gather(*(one(u) for u in urls))
+        print(ok)
+    asyncio.run(main())
+""")
+
+IMG2DATASET = textwrap.dedent("""
+    import sys, json, glob
+    from img2dataset import download
+    if __name__ == "__main__":
+        download(url_list=sys.argv[1], output_folder=sys.argv[2], input_format="txt",
+                 output_format="files", processes_count=2, thread_count=256,
+                 resize_mode="no", encode_format="jpg", skip_reencode=True,
+                 disable_all_reencoding=True, extract_exif=False, timeout=10, retries=0,
+                 number_sample_per_shard=100000, distributor="multiprocessing")
+        stats = [json.load(open(p)) for p in glob.glob(sys.argv[2] + "/*_stats.json")]
+        print(sum(s["successes"] for s in stats))
+""")
+
+
+def run_timed(
+    cmd: list[str], limit: float, env: dict[str, str] | None = None
+) -> tuple[float, bool, str]:
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=limit)
+        hung = False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        hung = True
+    wall = time.perf_counter() - started
+    if proc.returncode not in (0, None) and not hung:
+        sys.stderr.write(f"{cmd[:3]} exited {proc.returncode}: {err[-2000:]}\n")
+    return wall, hung, out
+
+
+def bench_scenario(
+    scenario: str, n: int, port: int, work: Path, limit: float, i2d_python: Path | None
+) -> list[Result]:
+    paths = url_paths(n, scenario)
+    results = []
+
+    def urls_for(contender: str) -> Path:
+        f = work / f"{scenario}-{contender}.txt"
+        f.write_text(
+            "".join(f"http://127.0.0.1:{port}{p}?run={scenario}-{contender}\n" for p in paths)
+        )
+        return f
+
+    wall, hung, out = run_timed([sys.executable, "-c", CEILING, str(urls_for("ceiling"))], limit)
+    results.append(Result("ceiling", scenario, n, None if hung else int(out or 0), wall, hung))
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    for name, extra in (("pixmo", []), ("pixmo-nodecode", ["--no-decode"])):
+        listing = urls_for(name).read_text().split()
+        parquet = work / f"{scenario}-{name}.parquet"
+        pq.write_table(pa.table({"image_url": listing}), parquet)
+        cache = work / f"{scenario}-{name}-cache"
+        cmd = [
+            sys.executable,
+            "-m",
+            "pixmo_stream.ingest.fetch",
+            str(parquet),
+            "--cache",
+            str(cache),
+            "-q",
+            "--json",
+            *extra,
+        ]
+        wall, hung, out = run_timed(cmd, limit, env)
+        ok = None
+        if not hung:
+            report = json.loads(out)
+            ok = report["cached"]
+        results.append(Result(name, scenario, n, ok, wall, hung))
+
+    if i2d_python is not None:
+        script = work / "run_img2dataset.py"
+        script.write_text(IMG2DATASET)
+        out_dir = work / f"{scenario}-i2d"
+        env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+        wall, hung, out = run_timed(
+            [str(i2d_python), str(script), str(urls_for("img2dataset")), str(out_dir)], limit, env
+        )
+        ok = None if hung else int(out.strip().splitlines()[-1]) if out.strip() else 0
+        results.append(
+            Result(
+                "img2dataset", scenario, n, ok, wall, hung, "killed: still running" if hung else ""
+            )
+        )
+    return results
+
+
+def print_table(results: list[Result]) -> None:
+    base = {r.scenario: r for r in results if r.contender == "img2dataset" and not r.hung}
+    print(
+        f"{'scenario':<8} {'contender':<15} {'urls':>6} {'ok':>6} {'wall s':>8} "
+        f"{'images/s':>9} {'vs img2dataset':>15}"
+    )
+    for r in results:
+        ok = "-" if r.ok is None else str(r.ok)
+        wall = f"{r.wall_s:8.1f}" + ("+" if r.hung else " ")
+        ratio = ""
+        if r.scenario in base and r.contender != "img2dataset" and not r.hung:
+            ratio = f"{r.rate / base[r.scenario].rate:.2f}x" if base[r.scenario].rate else ""
+        rate = "hung" if r.hung else f"{r.rate:9.0f}"
+        print(
+            f"{r.scenario:<8} {r.contender:<15} {r.urls:>6} {ok:>6} {wall:>9}{rate:>9} "
+            f"{ratio:>15}  {r.note}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--urls", type=int, default=4000, help="URLs per scenario")
+    parser.add_argument(
+        "--latency",
+        type=float,
+        nargs=2,
+        default=(0.05, 0.2),
+        metavar=("LOW", "HIGH"),
+        help="per-request server latency range, s",
+    )
+    parser.add_argument(
+        "--limit", type=float, default=180.0, help="seconds before a contender is killed as hung"
+    )
+    parser.add_argument("--scenarios", default="clean,faults")
+    parser.add_argument("--json", metavar="FILE", help="also write the results here")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(tuple(args.latency), args.limit)
+        return
+
+    i2d = Path(os.environ.get("IMG2DATASET_PYTHON", DEFAULT_I2D))
+    i2d_python = i2d if i2d.exists() else None
+    if i2d_python is None:
+        print(f"img2dataset: skipped ({i2d} not found; set IMG2DATASET_PYTHON)")
+    scenarios = args.scenarios.split(",")
+    server, port = start_server(tuple(args.latency), args.limit * 8 * len(scenarios))
+    work = Path(tempfile.mkdtemp(prefix="pixmo-fetch-bench-"))
+    results: list[Result] = []
+    try:
+        for scenario in scenarios:
+            results += bench_scenario(scenario, args.urls, port, work, args.limit, i2d_python)
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"\n{os.cpu_count()} CPUs; latency {args.latency[0]:g}-{args.latency[1]:g} s per "
+        f"request; 640x480 JPEGs (~{_pool_kb():.0f} kB); '+' = killed after {args.limit:g} s"
+    )
+    print_table(results)
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps([r.__dict__ | {"images_per_s": r.rate} for r in results], indent=2)
+        )
+
+
+def _pool_kb() -> float:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fault_server import jpeg_bytes
+
+    return len(jpeg_bytes("pool-0", (640, 480))) / 1000
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""``pixmo-stream fetch PARQUET... --cache DIR``: download a PixMo dataset's images.
+
+Written to the CLI's command protocol (``add_parser(subparsers)``, ``run(args, out) -> int``).
+Exit 0 when the run completed, whatever its success rate; 1 when it could not run; 2 on a
+usage error; 130 on Ctrl-C (after printing the report of what was done).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import FetchError, FetchInterrupted
+from .fetcher import distinct_urls, fetch_images
+from .options import DEFAULT_USER_AGENT, SHA_POLICIES, FetchOptions
+from .outcome import Outcome
+from .parquet import SHA_COLUMN, URL_COLUMN, parquet_urls
+from .report import FetchReport
+
+NAME = "fetch"
+REPORT_FILE = ".pixmo-fetch-report.json"
+_DEFAULTS = FetchOptions()
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
+
+
+def byte_size(text: str) -> int:
+    """``32MB``, ``500k``, ``1GiB`` or a plain number of bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([kmg]i?)?b?\s*", text.lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 32MB or 500k)")
+    return int(float(match[1]) * _UNITS[match[2] or ""])
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+        return value
+
+    return parse
+
+
+def add_parser(
+    subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()
+) -> argparse.ArgumentParser:
+    outcomes = ", ".join(o.value for o in Outcome)
+    p = subparsers.add_parser(
+        NAME,
+        parents=list(parents),
+        help="download the images of PixMo parquet files into a Molmo-compatible cache",
+        description="Download the images named by the image_url column (checked against "
+        "image_sha256 where the file has one) of PixMo parquet files into DIR, one file per "
+        "URL named sha256(url) as Molmo's downloader names it. Re-running resumes: cached "
+        "images and permanent failures cost no request; retryable failures are tried again.",
+        epilog=f"Outcomes: {outcomes}. The report is printed and written as JSON. Exit codes: "
+        "0 the run completed (whatever its success rate), 1 it could not run, 2 usage error, "
+        "130 interrupted (what was done is kept).",
+    )
+    p.add_argument("parquet", nargs="+", metavar="PARQUET", help="PixMo parquet file(s)")
+    p.add_argument("--cache", required=True, metavar="DIR", help="image cache directory")
+    p.add_argument("--url-column", default=URL_COLUMN, help="URL column (default: %(default)s)")
+    p.add_argument(
+        "--sha-column",
+        default=SHA_COLUMN,
+        help="expected-sha256 column, used where present (default: %(default)s)",
+    )
+    p.add_argument("--limit", type=_positive(int), metavar="N", help="only the first N URLs")
+    net = p.add_argument_group("network")
+    net.add_argument(
+        "--concurrency",
+        type=_positive(int),
+        default=_DEFAULTS.concurrency,
+        help="requests in flight over all hosts (default: %(default)s)",
+    )
+    net.add_argument(
+        "--per-host",
+        type=_positive(int),
+        default=_DEFAULTS.per_host,
+        help="requests in flight to one host (default: %(default)s)",
+    )
+    net.add_argument(
+        "--per-host-rate",
+        type=_positive(float),
+        default=None,
+        metavar="N",
+        help="most requests started per second to one host (default: no limit until it "
+        "throttles; a host that answers 429/503 is slowed on its own)",
+    )
+    net.add_argument(
+        "--timeout",
+        type=_positive(float),
+        default=_DEFAULTS.request_timeout,
+        metavar="S",
+        help="wall-clock deadline of one attempt: connect, headers and the whole body "
+        "(default: %(default)s)",
+    )
+    net.add_argument(
+        "--connect-timeout",
+        type=_positive(float),
+        default=_DEFAULTS.connect_timeout,
+        metavar="S",
+        help="deadline to connect (default: %(default)s)",
+    )
+    net.add_argument(
+        "--deadline",
+        type=_positive(float),
+        default=None,
+        metavar="S",
+        help="stop the whole run after S seconds; unfinished URLs are not_attempted and a "
+        "re-run fetches them (default: none; every request is bounded anyway)",
+    )
+    net.add_argument(
+        "--max-bytes",
+        type=byte_size,
+        default=_DEFAULTS.max_bytes,
+        metavar="SIZE",
+        help="refuse bodies larger than this, e.g. 32MB (default: %(default)s bytes)",
+    )
+    net.add_argument(
+        "--retries",
+        type=int,
+        default=_DEFAULTS.retries,
+        metavar="N",
+        help="extra attempts for connect errors, timeouts, truncated bodies, 408, 429 and "
+        "5xx, with exponential backoff and jitter; 404/410 are never retried "
+        "(default: %(default)s)",
+    )
+    net.add_argument(
+        "--backoff",
+        type=float,
+        default=_DEFAULTS.backoff_base,
+        metavar="S",
+        help="first backoff delay, doubling per retry (default: %(default)s)",
+    )
+    net.add_argument(
+        "--backoff-max",
+        type=_positive(float),
+        default=_DEFAULTS.backoff_max,
+        metavar="S",
+        help="longest backoff delay (default: %(default)s)",
+    )
+    net.add_argument(
+        "--retry-after-cap",
+        type=_positive(float),
+        default=_DEFAULTS.retry_after_cap,
+        metavar="S",
+        help="a Retry-After up to S seconds is waited out; a longer one defers the URL to a "
+        "later run instead of sleeping on it (default: %(default)s)",
+    )
+    net.add_argument(
+        "--user-agent",
+        default=DEFAULT_USER_AGENT,
+        help="User-Agent header (default: %(default)s)",
+    )
+    checks = p.add_argument_group("checks")
+    checks.add_argument(
+        "--sha",
+        choices=SHA_POLICIES,
+        default=_DEFAULTS.sha_policy,
+        help="sha256 policy: strict rejects a mismatch; flag keeps a mismatching image that "
+        "decodes and counts it as sha_flagged; off does not check (default: %(default)s)",
+    )
+    checks.add_argument(
+        "--no-decode",
+        action="store_true",
+        help="skip the full decode of each image (the bytes must still open as an image)",
+    )
+    checks.add_argument(
+        "--opt-out",
+        default=",".join(_DEFAULTS.opt_out_directives),
+        metavar="A,B",
+        help="X-Robots-Tag directives that opt an image out; empty to ignore them "
+        "(default: %(default)s)",
+    )
+    checks.add_argument(
+        "--retry-permanent",
+        action="store_true",
+        help="also retry URLs a previous run found permanently failed (404, bad content, ...)",
+    )
+    out = p.add_argument_group("output")
+    out.add_argument(
+        "--report",
+        metavar="FILE",
+        default=None,
+        help=f"write the JSON report here (default: DIR/{REPORT_FILE})",
+    )
+    out.add_argument("--json", action="store_true", help="print the JSON report, not a table")
+    p.set_defaults(func=run)
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> FetchOptions:
+    directives = tuple(d.strip() for d in args.opt_out.split(",") if d.strip())
+    try:
+        return FetchOptions(
+            concurrency=args.concurrency,
+            per_host=args.per_host,
+            per_host_rate=args.per_host_rate,
+            request_timeout=args.timeout,
+            connect_timeout=args.connect_timeout,
+            deadline=args.deadline,
+            max_bytes=args.max_bytes,
+            retries=args.retries,
+            backoff_base=args.backoff,
+            backoff_max=args.backoff_max,
+            retry_after_cap=args.retry_after_cap,
+            sha_policy=args.sha,
+            decode=not args.no_decode,
+            opt_out_directives=directives,
+            user_agent=args.user_agent,
+            retry_permanent=args.retry_permanent,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+class UsageError(ValueError):
+    """An option value argparse let through but the fetcher refuses (exit 2)."""
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        options = options_from_args(args)
+    except UsageError as exc:
+        sys.stderr.write(f"pixmo-stream fetch: error: {exc}\n")
+        return 2
+    for path in args.parquet:
+        if not Path(path).is_file():
+            sys.stderr.write(f"pixmo-stream fetch: error: {path}: no such file\n")
+            return 2
+    todo = distinct_urls(
+        parquet_urls(args.parquet, url_column=args.url_column, sha_column=args.sha_column or None)
+    )
+    items = list(todo.items())[: args.limit] if args.limit else todo.items()
+    progress = not getattr(args, "quiet", False) and _isatty(sys.stderr)
+    try:
+        report = fetch_images(items, args.cache, options=options, progress=progress)
+    except FetchInterrupted as stop:
+        _emit(stop.report, args, out)
+        return 130
+    _emit(report, args, out)
+    return 0
+
+
+def _emit(report: FetchReport, args: argparse.Namespace, out: TextIO) -> None:
+    path = Path(args.report) if args.report else Path(args.cache) / REPORT_FILE
+    text = report.to_json()
+    try:
+        path.write_text(text + "\n")
+    except OSError as exc:
+        sys.stderr.write(f"pixmo-stream fetch: cannot write the report to {path}: {exc}\n")
+    out.write(text + "\n" if args.json else report.format() + "\n")
+    out.flush()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def standalone_parser() -> argparse.ArgumentParser:
+    """The fetch command with the CLI's ``--quiet``, for running it outside ``pixmo-stream``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bar"
+    )
+    parser = argparse.ArgumentParser(prog="pixmo-stream")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_parser(parser.add_subparsers(dest="command", required=True), parents=[common])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``fetch`` on its own (``python -m pixmo_stream.ingest.fetch``), outside the CLI."""
+    try:
+        args = standalone_parser().parse_args([NAME, *(sys.argv[1:] if argv is None else argv)])
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        return int(args.func(args, sys.stdout))
+    except (FetchError, OSError) as exc:
+        sys.stderr.write(f"pixmo-stream fetch: error: {exc}\n")
+        return 2 if isinstance(exc, FileNotFoundError) else 1

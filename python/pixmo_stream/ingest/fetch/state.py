@@ -1,0 +1,170 @@
+"""Per-URL outcomes of past runs, kept in the cache directory so a run can resume.
+
+Stored in SQLite (stdlib) in WAL mode rather than an append-only log: a re-run looks up one URL
+at a time without loading every past record into memory, a newer outcome replaces an older one
+in place (no compaction), and a committed transaction survives ``kill -9`` of the process (the
+WAL is in the OS page cache; only a machine crash can drop the last commits, and then the image
+files, written by rename, are checked again). Commits are batched, since one per URL would cost
+more than the download.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import os
+import sqlite3
+import time
+from pathlib import Path
+from types import TracebackType
+
+from .errors import FetchError
+from .outcome import Outcome
+
+STATE_FILE = ".pixmo-fetch.sqlite"
+LOCK_FILE = ".pixmo-fetch.lock"
+_COMMIT_EVERY = 256
+_COMMIT_SECONDS = 0.5
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS url_state (
+    url TEXT PRIMARY KEY,
+    outcome TEXT NOT NULL,
+    status INTEGER,
+    detail TEXT NOT NULL,
+    sha256 TEXT,
+    size INTEGER,
+    attempts INTEGER NOT NULL,
+    updated REAL NOT NULL
+)
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class UrlRecord:
+    """The last outcome of one URL: ``sha256`` and ``size`` describe the cached bytes."""
+
+    url: str
+    outcome: Outcome
+    status: int | None
+    detail: str
+    sha256: str | None
+    size: int | None
+    attempts: int
+    updated: float
+
+
+class FetchState:
+    """The per-URL state of a cache directory: ``FetchState(cache_dir).get(url)``.
+
+    Opening it read-only is safe while a fetch runs; ``writable=True`` (what a fetch run uses)
+    also takes an exclusive lock, so two runs cannot fill one cache at once.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike[str], *, writable: bool = False) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.path = self.cache_dir / STATE_FILE
+        self._lock_fd: int | None = None
+        self._pending: list[tuple[object, ...]] = []
+        self._last_commit = time.monotonic()
+        if writable:
+            self._lock()
+        elif not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: no fetch state here (has a fetch run?)")
+        try:
+            uri = self.path.as_uri() + ("" if writable else "?mode=ro")
+            self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
+            if writable:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(_SCHEMA)
+            self._db.execute("SELECT count(*) FROM url_state").fetchone()
+        except sqlite3.Error as exc:
+            self._unlock()
+            raise FetchError(
+                f"{self.path}: cannot use the fetch state: {exc}", path=str(self.path)
+            ) from exc
+
+    def _lock(self) -> None:
+        lock_path = self.cache_dir / LOCK_FILE
+        try:
+            self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._unlock()
+            raise FetchError(
+                f"{self.cache_dir}: another fetch is writing to this cache", path=str(lock_path)
+            ) from None
+        except OSError as exc:
+            self._unlock()
+            raise FetchError(
+                f"{lock_path}: cannot lock the cache: {exc}", path=str(lock_path)
+            ) from exc
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def get(self, url: str) -> UrlRecord | None:
+        """The last recorded outcome for ``url``, or ``None`` if no run has finished it."""
+        self._commit_pending()
+        row = self._db.execute(
+            "SELECT url, outcome, status, detail, sha256, size, attempts, updated "
+            "FROM url_state WHERE url = ?",
+            (url,),
+        ).fetchone()
+        if row is None:
+            return None
+        return UrlRecord(row[0], Outcome(row[1]), *row[2:])
+
+    def counts(self) -> dict[str, int]:
+        """How many URLs the state holds per outcome."""
+        self._commit_pending()
+        rows = self._db.execute("SELECT outcome, count(*) FROM url_state GROUP BY outcome")
+        return dict(rows.fetchall())
+
+    def __len__(self) -> int:
+        self._commit_pending()
+        return int(self._db.execute("SELECT count(*) FROM url_state").fetchone()[0])
+
+    def record(self, rec: UrlRecord) -> None:
+        """Queue ``rec``; it is committed within half a second or 256 records."""
+        self._pending.append(dataclasses.astuple(rec))
+        self._pending[-1] = (rec.url, rec.outcome.value, *self._pending[-1][2:])
+        now = time.monotonic()
+        if len(self._pending) >= _COMMIT_EVERY or now - self._last_commit >= _COMMIT_SECONDS:
+            self._commit_pending()
+
+    def _commit_pending(self) -> None:
+        self._last_commit = time.monotonic()
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT OR REPLACE INTO url_state VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+            )
+
+    def flush(self) -> None:
+        """Commit everything recorded so far."""
+        self._commit_pending()
+
+    def close(self) -> None:
+        try:
+            self._commit_pending()
+        finally:
+            self._db.close()
+            self._unlock()
+
+    def __enter__(self) -> FetchState:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,273 @@
+"""The image fetcher against a local server that injects one fault per URL path."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+import pixmo_stream as ps
+from fault_server import FaultServer, image_for
+from pixmo_stream.ingest.fetch import (
+    FetchError,
+    FetchOptions,
+    FetchState,
+    Outcome,
+    cache_name,
+    fetch_images,
+)
+from pixmo_stream.ingest.fetch.attempt import opt_out_directive
+from pixmo_stream.ingest.fetch.backoff import parse_retry_after
+
+FAST = FetchOptions(
+    request_timeout=1.0,
+    retries=2,
+    backoff_base=0.01,
+    backoff_max=0.05,
+    retry_after_cap=2.0,
+    max_bytes=1_000_000,
+)
+
+# path kind -> the outcome it must end in under FAST
+FAULTS = {
+    "img": Outcome.OK,
+    "503-once": Outcome.OK,
+    "404": Outcome.NOT_FOUND,
+    "410": Outcome.NOT_FOUND,
+    "429-days": Outcome.DEFERRED,
+    "drip": Outcome.TIMEOUT,
+    "reset": Outcome.TRUNCATED,
+    "truncated": Outcome.TRUNCATED,
+    "html": Outcome.BAD_CONTENT,
+    "broken": Outcome.BAD_CONTENT,
+    "loop": Outcome.REDIRECT_LOOP,
+    "huge": Outcome.TOO_LARGE,
+    "huge-cl": Outcome.TOO_LARGE,
+    "noai": Outcome.OPTED_OUT,
+}
+
+
+@pytest.fixture
+def server():
+    with FaultServer() as srv:
+        yield srv
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def cache_files(cache: Path) -> set[str]:
+    return {p.name for p in cache.iterdir() if not p.name.startswith(".")}
+
+
+def test_every_fault_ends_in_its_outcome_and_only_images_are_cached(server, tmp_path):
+    urls = {kind: server.url(f"/{kind}/x") for kind in FAULTS}
+    report = fetch_images(
+        [(u, None) for u in urls.values()], tmp_path, options=FAST, progress=False
+    )
+
+    expected: dict[str, int] = {}
+    for outcome in FAULTS.values():
+        expected[outcome.value] = expected.get(outcome.value, 0) + 1
+    assert {k: v for k, v in report.counts.items() if v} == expected
+    assert report.total == len(FAULTS)
+    assert report.success_rate == pytest.approx(2 / len(FAULTS))
+    assert not report.deadline_reached and not report.interrupted
+
+    state = FetchState(tmp_path)
+    for kind, url in urls.items():
+        rec = state.get(url)
+        assert rec is not None and rec.outcome is FAULTS[kind], (kind, rec)
+    # Exactly the two images are files, under Molmo's names, with the bytes the server sent.
+    assert cache_files(tmp_path) == {cache_name(urls["img"]), cache_name(urls["503-once"])}
+    for kind in ("img", "503-once"):
+        body = (tmp_path / cache_name(urls[kind])).read_bytes()
+        assert body == image_for(f"/{kind}/x")
+    # Retried by class: 503 once then success; never 404/410; a days-long Retry-After once.
+    assert server.count("/503-once/x") == 2
+    assert server.count("/404/x") == server.count("/410/x") == 1
+    assert server.count("/429-days/x") == 1
+    assert server.count("/html/x") == server.count("/noai/x") == 1
+    assert server.count("/drip/x") == server.count("/reset/x") == 1 + FAST.retries
+    assert report.requests == server.total_requests() - (server.count("/loop/x") - 1)
+
+
+def test_sha_policies(server, tmp_path):
+    good, moved = server.url("/img/good"), server.url("/img/moved")
+    wrong = sha(b"the image this dataset row was made from")
+    items = [(good, sha(image_for("/img/good"))), (moved, wrong)]
+
+    strict = fetch_images(
+        items, tmp_path / "strict", options=FetchOptions(sha_policy="strict"), progress=False
+    )
+    assert strict.count(Outcome.OK) == 1 and strict.count(Outcome.SHA_MISMATCH) == 1
+    assert cache_files(tmp_path / "strict") == {cache_name(good)}
+
+    flag = fetch_images(
+        items, tmp_path / "flag", options=FetchOptions(sha_policy="flag"), progress=False
+    )
+    assert flag.count(Outcome.OK) == 1 and flag.count(Outcome.SHA_FLAGGED) == 1
+    assert cache_files(tmp_path / "flag") == {cache_name(good), cache_name(moved)}
+    rec = FetchState(tmp_path / "flag").get(moved)
+    assert rec is not None and wrong in rec.detail and rec.sha256 == sha(image_for("/img/moved"))
+
+    off = fetch_images(
+        items, tmp_path / "off", options=FetchOptions(sha_policy="off"), progress=False
+    )
+    assert off.count(Outcome.OK) == 2
+
+
+def test_sha_mismatch_that_does_not_decode_is_bad_content_even_when_flagging(server, tmp_path):
+    url = server.url("/broken/b")
+    report = fetch_images([(url, sha(b"x"))], tmp_path, options=FAST, progress=False)
+    assert report.count(Outcome.BAD_CONTENT) == 1
+    assert cache_files(tmp_path) == set()
+
+
+def test_rerun_skips_what_it_has_and_retries_only_retryable_failures(server, tmp_path):
+    kinds = ["img", "404", "html", "503-once"]
+    urls = [server.url(f"/{k}/r") for k in kinds]
+    no_retry = FetchOptions(retries=0, backoff_base=0.01)
+    first = fetch_images(urls, tmp_path, options=no_retry, progress=False)
+    assert first.count(Outcome.SERVER_ERROR) == 1 and first.count(Outcome.OK) == 1
+    assert cache_files(tmp_path) == {cache_name(urls[0])}
+
+    second = fetch_images(urls, tmp_path, options=no_retry, progress=False)
+    assert second.count(Outcome.OK) == 2  # the 503 answered this time
+    assert second.count(Outcome.NOT_FOUND) == 1 and second.count(Outcome.BAD_CONTENT) == 1
+    assert second.reused == 3 and second.requests == 1
+    assert [server.count(f"/{k}/r") for k in kinds] == [1, 1, 1, 2]
+
+    third = fetch_images(urls, tmp_path, options=FetchOptions(retry_permanent=True), progress=False)
+    assert third.requests == 2  # 404 and html asked again; images still not re-downloaded
+    assert [server.count(f"/{k}/r") for k in kinds] == [1, 2, 2, 2]
+
+
+def test_an_existing_molmo_cache_is_used_as_is(server, tmp_path):
+    present, failed = server.url("/img/present"), server.url("/img/failed")
+    (tmp_path / cache_name(present)).write_bytes(image_for("/img/present"))
+    # Molmo's downloader writes the error text of a failed download under the image's name.
+    (tmp_path / cache_name(failed)).write_text("HTTPError: 503 Service Unavailable")
+
+    report = fetch_images([present, failed], tmp_path, options=FAST, progress=False)
+
+    assert report.count(Outcome.OK) == 2 and report.reused == 1
+    assert server.count("/img/present") == 0 and server.count("/img/failed") == 1
+    assert (tmp_path / cache_name(failed)).read_bytes() == image_for("/img/failed")
+
+
+def test_a_deleted_or_replaced_cache_file_is_fetched_again(server, tmp_path):
+    url = server.url("/img/d")
+    fetch_images([url], tmp_path, options=FAST, progress=False)
+    (tmp_path / cache_name(url)).write_bytes(b"")
+    report = fetch_images([url], tmp_path, options=FAST, progress=False)
+    assert report.count(Outcome.OK) == 1 and server.count("/img/d") == 2
+    assert (tmp_path / cache_name(url)).read_bytes() == image_for("/img/d")
+
+
+def test_throttled_host_does_not_slow_the_other(tmp_path):
+    opts = FetchOptions(per_host=4, retries=3, backoff_base=0.01, retry_after_cap=5.0)
+    with FaultServer(throttle_first=4) as slow, FaultServer() as fast:
+        slow_urls = [slow.url(f"/throttle/{i}") for i in range(8)]
+        fast_urls = [fast.url(f"/img/{i}") for i in range(40)]
+        # Interleaved, so the fast host's URLs queue behind the throttled host's.
+        items = [u for pair in zip(slow_urls, fast_urls[:8], strict=True) for u in pair]
+        items += fast_urls[8:]
+        report = fetch_images(items, tmp_path, options=opts, progress=False)
+
+        assert report.count(Outcome.OK) == 48
+        assert list(report.throttled_hosts) == [f"127.0.0.1:{slow.port}"]
+        # The throttled host's requests resumed only after its Retry-After of 1 s; by then
+        # the fast host had served every one of its URLs.
+        resumed = min(t for t, _ in slow.arrivals[4:])
+        assert max(t for t, _ in fast.arrivals) < resumed
+        assert resumed - min(t for t, _ in slow.arrivals) >= 1.0
+
+
+def test_per_host_concurrency_is_capped(tmp_path):
+    with FaultServer(delay=0.05) as srv:
+        urls = [srv.url(f"/img/{i}") for i in range(24)]
+        report = fetch_images(
+            urls, tmp_path, options=FetchOptions(per_host=3, concurrency=64), progress=False
+        )
+        assert report.count(Outcome.OK) == 24
+        assert srv.max_in_flight <= 3
+
+
+def test_overall_deadline_ends_the_run_and_keeps_nothing_partial(server, tmp_path):
+    urls = [server.url(f"/drip/{i}") for i in range(3)] + [server.url("/img/fine")]
+    opts = FetchOptions(request_timeout=60, deadline=0.8)
+    report = fetch_images(urls, tmp_path, options=opts, progress=False)
+    assert report.deadline_reached
+    assert report.count(Outcome.NOT_ATTEMPTED) == 3 and report.count(Outcome.OK) == 1
+    assert cache_files(tmp_path) == {cache_name(urls[-1])}
+    assert FetchState(tmp_path).get(urls[0]) is None  # nothing recorded: the next run retries
+
+
+def test_connect_errors_are_retried_with_backoff(tmp_path):
+    with FaultServer() as srv:
+        port = srv.port
+    url = f"http://127.0.0.1:{port}/img/closed"
+    report = fetch_images([url], tmp_path, options=FAST, progress=False)
+    assert report.count(Outcome.CONNECT_ERROR) == 1
+    assert report.requests == 1 + FAST.retries
+    rec = FetchState(tmp_path).get(url)
+    assert rec is not None and rec.attempts == 1 + FAST.retries and rec.outcome.retryable
+
+
+def test_invalid_urls_and_items(tmp_path):
+    report = fetch_images(
+        ["not a url", "ftp://example.invalid/x.jpg"], tmp_path, options=FAST, progress=False
+    )
+    assert report.count(Outcome.INVALID_URL) == 2
+    with pytest.raises(ValueError, match="64 hex digits"):
+        fetch_images([("http://127.0.0.1:9/x", "abc")], tmp_path, progress=False)
+    with pytest.raises(TypeError, match="item 0"):
+        fetch_images([(b"http://127.0.0.1:9/x", None)], tmp_path, progress=False)  # type: ignore[list-item]
+
+
+def test_repeated_urls_are_fetched_once(server, tmp_path):
+    url = server.url("/img/rep")
+    report = fetch_images([(url, None)] * 5, tmp_path, options=FAST, progress=False)
+    assert report.total == 1 and report.count(Outcome.OK) == 1 and server.count("/img/rep") == 1
+
+
+def test_one_cache_one_run_at_a_time(tmp_path):
+    with FetchState(tmp_path, writable=True):
+        with pytest.raises(FetchError, match="another fetch") as info:
+            fetch_images(["http://127.0.0.1:9/x"], tmp_path, progress=False)
+    assert isinstance(info.value, ps.PixmoError)
+
+
+def test_corrupt_state_file_is_a_clear_error(tmp_path):
+    (tmp_path / ".pixmo-fetch.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(FetchError, match="pixmo-fetch.sqlite"):
+        fetch_images(["http://127.0.0.1:9/x"], tmp_path, progress=False)
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="concurrency"):
+        FetchOptions(concurrency=0)
+    with pytest.raises(ValueError, match="sha_policy"):
+        FetchOptions(sha_policy="maybe")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="opt_out_directives"):
+        FetchOptions(opt_out_directives="noai")  # type: ignore[arg-type]
+
+
+def test_opt_out_directives_apply_to_us_only():
+    agent = "pixmo-stream-fetch/0.1"
+    wanted = ("noai", "noimageai")
+    assert opt_out_directive(["noindex, noai"], wanted, agent) == "noai"
+    assert opt_out_directive(["otherbot: noai"], wanted, agent) is None
+    assert opt_out_directive(["pixmo-stream-fetch: noimageai"], wanted, agent) == "noimageai"
+    assert opt_out_directive(["noindex", "nofollow"], wanted, agent) is None
+
+
+def test_retry_after_parsing():
+    now = 1_000_000_000.0
+    assert parse_retry_after("120", now=now) == 120
+    assert parse_retry_after("Sun, 09 Sep 2001 01:48:40 GMT", now=now) == pytest.approx(120)
+    assert parse_retry_after("soon", now=now) is None
+    assert parse_retry_after(None) is None
