@@ -258,7 +258,7 @@ def _run(
         sample = source.expected
         t0 = time.perf_counter()
         with bar(total=n, desc="convert", unit="img") as pbar:
-            report = convert(
+            converted = convert(
                 source.parquet,
                 path,
                 preset="pixmo-points",
@@ -269,8 +269,10 @@ def _run(
             )
         write_s = time.perf_counter() - t0
     raw = source.image_bytes
-    if report.records_written != n:
-        problems.append(f"convert wrote {report.records_written} records of {n}: {report.skipped}")
+    if converted.records_written != n:
+        problems.append(
+            f"convert wrote {converted.records_written} records of {n}: {converted.skipped}"
+        )
     timings.append(
         Timing(
             "generate",

@@ -6,7 +6,7 @@ Molmo's downloader names them (sha256 of the URL), so that the demo converts it 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,11 @@ def make_source(
     preset: str,
     sample_ids: set[int],
     tick: Callable[[int], None] | None = None,
+    records: Iterable[dict[str, Any]] | None = None,
 ) -> DemoSource:
+    """Writes the parquet and the image folder under ``root`` for records ``0 .. n`` of
+    ``synthetic`` (``seed``, ``preset``), or for ``records`` when given (``synthetic``'s
+    record layout); ``expected`` holds the fields convert must keep for ``sample_ids``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
