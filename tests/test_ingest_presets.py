@@ -188,3 +188,7 @@ def test_image_checks() -> None:
             check_image(F.truncated_jpeg(), check)  # type: ignore[arg-type]
         assert e.value.cause == "truncated"  # type: ignore[attr-defined]
     assert check_image(F.truncated_jpeg(), "header").width == 256  # the header alone is fine
+    for junk in (bytes(range(256)) * 3, F.HTML_PAGE, F.jpeg(30, 20)[:40]):
+        with pytest.raises(ps.PixmoError) as e:
+            check_image(junk)
+        assert e.value.cause in ("not_an_image", "truncated", "decode_error")  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ import json
 import multiprocessing
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -313,10 +313,17 @@ def _run_jobs(
             yield _finish_batch(job)
         return
     # spawn, not fork: the parent may hold threads (a Writer's, torch's) that fork would
-    # copy mid-flight. imap keeps the results in the order the jobs were handed out.
+    # copy mid-flight. At most 2 batches per worker are in flight (Pool.imap would read the
+    # whole input ahead), and results are taken in the order the batches were handed out.
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers) as pool:
-        yield from pool.imap(_finish_batch, jobs, chunksize=1)
+        in_flight: deque[Any] = deque()
+        for job in jobs:
+            in_flight.append(pool.apply_async(_finish_batch, (job,)))
+            if len(in_flight) >= 2 * workers:
+                yield in_flight.popleft().get()
+        while in_flight:
+            yield in_flight.popleft().get()
 
 
 def summarize(report: ConvertReport) -> list[str]:

@@ -78,6 +78,8 @@ class FolderImages:
             raise MissingImage(f"no file {path}") from None
         except IsADirectoryError:
             raise MissingImage(f"{path} is a directory") from None
+        except OSError as e:  # permissions, I/O errors: this image is lost, not the run
+            raise MissingImage(f"cannot read {path}: {e.strerror or e}") from None
 
 
 @dataclass(frozen=True)
