@@ -262,3 +262,16 @@ def test_merge_refuses_different_schemas(tmp_path: Path) -> None:
     with pytest.raises(MergeError, match="schema differs.*only the first has image"):
         merge([str(a), str(tmp_path / "c")], str(tmp_path / "m"))
     assert not (tmp_path / "m" / "manifest.json").exists()
+
+
+def test_merge_writes_the_manifest_byte_for_byte_as_the_writer(tmp_path: Path) -> None:
+    from pixmo_stream.ingest.merge import _manifest
+
+    with ps.Writer(str(tmp_path / "a"), metadata={"b": "1", "a": "é"}, row_group_rows=1) as w:
+        w.write_many({"x": i, "s": "é"} for i in range(3))
+    raw = (tmp_path / "a" / "manifest.json").read_bytes()
+    rust = json.loads(raw)
+    ours = _manifest(rust["schema"], rust["shards"], rust["metadata"])
+    assert ours["created_by"] == rust["created_by"]
+    ours["write_id"] = rust["write_id"]
+    assert json.dumps(ours, indent=2, ensure_ascii=False).encode() == raw
