@@ -111,3 +111,19 @@ def test_verify_decode_names_the_rows_that_do_not_decode(small: Path, capsys) ->
     code, out, _ = run(capsys, "verify", "--decode", str(small))
     assert code == 1
     assert "1 of 4 images do not decode" in out and "row 1 column image: not_an_image" in out
+
+
+def test_the_cli_lists_every_preset_and_imports_no_pyarrow_to_start() -> None:
+    import subprocess
+    import sys
+
+    from pixmo_stream.cli.convert import PRESET_NAMES
+    from pixmo_stream.ingest import PRESET_NAMES as INGEST_NAMES
+
+    assert PRESET_NAMES == INGEST_NAMES
+    code = (
+        "import sys; from pixmo_stream.cli.main import build_parser; build_parser(); "
+        "print('pyarrow' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

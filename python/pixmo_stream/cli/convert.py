@@ -19,9 +19,22 @@ def _size(text: str) -> int:
     return int(t)
 
 
-def add_parser(subparsers: Any) -> None:
-    from pixmo_stream.ingest.api import PRESET_NAMES
+# The presets by name, here so that building the parser does not import pyarrow (every
+# command's --help would pay for it); tests check it against pixmo_stream.ingest.PRESET_NAMES.
+PRESET_NAMES = (
+    "pixmo-ask-model-anything",
+    "pixmo-cap",
+    "pixmo-cap-qa",
+    "pixmo-count",
+    "pixmo-docs",
+    "pixmo-point-explanations",
+    "pixmo-points",
+    "pixmo-points-eval",
+    "pixmo-clocks",
+)
 
+
+def add_parser(subparsers: Any) -> None:
     p = add_command(
         subparsers,
         "convert",
