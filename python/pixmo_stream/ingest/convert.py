@@ -26,7 +26,14 @@ import pixmo_stream as ps
 
 from . import columns as C
 from .errors import InputError
-from .grouping import GroupBatch, GroupIndex, group_rows, iter_batches, single_rows
+from .grouping import (
+    GroupBatch,
+    GroupIndex,
+    contiguous,
+    group_rows,
+    iter_batches,
+    single_rows,
+)
 from .images import CHECKS, BrokenImage, Check, check_image, sha256_hex
 from .presets import Preset, check_columns
 from .sources import ImageRef, ImageSource, MissingImage, NoImages
@@ -125,9 +132,11 @@ def read_parquet(paths: Sequence[str], columns: Sequence[str] | None = None) -> 
     if not tables:
         raise InputError("no input files")
     try:
-        return pa.concat_tables(tables, promote_options="permissive")
+        joined = pa.concat_tables(tables, promote_options="permissive")
     except pa.ArrowException as e:
         raise InputError(f"the input files have different columns or types: {e}") from e
+    del tables
+    return contiguous(joined)
 
 
 # ---------------------------------------------------------------------------------------------
