@@ -275,3 +275,26 @@ def test_merge_writes_the_manifest_byte_for_byte_as_the_writer(tmp_path: Path) -
     assert ours["created_by"] == rust["created_by"]
     ours["write_id"] = rust["write_id"]
     assert json.dumps(ours, indent=2, ensure_ascii=False).encode() == raw
+
+
+class _DictSource:
+    """An image source as the fetcher would provide one: bytes by URL, MissingImage else."""
+
+    def __init__(self, images: dict[str, bytes]) -> None:
+        self.images = images
+
+    def read(self, ref):  # noqa: ANN001, ANN201 - the ImageSource protocol
+        from pixmo_stream.ingest import MissingImage
+
+        try:
+            return self.images[ref.url]
+        except KeyError:
+            raise MissingImage(f"not fetched: {ref.url}") from None
+
+
+def test_any_image_source_plugs_in(tmp_path: Path) -> None:
+    parquet, images = F.pixmo_points(tmp_path / "p.parquet")
+    source = _DictSource({F.url(1): images[1]})
+    report = convert(str(parquet), str(tmp_path / "o"), preset="pixmo-points", source=source)
+    assert [r["image_url"] for r in ps.Dataset(str(tmp_path / "o"))] == [F.url(1)]
+    assert report.skipped == {"missing": 3}

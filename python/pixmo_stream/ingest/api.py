@@ -113,6 +113,7 @@ def convert(
     shard_bytes: int | None = None,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
+    source: ImageSource | None = None,
 ) -> ConvertReport:
     """Converts ``inputs`` into a dataset at ``output`` and returns the report (also written
     to ``output/convert-report.json``).
@@ -124,13 +125,14 @@ def convert(
     ``validation``, ``seed`` as Molmo's); ``exclude`` lists parquet files whose images are
     left out first (pixmo-points-eval for pixmo-points). ``workers`` > 1 reads and checks
     images in that many processes; the records and their order do not depend on it.
+    ``source`` replaces the image source (one that downloads, say): any `ImageSource`.
     """
     paths = [inputs] if isinstance(inputs, str) else list(inputs)
     if not paths:
         raise InputError("no inputs")
-    source: ImageSource
+    src: ImageSource
     if preset is None:
-        table, chosen, source = _generic(paths, images, naming)
+        table, chosen, src = _generic(paths, images, naming)
     elif preset == CLOCKS:
         table = read_parquet(paths)
         name_col = "image" if images and "image" in table.column_names else None
@@ -141,17 +143,17 @@ def convert(
             file_name_column=name_col,
             exclude=(name_col,) if name_col else (),
         )
-        source = _folder(images, "filename")
+        src = _folder(images, "filename")
     else:
         chosen = get_preset(preset)
         wanted = [*chosen.required, *chosen.optional]
         table = read_parquet(paths, wanted)
-        source = InlineImages() if chosen.inline_images else _folder(images, naming)
+        src = InlineImages() if chosen.inline_images else _folder(images, naming)
     return convert_table(
         chosen,
         table,
         output,
-        source=source,
+        source=src if source is None else source,
         inputs=paths,
         split=split,
         seed=seed,
