@@ -41,6 +41,17 @@ def test_a_manifest_or_shard_path_names_the_dataset(small: Path, capsys) -> None
     assert code == 0 and "rows        " in out
 
 
+def test_help_for_the_new_commands(capsys) -> None:
+    for command in ("convert", "merge"):
+        assert main([command, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"usage: pixmo-stream {command}" in text and "Exit codes:" in text
+    assert main(["convert", "--help"]) == 0
+    text = capsys.readouterr().out
+    for word in ("--preset", "--images", "--naming", "--split", "--workers", "--keep-missing"):
+        assert word in text
+
+
 def test_help_and_exit_codes_agree_on_a_directory_without_manifest(tmp_path: Path, capsys) -> None:
     for command in ("inspect", "verify", "head"):
         assert main([command, "--help"]) == 0
