@@ -192,3 +192,22 @@ def test_image_checks() -> None:
         with pytest.raises(ps.PixmoError) as e:
             check_image(junk)
         assert e.value.cause in ("not_an_image", "truncated", "decode_error")  # type: ignore[attr-defined]
+
+
+def test_docs_images_are_read_a_row_group_at_a_time(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    parquet, images = F.pixmo_docs(tmp_path / "docs.parquet")
+    table = pq.read_table(parquet)
+    for i in range(2):  # two files of one-row row groups, read in the order given
+        pq.write_table(table, tmp_path / f"split-{i}.parquet", row_group_size=1)
+    report = convert(
+        [str(tmp_path / "split-0.parquet"), str(tmp_path / "split-1.parquet")],
+        str(tmp_path / "o"),
+        preset="pixmo-docs",
+    )
+    recs = _records(tmp_path / "o")
+    # image_id repeats across the two files: one record per id, the first file's image.
+    assert [r["image_id"] for r in recs] == ["doc-0", "doc-1"]
+    assert [bytes(r["image"]) for r in recs] == images[:2]
+    assert report.input_rows == 6 and report.skipped == {"not_an_image": 1}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .convert import ConvertReport, convert_table, read_parquet
+from .convert import ConvertReport, convert_table, parquet_files, read_parquet
 from .errors import InputError
 from .images import Check
 from .inputs import (
@@ -16,6 +16,7 @@ from .inputs import (
     read_jsonl,
     read_webdataset,
 )
+from .lazy_column import ParquetColumn
 from .passthrough import passthrough_preset
 from .presets import PRESETS, Preset, get_preset
 from .sources import FolderImages, ImageSource, InlineImages, Naming, NoImages
@@ -34,6 +35,12 @@ def excluded_urls(paths: Sequence[str]) -> set[str]:
     if "image_url" not in table.column_names:
         raise InputError(f"{', '.join(paths)}: no image_url column to exclude images by")
     return {u for u in table.column("image_url").to_pylist() if u}
+
+
+def pq_names(path: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(path).names)
 
 
 def _folder(images: str | None, naming: Naming) -> ImageSource:
@@ -131,6 +138,7 @@ def convert(
     if not paths:
         raise InputError("no inputs")
     src: ImageSource
+    inline: ParquetColumn | None = None
     if preset is None:
         table, chosen, src = _generic(paths, images, naming)
     elif preset == CLOCKS:
@@ -147,8 +155,16 @@ def convert(
     else:
         chosen = get_preset(preset)
         wanted = [*chosen.required, *chosen.optional]
-        table = read_parquet(paths, wanted)
-        src = InlineImages() if chosen.inline_images else _folder(images, naming)
+        if chosen.inline_images:
+            # The images stay in the files until a batch asks for them.
+            table = read_parquet(paths, wanted, skip=[chosen.inline_images])
+            files = parquet_files(paths)
+            if chosen.inline_images in pq_names(files[0]):
+                inline = ParquetColumn(files, chosen.inline_images)
+            src = InlineImages()
+        else:
+            table = read_parquet(paths, wanted)
+            src = _folder(images, naming)
     return convert_table(
         chosen,
         table,
@@ -164,4 +180,5 @@ def convert(
         shard_bytes=shard_bytes,
         overwrite=overwrite,
         progress=progress,
+        inline=inline,
     )

@@ -35,6 +35,7 @@ from .grouping import (
     single_rows,
 )
 from .images import CHECKS, BrokenImage, Check, check_image, sha256_hex
+from .lazy_column import ParquetColumn
 from .presets import Preset, check_columns
 from .sources import ImageRef, ImageSource, MissingImage, NoImages
 from .split import SPLITS, Split, select_groups
@@ -103,11 +104,8 @@ class Pending:
 # Reading the annotations.
 
 
-def read_parquet(paths: Sequence[str], columns: Sequence[str] | None = None) -> pa.Table:
-    """One table of the given parquet files (directories: their ``*.parquet``, sorted), in
-    order. Only ``columns`` that exist are read."""
-    import pyarrow.parquet as pq
-
+def parquet_files(paths: Sequence[str]) -> list[str]:
+    """The files given, folders replaced by their ``*.parquet`` files, sorted."""
     files: list[str] = []
     for p in paths:
         if os.path.isdir(p):
@@ -119,11 +117,23 @@ def read_parquet(paths: Sequence[str], columns: Sequence[str] | None = None) -> 
             files.append(p)
         else:
             raise FileNotFoundError(2, "No such file or directory", p)
+    return files
+
+
+def read_parquet(
+    paths: Sequence[str], columns: Sequence[str] | None = None, skip: Sequence[str] = ()
+) -> pa.Table:
+    """One table of the given parquet files (directories: their ``*.parquet``, sorted), in
+    order. Only ``columns`` that exist are read, and none of ``skip``."""
+    import pyarrow.parquet as pq
+
+    files = parquet_files(paths)
     tables = []
     for f in files:
         try:
             schema = pq.read_schema(f)
-            wanted = None if columns is None else [c for c in columns if c in schema.names]
+            names = schema.names if columns is None else columns
+            wanted = [c for c in names if c in schema.names and c not in skip]
             tables.append(pq.read_table(f, columns=wanted))
         except (pa.ArrowException, OSError) as e:
             if isinstance(e, FileNotFoundError):
@@ -143,7 +153,9 @@ def read_parquet(paths: Sequence[str], columns: Sequence[str] | None = None) -> 
 # Turning a batch of grouped rows into pending records.
 
 
-def _refs(preset: Preset, batch: GroupBatch) -> tuple[list[ImageRef], list[str | None]]:
+def _refs(
+    preset: Preset, batch: GroupBatch, inline: ParquetColumn | None
+) -> tuple[list[ImageRef], list[str | None]]:
     t, off = batch.table, batch.offsets
     names = t.column_names
 
@@ -154,7 +166,9 @@ def _refs(preset: Preset, batch: GroupBatch) -> tuple[list[ImageRef], list[str |
 
     urls = first("image_url")
     files = first(preset.file_name_column)
-    if preset.inline_images and preset.inline_images in names:
+    if inline is not None:
+        data = inline.get(batch.input_rows[off[:-1]])
+    elif preset.inline_images and preset.inline_images in names:
         data = C.first_per_group(C.inline_image_bytes(t.column(preset.inline_images)), off)
     else:
         data = [None] * len(batch.groups)
@@ -162,9 +176,11 @@ def _refs(preset: Preset, batch: GroupBatch) -> tuple[list[ImageRef], list[str |
     return refs, first(preset.published_sha256)
 
 
-def pending_records(preset: Preset, batch: GroupBatch) -> list[Pending]:
+def pending_records(
+    preset: Preset, batch: GroupBatch, inline: ParquetColumn | None = None
+) -> list[Pending]:
     records = preset.annotate(batch)
-    refs, shas = _refs(preset, batch)
+    refs, shas = _refs(preset, batch, inline)
     out = []
     for i, rec in enumerate(records):
         rows = tuple(int(r) for r in batch.input_rows[batch.offsets[i] : batch.offsets[i + 1]])
@@ -264,14 +280,19 @@ def convert_table(
     shard_bytes: int | None = None,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
+    inline: ParquetColumn | None = None,
 ) -> ConvertReport:
-    """Converts an annotation table already in memory; see `convert` for the options."""
+    """Converts an annotation table already in memory; see `convert` for the options.
+    ``inline`` reads the preset's inline image column (left out of ``table``) lazily."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if check not in CHECKS:
         raise ValueError(f"check must be one of {', '.join(CHECKS)}, got {check!r}")
     start = time.perf_counter()
-    check_columns(preset, table.schema, ", ".join(inputs) or "the input")
+    if inline is not None and inline.num_rows != table.num_rows:
+        raise InputError(f"{inline.column}: {inline.num_rows} rows, the table {table.num_rows}")
+    names = [*table.column_names, *([inline.column] if inline is not None else [])]
+    check_columns(preset, names, ", ".join(inputs) or "the input")
     report = ConvertReport(preset.name, list(inputs), output, split, workers=workers, check=check)
     report.input_rows = table.num_rows
     index = group_rows(table.column(preset.key)) if preset.key else single_rows(table.num_rows)
@@ -280,7 +301,7 @@ def convert_table(
     report.selected_images = len(groups)
     opts = FinishOptions(source, check, keep_missing, preset.finish)
     jobs = (
-        (pending_records(preset, batch), opts)
+        (pending_records(preset, batch, inline), opts)
         for batch in iter_batches(table, index, groups, BATCH_GROUPS)
     )
     metadata = {**preset.metadata(), "split": split, "split_seed": str(seed)}

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 import pixmo_stream as ps
 
@@ -346,13 +345,13 @@ def get_preset(name: str) -> Preset:
         ) from None
 
 
-def check_columns(preset: Preset, schema: pa.Schema, source: str) -> None:
+def check_columns(preset: Preset, names: list[str], source: str) -> None:
     """A clear error when the input lacks a column the preset reads."""
     from .errors import InputError
 
-    missing = [c for c in preset.required if c not in schema.names]
+    missing = [c for c in preset.required if c not in names]
     if missing:
         raise InputError(
             f"{source}: not {preset.name} as published: no column "
-            f"{', '.join(repr(c) for c in missing)} (it has: {', '.join(schema.names)})"
+            f"{', '.join(repr(c) for c in missing)} (it has: {', '.join(names)})"
         )
