@@ -99,6 +99,10 @@ def test_convert_and_its_exit_codes(tmp_path: Path, capsys) -> None:
     )  # fmt: skip
     assert code == 1 and "'points'" in err and "Traceback" not in err
     assert run(capsys, "convert", str(parquet), "--preset", "pixmo-nope", "-o", "z")[0] == 2
+    (tmp_path / "no-images").mkdir()
+    code, _, err = run(capsys, "convert", str(parquet), "--preset", "pixmo-points", "--images",
+                       str(tmp_path / "no-images"), "-o", str(tmp_path / "none"))  # fmt: skip
+    assert code == 1 and "no record was written" in err and "missing 4" in err
 
 
 def test_merge_command(tmp_path: Path, capsys) -> None:

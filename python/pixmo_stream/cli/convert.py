@@ -139,4 +139,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         p = printer(out)
         for line in summarize(report):
             p(line)
+    if report.records_written == 0 and report.selected_images > 0:
+        raise CommandError(
+            f"no record was written: every one of the {report.selected_images:,} images was "
+            f"skipped ({', '.join(f'{k} {v:,}' for k, v in sorted(report.skipped.items()))})"
+        )
     return EXIT_OK
