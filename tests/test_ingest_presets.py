@@ -211,3 +211,21 @@ def test_docs_images_are_read_a_row_group_at_a_time(tmp_path: Path) -> None:
     assert [r["image_id"] for r in recs] == ["doc-0", "doc-1"]
     assert [bytes(r["image"]) for r in recs] == images[:2]
     assert report.input_rows == 6 and report.skipped == {"not_an_image": 1}
+
+
+def test_bad_inputs_are_input_errors_naming_the_file(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(InputError, match="junk.parquet"):
+        convert(str(junk), str(tmp_path / "o1"), preset="pixmo-points", images=str(tmp_path))
+    only_urls = F.write(pa.table({"image_url": [F.url(0)]}), tmp_path / "urls.parquet")
+    with pytest.raises(InputError, match=r"urls\.parquet.*'messages' or 'question'\+'answer'"):
+        convert(str(only_urls), str(tmp_path / "o2"), preset="pixmo-cap-qa", images=str(tmp_path))
+    tar = tmp_path / "broken.tar"
+    tar.write_bytes(b"\x00" * 100 + b"not a tar")
+    with pytest.raises(InputError, match="broken.tar"):
+        convert(str(tar), str(tmp_path / "o3"))
+    for out in ("o1", "o2", "o3"):
+        assert not (tmp_path / out / "manifest.json").exists()

@@ -255,7 +255,9 @@ def _selected_groups(
     report: ConvertReport,
 ) -> np.ndarray:
     groups = np.arange(len(index), dtype=np.int64)
-    if exclude_urls and "image_url" in table.column_names:
+    if exclude_urls and "image_url" not in table.column_names:
+        raise InputError(f"{preset.name}: no image_url column to exclude images by")
+    if exclude_urls:
         firsts = index.order[index.starts[:-1]]
         urls = table.column("image_url").take(pa.array(firsts)).to_pylist()
         keep = np.array([u not in exclude_urls for u in urls], dtype=bool)
