@@ -264,6 +264,14 @@ def test_merge_refuses_different_schemas(tmp_path: Path) -> None:
     assert not (tmp_path / "m" / "manifest.json").exists()
 
 
+def test_merge_never_replaces_its_own_inputs(tmp_path: Path) -> None:
+    a = _part(tmp_path, "a", 0)
+    for out in (a, tmp_path, a / "sub"):
+        with pytest.raises(MergeError, match="cannot be, hold or lie inside"):
+            merge([str(a)], str(out), overwrite=True)
+    assert len(ps.Dataset(str(a))) == 5
+
+
 def test_merge_writes_the_manifest_byte_for_byte_as_the_writer(tmp_path: Path) -> None:
     from pixmo_stream.ingest.merge import _manifest
 
