@@ -101,6 +101,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
+def _set_total(bar: Any, total: int) -> None:
+    bar.total = total
+    bar.refresh()
+
+
 def run(args: argparse.Namespace, out: TextIO) -> int:
     from pixmo_stream.ingest import convert
     from pixmo_stream.ingest.convert import summarize
@@ -131,6 +136,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             shard_bytes=args.shard_size,
             overwrite=args.overwrite,
             progress=bar.update,
+            on_total=lambda total: _set_total(bar, total),
         )
     if args.json:
         json.dump(report.to_dict(), out, indent=2)

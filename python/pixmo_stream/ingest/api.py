@@ -121,6 +121,7 @@ def convert(
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
     source: ImageSource | None = None,
+    on_total: Callable[[int], None] | None = None,
 ) -> ConvertReport:
     """Converts ``inputs`` into a dataset at ``output`` and returns the report (also written
     to ``output/convert-report.json``).
@@ -133,6 +134,8 @@ def convert(
     left out first (pixmo-points-eval for pixmo-points). ``workers`` > 1 reads and checks
     images in that many processes; the records and their order do not depend on it.
     ``source`` replaces the image source (one that downloads, say): any `ImageSource`.
+    ``progress(n)`` is called as records are done, ``on_total(n)`` once the number of
+    images to convert is known.
     """
     paths = [inputs] if isinstance(inputs, str) else list(inputs)
     if not paths:
@@ -181,4 +184,5 @@ def convert(
         overwrite=overwrite,
         progress=progress,
         inline=inline,
+        on_total=on_total,
     )

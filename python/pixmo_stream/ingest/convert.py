@@ -283,6 +283,7 @@ def convert_table(
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
     inline: ParquetColumn | None = None,
+    on_total: Callable[[int], None] | None = None,
 ) -> ConvertReport:
     """Converts an annotation table already in memory; see `convert` for the options.
     ``inline`` reads the preset's inline image column (left out of ``table``) lazily."""
@@ -301,6 +302,8 @@ def convert_table(
     report.images = len(index)
     groups = _selected_groups(preset, table, index, split, seed, set(exclude_urls), report)
     report.selected_images = len(groups)
+    if on_total is not None:
+        on_total(len(groups))
     opts = FinishOptions(source, check, keep_missing, preset.finish)
     jobs = (
         (pending_records(preset, batch, inline), opts)
