@@ -229,3 +229,14 @@ def test_bad_inputs_are_input_errors_naming_the_file(tmp_path: Path) -> None:
         convert(str(tar), str(tmp_path / "o3"))
     for out in ("o1", "o2", "o3"):
         assert not (tmp_path / out / "manifest.json").exists()
+
+
+def test_schema_md_documents_every_preset_and_column() -> None:
+    from pixmo_stream.ingest import PRESET_NAMES, PRESETS
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "SCHEMA.md").read_text()
+    for name in PRESET_NAMES:
+        assert f"`{name}`" in text, name
+    for preset in PRESETS.values():
+        for f in preset.schema().fields:
+            assert f"`{f.name}" in text, (preset.name, f.name)
