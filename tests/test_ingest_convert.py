@@ -18,7 +18,7 @@ import pixmo_stream as ps
 from pixmo_stream import purepy
 from pixmo_stream.ingest import MergeError, convert, merge
 from pixmo_stream.ingest.split import validation_positions
-from pixmo_stream.ingest.text import answer_text, counting_text, points_text
+from pixmo_stream.ingest.text import answer_text, counting_text, points_text, record_answers
 
 N_IMAGES = 40
 
@@ -135,6 +135,15 @@ def test_molmo_point_text() -> None:
     assert answer_text(pts[:1], "cat", "counting").startswith("Counting the <point ")
     with pytest.raises(ValueError):
         answer_text(pts, "cat", "both")
+    record = {
+        "labels": ["Cat", "dog"],
+        "points": [pts[:1], empty],
+        "collection_methods": ["counting", "pointing"],
+    }
+    assert record_answers(record) == [
+        'Counting the <point x="50.0" y="20.0" alt="cat">cat</point> shows a total of 1.',
+        "There are none.",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
