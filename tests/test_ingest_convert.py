@@ -315,3 +315,21 @@ def test_any_image_source_plugs_in(tmp_path: Path) -> None:
     report = convert(str(parquet), str(tmp_path / "o"), preset="pixmo-points", source=source)
     assert [r["image_url"] for r in ps.Dataset(str(tmp_path / "o"))] == [F.url(1)]
     assert report.skipped == {"missing": 3}
+
+
+def test_many_tars_are_read_one_at_a_time_and_rows_count_on(tmp_path: Path) -> None:
+    import io
+
+    for t in range(3):
+        with tarfile.open(tmp_path / f"shard-{t:03d}.tar", "w") as tar:
+            for i in range(2):
+                data = F.jpeg(10 + i, 10) if (t, i) != (1, 1) else F.HTML_PAGE
+                meta = json.dumps({"n": t * 2 + i}).encode()
+                for name, payload in ((f"s{t}{i}.jpg", data), (f"s{t}{i}.json", meta)):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
+    report = convert(str(tmp_path), str(tmp_path / "o"))
+    assert [r["n"] for r in ps.Dataset(str(tmp_path / "o"))] == [0, 1, 2, 4, 5]
+    assert report.input_rows == 6 and report.skipped == {"not_an_image": 1}
+    assert report.failures[0].input_rows == [3]  # row 1 of the second tar: row 3 overall

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+import os
+from collections.abc import Callable, Iterator, Sequence
+
+import pyarrow as pa
 
 from .convert import ConvertReport, convert_table, parquet_files, read_parquet
 from .errors import InputError
@@ -47,40 +49,42 @@ def _folder(images: str | None, naming: Naming) -> ImageSource:
     return FolderImages(images, naming) if images else NoImages()
 
 
+def _tables(kind: str, inputs: Sequence[str]) -> Iterator[tuple[str, pa.Table]]:
+    """A generic input's files, one table each, read as they are asked for."""
+    for p in inputs:
+        if kind == "hf-disk":
+            yield p, read_hf_saved(p)
+        elif kind == "jsonl":
+            yield p, read_jsonl(p)
+        elif kind == "webdataset":
+            tars = [p]
+            if os.path.isdir(p):
+                tars = sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(".tar"))
+            for tar in tars:
+                yield tar, read_webdataset([tar])
+        else:
+            for f in parquet_files([p]):
+                yield f, read_parquet([f])
+
+
 def _generic(
     inputs: Sequence[str], images: str | None, naming: Naming
-) -> tuple[Any, Preset, ImageSource]:
+) -> tuple[pa.Table, Iterator[tuple[str, pa.Table]], Preset, ImageSource]:
     kinds = {detect(p) for p in inputs}
     if len(kinds) != 1:
         raise InputError(f"the inputs are of different kinds ({', '.join(sorted(kinds))})")
     kind = kinds.pop()
-    if kind == "hf-disk":
-        import pyarrow as pa
-
-        table = pa.concat_tables([read_hf_saved(p) for p in inputs])
-    elif kind == "webdataset":
-        import os
-
-        tars = []
-        for p in inputs:
-            tars += (
-                sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(".tar"))
-                if os.path.isdir(p)
-                else [p]
-            )
-        table = read_webdataset(tars)
-    elif kind == "jsonl":
-        import pyarrow as pa
-
-        table = pa.concat_tables([read_jsonl(p) for p in inputs], promote_options="permissive")
-    else:
-        table = read_parquet(inputs)
+    tables = _tables(kind, inputs)
+    try:
+        _, table = next(tables)
+    except StopIteration:
+        raise InputError(f"{', '.join(inputs)}: no input files") from None
     inline = image_column(table)
     if inline is not None:
         preset = passthrough_preset(
             kind, table.schema, description=f"{kind} with inline images", inline_images=inline
         )
-        return table, preset, InlineImages()
+        return table, tables, preset, InlineImages()
     if images is None:
         raise InputError(
             f"{', '.join(inputs)}: no image bytes in the input; give the image folder "
@@ -101,7 +105,7 @@ def _generic(
         file_name_column=name_col,
         exclude=(name_col,) if name_col else (),
     )
-    return table, preset, FolderImages(images, naming)
+    return table, tables, preset, FolderImages(images, naming)
 
 
 def convert(
@@ -142,8 +146,9 @@ def convert(
         raise InputError("no inputs")
     src: ImageSource
     inline: ParquetColumn | None = None
+    more: Iterator[tuple[str, pa.Table]] = iter(())
     if preset is None:
-        table, chosen, src = _generic(paths, images, naming)
+        table, more, chosen, src = _generic(paths, images, naming)
     elif preset == CLOCKS:
         table = read_parquet(paths)
         name_col = "image" if images and "image" in table.column_names else None
@@ -185,4 +190,5 @@ def convert(
         progress=progress,
         inline=inline,
         on_total=on_total,
+        more_tables=more,
     )

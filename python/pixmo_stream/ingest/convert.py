@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -284,9 +284,14 @@ def convert_table(
     progress: Callable[[int], None] | None = None,
     inline: ParquetColumn | None = None,
     on_total: Callable[[int], None] | None = None,
+    more_tables: Iterable[tuple[str, pa.Table]] = (),
 ) -> ConvertReport:
     """Converts an annotation table already in memory; see `convert` for the options.
-    ``inline`` reads the preset's inline image column (left out of ``table``) lazily."""
+    ``inline`` reads the preset's inline image column (left out of ``table``) lazily.
+    ``more_tables`` (``(file, table)`` pairs, made one at a time) follow ``table`` for a
+    preset of one record per row, so that an input of many files (WebDataset tars, parquet
+    with inline images) is never in memory all at once; their rows count on from
+    ``table``'s, and each must have ``table``'s columns."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if check not in CHECKS:
@@ -305,10 +310,8 @@ def convert_table(
     if on_total is not None:
         on_total(len(groups))
     opts = FinishOptions(source, check, keep_missing, preset.finish)
-    jobs = (
-        (pending_records(preset, batch, inline), opts)
-        for batch in iter_batches(table, index, groups, BATCH_GROUPS)
-    )
+    excluded = set(exclude_urls)
+    jobs = _jobs(preset, table, index, groups, inline, opts, more_tables, excluded, report)
     metadata = {**preset.metadata(), "split": split, "split_seed": str(seed)}
     kwargs: dict[str, Any] = {"overwrite": overwrite, "metadata": metadata}
     if shard_bytes is not None:
@@ -327,6 +330,48 @@ def convert_table(
     report.seconds = round(time.perf_counter() - start, 3)
     report.write(os.path.join(output, REPORT_NAME))
     return report
+
+
+def _jobs(
+    preset: Preset,
+    table: pa.Table,
+    index: GroupIndex,
+    groups: np.ndarray,
+    inline: ParquetColumn | None,
+    opts: FinishOptions,
+    more_tables: Iterable[tuple[str, pa.Table]],
+    exclude_urls: set[str],
+    report: ConvertReport,
+) -> Iterator[tuple[list[Pending], FinishOptions]]:
+    for batch in iter_batches(table, index, groups, BATCH_GROUPS):
+        yield pending_records(preset, batch, inline), opts
+    base = table.num_rows
+    for path, more in more_tables:
+        if preset.key is not None:
+            raise ValueError("more_tables is for presets of one record per row")
+        if more.schema != table.schema:
+            try:
+                more = more.select(table.column_names).cast(table.schema)
+            except (KeyError, pa.ArrowException) as e:
+                raise InputError(
+                    f"{path}: its columns differ from the first input's ({e}); convert it "
+                    "on its own and merge the datasets"
+                ) from e
+        more = contiguous(more)
+        n = more.num_rows
+        rows = np.arange(n, dtype=np.int64)
+        if exclude_urls:
+            urls = more.column("image_url").to_pylist()
+            keep = np.array([u not in exclude_urls for u in urls], dtype=bool)
+            report.excluded_images += int((~keep).sum())
+            rows = rows[keep]
+        report.input_rows += n
+        report.images += n
+        report.selected_images += len(rows)
+        for batch in iter_batches(more, single_rows(n), rows, BATCH_GROUPS):
+            shifted = GroupBatch(batch.groups, batch.table, batch.offsets, batch.input_rows + base)
+            yield pending_records(preset, shifted), opts
+        base += n
 
 
 def _count_failure(report: ConvertReport, failure: Failure, kept: bool) -> None:
