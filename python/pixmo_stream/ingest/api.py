@@ -13,8 +13,9 @@ from .images import Check
 from .inputs import (
     detect,
     file_name_column,
+    hf_saved_files,
     image_column,
-    read_hf_saved,
+    read_arrow_stream,
     read_jsonl,
     read_webdataset,
 )
@@ -53,7 +54,8 @@ def _tables(kind: str, inputs: Sequence[str]) -> Iterator[tuple[str, pa.Table]]:
     """A generic input's files, one table each, read as they are asked for."""
     for p in inputs:
         if kind == "hf-disk":
-            yield p, read_hf_saved(p)
+            for f in hf_saved_files(p):
+                yield f, read_arrow_stream(f)
         elif kind == "jsonl":
             yield p, read_jsonl(p)
         elif kind == "webdataset":
