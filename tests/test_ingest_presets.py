@@ -188,3 +188,55 @@ def test_image_checks() -> None:
             check_image(F.truncated_jpeg(), check)  # type: ignore[arg-type]
         assert e.value.cause == "truncated"  # type: ignore[attr-defined]
     assert check_image(F.truncated_jpeg(), "header").width == 256  # the header alone is fine
+    for junk in (bytes(range(256)) * 3, F.HTML_PAGE, F.jpeg(30, 20)[:40]):
+        with pytest.raises(ps.PixmoError) as e:
+            check_image(junk)
+        assert e.value.cause in ("not_an_image", "truncated", "decode_error")  # type: ignore[attr-defined]
+
+
+def test_docs_images_are_read_a_row_group_at_a_time(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    parquet, images = F.pixmo_docs(tmp_path / "docs.parquet")
+    table = pq.read_table(parquet)
+    for i in range(2):  # two files of one-row row groups, read in the order given
+        pq.write_table(table, tmp_path / f"split-{i}.parquet", row_group_size=1)
+    report = convert(
+        [str(tmp_path / "split-0.parquet"), str(tmp_path / "split-1.parquet")],
+        str(tmp_path / "o"),
+        preset="pixmo-docs",
+    )
+    recs = _records(tmp_path / "o")
+    # image_id repeats across the two files: one record per id, the first file's image.
+    assert [r["image_id"] for r in recs] == ["doc-0", "doc-1"]
+    assert [bytes(r["image"]) for r in recs] == images[:2]
+    assert report.input_rows == 6 and report.skipped == {"not_an_image": 1}
+
+
+def test_bad_inputs_are_input_errors_naming_the_file(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    junk = tmp_path / "junk.parquet"
+    junk.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(InputError, match="junk.parquet"):
+        convert(str(junk), str(tmp_path / "o1"), preset="pixmo-points", images=str(tmp_path))
+    only_urls = F.write(pa.table({"image_url": [F.url(0)]}), tmp_path / "urls.parquet")
+    with pytest.raises(InputError, match=r"urls\.parquet.*'messages' or 'question'\+'answer'"):
+        convert(str(only_urls), str(tmp_path / "o2"), preset="pixmo-cap-qa", images=str(tmp_path))
+    tar = tmp_path / "broken.tar"
+    tar.write_bytes(b"\x00" * 100 + b"not a tar")
+    with pytest.raises(InputError, match="broken.tar"):
+        convert(str(tar), str(tmp_path / "o3"))
+    for out in ("o1", "o2", "o3"):
+        assert not (tmp_path / out / "manifest.json").exists()
+
+
+def test_schema_md_documents_every_preset_and_column() -> None:
+    from pixmo_stream.ingest import PRESET_NAMES, PRESETS
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "SCHEMA.md").read_text()
+    for name in PRESET_NAMES:
+        assert f"`{name}`" in text, name
+    for preset in PRESETS.values():
+        for f in preset.schema().fields:
+            assert f"`{f.name}" in text, (preset.name, f.name)

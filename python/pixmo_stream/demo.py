@@ -17,7 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -104,20 +104,19 @@ def same_value(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _generator(records: int, seed: int, preset: str) -> tuple[Iterable[dict[str, Any]], Any]:
-    try:
-        from pixmo_stream import synthetic
-    except ImportError as e:
-        raise CommandError(f"the synthetic data generator is not available ({e})") from e
-    presets = sorted(getattr(synthetic, "PRESETS", {preset: None}))
-    if preset not in presets:
+def matches(record: dict[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether ``record`` holds every field of ``expected`` with the same value."""
+    return all(k in record and same_value(record[k], v) for k, v in expected.items())
+
+
+def _check_preset(preset: str) -> None:
+    from pixmo_stream import synthetic
+
+    if preset not in synthetic.PRESETS:
         raise CommandError(
-            f"unknown preset {preset!r}; choose one of {', '.join(presets)}", EXIT_USAGE
+            f"unknown preset {preset!r}; choose one of {', '.join(sorted(synthetic.PRESETS))}",
+            EXIT_USAGE,
         )
-    # JPEG encoding is the slow part: one generator process per core, while this one writes.
-    workers = 0 if records >= 256 else 1
-    gen = synthetic.generate_records(records, seed=seed, preset=preset, workers=workers)
-    return gen, synthetic.pixmo_schema()
 
 
 def _streaming_loader(path: str, workers: int) -> tuple[Iterable[Any] | None, str]:
@@ -136,12 +135,15 @@ def _streaming_loader(path: str, workers: int) -> tuple[Iterable[Any] | None, st
         loader_cls = torch.utils.data.DataLoader
     sds = streaming_cls(
         path,
-        **_accepted(streaming_cls, shuffle=True, seed=0, batch_size=32, collate_fn=collate_list),
+        **_accepted(streaming_cls, shuffle=True, seed=0, batch_size=32, collate_fn=collate_decoded),
     )
     loader = loader_cls(sds, batch_size=None, num_workers=workers)
     where = f"{workers} worker process{'es' if workers != 1 else ''}" if workers else "no workers"
     name = "torch DataLoader" if loader_cls is torch.utils.data.DataLoader else "ps.DataLoader"
-    return loader, f"{name} over ps.StreamingDataset(shuffle=True, batch_size=32), {where}"
+    return loader, (
+        f"{name} over ps.StreamingDataset(shuffle=True, batch_size=32), images decoded with "
+        f"PIL in collate_fn, {where}"
+    )
 
 
 def _accepted(fn: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
@@ -156,8 +158,26 @@ def _accepted(fn: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
 
 
 def collate_list(batch: list[Any]) -> list[Any]:
-    """Keep records as dicts: images stay encoded bytes, which is what the demo measures."""
+    """Keep records as dicts: images stay encoded bytes."""
     return batch
+
+
+def collate_decoded(batch: list[Any]) -> list[Any]:
+    """Records with ``image`` decoded to an RGB ``uint8`` array (PIL, EXIF orientation
+    applied), as a training loop's collate would before resizing."""
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    out = []
+    for rec in batch:
+        rec = dict(rec)
+        if rec.get("image") is not None:
+            with Image.open(io.BytesIO(bytes(rec["image"]))) as img:
+                rec["image"] = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+        out.append(rec)
+    return out
 
 
 def _batch_len(batch: Any) -> int:
@@ -170,7 +190,7 @@ def _batch_len(batch: Any) -> int:
 
 
 def run(
-    records: int = 2000,
+    records: int = 1000,
     out_dir: str | None = None,
     keep: bool = False,
     seed: int = 0,
@@ -181,6 +201,7 @@ def run(
     out: TextIO | None = None,
 ) -> int:
     out = out or sys.stdout
+    _check_preset(preset)
     tmp = None
     if out_dir is None:
         tmp = tempfile.mkdtemp(prefix="pixmo-demo-")
@@ -193,7 +214,8 @@ def run(
                 EXIT_USAGE,
             )
     try:
-        return _run(records, path, seed, preset, overwrite, quiet, workers, out)
+        kept = keep or out_dir is not None
+        return _run(records, path, seed, preset, overwrite, quiet, workers, kept, out)
     finally:
         if tmp is not None:
             if keep:
@@ -210,6 +232,7 @@ def _run(
     overwrite: bool,
     quiet: bool,
     workers: int,
+    keep: bool,
     out: TextIO,
 ) -> int:
     def bar(it: Any = None, **kw: Any) -> Any:
@@ -221,39 +244,53 @@ def _run(
     sample_ids = set(rng.sample(range(n), min(n, RANDOM_READS)))
     sample: dict[int, dict[str, Any]] = {}
 
-    # 1. Generate and write, streaming: the records never all sit in memory at once.
-    gen, schema = _generator(n, seed, preset)
-    raw = gen_s = write_s = 0.0
+    # 1. A pixmo-points-shaped parquet and a Molmo-named image folder, converted with the
+    # preset (every image decoded once to check it), as `pixmo-stream convert` does.
+    from pixmo_stream.demo_source import make_source
+    from pixmo_stream.ingest import convert
+
     t_all = time.perf_counter()
-    writer = ps.Writer(
-        path,
-        schema=schema,
-        shard_bytes=DEMO_SHARD_BYTES,
-        row_group_bytes=DEMO_ROW_GROUP_BYTES,
-        overwrite=overwrite,
-    )
-    with writer as w, bar(total=n, desc="generate+write", unit="rec") as pbar:
-        it: Iterator[dict[str, Any]] = iter(gen)
-        for i in range(n):
-            t0 = time.perf_counter()
-            rec = next(it)
-            t1 = time.perf_counter()
-            w.write(rec)
-            t2 = time.perf_counter()
-            gen_s += t1 - t0
-            write_s += t2 - t1
-            raw += payload_bytes(rec)
-            if i in sample_ids:
-                sample[i] = rec
-            pbar.update(1)
-        t_close = time.perf_counter()
-    write_s += time.perf_counter() - t_close  # the final flush and the manifest
-    summary = w.summary
-    assert summary is not None  # set by close()
+    with tempfile.TemporaryDirectory(prefix="pixmo-demo-src-") as src_dir:
+        t0 = time.perf_counter()
+        with bar(total=n, desc="generate", unit="img") as pbar:
+            source = make_source(src_dir, n, seed, preset, sample_ids, pbar.update)
+        gen_s = time.perf_counter() - t0
+        sample = source.expected
+        t0 = time.perf_counter()
+        with bar(total=n, desc="convert", unit="img") as pbar:
+            converted = convert(
+                source.parquet,
+                path,
+                preset="pixmo-points",
+                images=source.images,
+                shard_bytes=DEMO_SHARD_BYTES,
+                overwrite=overwrite,
+                progress=pbar.update,
+            )
+        write_s = time.perf_counter() - t0
+    raw = source.image_bytes
+    if converted.records_written != n:
+        problems.append(
+            f"convert wrote {converted.records_written} records of {n}: {converted.skipped}"
+        )
     timings.append(
-        Timing("generate", gen_s, n, int(raw), "making synthetic JPEGs and text, not pixmo-stream")
+        Timing(
+            "generate",
+            gen_s,
+            n,
+            int(raw),
+            f"synthetic JPEGs and {source.num_rows:,} parquet rows, not pixmo-stream",
+        )
     )
-    timings.append(Timing("write", write_s, n, int(raw)))
+    timings.append(
+        Timing(
+            "convert+write",
+            write_s,
+            n,
+            int(raw),
+            f"preset pixmo-points: {source.num_rows:,} rows grouped, every image decoded",
+        )
+    )
 
     # 2. Open, and time to first record.
     t0 = time.perf_counter()
@@ -263,10 +300,10 @@ def _run(
     t_first = time.perf_counter() - t0
     if len(ds) != n:
         problems.append(f"len(ds) is {len(ds)}, wrote {n}")
-    if 0 in sample and not same_value(first, sample[0]):
+    if 0 in sample and not matches(first, sample[0]):
         problems.append("ds[0] differs from the record written")
     info = ds.info()
-    on_disk = int(info.get("num_bytes", summary.num_bytes))
+    on_disk = int(info.get("num_bytes", 0))
     shards = info.get("shards", [])
     num_rg = sum(len(s.get("row_groups", [])) for s in shards)
 
@@ -276,7 +313,7 @@ def _run(
     t0 = time.perf_counter()
     got = {i: ds[i] for i in bar(order, desc="random ds[i]", unit="rec")}
     t_rand = time.perf_counter() - t0
-    bad = [i for i in order if not same_value(got[i], sample[i])]
+    bad = [i for i in order if not matches(got[i], sample[i])]
     if bad:
         problems.append(f"ds[i] differs from the record written for {len(bad)} rows, e.g. {bad[0]}")
     rand_bytes = sum(payload_bytes(got[i]) for i in order)
@@ -296,9 +333,7 @@ def _run(
     taken = ds.take(ids)
     t_take = time.perf_counter() - t0
     bad = [
-        i
-        for i, rec in zip(ids, taken, strict=True)
-        if i in sample and not same_value(rec, sample[i])
+        i for i, rec in zip(ids, taken, strict=True) if i in sample and not matches(rec, sample[i])
     ]
     if len(taken) != len(ids) or bad:
         problems.append("take returned different records")
@@ -313,7 +348,7 @@ def _run(
     for i, rec in enumerate(bar(ds, total=n, desc="iterate", unit="rec")):
         count += 1
         nbytes += payload_bytes(rec)
-        if i in sample and not same_value(rec, sample[i]):
+        if i in sample and not matches(rec, sample[i]):
             bad.append(i)
     t_iter = time.perf_counter() - t0
     if bad:
@@ -371,7 +406,8 @@ def _run(
         n,
         seed,
         path,
-        summary,
+        keep,
+        len(ds),
         on_disk,
         int(raw),
         len(shards),
@@ -445,7 +481,7 @@ def _stream(
         problems.append(f"the DataLoader gave {count} records, wrote {n}")
     timings.append(
         Timing(
-            "stream (DataLoader)",
+            "stream+decode (DataLoader)",
             time.perf_counter() - t0,
             count,
             nbytes,
@@ -481,7 +517,8 @@ def _report(
     n: int,
     seed: int,
     path: str,
-    summary: Any,
+    keep: bool,
+    num_rows: int,
     on_disk: int,
     raw: int,
     num_shards: int,
@@ -495,10 +532,16 @@ def _report(
 ) -> None:
     p = out.write
     p(f"pixmo-stream demo: {n:,} PixMo-like records (seed {seed})\n")
-    p(f"  dataset   {path}\n")
+    if keep:
+        p(f"  dataset   {path}\n")
+    else:
+        p(
+            "  dataset   a temporary directory, removed when the demo ends "
+            "(--keep or --out DIR keeps it)\n"
+        )
     p(
         f"  layout    {num_shards:,} shard{'s' if num_shards != 1 else ''}, "
-        f"{num_rg:,} row group{'s' if num_rg != 1 else ''}, {int(summary.num_rows):,} rows\n"
+        f"{num_rg:,} row group{'s' if num_rg != 1 else ''}, {num_rows:,} rows\n"
     )
     ratio = f"{raw / on_disk:.2f}x" if on_disk else "-"
     p(f"  size      {human_bytes(on_disk)} on disk, {human_bytes(raw)} of raw values ({ratio})\n")

@@ -19,9 +19,22 @@ def _size(text: str) -> int:
     return int(t)
 
 
-def add_parser(subparsers: Any) -> None:
-    from pixmo_stream.ingest.api import PRESET_NAMES
+# The presets by name, here so that building the parser does not import pyarrow (every
+# command's --help would pay for it); tests check it against pixmo_stream.ingest.PRESET_NAMES.
+PRESET_NAMES = (
+    "pixmo-ask-model-anything",
+    "pixmo-cap",
+    "pixmo-cap-qa",
+    "pixmo-count",
+    "pixmo-docs",
+    "pixmo-point-explanations",
+    "pixmo-points",
+    "pixmo-points-eval",
+    "pixmo-clocks",
+)
 
+
+def add_parser(subparsers: Any) -> None:
     p = add_command(
         subparsers,
         "convert",
@@ -88,6 +101,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
+def _set_total(bar: Any, total: int) -> None:
+    bar.total = total
+    bar.refresh()
+
+
 def run(args: argparse.Namespace, out: TextIO) -> int:
     from pixmo_stream.ingest import convert
     from pixmo_stream.ingest.convert import summarize
@@ -118,6 +136,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             shard_bytes=args.shard_size,
             overwrite=args.overwrite,
             progress=bar.update,
+            on_total=lambda total: _set_total(bar, total),
         )
     if args.json:
         json.dump(report.to_dict(), out, indent=2)
@@ -126,4 +145,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         p = printer(out)
         for line in summarize(report):
             p(line)
+    if report.records_written == 0 and report.selected_images > 0:
+        raise CommandError(
+            f"no record was written: every one of the {report.selected_images:,} images was "
+            f"skipped ({', '.join(f'{k} {v:,}' for k, v in sorted(report.skipped.items()))})"
+        )
     return EXIT_OK

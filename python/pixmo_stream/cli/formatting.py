@@ -7,7 +7,7 @@ from typing import Any
 from pixmo_stream._native import Blob
 
 
-def sniff_image(data: bytes | bytearray | memoryview) -> str:
+def sniff_image(data: bytes | bytearray | memoryview | Blob) -> str:
     """Name the image format from its magic bytes: jpeg, png, gif, webp or other."""
     head = bytes(data[:12])
     if head.startswith(b"\xff\xd8\xff"):

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+import os
+from collections.abc import Callable, Iterator, Sequence
 
-from .convert import ConvertReport, convert_table, read_parquet
+import pyarrow as pa
+
+from .convert import ConvertReport, convert_table, parquet_files, read_parquet
 from .errors import InputError
 from .images import Check
 from .inputs import (
     detect,
     file_name_column,
+    hf_saved_files,
     image_column,
-    read_hf_saved,
+    read_arrow_stream,
     read_jsonl,
     read_webdataset,
 )
+from .lazy_column import ParquetColumn
 from .passthrough import passthrough_preset
 from .presets import PRESETS, Preset, get_preset
 from .sources import FolderImages, ImageSource, InlineImages, Naming, NoImages
@@ -36,44 +40,53 @@ def excluded_urls(paths: Sequence[str]) -> set[str]:
     return {u for u in table.column("image_url").to_pylist() if u}
 
 
+def pq_names(path: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return list(pq.read_schema(path).names)
+
+
 def _folder(images: str | None, naming: Naming) -> ImageSource:
     return FolderImages(images, naming) if images else NoImages()
 
 
+def _tables(kind: str, inputs: Sequence[str]) -> Iterator[tuple[str, pa.Table]]:
+    """A generic input's files, one table each, read as they are asked for."""
+    for p in inputs:
+        if kind == "hf-disk":
+            for f in hf_saved_files(p):
+                yield f, read_arrow_stream(f)
+        elif kind == "jsonl":
+            yield p, read_jsonl(p)
+        elif kind == "webdataset":
+            tars = [p]
+            if os.path.isdir(p):
+                tars = sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(".tar"))
+            for tar in tars:
+                yield tar, read_webdataset([tar])
+        else:
+            for f in parquet_files([p]):
+                yield f, read_parquet([f])
+
+
 def _generic(
     inputs: Sequence[str], images: str | None, naming: Naming
-) -> tuple[Any, Preset, ImageSource]:
+) -> tuple[pa.Table, Iterator[tuple[str, pa.Table]], Preset, ImageSource]:
     kinds = {detect(p) for p in inputs}
     if len(kinds) != 1:
         raise InputError(f"the inputs are of different kinds ({', '.join(sorted(kinds))})")
     kind = kinds.pop()
-    if kind == "hf-disk":
-        import pyarrow as pa
-
-        table = pa.concat_tables([read_hf_saved(p) for p in inputs])
-    elif kind == "webdataset":
-        import os
-
-        tars = []
-        for p in inputs:
-            tars += (
-                sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(".tar"))
-                if os.path.isdir(p)
-                else [p]
-            )
-        table = read_webdataset(tars)
-    elif kind == "jsonl":
-        import pyarrow as pa
-
-        table = pa.concat_tables([read_jsonl(p) for p in inputs], promote_options="permissive")
-    else:
-        table = read_parquet(inputs)
+    tables = _tables(kind, inputs)
+    try:
+        _, table = next(tables)
+    except StopIteration:
+        raise InputError(f"{', '.join(inputs)}: no input files") from None
     inline = image_column(table)
     if inline is not None:
         preset = passthrough_preset(
             kind, table.schema, description=f"{kind} with inline images", inline_images=inline
         )
-        return table, preset, InlineImages()
+        return table, tables, preset, InlineImages()
     if images is None:
         raise InputError(
             f"{', '.join(inputs)}: no image bytes in the input; give the image folder "
@@ -94,7 +107,7 @@ def _generic(
         file_name_column=name_col,
         exclude=(name_col,) if name_col else (),
     )
-    return table, preset, FolderImages(images, naming)
+    return table, tables, preset, FolderImages(images, naming)
 
 
 def convert(
@@ -113,6 +126,8 @@ def convert(
     shard_bytes: int | None = None,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
+    source: ImageSource | None = None,
+    on_total: Callable[[int], None] | None = None,
 ) -> ConvertReport:
     """Converts ``inputs`` into a dataset at ``output`` and returns the report (also written
     to ``output/convert-report.json``).
@@ -124,13 +139,18 @@ def convert(
     ``validation``, ``seed`` as Molmo's); ``exclude`` lists parquet files whose images are
     left out first (pixmo-points-eval for pixmo-points). ``workers`` > 1 reads and checks
     images in that many processes; the records and their order do not depend on it.
+    ``source`` replaces the image source (one that downloads, say): any `ImageSource`.
+    ``progress(n)`` is called as records are done, ``on_total(n)`` once the number of
+    images to convert is known.
     """
     paths = [inputs] if isinstance(inputs, str) else list(inputs)
     if not paths:
         raise InputError("no inputs")
-    source: ImageSource
+    src: ImageSource
+    inline: ParquetColumn | None = None
+    more: Iterator[tuple[str, pa.Table]] = iter(())
     if preset is None:
-        table, chosen, source = _generic(paths, images, naming)
+        table, more, chosen, src = _generic(paths, images, naming)
     elif preset == CLOCKS:
         table = read_parquet(paths)
         name_col = "image" if images and "image" in table.column_names else None
@@ -141,17 +161,25 @@ def convert(
             file_name_column=name_col,
             exclude=(name_col,) if name_col else (),
         )
-        source = _folder(images, "filename")
+        src = _folder(images, "filename")
     else:
         chosen = get_preset(preset)
         wanted = [*chosen.required, *chosen.optional]
-        table = read_parquet(paths, wanted)
-        source = InlineImages() if chosen.inline_images else _folder(images, naming)
+        if chosen.inline_images:
+            # The images stay in the files until a batch asks for them.
+            table = read_parquet(paths, wanted, skip=[chosen.inline_images])
+            files = parquet_files(paths)
+            if chosen.inline_images in pq_names(files[0]):
+                inline = ParquetColumn(files, chosen.inline_images)
+            src = InlineImages()
+        else:
+            table = read_parquet(paths, wanted)
+            src = _folder(images, naming)
     return convert_table(
         chosen,
         table,
         output,
-        source=source,
+        source=src if source is None else source,
         inputs=paths,
         split=split,
         seed=seed,
@@ -162,4 +190,7 @@ def convert(
         shard_bytes=shard_bytes,
         overwrite=overwrite,
         progress=progress,
+        inline=inline,
+        on_total=on_total,
+        more_tables=more,
     )

@@ -14,8 +14,8 @@ import json
 import multiprocessing
 import os
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,8 +26,16 @@ import pixmo_stream as ps
 
 from . import columns as C
 from .errors import InputError
-from .grouping import GroupBatch, GroupIndex, group_rows, iter_batches, single_rows
+from .grouping import (
+    GroupBatch,
+    GroupIndex,
+    contiguous,
+    group_rows,
+    iter_batches,
+    single_rows,
+)
 from .images import CHECKS, BrokenImage, Check, check_image, sha256_hex
+from .lazy_column import ParquetColumn
 from .presets import Preset, check_columns
 from .sources import ImageRef, ImageSource, MissingImage, NoImages
 from .split import SPLITS, Split, select_groups
@@ -96,11 +104,8 @@ class Pending:
 # Reading the annotations.
 
 
-def read_parquet(paths: Sequence[str], columns: Sequence[str] | None = None) -> pa.Table:
-    """One table of the given parquet files (directories: their ``*.parquet``, sorted), in
-    order. Only ``columns`` that exist are read."""
-    import pyarrow.parquet as pq
-
+def parquet_files(paths: Sequence[str]) -> list[str]:
+    """The files given, folders replaced by their ``*.parquet`` files, sorted."""
     files: list[str] = []
     for p in paths:
         if os.path.isdir(p):
@@ -112,11 +117,23 @@ def read_parquet(paths: Sequence[str], columns: Sequence[str] | None = None) -> 
             files.append(p)
         else:
             raise FileNotFoundError(2, "No such file or directory", p)
+    return files
+
+
+def read_parquet(
+    paths: Sequence[str], columns: Sequence[str] | None = None, skip: Sequence[str] = ()
+) -> pa.Table:
+    """One table of the given parquet files (directories: their ``*.parquet``, sorted), in
+    order. Only ``columns`` that exist are read, and none of ``skip``."""
+    import pyarrow.parquet as pq
+
+    files = parquet_files(paths)
     tables = []
     for f in files:
         try:
             schema = pq.read_schema(f)
-            wanted = None if columns is None else [c for c in columns if c in schema.names]
+            names = schema.names if columns is None else columns
+            wanted = [c for c in names if c in schema.names and c not in skip]
             tables.append(pq.read_table(f, columns=wanted))
         except (pa.ArrowException, OSError) as e:
             if isinstance(e, FileNotFoundError):
@@ -125,16 +142,20 @@ def read_parquet(paths: Sequence[str], columns: Sequence[str] | None = None) -> 
     if not tables:
         raise InputError("no input files")
     try:
-        return pa.concat_tables(tables, promote_options="permissive")
+        joined = pa.concat_tables(tables, promote_options="permissive")
     except pa.ArrowException as e:
         raise InputError(f"the input files have different columns or types: {e}") from e
+    del tables
+    return contiguous(joined)
 
 
 # ---------------------------------------------------------------------------------------------
 # Turning a batch of grouped rows into pending records.
 
 
-def _refs(preset: Preset, batch: GroupBatch) -> tuple[list[ImageRef], list[str | None]]:
+def _refs(
+    preset: Preset, batch: GroupBatch, inline: ParquetColumn | None
+) -> tuple[list[ImageRef], list[str | None]]:
     t, off = batch.table, batch.offsets
     names = t.column_names
 
@@ -145,7 +166,9 @@ def _refs(preset: Preset, batch: GroupBatch) -> tuple[list[ImageRef], list[str |
 
     urls = first("image_url")
     files = first(preset.file_name_column)
-    if preset.inline_images and preset.inline_images in names:
+    if inline is not None:
+        data = inline.get(batch.input_rows[off[:-1]])
+    elif preset.inline_images and preset.inline_images in names:
         data = C.first_per_group(C.inline_image_bytes(t.column(preset.inline_images)), off)
     else:
         data = [None] * len(batch.groups)
@@ -153,9 +176,11 @@ def _refs(preset: Preset, batch: GroupBatch) -> tuple[list[ImageRef], list[str |
     return refs, first(preset.published_sha256)
 
 
-def pending_records(preset: Preset, batch: GroupBatch) -> list[Pending]:
+def pending_records(
+    preset: Preset, batch: GroupBatch, inline: ParquetColumn | None = None
+) -> list[Pending]:
     records = preset.annotate(batch)
-    refs, shas = _refs(preset, batch)
+    refs, shas = _refs(preset, batch, inline)
     out = []
     for i, rec in enumerate(records):
         rows = tuple(int(r) for r in batch.input_rows[batch.offsets[i] : batch.offsets[i + 1]])
@@ -230,7 +255,9 @@ def _selected_groups(
     report: ConvertReport,
 ) -> np.ndarray:
     groups = np.arange(len(index), dtype=np.int64)
-    if exclude_urls and "image_url" in table.column_names:
+    if exclude_urls and "image_url" not in table.column_names:
+        raise InputError(f"{preset.name}: no image_url column to exclude images by")
+    if exclude_urls:
         firsts = index.order[index.starts[:-1]]
         urls = table.column("image_url").take(pa.array(firsts)).to_pylist()
         keep = np.array([u not in exclude_urls for u in urls], dtype=bool)
@@ -255,25 +282,36 @@ def convert_table(
     shard_bytes: int | None = None,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
+    inline: ParquetColumn | None = None,
+    on_total: Callable[[int], None] | None = None,
+    more_tables: Iterable[tuple[str, pa.Table]] = (),
 ) -> ConvertReport:
-    """Converts an annotation table already in memory; see `convert` for the options."""
+    """Converts an annotation table already in memory; see `convert` for the options.
+    ``inline`` reads the preset's inline image column (left out of ``table``) lazily.
+    ``more_tables`` (``(file, table)`` pairs, made one at a time) follow ``table`` for a
+    preset of one record per row, so that an input of many files (WebDataset tars, parquet
+    with inline images) is never in memory all at once; their rows count on from
+    ``table``'s, and each must have ``table``'s columns."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if check not in CHECKS:
         raise ValueError(f"check must be one of {', '.join(CHECKS)}, got {check!r}")
     start = time.perf_counter()
-    check_columns(preset, table.schema, ", ".join(inputs) or "the input")
+    if inline is not None and inline.num_rows != table.num_rows:
+        raise InputError(f"{inline.column}: {inline.num_rows} rows, the table {table.num_rows}")
+    names = [*table.column_names, *([inline.column] if inline is not None else [])]
+    check_columns(preset, names, ", ".join(inputs) or "the input")
     report = ConvertReport(preset.name, list(inputs), output, split, workers=workers, check=check)
     report.input_rows = table.num_rows
     index = group_rows(table.column(preset.key)) if preset.key else single_rows(table.num_rows)
     report.images = len(index)
     groups = _selected_groups(preset, table, index, split, seed, set(exclude_urls), report)
     report.selected_images = len(groups)
+    if on_total is not None:
+        on_total(len(groups))
     opts = FinishOptions(source, check, keep_missing, preset.finish)
-    jobs = (
-        (pending_records(preset, batch), opts)
-        for batch in iter_batches(table, index, groups, BATCH_GROUPS)
-    )
+    excluded = set(exclude_urls)
+    jobs = _jobs(preset, table, index, groups, inline, opts, more_tables, excluded, report)
     metadata = {**preset.metadata(), "split": split, "split_seed": str(seed)}
     kwargs: dict[str, Any] = {"overwrite": overwrite, "metadata": metadata}
     if shard_bytes is not None:
@@ -292,6 +330,48 @@ def convert_table(
     report.seconds = round(time.perf_counter() - start, 3)
     report.write(os.path.join(output, REPORT_NAME))
     return report
+
+
+def _jobs(
+    preset: Preset,
+    table: pa.Table,
+    index: GroupIndex,
+    groups: np.ndarray,
+    inline: ParquetColumn | None,
+    opts: FinishOptions,
+    more_tables: Iterable[tuple[str, pa.Table]],
+    exclude_urls: set[str],
+    report: ConvertReport,
+) -> Iterator[tuple[list[Pending], FinishOptions]]:
+    for batch in iter_batches(table, index, groups, BATCH_GROUPS):
+        yield pending_records(preset, batch, inline), opts
+    base = table.num_rows
+    for path, more in more_tables:
+        if preset.key is not None:
+            raise ValueError("more_tables is for presets of one record per row")
+        if more.schema != table.schema:
+            try:
+                more = more.select(table.column_names).cast(table.schema)
+            except (KeyError, pa.ArrowException) as e:
+                raise InputError(
+                    f"{path}: its columns differ from the first input's ({e}); convert it "
+                    "on its own and merge the datasets"
+                ) from e
+        more = contiguous(more)
+        n = more.num_rows
+        rows = np.arange(n, dtype=np.int64)
+        if exclude_urls:
+            urls = more.column("image_url").to_pylist()
+            keep = np.array([u not in exclude_urls for u in urls], dtype=bool)
+            report.excluded_images += int((~keep).sum())
+            rows = rows[keep]
+        report.input_rows += n
+        report.images += n
+        report.selected_images += len(rows)
+        for batch in iter_batches(more, single_rows(n), rows, BATCH_GROUPS):
+            shifted = GroupBatch(batch.groups, batch.table, batch.offsets, batch.input_rows + base)
+            yield pending_records(preset, shifted), opts
+        base += n
 
 
 def _count_failure(report: ConvertReport, failure: Failure, kept: bool) -> None:
@@ -313,10 +393,17 @@ def _run_jobs(
             yield _finish_batch(job)
         return
     # spawn, not fork: the parent may hold threads (a Writer's, torch's) that fork would
-    # copy mid-flight. imap keeps the results in the order the jobs were handed out.
+    # copy mid-flight. At most 2 batches per worker are in flight (Pool.imap would read the
+    # whole input ahead), and results are taken in the order the batches were handed out.
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers) as pool:
-        yield from pool.imap(_finish_batch, jobs, chunksize=1)
+        in_flight: deque[Any] = deque()
+        for job in jobs:
+            in_flight.append(pool.apply_async(_finish_batch, (job,)))
+            if len(in_flight) >= 2 * workers:
+                yield in_flight.popleft().get()
+        while in_flight:
+            yield in_flight.popleft().get()
 
 
 def summarize(report: ConvertReport) -> list[str]:

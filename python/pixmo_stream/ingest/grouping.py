@@ -5,7 +5,7 @@ The key column (``image_url``) is dictionary-encoded once, which numbers the ima
 order they first appear; a stable argsort of those numbers lists every image's rows
 together, in input order. Records are then built a batch of images at a time from
 ``table.take(rows)``: only one batch of Python objects is alive at once. For pixmo-points
-(2.4M rows over ~228k images) that is ~30 MB of index arrays beside the Arrow table of the
+(2.4M rows over ~228k images) that is some 60 MB of index arrays beside the Arrow table of the
 annotations themselves (benches/grouping_memory.py measures it).
 """
 
@@ -79,10 +79,44 @@ class GroupBatch:
     input_rows: np.ndarray
 
 
+def _large(t: pa.DataType) -> pa.DataType:
+    """``t`` with 64-bit offsets throughout (strings, binaries and lists of any size)."""
+    if pa.types.is_string(t):
+        return pa.large_string()
+    if pa.types.is_binary(t):
+        return pa.large_binary()
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return pa.large_list(_large(t.value_type))
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(_large(t.value_type), t.list_size)
+    if pa.types.is_struct(t):
+        return pa.struct(
+            [t.field(i).with_type(_large(t.field(i).type)) for i in range(t.num_fields)]
+        )
+    return t
+
+
+def contiguous(table: pa.Table) -> pa.Table:
+    """Every column in one chunk. ``take`` on a column of many chunks (a parquet file's row
+    groups) costs time in the whole column's length, which made grouping quadratic; one
+    column at a time is copied, and one too large for 32-bit offsets gets 64-bit ones."""
+    columns = []
+    for col in table.columns:
+        if col.num_chunks == 1:
+            columns.append(col.chunk(0))
+            continue
+        try:
+            columns.append(col.combine_chunks())
+        except (pa.ArrowInvalid, pa.ArrowCapacityError):
+            columns.append(col.cast(_large(col.type)).combine_chunks())
+    return pa.Table.from_arrays(columns, names=table.column_names)
+
+
 def iter_batches(
     table: pa.Table, index: GroupIndex, groups: np.ndarray, batch_groups: int
 ) -> Iterator[GroupBatch]:
     """The given groups (in the order given), ``batch_groups`` at a time."""
+    table = contiguous(table)
     for at in range(0, len(groups), batch_groups):
         chunk = groups[at : at + batch_groups]
         sizes = index.starts[chunk + 1] - index.starts[chunk]

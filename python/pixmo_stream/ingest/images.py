@@ -75,8 +75,8 @@ def check_image(data: bytes | memoryview, check: Check = "decode") -> ImageInfo:
         truncated = "truncated" in text.lower() or isinstance(e, EOFError)
         cause = "truncated" if truncated else "decode_error"
         raise BrokenImage(cause, text) from None
-    except Image.DecompressionBombError as e:
-        raise BrokenImage("decode_error", _why(e)) from None
+    except Exception as e:  # noqa: BLE001 - a hostile file can make a plugin raise anything
+        raise BrokenImage("decode_error", f"{type(e).__name__}: {_why(e)}") from None
     if orientation in _SWAPS_SIDES:
         width, height = height, width
     return ImageInfo(int(width), int(height), fmt)

@@ -30,26 +30,32 @@ def read_jsonl(path: str) -> pa.Table:
         raise InputError(f"{path}: not JSON lines ({e})") from e
 
 
-def read_hf_saved(path: str) -> pa.Table:
-    """A ``Dataset.save_to_disk`` directory: its ``data-*.arrow`` files are Arrow IPC
-    streams, listed in ``state.json``."""
+def hf_saved_files(path: str) -> list[str]:
+    """The Arrow files of a ``Dataset.save_to_disk`` directory, in order (``state.json``)."""
     state_path = os.path.join(path, "state.json")
     try:
         with open(state_path, encoding="utf-8") as f:
-            files = [d["filename"] for d in json.load(f)["_data_files"]]
+            return [os.path.join(path, d["filename"]) for d in json.load(f)["_data_files"]]
     except FileNotFoundError:
         raise InputError(f"{path}: not a saved HF dataset (no state.json)") from None
     except (ValueError, KeyError, TypeError) as e:
         raise InputError(f"{state_path}: not a saved HF dataset's state ({e})") from e
-    tables = []
-    for name in files:
-        p = os.path.join(path, name)
-        try:
-            with pa.memory_map(p) as source:
-                tables.append(pa.ipc.open_stream(source).read_all())
-        except (pa.ArrowException, OSError) as e:
-            raise InputError(f"{p}: not an Arrow stream ({e})") from e
-    return pa.concat_tables(tables)
+
+
+def read_arrow_stream(path: str) -> pa.Table:
+    """One Arrow IPC stream file (what ``save_to_disk`` writes)."""
+    try:
+        with pa.memory_map(path) as source:
+            return pa.ipc.open_stream(source).read_all()
+    except (pa.ArrowException, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise InputError(f"{path}: listed in state.json but missing") from e
+        raise InputError(f"{path}: not an Arrow stream ({e})") from e
+
+
+def read_hf_saved(path: str) -> pa.Table:
+    """A whole ``Dataset.save_to_disk`` directory as one table."""
+    return pa.concat_tables([read_arrow_stream(f) for f in hf_saved_files(path)])
 
 
 def read_webdataset(paths: Sequence[str]) -> pa.Table:

@@ -106,8 +106,11 @@ def merge(
                 f"{_schema_difference(schema, m['schema'])}"
             )
     real_out = os.path.realpath(output)
-    if any(os.path.realpath(p) == real_out for p in inputs):
-        raise MergeError(f"{output}: the output cannot be one of the inputs")
+    for p in inputs:
+        real_in = os.path.realpath(p)
+        if os.path.commonpath([real_in, real_out]) in (real_in, real_out):
+            # Replacing the output would delete an input (or the input holds the output).
+            raise MergeError(f"{output}: the output cannot be, hold or lie inside input {p}")
     if os.path.exists(output):
         if not os.path.isdir(output):
             raise MergeError(f"{output}: exists and is not a directory")

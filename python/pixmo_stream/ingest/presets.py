@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 import pixmo_stream as ps
 
@@ -62,6 +61,8 @@ class Preset:
     n_validation: int = 0  # Molmo's held-out size (0: the dataset publishes its splits)
     finish: Finish | None = None
     extra_metadata: dict[str, str] = field(default_factory=dict)
+    # Column sets of which the input must have at least one (pixmo-cap-qa's two layouts).
+    one_of: tuple[tuple[str, ...], ...] = ()
 
     def schema(self) -> ps.Schema:
         return ps.Schema([*IMAGE_FIELDS, *self.fields])
@@ -239,6 +240,7 @@ _add(
         optional=("question", "answer", "messages"),
         fields=(ps.Field("conversations", ps.list_(_strings())),),
         annotate=_cap_qa,
+        one_of=(("messages",), ("question", "answer")),
         n_validation=2048,
     )
 )
@@ -346,13 +348,19 @@ def get_preset(name: str) -> Preset:
         ) from None
 
 
-def check_columns(preset: Preset, schema: pa.Schema, source: str) -> None:
+def check_columns(preset: Preset, names: list[str], source: str) -> None:
     """A clear error when the input lacks a column the preset reads."""
     from .errors import InputError
 
-    missing = [c for c in preset.required if c not in schema.names]
+    missing = [c for c in preset.required if c not in names]
     if missing:
         raise InputError(
             f"{source}: not {preset.name} as published: no column "
-            f"{', '.join(repr(c) for c in missing)} (it has: {', '.join(schema.names)})"
+            f"{', '.join(repr(c) for c in missing)} (it has: {', '.join(names)})"
+        )
+    if preset.one_of and not any(all(c in names for c in cols) for cols in preset.one_of):
+        layouts = " or ".join("+".join(repr(c) for c in cols) for cols in preset.one_of)
+        raise InputError(
+            f"{source}: not {preset.name} as published: it needs {layouts} "
+            f"(it has: {', '.join(names)})"
         )

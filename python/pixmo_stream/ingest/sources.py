@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit
 
 from pixmo_stream._native import PixmoError
@@ -78,6 +78,8 @@ class FolderImages:
             raise MissingImage(f"no file {path}") from None
         except IsADirectoryError:
             raise MissingImage(f"{path} is a directory") from None
+        except OSError as e:  # permissions, I/O errors: this image is lost, not the run
+            raise MissingImage(f"cannot read {path}: {e.strerror or e}") from None
 
 
 @dataclass(frozen=True)
@@ -98,4 +100,10 @@ class NoImages:
         raise MissingImage("no image source")
 
 
-ImageSource = FolderImages | InlineImages | NoImages
+@runtime_checkable
+class ImageSource(Protocol):
+    """What convert reads images through. Any picklable object with this method fits (the
+    HTTP fetcher's source, for one); ``read`` raises `MissingImage` for an image it cannot
+    provide, and `convert` counts that as ``missing``."""
+
+    def read(self, ref: ImageRef) -> bytes: ...

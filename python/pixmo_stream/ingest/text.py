@@ -13,8 +13,8 @@ these helpers take the style from the caller, so use ``collection_method`` as it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -71,3 +71,15 @@ def answer_text(
     if style == "counting":
         return counting_text(points, label)
     raise ValueError(f"style must be 'pointing' or 'counting', got {style!r}")
+
+
+def record_answers(record: Mapping[str, Any]) -> list[str]:
+    """The answer for every label of a pixmo-points record (`labels`, `points`,
+    `collection_methods`), each in its own collection method's style; labels lowercased, as
+    Molmo lowercases them."""
+    return [
+        answer_text(points, label.lower(), style)
+        for label, points, style in zip(
+            record["labels"], record["points"], record["collection_methods"], strict=True
+        )
+    ]
