@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -217,7 +218,11 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         }
         reader = self._open(cfg, world, reading)
         rank_len = self._rank_len(cfg, world) if in_main else 0
-        return self._generate(reader, cfg, in_main, rank_len, world)
+        records = self._generate(reader, cfg, in_main, rank_len, world)
+        # A pass left unfinished stops its read-ahead threads when it is dropped, or at the
+        # latest at interpreter exit (atexit), so no thread of ours outlives the interpreter.
+        weakref.finalize(records, reader.close)
+        return records
 
     def _count(self, cfg: dict[str, Any], n: int, in_main: bool, world: int) -> None:
         """Counts `n` samples about to be yielded (before the yield: a state taken after
