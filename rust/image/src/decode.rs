@@ -76,6 +76,19 @@ pub fn decode_rgb(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage> {
     Ok(resize::apply(img, &opts.resize))
 }
 
+/// Decodes upright pixels at least `min_width` x `min_height` in size where the format allows
+/// a cheaper reduced decode (JPEG DCT scaling), else at full size. Used by fast preprocessing.
+pub(crate) fn decode_at_least(
+    bytes: &[u8],
+    max_pixels: u64,
+    min_width: u32,
+    min_height: u32,
+) -> Result<RgbImage> {
+    let header = checked_header(bytes, max_pixels)?;
+    let reduce = reduction_for(&header, min_width, min_height);
+    decode_upright_with(bytes, &header, reduce)
+}
+
 pub(crate) fn checked_header(bytes: &[u8], max_pixels: u64) -> Result<Header> {
     if max_pixels == 0 {
         return Err(ImageError::InvalidArgument(
