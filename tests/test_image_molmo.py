@@ -1,17 +1,24 @@
-"""Molmo preprocessing against Molmo's algorithm: test vectors read off Molmo's code, and a
-reference built here from torchvision's antialiased resize and numpy, step by step as
-Molmo's `olmo/data/model_preprocessor.py` does it (tiling, resize-and-pad, crops, patch
-ordering, `image_input_idx`, masks)."""
+"""Molmo preprocessing against Molmo's algorithm: test vectors read off Molmo's code, and
+`benches/molmo_reference.py`, built from torchvision's antialiased resize and numpy step by
+step as Molmo's `olmo/data/model_preprocessor.py` does it (tiling, resize-and-pad, crops,
+patch ordering, `image_input_idx`, masks)."""
 
 from __future__ import annotations
 
 import io
+import sys
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
 
 import pixmo_stream as ps
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the reference lives in benches/, which times it as a baseline
+
+from benches import molmo_reference as ref  # noqa: E402
 
 MEAN, STD = ps.image.CLIP_MEAN, ps.image.CLIP_STD
 
@@ -69,118 +76,15 @@ def test_output_shapes(size, tiling, canvas, glob, n) -> None:  # type: ignore[n
     assert m.crops.flags.c_contiguous
 
 
-# ---- a reference, from torchvision and numpy ----------------------------------------------
-
-
-def ref_tiling(h: int, w: int, window: int = 224, max_crops: int = 12) -> tuple[int, int]:
-    cands = sorted(
-        (
-            (i, j)
-            for i in range(1, max_crops + 1)
-            for j in range(1, max_crops + 1)
-            if i * j <= max_crops
-        ),
-        key=lambda t: (t[0] * t[1], t[0]),
-    )
-    res = np.array(cands, dtype=np.int32) * window
-    with np.errstate(divide="ignore"):
-        scale = (res.astype(np.float32) / np.array([h, w], dtype=np.float32)).min(-1)
-    if (scale < 1).all():
-        return cands[int(np.argmax(scale))]
-    return cands[int(np.argmin(np.where(scale < 1, 10e9, scale)))]
-
-
-def ref_resize_and_pad(img: np.ndarray, out_h: int, out_w: int) -> tuple[np.ndarray, np.ndarray]:
-    torch = pytest.importorskip("torch")
-    tvf = pytest.importorskip("torchvision.transforms.functional")
-    h, w = img.shape[:2]
-    s = min(np.float32(out_h) / np.float32(h), np.float32(out_w) / np.float32(w))
-    sh, sw = max(int(np.float32(h) * s), 1), max(int(np.float32(w) * s), 1)
-    t = torch.from_numpy(img).permute(2, 0, 1).to(torch.float32) / 255.0
-    t = tvf.resize(t, [sh, sw], tvf.InterpolationMode.BILINEAR, antialias=True).clip(0.0, 1.0)
-    content = t.permute(1, 2, 0).numpy()
-    top, left = (out_h - sh) // 2, (out_w - sw) // 2
-    pads = [(top, out_h - sh - top), (left, out_w - sw - left)]
-    canvas = np.pad(content, pads + [(0, 0)])
-    mask = np.pad(np.ones((sh, sw), dtype=bool), pads)
-    return canvas, mask
-
-
-def to_patches(a: np.ndarray, p: int = 14) -> np.ndarray:
-    """[n, H, W, ...] -> [n, (H/p)*(W/p), p*p*...], patches and their pixels row-major."""
-    n, hh, ww = a.shape[:3]
-    rest = a.shape[3:]
-    a = a.reshape(n, hh // p, p, ww // p, p, *rest).swapaxes(2, 3)
-    return a.reshape(n, (hh // p) * (ww // p), -1)
-
-
-def ref_layout(tiling: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Molmo's patch ordering and image_input_idx for the released settings."""
-    rows, cols = tiling
-    blocks = []
-    on = 0
-    for i in range(rows):
-        y0 = 0 if i == 0 else 2
-        ch = 16 + (4 if i == 0 else 0) + (4 if i == rows - 1 else 0)
-        for j in range(cols):
-            x0 = 0 if j == 0 else 2
-            cw = 16 + (4 if j == 0 else 0) + (4 if j == cols - 1 else 0)
-            ph, pw = (ch + 1) // 2, (cw + 1) // 2
-            block = np.full((12, 12), -1, dtype=np.int64)
-            block[y0 : y0 + ph, x0 : x0 + pw] = np.arange(on, on + ph * pw).reshape(ph, pw)
-            blocks.append(block)
-            on += ph * pw
-    order = np.stack(blocks).reshape(-1)
-    raster = order.reshape(rows, cols, 12, 12).transpose(0, 2, 1, 3).reshape(-1)
-    order[order >= 0] = raster[raster >= 0]
-    order = np.concatenate([np.arange(144), np.where(order >= 0, order + 144, -1)])
-
-    def tokens_across(n: int) -> int:
-        return 12 if n == 1 else (20 + (n - 2) * 16 + 20) // 2
-
-    patch, col, start, end = 1, 2, 3, 4
-    glob = [start] + ([patch] * 12 + [col]) * 12 + [end]
-    hi = [start] + ([patch] * tokens_across(cols) + [col]) * tokens_across(rows) + [end]
-    tokens = np.array(glob + hi)
-    positions = np.nonzero(tokens == patch)[0]
-    valid = order >= 0
-    rank = np.zeros(len(positions), dtype=np.int64)
-    rank[order[valid]] = np.arange(valid.sum())
-    slot_rank = np.full(order.shape, -1)
-    slot_rank[valid] = rank
-    idx = np.where(slot_rank >= 0, positions[np.maximum(slot_rank, 0)], -100)
-    return idx.reshape(-1, 144), tokens
-
-
-def ref_molmo(img: np.ndarray) -> dict[str, object]:
-    h, w = img.shape[:2]
-    tiling = ref_tiling(h - 112, w - 112)
-    canvas, mask = ref_resize_and_pad(img, tiling[0] * 224 + 112, tiling[1] * 224 + 112)
-    canvas = (canvas - MEAN) / STD
-    glob, _ = ref_resize_and_pad(img, 336, 336)
-    glob = (glob - MEAN) / STD
-    tiles = [(i * 224, j * 224) for i in range(tiling[0]) for j in range(tiling[1])]
-    crops = [glob] + [canvas[y : y + 336, x : x + 336] for y, x in tiles]
-    masks = np.stack([mask[y : y + 336, x : x + 336] for y, x in tiles])
-    pmask = to_patches(masks).astype(np.float32).mean(-1)
-    pmask = np.pad(pmask, [(0, 1), (0, 0)], constant_values=-1)
-    idx, tokens = ref_layout(tiling)
-    return {
-        "crops": to_patches(np.stack(crops)),
-        "mask": pmask,
-        "idx": idx,
-        "tokens": tokens,
-        "tiling": tiling,
-    }
-
-
 @pytest.mark.parametrize("size", [(480, 640), (50, 50), (333, 1000), (700, 260), (3, 500)])
 def test_exact_mode_matches_molmo_with_torchvision(size: tuple[int, int]) -> None:
     pytest.importorskip("torchvision")
     img = photo(*size, seed=size[0])
-    cfg = ps.image.MolmoConfig(token_ids=ps.image.MolmoTokenIds(start=3, end=4, patch=1, col=2))
-    got = ps.image.molmo_preprocess(png(img), cfg)
-    want = ref_molmo(img)
+    ids = ps.image.MolmoTokenIds(
+        start=ref.START_ID, end=ref.END_ID, patch=ref.PATCH_ID, col=ref.COL_ID
+    )
+    got = ps.image.molmo_preprocess(png(img), ps.image.MolmoConfig(token_ids=ids))
+    want = ref.preprocess_rgb(img)
     assert got.tiling == want["tiling"]
     np.testing.assert_array_equal(got.image_input_idx, want["idx"])
     np.testing.assert_array_equal(got.image_tokens, want["tokens"])
@@ -196,10 +100,10 @@ def test_index_layout_for_large_tilings_matches_molmo() -> None:
         g = ps.image.molmo_geometry(*tiling_size)
         got = ps.image.molmo_preprocess(png(photo(g.height, g.width)))
         cfg_ids = ps.image.MolmoTokenIds()
-        want_idx, want_tokens = ref_layout(g.tiling)
+        want_idx, want_tokens = ref.layout(g.tiling)
         np.testing.assert_array_equal(got.image_input_idx, want_idx)
         assert len(got.image_tokens) == len(want_tokens)
-        assert (got.image_tokens == cfg_ids.patch).sum() == (want_tokens == 1).sum()
+        assert (got.image_tokens == cfg_ids.patch).sum() == (want_tokens == ref.PATCH_ID).sum()
 
 
 def test_a_sliver_is_clamped_instead_of_crashing() -> None:

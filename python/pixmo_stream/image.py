@@ -144,8 +144,8 @@ def decode(
     - ``max_side=n``: shrunk (never enlarged) so that the longer side is at most ``n``;
     - ``pad=(h, w)``: scaled to fit keeping the aspect ratio, then zero-padded, centred.
 
-    Resampling is antialiased bilinear. ``fast=True`` lets a JPEG be decoded at 1/2, 1/4 or
-    1/8 scale when the target is that small (much faster, pixels slightly different).
+    Resampling is antialiased bilinear. ``fast=True`` lets a JPEG be decoded at 1/4 or
+    1/8 scale when the target is that small (faster, pixels slightly different).
     ``max_pixels`` (None: no limit) is checked from the header before decoding.
 
     Raises ``ImageDecodeError`` (``.reason``: "not_an_image", "truncated", "corrupt",

@@ -12,15 +12,16 @@ pub(crate) struct RgbF32 {
     pub data: Vec<f32>,
 }
 
-impl RgbF32 {
-    /// `v / 255` in float32, as torchvision's `convert_image_dtype`.
-    pub fn from_u8(width: usize, height: usize, px: &[u8]) -> Self {
-        RgbF32 {
-            width,
-            height,
-            data: px.iter().map(|&v| f32::from(v) / 255.0).collect(),
-        }
-    }
+/// `v / 255` in float32 for every byte, as torchvision's `convert_image_dtype` computes it.
+fn unit_lut() -> [f32; 256] {
+    std::array::from_fn(|v| v as f32 / 255.0)
+}
+
+/// Interleaved RGB8 pixels, read as float32 in [0, 1] without materialising them as floats.
+pub(crate) struct RgbU8<'a> {
+    pub width: usize,
+    pub height: usize,
+    pub data: &'a [u8],
 }
 
 /// For each output index, the first input index, the number of taps and their weights.
@@ -94,7 +95,10 @@ fn dot(src: impl Iterator<Item = f32>, w: &[f32]) -> f32 {
     acc
 }
 
-fn resize_width(src: &RgbF32, out_w: usize) -> RgbF32 {
+/// The width pass, reading bytes through the `v / 255` table (the same float32 values a
+/// converted image would hold).
+fn resize_width(src: &RgbU8<'_>, out_w: usize) -> RgbF32 {
+    let lut = unit_lut();
     let t = taps(src.width, out_w);
     let mut data = vec![0.0f32; src.height * out_w * 3];
     for y in 0..src.height {
@@ -104,7 +108,7 @@ fn resize_width(src: &RgbF32, out_w: usize) -> RgbF32 {
             let (s, n) = (t.start[x], t.len[x]);
             let w = &t.weights[x * t.max_taps..x * t.max_taps + n];
             for c in 0..3 {
-                out[x * 3 + c] = dot((s..s + n).map(|k| row[k * 3 + c]), w);
+                out[x * 3 + c] = dot((s..s + n).map(|k| lut[row[k * 3 + c] as usize]), w);
             }
         }
     }
@@ -135,11 +139,17 @@ fn resize_height(src: &RgbF32, out_h: usize) -> RgbF32 {
 }
 
 /// Resizes to `out_w` x `out_h` and clips to [0, 1] (Molmo's `torch.clip` after the resize).
-pub(crate) fn resize_clipped(src: &RgbF32, out_w: usize, out_h: usize) -> RgbF32 {
+pub(crate) fn resize_clipped(src: &RgbU8<'_>, out_w: usize, out_h: usize) -> RgbF32 {
     let mut img = if out_w != src.width {
         resize_width(src, out_w)
     } else {
-        src.clone()
+        let lut = unit_lut();
+        let data = src.data.iter().map(|&v| lut[v as usize]).collect();
+        RgbF32 {
+            width: src.width,
+            height: src.height,
+            data,
+        }
     };
     if out_h != img.height {
         img = resize_height(&img, out_h);
@@ -154,14 +164,18 @@ pub(crate) fn resize_clipped(src: &RgbF32, out_w: usize, out_h: usize) -> RgbF32
 mod tests {
     use super::*;
 
-    fn gray(width: usize, height: usize, f: impl Fn(usize, usize) -> f32) -> RgbF32 {
+    fn gray(width: usize, height: usize, f: impl Fn(usize, usize) -> u8) -> Vec<u8> {
         let mut data = Vec::new();
         for y in 0..height {
             for x in 0..width {
                 data.extend([f(x, y); 3]);
             }
         }
-        RgbF32 {
+        data
+    }
+
+    fn view(width: usize, height: usize, data: &[u8]) -> RgbU8<'_> {
+        RgbU8 {
             width,
             height,
             data,
@@ -184,19 +198,25 @@ mod tests {
 
     #[test]
     fn constant_stays_constant_and_same_size_is_identity() {
-        let c = gray(17, 9, |_, _| 0.25);
-        let r = resize_clipped(&c, 5, 4);
-        assert!(r.data.iter().all(|v| (v - 0.25).abs() < 1e-6));
-        let ramp = gray(6, 4, |x, y| (x + 6 * y) as f32 / 30.0);
-        assert_eq!(resize_clipped(&ramp, 6, 4), ramp);
+        let c = gray(17, 9, |_, _| 51);
+        let r = resize_clipped(&view(17, 9, &c), 5, 4);
+        assert!(r.data.iter().all(|v| (v - 0.2).abs() < 1e-6));
+        let ramp = gray(6, 4, |x, y| (x + 6 * y) as u8);
+        let same = resize_clipped(&view(6, 4, &ramp), 6, 4);
+        assert!(same
+            .data
+            .iter()
+            .zip(&ramp)
+            .all(|(&a, &b)| a == b as f32 / 255.0));
     }
 
     #[test]
     fn halving_averages_pairs() {
         // Downscaling by 2: support 2, taps at distance 0.5 and 1.5 weigh 3/4 and 1/4, so
         // an output pixel is (1*a + 3*b + 3*c + 1*d) / 8 of its four nearest inputs.
-        let r = resize_clipped(&gray(8, 1, |x, _| x as f32 / 10.0), 4, 1);
-        let want = (1.0 * 0.1 + 3.0 * 0.2 + 3.0 * 0.3 + 1.0 * 0.4) / 8.0;
+        let px = gray(8, 1, |x, _| x as u8 * 20);
+        let r = resize_clipped(&view(8, 1, &px), 4, 1);
+        let want = (1.0 * 20.0 + 3.0 * 40.0 + 3.0 * 60.0 + 1.0 * 80.0) / 8.0 / 255.0;
         assert!((r.data[3] - want).abs() < 1e-6, "{} vs {want}", r.data[3]);
     }
 }

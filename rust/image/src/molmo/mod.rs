@@ -12,7 +12,7 @@ mod pixels;
 pub use geometry::{select_tiling, MolmoGeometry, Placed};
 pub use layout::ImageTokenIds;
 
-use crate::antialias::{resize_clipped, RgbF32};
+use crate::antialias::{resize_clipped, RgbU8};
 use crate::decode::{checked_header, decode_at_least, DEFAULT_MAX_PIXELS};
 use crate::error::{ImageError, Result};
 use crate::resize::resample;
@@ -191,7 +191,11 @@ pub(crate) fn preprocess_pixels(
         }
     };
     let crops = if cfg.exact {
-        let src = RgbF32::from_u8(img.width as usize, img.height as usize, &img.data);
+        let src = RgbU8 {
+            width: img.width as usize,
+            height: img.height as usize,
+            data: &img.data,
+        };
         let resized = |p: &Placed| resize_clipped(&src, p.width as usize, p.height as usize).data;
         let (global, canvas) = (resized(&g.global), resized(&g.canvas));
         if cfg.normalize {
