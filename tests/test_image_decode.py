@@ -177,6 +177,8 @@ def test_array_owns_its_pixels() -> None:
     data = encode(PIL.Image.fromarray(photo(12, 12)), "PNG")
     a = ps.image.decode(data)
     assert a.flags.c_contiguous and a.flags.writeable
+    # The array wraps the buffer Rust decoded into (no copy into a numpy-allocated array).
+    assert a.base is not None and not isinstance(a.base, np.ndarray)
     a[:] = 0  # the caller may write to it; it is not shared with anything else
     assert ps.image.decode(data).any()
 
