@@ -8,6 +8,7 @@ mod convert;
 mod dataset;
 mod errors;
 mod image;
+mod molmo;
 mod plan;
 mod stream;
 mod writer;
@@ -16,6 +17,7 @@ mod writer;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     image::register(m)?;
+    molmo::register(m)?;
     plan::register(m)?;
     stream::register(m)?;
     m.add_class::<writer::PyWriter>()?;
