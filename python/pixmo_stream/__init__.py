@@ -13,12 +13,14 @@ from typing import Any
 
 from ._native import (
     FORMAT_VERSION,
+    BadSampleError,
     Blob,
     CorruptDataError,
     PixmoError,
     SchemaError,
     UnsupportedVersionError,
 )
+from .bad_samples import BadSample
 from .dataset import Dataset, VerifyReport
 from .schema import (
     DataType,
@@ -68,6 +70,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "FORMAT_VERSION",
+    "BadSample",
+    "BadSampleError",
     "Blob",
     "CorruptDataError",
     "DataType",

@@ -9,6 +9,7 @@ import numpy.typing as npt
 __all__ = [
     "PixmoError",
     "CorruptDataError",
+    "BadSampleError",
     "SchemaError",
     "UnsupportedVersionError",
     "EpochPlan",
@@ -32,6 +33,7 @@ __version__: str
 
 class PixmoError(Exception): ...
 class CorruptDataError(PixmoError): ...
+class BadSampleError(CorruptDataError): ...
 class SchemaError(PixmoError): ...
 class UnsupportedVersionError(PixmoError): ...
 
@@ -197,6 +199,7 @@ class ReadAhead:
         skip: int = 0,
         verify_blobs: bool = True,
         expect: list[int | None] | None = None,
+        replace: tuple[int, int] | None = None,
     ) -> ReadAhead: ...
     @staticmethod
     def for_mixture(
@@ -220,8 +223,19 @@ class ReadAhead:
         skip: int = 0,
         verify_blobs: bool = True,
         expect: list[int | None] | None = None,
+        replace: tuple[int, int] | None = None,
     ) -> ReadAhead: ...
-    def next_batch(self) -> tuple[list[dict[str, Any]], list[int], list[int]] | None: ...
+    def next_batch(
+        self,
+    ) -> (
+        tuple[
+            list[dict[str, Any]],
+            list[int],
+            list[int],
+            list[tuple[int, int, int, int, str, int | None, str | None, str]],
+        ]
+        | None
+    ): ...
     @property
     def started(self) -> bool: ...
     def close(self) -> None: ...

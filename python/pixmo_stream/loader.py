@@ -16,6 +16,7 @@ from typing import Any
 
 import torch.utils.data
 
+from .bad_samples import BATCH_KEY
 from .batching import collate
 from .streaming import _PlannedIterable
 
@@ -109,6 +110,9 @@ class DataLoader(torch.utils.data.DataLoader):
             if not in_process:
                 # Item k is the rank's local block k (or sample k when unbatched).
                 ds._note_progress(cfg, min(items * block, rank_len), world)
+                listed = item.get(BATCH_KEY) if isinstance(item, dict) else None
+                if isinstance(listed, list) and listed:
+                    ds._received_bad(listed)
             yield item
         if not in_process:
             ds._note_progress(cfg, rank_len, world)

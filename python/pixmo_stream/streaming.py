@@ -15,6 +15,7 @@ from typing import Any
 import torch.utils.data
 
 from . import _native
+from . import bad_samples as bad
 from ._native import SchemaError
 from ._split import check_rank_world, checked_int, detect_rank_world, in_worker, worker_info
 from .batching import collate as default_collate
@@ -44,7 +45,10 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         pin_memory: bool,
         read_threads: int | None,
         read_ahead: int,
+        on_bad_sample: str = "raise",
+        max_replacements: int = 16,
     ) -> None:
+        bad.check_policy(on_bad_sample, max_replacements)
         if batch_size is not None:
             batch_size = checked_int("batch_size", batch_size, 1)
         if read_threads is not None:
@@ -61,6 +65,13 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         self.pin_memory = pin_memory
         self.read_threads = read_threads
         self.read_ahead = read_ahead
+        self.on_bad_sample = on_bad_sample
+        self.max_replacements = max_replacements
+        #: Replaced samples the training loop has received (see `pixmo_stream.bad_samples`),
+        #: counted since construction or as restored by `load_state_dict`.
+        self.bad_samples = 0
+        #: The latest of them (at most 100), where this process received them in batches.
+        self.bad_sample_log: list[bad.BadSample] = []
         # Samples per worker block when the DataLoader batches (set by pixmo_stream.DataLoader).
         self._block = 1
         # Passes started by this object in this process since its state was last set.
@@ -77,6 +88,26 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
     def _null_fills(self) -> dict[str, tuple]:
         """What the default collate puts in place of nulls (see `batching.null_fills`)."""
         return {}
+
+    # ---- bad samples ----------------------------------------------------------------------
+    def _replace_seed(self, cfg: dict[str, Any]) -> int:
+        """Seed of the replacements of pass `cfg` (the same on every rank)."""
+        raise NotImplementedError
+
+    def _received_bad(self, samples: list[bad.BadSample] | int) -> None:
+        """Counts replaced samples that reached the training loop in this process."""
+        if isinstance(samples, int):
+            self.bad_samples += samples
+            return
+        self.bad_samples += len(samples)
+        self.bad_sample_log = (self.bad_sample_log + samples)[-100:]
+
+    def _bad_state(self) -> dict[str, Any]:
+        return {"bad_samples": self.bad_samples} if self.on_bad_sample == "replace" else {}
+
+    def _load_bad_state(self, state: dict[str, Any]) -> None:
+        self.bad_samples = checked_int("state['bad_samples']", state.get("bad_samples", 0))
+        self.bad_sample_log = []
 
     # ---- who is reading -------------------------------------------------------------------
     def rank_world(self) -> tuple[int, int]:
@@ -137,6 +168,8 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
             return None
         state = self._state_at(wp["cfg"], wp["world"])
         state["worker"] = {k: wp[k] for k in ("id", "num_workers", "samples")}
+        if self.on_bad_sample == "replace":
+            state["bad_samples"] = self.bad_samples + wp.get("bad_samples", 0)
         return state
 
     def _load_worker_state(self, state: dict[str, Any]) -> None:
@@ -211,19 +244,28 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
             # A worker sends images on as references that the receiving process verifies when
             # it reads them; a worker that does not read an image leaves its pages untouched.
             "verify_blobs": in_main or os.environ.get("PIXMO_STREAM_BLOB_IPC") == "copy",
+            "replace": (self._replace_seed(cfg), self.max_replacements)
+            if self.on_bad_sample == "replace"
+            else None,
         }
         reader = self._open(cfg, world, reading)
         rank_len = self._rank_len(cfg, world) if in_main else 0
         return self._generate(reader, cfg, in_main, rank_len, world)
 
-    def _count(self, cfg: dict[str, Any], n: int, in_main: bool, world: int) -> None:
-        """Counts `n` samples about to be yielded (before the yield: a state taken after
-        the consumer received them includes them)."""
+    def _count(
+        self, cfg: dict[str, Any], n: int, in_main: bool, world: int, replaced: list[Any]
+    ) -> None:
+        """Counts `n` samples about to be yielded, `replaced` of them replacements (before
+        the yield: a state taken after the consumer received them includes them)."""
         if in_main:
             self._consumed += n
             self._note_progress(cfg, self._consumed, world)
+            self._received_bad(replaced)
         elif self._worker_pass is not None:
             self._worker_pass["samples"] += n
+            self._worker_pass["bad_samples"] = self._worker_pass.get("bad_samples", 0) + len(
+                replaced
+            )
 
     def _generate(
         self, reader: Any, cfg: dict[str, Any], in_main: bool, rank_len: int, world: int
@@ -235,27 +277,43 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
             def collate(records: list[dict[str, Any]]) -> Any:
                 return default_collate(records, pin_memory=self.pin_memory, nulls=nulls)
 
+        replacing = self.on_bad_sample == "replace"
+
+        def finished(out: list[dict[str, Any]], replaced: list[bad.BadSample]) -> Any:
+            self._count(cfg, len(out), in_main, world, replaced)
+            batch = collate(out)
+            if replacing and isinstance(batch, dict):
+                batch[bad.BATCH_KEY] = replaced
+            return batch
+
         try:
             pending: list[dict[str, Any]] = []
+            # Replaced samples among `pending`, by index in it.
+            pending_bad: list[tuple[int, bad.BadSample]] = []
             while True:
                 batch = reader.next_batch()
                 if batch is None:
                     break
-                records, sources, _rows = batch
+                records, sources, _rows, native_bad = batch
                 self._decorate(records, sources)
+                replaced = bad.reports(native_bad)
                 if self.batch_size is None:
-                    for rec in records:
-                        self._count(cfg, 1, in_main, world)
+                    marks = dict(replaced)
+                    for i, rec in enumerate(records):
+                        self._count(cfg, 1, in_main, world, [marks[i]] if i in marks else [])
                         yield rec
                     continue
+                base = len(pending)
                 pending.extend(records)
+                pending_bad.extend((base + i, b) for i, b in replaced)
                 while len(pending) >= self.batch_size:
-                    out, pending = pending[: self.batch_size], pending[self.batch_size :]
-                    self._count(cfg, len(out), in_main, world)
-                    yield collate(out)
+                    size = self.batch_size
+                    out, pending = pending[:size], pending[size:]
+                    mine = [b for i, b in pending_bad if i < size]
+                    pending_bad = [(i - size, b) for i, b in pending_bad if i >= size]
+                    yield finished(out, mine)
             if pending:
-                self._count(cfg, len(pending), in_main, world)
-                yield collate(pending)
+                yield finished(pending, [b for _, b in pending_bad])
         finally:
             reader.close()
 
@@ -278,6 +336,10 @@ class StreamingDataset(_PlannedIterable):
         read_threads: background read threads per reading process (default: the usable cores
             divided among the DataLoader workers, 1 to 2).
         read_ahead: batches each read thread may queue.
+        on_bad_sample: `"raise"` (a damaged sample stops the stream with `BadSampleError`)
+            or `"replace"` (it is replaced deterministically and counted); see
+            `pixmo_stream.bad_samples`.
+        max_replacements: bad replacement candidates tried for one sample before raising.
     """
 
     def __init__(
@@ -296,6 +358,8 @@ class StreamingDataset(_PlannedIterable):
         pin_memory: bool = False,
         read_threads: int | None = None,
         read_ahead: int = 2,
+        on_bad_sample: str = "raise",
+        max_replacements: int = 16,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -305,6 +369,8 @@ class StreamingDataset(_PlannedIterable):
             pin_memory=pin_memory,
             read_threads=read_threads,
             read_ahead=read_ahead,
+            on_bad_sample=on_bad_sample,
+            max_replacements=max_replacements,
         )
         if isinstance(path_or_paths, (str, os.PathLike)):
             path_or_paths = [path_or_paths]
@@ -364,6 +430,9 @@ class StreamingDataset(_PlannedIterable):
             start = self._resume[1]
         return {"epoch": epoch, "start": start}
 
+    def _replace_seed(self, cfg: dict[str, Any]) -> int:
+        return bad.mix_seed(self.seed, cfg["epoch"])
+
     def _rank_len(self, cfg: dict[str, Any], world: int) -> int:
         return _native.rank_len(
             self.num_rows, start=cfg["start"], world_size=world, pad=self.remainder == "pad"
@@ -410,6 +479,7 @@ class StreamingDataset(_PlannedIterable):
             "shuffle": self.shuffle,
             "shuffle_window": self.shuffle_window,
             **progress,
+            **self._bad_state(),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -441,6 +511,7 @@ class StreamingDataset(_PlannedIterable):
         self._resume = (self._epoch, position)
         self._progress = {"epoch": self._epoch, "position": position}
         self._reset_passes()
+        self._load_bad_state(state)
         self._load_worker_state(state)
 
     def __repr__(self) -> str:

@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod mapped;
 pub mod pages;
 pub mod plan;
+pub mod sample;
 pub mod schema;
 pub mod shard;
 pub mod stream;

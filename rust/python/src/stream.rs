@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use pixmo_stream_core::plan::{ConsumerRows, EpochPlan, ShuffleOptions};
+use pixmo_stream_core::sample::{BadSample, BadSamplePolicy};
 use pixmo_stream_core::stream::{ReadAhead, ReadAheadOptions, RowSource};
 use pixmo_stream_core::Dataset;
 use pyo3::prelude::*;
@@ -94,7 +95,8 @@ impl PyReadAhead {
     #[staticmethod]
     #[pyo3(signature = (paths, columns=None, *, seed=0, epoch=0, shuffle=true, window_rows=16384,
         start=0, world_size=1, rank=0, num_workers=1, worker=0, block=1, pad=false,
-        batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true, expect=None))]
+        batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true, expect=None,
+        replace=None))]
     #[allow(clippy::too_many_arguments)]
     fn for_plan(
         py: Python<'_>,
@@ -117,6 +119,7 @@ impl PyReadAhead {
         skip: u64,
         verify_blobs: bool,
         expect: Option<Vec<Option<ManifestId>>>,
+        replace: Option<(u64, u32)>,
     ) -> PyResult<Self> {
         let n = paths.len();
         let sources = open_sources(py, paths, vec![columns; n], expect)?;
@@ -157,6 +160,7 @@ impl PyReadAhead {
                 depth,
                 skip,
                 verify_blobs,
+                on_bad_sample: policy(replace),
             },
         )
     }
@@ -166,7 +170,8 @@ impl PyReadAhead {
     #[staticmethod]
     #[pyo3(signature = (paths, columns, weights, seed, counts_at_start, sources, *, num_positions,
         start=0, world_size=1, rank=0, num_workers=1, worker=0, block=1,
-        batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true, expect=None))]
+        batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true, expect=None,
+        replace=None))]
     #[allow(clippy::too_many_arguments)]
     fn for_mixture(
         py: Python<'_>,
@@ -189,6 +194,7 @@ impl PyReadAhead {
         skip: u64,
         verify_blobs: bool,
         expect: Option<Vec<Option<ManifestId>>>,
+        replace: Option<(u64, u32)>,
     ) -> PyResult<Self> {
         let metas = open_sources(py, paths, columns, expect)?;
         let rows = mixture_rows(
@@ -214,16 +220,18 @@ impl PyReadAhead {
                 depth,
                 skip,
                 verify_blobs,
+                on_bad_sample: policy(replace),
             },
         )
     }
 
-    /// The next batch as `(records, sources, rows)`, or `None` at the end of the stream.
+    /// The next batch as `(records, sources, rows, bad)`, or `None` at the end of the stream;
+    /// `rows` are the rows read (replacements included), `bad` the replaced rows.
     #[allow(clippy::type_complexity)]
     fn next_batch<'py>(
         &self,
         py: Python<'py>,
-    ) -> PyResult<Option<(Bound<'py, PyList>, Vec<usize>, Vec<u64>)>> {
+    ) -> PyResult<Option<(Bound<'py, PyList>, Vec<usize>, Vec<u64>, Vec<PyBadSample>)>> {
         let batch = py
             .detach(|| {
                 self.inner
@@ -261,7 +269,8 @@ impl PyReadAhead {
             sources.push(r.source);
             rows.push(r.row);
         }
-        Ok(Some((records, sources, rows)))
+        let bad = batch.bad.iter().map(bad_to_py).collect();
+        Ok(Some((records, sources, rows, bad)))
     }
 
     /// Whether the background threads have started (they start on the first `next_batch`).
@@ -283,6 +292,40 @@ impl PyReadAhead {
             drop(std::mem::replace(&mut *inner, empty));
         });
     }
+}
+
+/// `replace`: `(seed, max_attempts)` to replace bad samples, `None` to raise.
+fn policy(replace: Option<(u64, u32)>) -> BadSamplePolicy {
+    match replace {
+        Some((seed, max_attempts)) => BadSamplePolicy::Replace { seed, max_attempts },
+        None => BadSamplePolicy::Raise,
+    }
+}
+
+/// A replaced row as Python sees it: `(position in the batch, source, row, replacement, path,
+/// row_group, column, reason)`.
+type PyBadSample = (
+    usize,
+    usize,
+    u64,
+    u64,
+    String,
+    Option<usize>,
+    Option<String>,
+    String,
+);
+
+fn bad_to_py(b: &BadSample) -> PyBadSample {
+    (
+        b.position,
+        b.source,
+        b.row,
+        b.replacement,
+        b.location.path.display().to_string(),
+        b.location.row_group,
+        b.location.column.clone(),
+        b.reason.clone(),
+    )
 }
 
 /// Rows of several datasets read as one.
