@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import image
 from ._native import (
     FORMAT_VERSION,
     BadSampleError,
     Blob,
     CorruptDataError,
+    ImageDecodeError,
     PixmoError,
     SchemaError,
     UnsupportedVersionError,
@@ -77,6 +79,7 @@ __all__ = [
     "DataType",
     "Dataset",
     "Field",
+    "ImageDecodeError",
     "PixmoError",
     "Schema",
     "SchemaError",
@@ -90,6 +93,7 @@ __all__ = [
     "bool_",
     "float32",
     "float64",
+    "image",
     "infer_schema",
     "int8",
     "int16",

@@ -12,6 +12,12 @@ __all__ = [
     "BadSampleError",
     "SchemaError",
     "UnsupportedVersionError",
+    "ImageDecodeError",
+    "DEFAULT_MAX_PIXELS",
+    "image_probe",
+    "image_decode",
+    "image_decode_many",
+    "image_decode_batch",
     "EpochPlan",
     "ConsumerRows",
     "MixtureRows",
@@ -36,6 +42,32 @@ class CorruptDataError(PixmoError): ...
 class BadSampleError(CorruptDataError): ...
 class SchemaError(PixmoError): ...
 class UnsupportedVersionError(PixmoError): ...
+class ImageDecodeError(PixmoError): ...
+
+DEFAULT_MAX_PIXELS: int
+
+def image_probe(data: Any) -> tuple[str, int, int, int]: ...
+def image_decode(
+    data: Any, mode: str, width: int, height: int, fast: bool, max_pixels: int
+) -> npt.NDArray[np.uint8]: ...
+def image_decode_many(
+    items: Iterable[Any],
+    mode: str,
+    width: int,
+    height: int,
+    fast: bool,
+    max_pixels: int,
+    threads: int,
+) -> list[npt.NDArray[np.uint8] | ImageDecodeError]: ...
+def image_decode_batch(
+    items: Iterable[Any],
+    mode: str,
+    width: int,
+    height: int,
+    fast: bool,
+    max_pixels: int,
+    threads: int,
+) -> tuple[npt.NDArray[np.uint8], list[ImageDecodeError | None]]: ...
 
 @final
 class Blob:

@@ -7,6 +7,7 @@ mod blob;
 mod convert;
 mod dataset;
 mod errors;
+mod image;
 mod plan;
 mod stream;
 mod writer;
@@ -14,6 +15,7 @@ mod writer;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
+    image::register(m)?;
     plan::register(m)?;
     stream::register(m)?;
     m.add_class::<writer::PyWriter>()?;

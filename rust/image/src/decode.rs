@@ -1,0 +1,161 @@
+//! Encoded bytes to upright RGB8 pixels, resized in the same call.
+
+use crate::error::{Format, ImageError, Result};
+use crate::formats::{self, Header};
+use crate::orientation;
+use crate::resize::{self, Resize};
+
+/// PIL's default `Image.MAX_IMAGE_PIXELS` times two: the size at which PIL refuses to open.
+pub const DEFAULT_MAX_PIXELS: u64 = 178_956_970;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Largest `width * height` accepted, checked from the header before any pixel buffer
+    /// is allocated.
+    pub max_pixels: u64,
+    pub resize: Resize,
+    /// Allow a JPEG to be decoded at 1/2, 1/4 or 1/8 scale (DCT scaling) when the resize
+    /// target is at most that size: several times faster, slightly different pixels.
+    pub fast: bool,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            max_pixels: DEFAULT_MAX_PIXELS,
+            resize: Resize::None,
+            fast: false,
+        }
+    }
+}
+
+/// Interleaved 8-bit RGB, row-major: `data.len() == height * width * 3`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RgbImage {
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+}
+
+/// What an image's header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub format: Format,
+    /// Size as displayed, after EXIF orientation.
+    pub width: u32,
+    pub height: u32,
+    /// EXIF orientation 1..=8 (1 when absent).
+    pub orientation: u8,
+}
+
+/// Reads the header only: format, displayed size, orientation.
+pub fn probe(bytes: &[u8]) -> Result<ImageInfo> {
+    let h = formats::read_header(bytes)?;
+    let (width, height) = upright_size(&h);
+    Ok(ImageInfo {
+        format: h.format,
+        width,
+        height,
+        orientation: h.orientation,
+    })
+}
+
+/// Decodes one image to upright RGB8 (EXIF orientation applied; grayscale, palette and CMYK
+/// converted; alpha dropped as PIL's `convert("RGB")` does) and resizes it.
+pub fn decode_rgb(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage> {
+    opts.resize.validate()?;
+    let header = checked_header(bytes, opts.max_pixels)?;
+    let (w, h) = upright_size(&header);
+    let p = opts.resize.placement(w, h);
+    let reduce = if opts.fast {
+        reduction_for(&header, p.width, p.height)
+    } else {
+        1
+    };
+    let img = decode_upright_with(bytes, &header, reduce)?;
+    Ok(resize::apply(img, &opts.resize))
+}
+
+pub(crate) fn checked_header(bytes: &[u8], max_pixels: u64) -> Result<Header> {
+    if max_pixels == 0 {
+        return Err(ImageError::InvalidArgument(
+            "max_pixels must be at least 1".into(),
+        ));
+    }
+    let header = formats::read_header(bytes)?;
+    if u64::from(header.width) * u64::from(header.height) > max_pixels {
+        return Err(ImageError::TooManyPixels {
+            format: header.format,
+            width: header.width,
+            height: header.height,
+            limit: max_pixels,
+        });
+    }
+    Ok(header)
+}
+
+fn decode_upright_with(bytes: &[u8], header: &Header, reduce: u32) -> Result<RgbImage> {
+    let stored = formats::decode_stored(bytes, header, reduce)?;
+    Ok(orientation::apply(stored, header.orientation))
+}
+
+fn upright_size(h: &Header) -> (u32, u32) {
+    if orientation::swaps_axes(h.orientation) {
+        (h.height, h.width)
+    } else {
+        (h.width, h.height)
+    }
+}
+
+/// The largest JPEG DCT reduction (8, 4 or 2; 1 for none) whose output still covers an
+/// upright target of `tw` x `th`, so resampling only ever shrinks.
+fn reduction_for(header: &Header, tw: u32, th: u32) -> u32 {
+    if header.format != Format::Jpeg {
+        return 1;
+    }
+    let (tw, th) = if orientation::swaps_axes(header.orientation) {
+        (th, tw)
+    } else {
+        (tw, th)
+    };
+    [8, 4, 2]
+        .into_iter()
+        .find(|&r| header.width.div_ceil(r) >= tw && header.height.div_ceil(r) >= th)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(w: u32, h: u32, orientation: u8) -> Header {
+        Header {
+            format: Format::Jpeg,
+            width: w,
+            height: h,
+            orientation,
+        }
+    }
+
+    #[test]
+    fn reduction_covers_the_target() {
+        assert_eq!(reduction_for(&header(1920, 1080, 1), 336, 189), 4);
+        assert_eq!(reduction_for(&header(1920, 1080, 1), 240, 135), 8);
+        assert_eq!(reduction_for(&header(1920, 1080, 1), 1000, 500), 1);
+        // Rotated: the target's width lies along the stored height.
+        assert_eq!(reduction_for(&header(1080, 1920, 6), 336, 189), 4);
+        assert_eq!(reduction_for(&header(1080, 1920, 1), 336, 189), 2);
+    }
+
+    #[test]
+    fn garbage_is_not_an_image() {
+        let err = decode_rgb(b"hello world", &DecodeOptions::default()).unwrap_err();
+        assert_eq!(err.reason(), "not_an_image");
+        assert_eq!(
+            decode_rgb(b"", &DecodeOptions::default())
+                .unwrap_err()
+                .reason(),
+            "not_an_image"
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! Image decoding, resizing and Molmo's multi-crop preprocessing for pixmo-stream.
+//!
+//! Pure Rust (no PyO3, no C libraries), no global state and no thread pool: every function
+//! runs on the calling thread, except [`decode_many`], which starts scoped threads per call,
+//! so processes forked by a data loader inherit nothing running.
+
+mod antialias;
+mod decode;
+mod error;
+mod formats;
+mod many;
+pub mod molmo;
+mod orientation;
+pub mod points;
+mod resize;
+
+pub use decode::{decode_rgb, probe, DecodeOptions, ImageInfo, RgbImage, DEFAULT_MAX_PIXELS};
+pub use error::{Format, ImageError, Result};
+pub use many::{decode_many, decode_many_into};
+pub use molmo::{molmo_preprocess, Crops, MolmoConfig, MolmoImage};
+pub use resize::Resize;
