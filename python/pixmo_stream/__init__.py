@@ -24,6 +24,7 @@ from ._native import (
 )
 from .bad_samples import BadSample
 from .dataset import Dataset, VerifyReport
+from .decoding import Decode
 from .schema import (
     DataType,
     Field,
@@ -78,6 +79,7 @@ __all__ = [
     "CorruptDataError",
     "DataType",
     "Dataset",
+    "Decode",
     "Field",
     "ImageDecodeError",
     "PixmoError",

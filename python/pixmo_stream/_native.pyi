@@ -232,6 +232,7 @@ class ReadAhead:
         verify_blobs: bool = True,
         expect: list[int | None] | None = None,
         replace: tuple[int, int] | None = None,
+        decode: tuple[str, int, int, bool, int, str] | None = None,
     ) -> ReadAhead: ...
     @staticmethod
     def for_mixture(
@@ -256,6 +257,7 @@ class ReadAhead:
         verify_blobs: bool = True,
         expect: list[int | None] | None = None,
         replace: tuple[int, int] | None = None,
+        decode: tuple[str, int, int, bool, int, str] | None = None,
     ) -> ReadAhead: ...
     def next_batch(
         self,
@@ -265,6 +267,7 @@ class ReadAhead:
             list[int],
             list[int],
             list[tuple[int, int, int, int, str, int | None, str | None, str]],
+            npt.NDArray[np.uint8] | None,
         ]
         | None
     ): ...

@@ -15,6 +15,7 @@ from typing import Any
 from . import _native
 from . import bad_samples as bad
 from ._split import checked_int
+from .decoding import Decode, check_column
 from .streaming import STATE_VERSION, StreamingDataset, _PlannedIterable
 
 INFINITE = 1 << 62
@@ -67,6 +68,7 @@ class Mixture(_PlannedIterable):
         read_ahead: int = 2,
         on_bad_sample: str = "raise",
         max_replacements: int = 16,
+        decode: str | Decode | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -78,6 +80,7 @@ class Mixture(_PlannedIterable):
             read_ahead=read_ahead,
             on_bad_sample=on_bad_sample,
             max_replacements=max_replacements,
+            decode=decode,
         )
         if len(sources) != len(rates) or not sources:
             raise ValueError("give one rate per source")
@@ -89,6 +92,10 @@ class Mixture(_PlannedIterable):
                     f"mixture source {s.paths[0]!r} has batch_size={s.batch_size}: the mixture "
                     "batches (pass batch_size to the Mixture), its sources give records"
                 )
+        if self.decode is not None:
+            for s in sources:
+                assert s.schema is not None
+                check_column(self.decode, s.schema, s.columns, s.paths[0])
         self.sources = list(sources)
         self.rates = [float(r) for r in rates]
         _native.mixture_counts(self.rates, 0, 0, 0)  # validates the rates

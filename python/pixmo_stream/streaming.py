@@ -21,6 +21,7 @@ from ._split import check_rank_world, checked_int, detect_rank_world, in_worker,
 from .batching import collate as default_collate
 from .batching import null_fills
 from .dataset import Dataset, check_columns, column_list
+from .decoding import Decode, as_decode, check_column, collate_decoded, decode_on_gpu
 from .schema import Schema
 
 
@@ -47,8 +48,10 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         read_ahead: int,
         on_bad_sample: str = "raise",
         max_replacements: int = 16,
+        decode: str | Decode | None = None,
     ) -> None:
         bad.check_policy(on_bad_sample, max_replacements)
+        self.decode = as_decode(decode)
         if batch_size is not None:
             batch_size = checked_int("batch_size", batch_size, 1)
         if read_threads is not None:
@@ -243,9 +246,15 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
             "skip": skip,
             # A worker sends images on as references that the receiving process verifies when
             # it reads them; a worker that does not read an image leaves its pages untouched.
-            "verify_blobs": in_main or os.environ.get("PIXMO_STREAM_BLOB_IPC") == "copy",
+            # Under "replace", damage must be found here, where the row can still be replaced.
+            "verify_blobs": in_main
+            or self.on_bad_sample == "replace"
+            or os.environ.get("PIXMO_STREAM_BLOB_IPC") == "copy",
             "replace": (self._replace_seed(cfg), self.max_replacements)
             if self.on_bad_sample == "replace"
+            else None,
+            "decode": self.decode.native()
+            if self.decode is not None and self.decode.device == "cpu"
             else None,
         }
         reader = self._open(cfg, world, reading)
@@ -278,23 +287,36 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
                 return default_collate(records, pin_memory=self.pin_memory, nulls=nulls)
 
         replacing = self.on_bad_sample == "replace"
+        decode = self.decode
+        on_cpu = decode is not None and decode.device == "cpu" and self.collate_fn is None
+        on_gpu = decode is not None and decode.device == "cuda" and in_main
 
-        def finished(out: list[dict[str, Any]], replaced: list[bad.BadSample]) -> Any:
-            self._count(cfg, len(out), in_main, world, replaced)
-            batch = collate(out)
+        def finished(out: list[dict[str, Any]], replaced: list[bad.BadSample], images: Any) -> Any:
+            if on_cpu:
+                assert decode is not None
+                batch = collate_decoded(out, images, decode, collate, self.pin_memory)
+            else:
+                batch = collate(out)
             if replacing and isinstance(batch, dict):
                 batch[bad.BATCH_KEY] = replaced
+            if on_gpu:
+                assert decode is not None
+                batch = decode_on_gpu(batch, decode, self.on_bad_sample)
+                replaced = batch.get(bad.BATCH_KEY, replaced)
+            self._count(cfg, len(out), in_main, world, replaced)
             return batch
 
         try:
             pending: list[dict[str, Any]] = []
             # Replaced samples among `pending`, by index in it.
             pending_bad: list[tuple[int, bad.BadSample]] = []
+            # The read batch's gathered images while `pending` is exactly that batch.
+            pending_images: Any = None
             while True:
                 batch = reader.next_batch()
                 if batch is None:
                     break
-                records, sources, _rows, native_bad = batch
+                records, sources, _rows, native_bad, images = batch
                 self._decorate(records, sources)
                 replaced = bad.reports(native_bad)
                 if self.batch_size is None:
@@ -304,16 +326,19 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
                         yield rec
                     continue
                 base = len(pending)
+                pending_images = images if base == 0 else None
                 pending.extend(records)
                 pending_bad.extend((base + i, b) for i, b in replaced)
                 while len(pending) >= self.batch_size:
                     size = self.batch_size
+                    whole = len(pending) == size
                     out, pending = pending[:size], pending[size:]
                     mine = [b for i, b in pending_bad if i < size]
                     pending_bad = [(i - size, b) for i, b in pending_bad if i >= size]
-                    yield finished(out, mine)
+                    yield finished(out, mine, pending_images if whole else None)
+                    pending_images = None
             if pending:
-                yield finished(pending, [b for _, b in pending_bad])
+                yield finished(pending, [b for _, b in pending_bad], pending_images)
         finally:
             reader.close()
 
@@ -340,6 +365,9 @@ class StreamingDataset(_PlannedIterable):
             or `"replace"` (it is replaced deterministically and counted); see
             `pixmo_stream.bad_samples`.
         max_replacements: bad replacement candidates tried for one sample before raising.
+        decode: decode the images of a column on the read-ahead threads: `"rgb"`, `"cuda"`
+            (on the GPU, in the iterating process) or a `pixmo_stream.Decode` (column,
+            resize, pixel limit); see `pixmo_stream.decoding`.
     """
 
     def __init__(
@@ -360,6 +388,7 @@ class StreamingDataset(_PlannedIterable):
         read_ahead: int = 2,
         on_bad_sample: str = "raise",
         max_replacements: int = 16,
+        decode: str | Decode | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -371,6 +400,7 @@ class StreamingDataset(_PlannedIterable):
             read_ahead=read_ahead,
             on_bad_sample=on_bad_sample,
             max_replacements=max_replacements,
+            decode=decode,
         )
         if isinstance(path_or_paths, (str, os.PathLike)):
             path_or_paths = [path_or_paths]
@@ -401,6 +431,8 @@ class StreamingDataset(_PlannedIterable):
                     f"{p}: its schema differs from {self.paths[0]}'s (in the columns read); "
                     "datasets read as one must agree (use a Mixture for different ones)"
                 )
+            if self.decode is not None:
+                check_column(self.decode, ds.schema, self.columns, p)
             self.row_groups.extend(int(g[3]) for g in ds.row_group_layout())
             self._manifest_hashes.append(ds._native.manifest_hash)
         self.num_rows = sum(self.row_groups)

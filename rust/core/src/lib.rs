@@ -11,6 +11,7 @@ pub mod encode;
 pub mod error;
 pub mod footer;
 pub mod format;
+pub mod images;
 pub mod manifest;
 pub mod mapped;
 pub mod pages;

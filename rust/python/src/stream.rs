@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex};
 
 use pixmo_stream_core::plan::{ConsumerRows, EpochPlan, ShuffleOptions};
 use pixmo_stream_core::sample::{BadSample, BadSamplePolicy};
-use pixmo_stream_core::stream::{ReadAhead, ReadAheadOptions, RowSource};
+use pixmo_stream_core::stream::{ReadAhead, ReadAheadOptions, ReadBatch, RowSource};
 use pixmo_stream_core::Dataset;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::convert::{node_to_py, Helpers, ReadCtx};
+use crate::decoded::{batch_images, image_stage, row_image, DecodeSpec};
 use crate::errors::IntoPyResult;
 use crate::plan::{make_split, mixture_rows, mixture_sources};
 
@@ -29,6 +30,8 @@ pub struct PyReadAhead {
     helpers: Helpers,
     /// Binary values come back as zero-copy `Blob`s (pickled as `bytes` across processes).
     zero_copy: bool,
+    /// The column whose images the read threads decode (its values become arrays).
+    image_key: Option<Py<PyString>>,
 }
 
 /// A manifest's identity as Python holds it: `Dataset.manifest_hash`.
@@ -76,15 +79,29 @@ fn build(
     sources: Vec<SourceMeta>,
     rows: Box<dyn RowSource>,
     options: ReadAheadOptions,
+    decode: Option<DecodeSpec>,
 ) -> PyResult<PyReadAhead> {
     let datasets = sources.iter().map(|s| s.dataset.clone()).collect();
     let columns = sources.iter().map(|s| s.columns.clone()).collect();
-    let inner = ReadAhead::new(datasets, columns, rows, options).py_err()?;
+    let mut inner = ReadAhead::new(datasets, columns, rows, options).py_err()?;
+    let mut image_key = None;
+    if let Some(spec) = &decode {
+        let projected: Vec<Vec<String>> = sources
+            .iter()
+            .map(|s| {
+                let fields = &s.dataset.schema().fields;
+                s.columns.iter().map(|&c| fields[c].name.clone()).collect()
+            })
+            .collect();
+        inner = inner.with_stage(Arc::new(image_stage(spec, &projected)?));
+        image_key = Some(PyString::intern(py, &spec.5).unbind());
+    }
     Ok(PyReadAhead {
         inner: Mutex::new(inner),
         sources,
         helpers: Helpers::load(py)?,
         zero_copy: true,
+        image_key,
     })
 }
 
@@ -96,7 +113,7 @@ impl PyReadAhead {
     #[pyo3(signature = (paths, columns=None, *, seed=0, epoch=0, shuffle=true, window_rows=16384,
         start=0, world_size=1, rank=0, num_workers=1, worker=0, block=1, pad=false,
         batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true, expect=None,
-        replace=None))]
+        replace=None, decode=None))]
     #[allow(clippy::too_many_arguments)]
     fn for_plan(
         py: Python<'_>,
@@ -120,6 +137,7 @@ impl PyReadAhead {
         verify_blobs: bool,
         expect: Option<Vec<Option<ManifestId>>>,
         replace: Option<(u64, u32)>,
+        decode: Option<DecodeSpec>,
     ) -> PyResult<Self> {
         let n = paths.len();
         let sources = open_sources(py, paths, vec![columns; n], expect)?;
@@ -162,6 +180,7 @@ impl PyReadAhead {
                 verify_blobs,
                 on_bad_sample: policy(replace),
             },
+            decode,
         )
     }
 
@@ -171,7 +190,7 @@ impl PyReadAhead {
     #[pyo3(signature = (paths, columns, weights, seed, counts_at_start, sources, *, num_positions,
         start=0, world_size=1, rank=0, num_workers=1, worker=0, block=1,
         batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true, expect=None,
-        replace=None))]
+        replace=None, decode=None))]
     #[allow(clippy::too_many_arguments)]
     fn for_mixture(
         py: Python<'_>,
@@ -195,6 +214,7 @@ impl PyReadAhead {
         verify_blobs: bool,
         expect: Option<Vec<Option<ManifestId>>>,
         replace: Option<(u64, u32)>,
+        decode: Option<DecodeSpec>,
     ) -> PyResult<Self> {
         let metas = open_sources(py, paths, columns, expect)?;
         let rows = mixture_rows(
@@ -222,16 +242,16 @@ impl PyReadAhead {
                 verify_blobs,
                 on_bad_sample: policy(replace),
             },
+            decode,
         )
     }
 
-    /// The next batch as `(records, sources, rows, bad)`, or `None` at the end of the stream;
-    /// `rows` are the rows read (replacements included), `bad` the replaced rows.
+    /// The next batch as `(records, sources, rows, bad, images)`, or `None` at the end of the
+    /// stream; `rows` are the rows read (replacements included), `bad` the replaced rows,
+    /// `images` the batch's decoded images as one `[N, H, W, 3]` array when they have one
+    /// fixed size (each record's image is then a view of it), else `None`.
     #[allow(clippy::type_complexity)]
-    fn next_batch<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<Option<(Bound<'py, PyList>, Vec<usize>, Vec<u64>, Vec<PyBadSample>)>> {
+    fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Option<NextBatch<'py>>> {
         let batch = py
             .detach(|| {
                 self.inner
@@ -241,10 +261,19 @@ impl PyReadAhead {
             })
             .py_err()?;
         let Some(batch) = batch else { return Ok(None) };
+        let ReadBatch {
+            rows: read,
+            bad,
+            assembled,
+        } = batch;
+        let images = match assembled {
+            Some(v) => batch_images(py, v)?,
+            None => None,
+        };
         let records = PyList::empty(py);
-        let mut sources = Vec::with_capacity(batch.rows.len());
-        let mut rows = Vec::with_capacity(batch.rows.len());
-        for r in &batch.rows {
+        let mut sources = Vec::with_capacity(read.len());
+        let mut rows = Vec::with_capacity(read.len());
+        for (i, mut r) in read.into_iter().enumerate() {
             let meta = &self.sources[r.source];
             let fields = &meta.dataset.schema().fields;
             let d = PyDict::new(py);
@@ -265,12 +294,22 @@ impl PyReadAhead {
                 )?;
                 d.set_item(key.bind(py), v)?;
             }
+            if let Some(key) = &self.image_key {
+                let image = match (&images, r.processed.take()) {
+                    (Some(all), _) => Some(all.get_item(i)?),
+                    (None, Some(v)) => row_image(py, v)?,
+                    (None, None) => None,
+                };
+                if let Some(image) = image {
+                    d.set_item(key.bind(py), image)?;
+                }
+            }
             records.append(d)?;
             sources.push(r.source);
             rows.push(r.row);
         }
-        let bad = batch.bad.iter().map(bad_to_py).collect();
-        Ok(Some((records, sources, rows, bad)))
+        let bad = bad.iter().map(bad_to_py).collect();
+        Ok(Some((records, sources, rows, bad, images)))
     }
 
     /// Whether the background threads have started (they start on the first `next_batch`).
@@ -293,6 +332,15 @@ impl PyReadAhead {
         });
     }
 }
+
+/// What `next_batch` returns: `(records, sources, rows, bad, images)`.
+type NextBatch<'py> = (
+    Bound<'py, PyList>,
+    Vec<usize>,
+    Vec<u64>,
+    Vec<PyBadSample>,
+    Option<Bound<'py, PyAny>>,
+);
 
 /// `replace`: `(seed, max_attempts)` to replace bad samples, `None` to raise.
 fn policy(replace: Option<(u64, u32)>) -> BadSamplePolicy {
