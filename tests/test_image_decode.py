@@ -67,6 +67,14 @@ def test_jpeg_matches_pil(name: str) -> None:
     assert_close(ps.image.decode(data), pil_decode(data), max_abs=12, mean_abs=1.0)
 
 
+def test_stray_bytes_between_jpeg_segments_are_skipped_like_pil() -> None:
+    data = encode(PIL.Image.fromarray(photo(48, 64)), "JPEG", quality=90)
+    at = data.find(b"\xff\xdb")  # the first quantisation table
+    damaged = data[:at] + b"\x00\x00" + data[at:]
+    np.testing.assert_array_equal(ps.image.decode(damaged), ps.image.decode(data))
+    assert_close(ps.image.decode(damaged), pil_decode(damaged), max_abs=12, mean_abs=1.0)
+
+
 def test_grayscale_jpeg_is_replicated_to_rgb() -> None:
     data = encode(PIL.Image.fromarray(photo(40, 50)[..., 0]), "JPEG", quality=95)
     got = ps.image.decode(data)

@@ -18,6 +18,10 @@ __all__ = [
     "image_decode",
     "image_decode_many",
     "image_decode_batch",
+    "image_placement",
+    "image_molmo",
+    "image_molmo_many",
+    "image_molmo_geometry",
     "EpochPlan",
     "ConsumerRows",
     "MixtureRows",
@@ -68,6 +72,14 @@ def image_decode_batch(
     max_pixels: int,
     threads: int,
 ) -> tuple[npt.NDArray[np.uint8], list[ImageDecodeError | None]]: ...
+def image_placement(
+    src_height: int, src_width: int, mode: str, width: int, height: int
+) -> tuple[int, int, int, int, int, int]: ...
+def image_molmo(data: Any, cfg: tuple[Any, ...]) -> dict[str, Any]: ...
+def image_molmo_many(
+    items: Iterable[Any], cfg: tuple[Any, ...], threads: int
+) -> list[dict[str, Any] | ImageDecodeError]: ...
+def image_molmo_geometry(height: int, width: int, cfg: tuple[Any, ...]) -> dict[str, Any]: ...
 
 @final
 class Blob:
