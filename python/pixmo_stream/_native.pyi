@@ -9,6 +9,7 @@ import numpy.typing as npt
 __all__ = [
     "PixmoError",
     "CorruptDataError",
+    "BadSampleError",
     "SchemaError",
     "UnsupportedVersionError",
     "ImageDecodeError",
@@ -42,6 +43,7 @@ __version__: str
 
 class PixmoError(Exception): ...
 class CorruptDataError(PixmoError): ...
+class BadSampleError(CorruptDataError): ...
 class SchemaError(PixmoError): ...
 class UnsupportedVersionError(PixmoError): ...
 class ImageDecodeError(PixmoError): ...
@@ -241,6 +243,8 @@ class ReadAhead:
         skip: int = 0,
         verify_blobs: bool = True,
         expect: list[int | None] | None = None,
+        replace: tuple[int, int] | None = None,
+        decode: tuple[str, int, int, bool, int, str] | None = None,
     ) -> ReadAhead: ...
     @staticmethod
     def for_mixture(
@@ -264,8 +268,21 @@ class ReadAhead:
         skip: int = 0,
         verify_blobs: bool = True,
         expect: list[int | None] | None = None,
+        replace: tuple[int, int] | None = None,
+        decode: tuple[str, int, int, bool, int, str] | None = None,
     ) -> ReadAhead: ...
-    def next_batch(self) -> tuple[list[dict[str, Any]], list[int], list[int]] | None: ...
+    def next_batch(
+        self,
+    ) -> (
+        tuple[
+            list[dict[str, Any]],
+            list[int],
+            list[int],
+            list[tuple[int, int, int, int, str, int | None, str | None, str]],
+            npt.NDArray[np.uint8] | None,
+        ]
+        | None
+    ): ...
     @property
     def started(self) -> bool: ...
     def close(self) -> None: ...

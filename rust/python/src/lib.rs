@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 mod blob;
 mod convert;
 mod dataset;
+mod decoded;
 mod errors;
 mod image;
 mod molmo;
