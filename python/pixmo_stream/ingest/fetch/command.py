@@ -129,9 +129,9 @@ def add_parser(
         type=int,
         default=_DEFAULTS.retries,
         metavar="N",
-        help="extra attempts for connect errors, timeouts, truncated bodies, 408, 429 and "
-        "5xx, with exponential backoff and jitter; 404/410 are never retried "
-        "(default: %(default)s)",
+        help="extra attempts for connect errors, truncated bodies, 408, 429 and 5xx, with "
+        "exponential backoff and jitter; 404/410 are never retried, and a request that ran "
+        "out its --timeout is left for the next run (default: %(default)s)",
     )
     net.add_argument(
         "--backoff",

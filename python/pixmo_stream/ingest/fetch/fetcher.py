@@ -279,7 +279,7 @@ class _Run:
             if result.outcome is None:
                 gate.succeeded()
                 return await self._store(pool, url, sha, result, attempt_no + 1)
-            if not result.outcome.retryable:
+            if not result.outcome.retryable or _spent_its_deadline(result):
                 break
             throttling = result.status in _THROTTLE_STATUSES
             wait = result.retry_after
@@ -340,6 +340,12 @@ class _Run:
             attempts,
             time.time(),
         )
+
+
+def _spent_its_deadline(result: AttemptResult) -> bool:
+    """Our own deadline ran out: asking again at once would most likely wait as long again,
+    so the URL is left (retryable) for a later run. A server's 408 is retried like a 5xx."""
+    return result.outcome is Outcome.TIMEOUT and result.status != 408
 
 
 def _check(body: bytes, sha: str | None, opts: FetchOptions) -> Any:

@@ -130,8 +130,18 @@ class FetchState:
 
     def record(self, rec: UrlRecord) -> None:
         """Queue ``rec``; it is committed within half a second or 256 records."""
-        self._pending.append(dataclasses.astuple(rec))
-        self._pending[-1] = (rec.url, rec.outcome.value, *self._pending[-1][2:])
+        self._pending.append(
+            (
+                rec.url,
+                rec.outcome.value,
+                rec.status,
+                rec.detail,
+                rec.sha256,
+                rec.size,
+                rec.attempts,
+                rec.updated,
+            )
+        )
         now = time.monotonic()
         if len(self._pending) >= _COMMIT_EVERY or now - self._last_commit >= _COMMIT_SECONDS:
             self._commit_pending()
