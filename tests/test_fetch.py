@@ -272,3 +272,25 @@ def test_retry_after_parsing():
     assert parse_retry_after("Sun, 09 Sep 2001 01:48:40 GMT", now=now) == pytest.approx(120)
     assert parse_retry_after("soon", now=now) is None
     assert parse_retry_after(None) is None
+
+
+def test_a_full_disk_stops_the_run_and_keeps_what_was_written(server, tmp_path, monkeypatch):
+    from pixmo_stream.ingest.fetch.cache import ImageCache
+
+    real_write = ImageCache.write
+    written: list[str] = []
+
+    def write_until_full(self: ImageCache, url: str, body: bytes) -> None:
+        if len(written) == 2:
+            raise OSError(28, "No space left on device")
+        real_write(self, url, body)
+        written.append(url)
+
+    monkeypatch.setattr(ImageCache, "write", write_until_full)
+    urls = [server.url(f"/img/full{i}") for i in range(6)]
+    with pytest.raises(FetchError, match="No space left on device") as info:
+        fetch_images(urls, tmp_path, options=FetchOptions(concurrency=1), progress=False)
+    assert cache_name(urls[2]) in str(info.value)
+    assert cache_files(tmp_path) == {cache_name(u) for u in written}
+    state = FetchState(tmp_path)
+    assert [state.get(u).outcome for u in written] == [Outcome.OK, Outcome.OK]

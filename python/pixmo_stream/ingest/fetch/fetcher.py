@@ -28,7 +28,7 @@ from .hosts import HostGates
 from .options import FetchOptions
 from .outcome import Outcome
 from .report import FetchReport
-from .state import FetchState, UrlRecord
+from .state import FLUSH_SECONDS, FetchState, UrlRecord
 
 FetchItem = tuple[str, str | None]
 _THROTTLE_STATUSES = (429, 503)
@@ -152,27 +152,40 @@ class _Run:
                 connector=connector, timeout=timeout, headers=headers
             ) as session:
                 n_workers = min(opts.concurrency, max(1, len(self.todo)))
-                workers = [
-                    asyncio.create_task(self._worker(session, queue, pool))
-                    for _ in range(n_workers)
-                ]
+                flusher = asyncio.create_task(self._flush_periodically())
                 try:
                     async with asyncio.timeout(opts.deadline):
-                        for url, sha in self.todo.items():
-                            if not self._reuse(url, sha):
-                                await queue.put((url, sha))
-                        for _ in workers:
-                            await queue.put(None)
-                        await asyncio.gather(*workers)
+                        # A task group: if one worker fails (a full disk), the others and
+                        # the producer stop too, instead of waiting on a queue forever.
+                        async with asyncio.TaskGroup() as group:
+                            for _ in range(n_workers):
+                                group.create_task(self._worker(session, queue, pool))
+                            group.create_task(self._produce(queue, n_workers))
                 except TimeoutError:
                     self.report.deadline_reached = True
+                except ExceptionGroup as failed:
+                    raise failed.exceptions[0] from None
                 finally:
-                    for worker in workers:
-                        worker.cancel()
-                    await asyncio.gather(*workers, return_exceptions=True)
+                    flusher.cancel()
+                    await asyncio.gather(flusher, return_exceptions=True)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             self.finish()
+
+    async def _produce(
+        self, queue: asyncio.Queue[tuple[str, str | None] | None], n_workers: int
+    ) -> None:
+        for url, sha in self.todo.items():
+            if not self._reuse(url, sha):
+                await queue.put((url, sha))
+        for _ in range(n_workers):
+            await queue.put(None)
+
+    async def _flush_periodically(self) -> None:
+        """Commit finished URLs twice a second, so a kill loses at most that much state."""
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            self.state.flush()
 
     def finish(self, *, interrupted: bool = False) -> None:
         """Close the books (once): what never got an answer is ``not_attempted``."""
@@ -327,7 +340,11 @@ class _Run:
         verdict = await loop.run_in_executor(pool, _check, body, sha, self.opts)
         detail = verdict.detail
         if verdict.outcome.cached:
-            await loop.run_in_executor(pool, self.cache.write, url, body)
+            try:
+                await loop.run_in_executor(pool, self.cache.write, url, body)
+            except OSError as exc:  # a full or read-only disk: stop, keep what is written
+                path = self.cache.path(url)
+                raise FetchError(f"{path}: cannot write {url}: {exc}", path=str(path)) from exc
         elif verdict.outcome is Outcome.BAD_CONTENT and result.content_type:
             detail = f"{detail} (Content-Type {result.content_type})"
         return UrlRecord(
