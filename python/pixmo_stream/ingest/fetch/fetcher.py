@@ -22,7 +22,7 @@ import aiohttp
 from .attempt import AttemptResult, attempt
 from .backoff import backoff_delay
 from .cache import ImageCache
-from .content import check_image
+from .content import ContentVerdict, check_image
 from .errors import FetchError, FetchInterrupted
 from .hosts import HostGates
 from .options import FetchOptions
@@ -252,27 +252,17 @@ class _Run:
         url: str,
         sha: str | None,
     ) -> tuple[UrlRecord, bool]:
-        loop = asyncio.get_running_loop()
-        opts = self.opts
         if self.cache.size(url) is not None:
             # A file with no usable record (a Molmo cache, or a run killed before it committed
             # its state): accept it if it passes the same check a download would.
-            body = await loop.run_in_executor(pool, self.cache.read, url)
-            if body is not None:
-                verdict = await loop.run_in_executor(pool, _check, body, sha, opts)
-                if verdict.outcome.cached:
-                    rec = UrlRecord(
-                        url,
-                        verdict.outcome,
-                        None,
-                        "found in the cache",
-                        verdict.sha256,
-                        len(body),
-                        0,
-                        time.time(),
-                    )
-                    return rec, True
-            await loop.run_in_executor(pool, self.cache.discard, url)
+            loop = asyncio.get_running_loop()
+            verdict, size = await loop.run_in_executor(pool, self._check_cached, url, sha)
+            if verdict is not None and verdict.outcome.cached:
+                rec = UrlRecord(
+                    url, verdict.outcome, None, "found in the cache", verdict.sha256, size, 0,
+                    time.time(),
+                )  # fmt: skip
+                return rec, True
         return await self._download(session, pool, url, sha), False
 
     async def _download(
@@ -337,15 +327,9 @@ class _Run:
         body = result.body
         assert body is not None
         self.report.bytes_downloaded += len(body)
-        verdict = await loop.run_in_executor(pool, _check, body, sha, self.opts)
+        verdict = await loop.run_in_executor(pool, self._check_and_keep, url, body, sha)
         detail = verdict.detail
-        if verdict.outcome.cached:
-            try:
-                await loop.run_in_executor(pool, self.cache.write, url, body)
-            except OSError as exc:  # a full or read-only disk: stop, keep what is written
-                path = self.cache.path(url)
-                raise FetchError(f"{path}: cannot write {url}: {exc}", path=str(path)) from exc
-        elif verdict.outcome is Outcome.BAD_CONTENT and result.content_type:
+        if verdict.outcome is Outcome.BAD_CONTENT and result.content_type:
             detail = f"{detail} (Content-Type {result.content_type})"
         return UrlRecord(
             url,
@@ -358,12 +342,29 @@ class _Run:
             time.time(),
         )
 
+    # The two below run in the pool: one hand-off per image, check and file work together.
+
+    def _check_and_keep(self, url: str, body: bytes, sha: str | None) -> ContentVerdict:
+        verdict = check_image(body, sha, sha_policy=self.opts.sha_policy, decode=self.opts.decode)
+        if verdict.outcome.cached:
+            try:
+                self.cache.write(url, body)
+            except OSError as exc:  # a full or read-only disk: stop, keep what is written
+                path = self.cache.path(url)
+                raise FetchError(f"{path}: cannot write {url}: {exc}", path=str(path)) from exc
+        return verdict
+
+    def _check_cached(self, url: str, sha: str | None) -> tuple[ContentVerdict | None, int]:
+        body = self.cache.read(url)
+        if body is None:
+            return None, 0
+        verdict = check_image(body, sha, sha_policy=self.opts.sha_policy, decode=self.opts.decode)
+        if not verdict.outcome.cached:
+            self.cache.discard(url)
+        return verdict, len(body)
+
 
 def _spent_its_deadline(result: AttemptResult) -> bool:
     """Our own deadline ran out: asking again at once would most likely wait as long again,
     so the URL is left (retryable) for a later run. A server's 408 is retried like a 5xx."""
     return result.outcome is Outcome.TIMEOUT and result.status != 408
-
-
-def _check(body: bytes, sha: str | None, opts: FetchOptions) -> Any:
-    return check_image(body, sha, sha_policy=opts.sha_policy, decode=opts.decode)
