@@ -294,3 +294,18 @@ def test_a_full_disk_stops_the_run_and_keeps_what_was_written(server, tmp_path, 
     assert cache_files(tmp_path) == {cache_name(u) for u in written}
     state = FetchState(tmp_path)
     assert [state.get(u).outcome for u in written] == [Outcome.OK, Outcome.OK]
+
+
+def test_a_stricter_rerun_applies_its_policy_to_what_is_cached(server, tmp_path):
+    url = server.url("/img/resaved")
+    items = [(url, sha(b"the bytes the annotators saw"))]
+    flagged = fetch_images(items, tmp_path, options=FetchOptions(sha_policy="flag"), progress=False)
+    assert flagged.count(Outcome.SHA_FLAGGED) == 1 and cache_files(tmp_path)
+    again = fetch_images(items, tmp_path, options=FetchOptions(sha_policy="flag"), progress=False)
+    assert again.count(Outcome.SHA_FLAGGED) == 1 and again.reused == 1
+    strict = fetch_images(
+        items, tmp_path, options=FetchOptions(sha_policy="strict"), progress=False
+    )
+    assert strict.count(Outcome.SHA_MISMATCH) == 1
+    assert cache_files(tmp_path) == set()
+    assert server.count("/img/resaved") == 2

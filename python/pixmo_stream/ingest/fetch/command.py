@@ -66,9 +66,12 @@ def add_parser(
     )
     p.add_argument("parquet", nargs="+", metavar="PARQUET", help="PixMo parquet file(s)")
     p.add_argument("--cache", required=True, metavar="DIR", help="image cache directory")
-    p.add_argument("--url-column", default=URL_COLUMN, help="URL column (default: %(default)s)")
+    p.add_argument(
+        "--url-column", metavar="NAME", default=URL_COLUMN, help="URL column (default: %(default)s)"
+    )
     p.add_argument(
         "--sha-column",
+        metavar="NAME",
         default=SHA_COLUMN,
         help="expected-sha256 column, used where present (default: %(default)s)",
     )
@@ -76,12 +79,14 @@ def add_parser(
     net = p.add_argument_group("network")
     net.add_argument(
         "--concurrency",
+        metavar="N",
         type=_positive(int),
         default=_DEFAULTS.concurrency,
         help="requests in flight over all hosts (default: %(default)s)",
     )
     net.add_argument(
         "--per-host",
+        metavar="N",
         type=_positive(int),
         default=_DEFAULTS.per_host,
         help="requests in flight to one host (default: %(default)s)",
@@ -122,7 +127,7 @@ def add_parser(
         type=byte_size,
         default=_DEFAULTS.max_bytes,
         metavar="SIZE",
-        help="refuse bodies larger than this, e.g. 32MB (default: %(default)s bytes)",
+        help="refuse bodies larger than this, e.g. 32MB or 64MiB (default: 32MiB)",
     )
     net.add_argument(
         "--retries",
@@ -157,6 +162,7 @@ def add_parser(
     )
     net.add_argument(
         "--user-agent",
+        metavar="UA",
         default=DEFAULT_USER_AGENT,
         help="User-Agent header (default: %(default)s)",
     )

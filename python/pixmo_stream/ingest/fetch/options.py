@@ -9,7 +9,7 @@ from typing import Literal
 ShaPolicy = Literal["strict", "flag", "off"]
 SHA_POLICIES: tuple[ShaPolicy, ...] = ("strict", "flag", "off")
 
-DEFAULT_USER_AGENT = "pixmo-stream-fetch/0.1 (+https://github.com/allenai/molmo; research dataset)"
+DEFAULT_USER_AGENT = "pixmo-stream-fetch/0.1 (research image dataset download)"
 
 
 @dataclasses.dataclass(frozen=True)
