@@ -242,9 +242,12 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         if not Path(path).is_file():
             sys.stderr.write(f"pixmo-stream fetch: error: {path}: no such file\n")
             return 2
-    todo = distinct_urls(
-        parquet_urls(args.parquet, url_column=args.url_column, sha_column=args.sha_column or None)
-    )
+    try:
+        todo = distinct_urls(
+            parquet_urls(args.parquet, url_column=args.url_column, sha_column=args.sha_column)
+        )
+    except (TypeError, ValueError) as exc:  # a malformed sha256 or a non-string URL column
+        raise FetchError(f"{', '.join(args.parquet)}: {exc}") from exc
     items = list(todo.items())[: args.limit] if args.limit else todo.items()
     progress = not getattr(args, "quiet", False) and _isatty(sys.stderr)
     try:
