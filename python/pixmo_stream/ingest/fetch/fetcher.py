@@ -289,7 +289,7 @@ class _Run:
             if wait is not None and wait > opts.retry_after_cap:
                 if throttling:
                     gate.throttled(
-                        backoff_delay(gate.throttles, opts.backoff_base, opts.backoff_max, self.rng)
+                        backoff_delay(gate.streak, opts.backoff_base, opts.backoff_max, self.rng)
                     )
                 detail = (
                     f"{result.detail}: Retry-After {wait:,.0f} s is over the cap of "
