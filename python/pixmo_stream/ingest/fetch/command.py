@@ -52,7 +52,7 @@ def add_parser(
     subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()
 ) -> argparse.ArgumentParser:
     outcomes = ", ".join(o.value for o in Outcome)
-    p = subparsers.add_parser(
+    p: argparse.ArgumentParser = subparsers.add_parser(
         NAME,
         parents=list(parents),
         help="download the images of PixMo parquet files into a Molmo-compatible cache",

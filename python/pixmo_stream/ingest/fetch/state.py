@@ -16,6 +16,7 @@ import os
 import sqlite3
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from .errors import FetchError
 from .outcome import Outcome
@@ -64,7 +65,7 @@ class FetchState:
         self.cache_dir = Path(cache_dir)
         self.path = self.cache_dir / STATE_FILE
         self._lock_fd: int | None = None
-        self._pending: dict[str, tuple[object, ...]] = {}
+        self._pending: dict[str, tuple[Any, ...]] = {}
         if writable:
             self._lock()
         elif not self.path.exists():
@@ -106,7 +107,7 @@ class FetchState:
 
     def get(self, url: str) -> UrlRecord | None:
         """The last recorded outcome for ``url``, or ``None`` if no run has finished it."""
-        row = self._pending.get(url)
+        row: tuple[Any, ...] | None = self._pending.get(url)
         if row is None:
             row = self._db.execute(
                 "SELECT url, outcome, status, detail, sha256, size, attempts, updated "
