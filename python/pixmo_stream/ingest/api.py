@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pyarrow as pa
 
-from .convert import ConvertReport, convert_table, parquet_files, read_parquet
 from .errors import InputError
 from .images import Check
 from .inputs import (
@@ -21,6 +20,7 @@ from .inputs import (
 )
 from .lazy_column import ParquetColumn
 from .passthrough import passthrough_preset
+from .pipeline import ConvertReport, convert_table, parquet_files, read_parquet
 from .presets import PRESETS, Preset, get_preset
 from .sources import FolderImages, ImageSource, InlineImages, Naming, NoImages
 from .split import MOLMO_SPLIT_SEED, Split
