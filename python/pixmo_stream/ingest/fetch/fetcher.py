@@ -149,7 +149,11 @@ class _Run:
         queue: asyncio.Queue[tuple[str, str | None] | None] = asyncio.Queue(2 * opts.concurrency)
         try:
             async with aiohttp.ClientSession(
-                connector=connector, timeout=timeout, headers=headers
+                # trust_env: HTTP(S)_PROXY and NO_PROXY apply, as with requests (Molmo's).
+                connector=connector,
+                timeout=timeout,
+                headers=headers,
+                trust_env=True,
             ) as session:
                 n_workers = min(opts.concurrency, max(1, len(self.todo)))
                 flusher = asyncio.create_task(self._flush_periodically())
