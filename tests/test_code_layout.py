@@ -12,6 +12,7 @@ CORE_SRC = ROOT / "rust" / "core" / "src"
 MAX_LINES = 700
 SKIP_DIRS = {"target", ".venv", "node_modules", "__pycache__", ".git", "out"}
 
+
 def _sources() -> list[Path]:
     found = []
     roots = (("rust", "*.rs"), ("python", "*.py"), ("tests", "*.py"), ("benches", "*.py"))
