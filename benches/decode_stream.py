@@ -76,27 +76,42 @@ def encoded_images(path: Path, n: int) -> list[bytes]:
 
 # ---- timing ------------------------------------------------------------------------------
 def rate(batches: Iterable[Any], count: Callable[[Any], int], limit: int) -> dict[str, float]:
-    """Images per second after the first batch, over up to `limit` images."""
+    """Images per second over up to `limit` images, timed from the first quarter on: by then
+    every loader's queues (read-ahead, worker prefetch) are as full as they stay, so the
+    images taken after it were made after it (timing from the first batch would credit a
+    loader with images its workers decoded while the first batch was awaited)."""
     t0 = time.perf_counter()
     it = iter(batches)
-    first = count(next(it))
-    t1 = time.perf_counter()
-    n = 0
+    n = count(next(it))
+    t_first = time.perf_counter() - t0
+    while n < limit // 4:
+        n += count(next(it))
+    t1, n1 = time.perf_counter(), n
     for b in it:
         n += count(b)
-        if first + n >= limit:
+        if n >= limit:
             break
     t2 = time.perf_counter()
-    return {"images_per_s": n / (t2 - t1), "first_batch_s": t1 - t0, "images": first + n}
+    return {
+        "images_per_s": (n - n1) / (t2 - t1),
+        "overall_images_per_s": n / (t2 - t0),
+        "first_batch_s": t_first,
+        "images": n,
+    }
 
 
 def limit_rate(images: list[bytes], size: int, fast: bool) -> dict[str, float]:
+    """The same decoder on the same images held in memory, 2 threads, nothing else (the best
+    of two runs: other processes on the machine only slow it down)."""
     from pixmo_stream import image
 
     image.decode_many(images[:8], resize=(size, size), fast=fast, threads=2)  # warm
-    t = time.perf_counter()
-    image.decode_many(images, resize=(size, size), fast=fast, threads=2)
-    return {"images_per_s": len(images) / (time.perf_counter() - t), "images": len(images)}
+    best = 0.0
+    for _ in range(2):
+        t = time.perf_counter()
+        image.decode_many(images, resize=(size, size), fast=fast, threads=2)
+        best = max(best, len(images) / (time.perf_counter() - t))
+    return {"images_per_s": best, "images": len(images)}
 
 
 def ours(path: Path, size: int, workers: int, fast: bool, limit: int) -> dict[str, float]:
@@ -252,8 +267,9 @@ def main() -> None:
         except Exception as e:  # a peer that is not installed or fails: say so, go on
             print(f"{name}: failed ({type(e).__name__}: {e})")
 
-    run("limit: same decoder, 2 threads, in memory", lambda: limit_rate(images, size, False))
-    run("limit, fast (DCT-scaled) decode", lambda: limit_rate(images, size, True))
+    sample = images[:600]
+    run("limit: same decoder, 2 threads, in memory", lambda: limit_rate(sample, size, False))
+    run("limit, fast (DCT-scaled) decode", lambda: limit_rate(sample, size, True))
     for w in (0, 2):
         run(f"pixmo-stream, {w} workers", lambda w=w: ours(paths["pixmo"], size, w, False, n))
     run("pixmo-stream, 0 workers, fast", lambda: ours(paths["pixmo"], size, 0, True, n))
@@ -271,6 +287,14 @@ def main() -> None:
             lambda w=w: rate(peer_wds(paths["wds"], resize, w, stack_images), len, n),
         )
     molmo = molmo_rows(args, paths)
+    # The limits again, after the loaders: the machine is shared, keep the better figure.
+    for key, fast in (
+        ("limit: same decoder, 2 threads, in memory", False),
+        ("limit, fast (DCT-scaled) decode", True),
+    ):
+        again = limit_rate(sample, size, fast)
+        if key in rows and again["images_per_s"] > rows[key]["images_per_s"]:
+            rows[key] = again
 
     peers = {k: v for k, v in rows.items() if k.startswith(("MDS", "WebDataset"))}
     best_peer = max(peers, key=lambda k: peers[k]["images_per_s"]) if peers else None
