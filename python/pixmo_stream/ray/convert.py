@@ -94,8 +94,8 @@ def write_on_ray(
     Ray is not initialised yet and none is given) and commits their records to ``output``."""
     check_output(output, overwrite)
     started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    if started:  # else this process is connected already, and stays on its cluster
+        ray.init(address=address, **({"include_dashboard": False} if address is None else {}))
     root = staging_root(output)
     discard(root)
     options: dict[str, Any] = {"metadata": metadata}
