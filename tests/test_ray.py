@@ -252,6 +252,23 @@ def test_an_empty_dataset_with_a_schema(tmp_path: Path) -> None:
         write_pixmo(ds, tmp_path / "other")
 
 
+def test_blocks_of_different_types_without_a_schema_are_refused(tmp_path: Path) -> None:
+    ds = ray.data.from_blocks([pa.table({"x": [1, 2]}), pa.table({"x": ["a", "b"]})])
+    with pytest.raises(RayWriteError, match=r"different schemas \(x: x: int64\? vs x: string\?"):
+        write_pixmo(ds, tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert os.listdir(tmp_path) in ([], ["out"])
+
+
+def test_a_dataset_rewritten_after_the_read_was_planned_is_refused(tmp_path: Path) -> None:
+    src = _write_source(tmp_path / "src", n=10)
+    ds = read_pixmo(src, columns=["id"])
+    with ps.Writer(src, SCHEMA, overwrite=True) as w:
+        w.write(_record(0))
+    with pytest.raises(ps.CorruptDataError, match="rewritten after Ray planned the read"):
+        ds.take_all()
+
+
 def _points_input(tmp_path: Path, n: int = 40) -> tuple[Path, Path]:
     """n images, 2-3 rows each, interleaved; every 7th image is an HTML page."""
     rows = []

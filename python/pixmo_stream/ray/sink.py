@@ -101,7 +101,7 @@ class PixmoDatasink(Datasink[StagedPart | None]):
             if writer is not None:
                 writer.abort()
             raise
-        return StagedPart(int(ctx.task_idx), where, summary.num_rows)
+        return StagedPart(int(ctx.task_idx), where, summary.num_rows, writer.schema)
 
     def on_write_complete(self, write_result: Any) -> None:
         parts = [p for p in write_result.write_returns if p is not None]

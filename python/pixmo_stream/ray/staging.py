@@ -32,6 +32,27 @@ class StagedPart:
     index: int  # the task's position in the input: parts are committed in this order
     path: str
     num_rows: int
+    schema: Schema | None = None  # what it wrote
+
+
+def _check_schemas(parts: list[StagedPart], output: str) -> None:
+    first = parts[0]
+    for p in parts[1:]:
+        if p.schema is None or first.schema is None or p.schema == first.schema:
+            continue
+        theirs = {f.name: f for f in p.schema}
+        ours = {f.name: f for f in first.schema}
+        diff = [
+            f"{name}: {ours[name] if name in ours else '(none)'} vs "
+            f"{theirs[name] if name in theirs else '(none)'}"
+            for name in dict.fromkeys([*ours, *theirs])
+            if ours.get(name) != theirs.get(name)
+        ]
+        raise RayWriteError(
+            f"{output}: write tasks {first.index} and {p.index} wrote different schemas "
+            f"({'; '.join(diff) or 'the columns are in another order'}); pass schema= so that "
+            "every task writes the same one"
+        )
 
 
 def staging_root(output: str) -> str:
@@ -84,6 +105,7 @@ def commit(
                 output, schema, overwrite=overwrite, metadata=dict(metadata or {})
             ).close()
             return summary
+        _check_schemas(ordered, output)
         merged = merge([p.path for p in ordered], output, mode="move", overwrite=overwrite)
         return WriteSummary(merged.path, merged.num_rows, merged.num_shards, merged.num_bytes)
     finally:
