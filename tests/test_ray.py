@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install '
 
 import pixmo_fixtures as F  # noqa: E402
 import pixmo_stream as ps  # noqa: E402
-from pixmo_stream.ingest import convert  # noqa: E402
+from pixmo_stream.ingest import FolderImages, ImageRef, convert  # noqa: E402
 from pixmo_stream.ray import (  # noqa: E402
     PixmoDatasink,
     RayWriteError,
@@ -322,6 +322,47 @@ def test_convert_on_ray_writes_a_local_runs_records_in_order(
     assert ps.Dataset(tmp_path / "ray").metadata == ps.Dataset(tmp_path / "local").metadata
     assert ps.Dataset(tmp_path / "ray").num_shards == 4
     assert {".ray.pixmo-staging"}.isdisjoint(os.listdir(tmp_path))
+
+
+class DiesOnce:
+    """Reads the image folder; the first read of image 25 kills its worker (or, with
+    ``how="raise"``, raises every time), after earlier images of its partition are read."""
+
+    def __init__(self, root: Path, marker: Path, how: str) -> None:
+        self.folder = FolderImages(str(root))
+        self.marker, self.how = str(marker), how
+
+    def read(self, ref: ImageRef) -> bytes:
+        if ref.url == F.url(25):
+            if self.how == "raise":
+                raise RuntimeError("the image store is down")
+            if not os.path.exists(self.marker):
+                open(self.marker, "w").close()
+                os._exit(1)
+        return self.folder.read(ref)
+
+
+def test_convert_on_ray_survives_a_killed_task_and_fails_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Batches of 8 images, 2 batches a task: image 25 is in partition 1 of 3.
+    monkeypatch.setattr(importlib.import_module("pixmo_stream.ingest.convert"), "BATCH_GROUPS", 8)
+    monkeypatch.setattr(importlib.import_module("pixmo_stream.ray.convert"), "PARTITION_BATCHES", 2)
+    parquet, cache = _points_input(tmp_path)
+    kw: dict[str, Any] = dict(preset="pixmo-points")
+    convert(str(parquet), str(tmp_path / "local"), images=str(cache), **kw)
+    source = DiesOnce(cache, tmp_path / "marker", "kill")
+    convert(str(parquet), str(tmp_path / "ray"), engine="ray", source=source, **kw)
+    assert (tmp_path / "marker").exists()
+    assert _records(tmp_path / "ray") == _records(tmp_path / "local")
+    assert ps.Dataset(tmp_path / "ray").num_shards == 3
+    assert _files(tmp_path / "ray") == _manifest_files(tmp_path / "ray") | {"convert-report.json"}
+
+    with pytest.raises(RuntimeError, match="the image store is down"):
+        source = DiesOnce(cache, tmp_path / "marker", "raise")
+        convert(str(parquet), str(tmp_path / "failed"), engine="ray", source=source, **kw)
+    assert not (tmp_path / "failed" / "manifest.json").exists()
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".pixmo-staging")]
 
 
 def test_cli_convert_engine_ray(tmp_path: Path) -> None:
