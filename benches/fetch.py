@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -59,6 +60,7 @@ class Result:
     urls: int
     ok: int | None
     wall_s: float
+    cpu_s: float
     hung: bool = False
     note: str = ""
 
@@ -86,15 +88,20 @@ def url_paths(n: int, scenario: str) -> list[str]:
 
 
 # -- the server, in its own process ------------------------------------------------------------
-def serve(latency: tuple[float, float], lifetime: float) -> None:
+def serve(latency: tuple[float, float], lifetime: float, hosts: int) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from fault_server import FaultServer
 
     srv = FaultServer(
-        latency=latency, image_pool=64, image_size=(640, 480), lifetime=lifetime, drip_interval=1.0
+        latency=latency,
+        image_pool=64,
+        image_size=(640, 480),
+        lifetime=lifetime,
+        drip_interval=1.0,
+        hosts=hosts,
     )
     srv.start()
-    print(srv.port, flush=True)
+    print(" ".join(map(str, srv.ports)), flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -102,7 +109,9 @@ def serve(latency: tuple[float, float], lifetime: float) -> None:
         srv.stop()
 
 
-def start_server(latency: tuple[float, float], lifetime: float) -> tuple[subprocess.Popen, int]:
+def start_server(
+    latency: tuple[float, float], lifetime: float, hosts: int
+) -> tuple[subprocess.Popen, list[int]]:
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -114,14 +123,16 @@ def start_server(latency: tuple[float, float], lifetime: float) -> tuple[subproc
             str(latency[1]),
             "--limit",
             str(lifetime),
+            "--hosts",
+            str(hosts),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
     )
     assert proc.stdout is not None
-    port = int(proc.stdout.readline())
-    return proc, port
+    ports = [int(p) for p in proc.stdout.readline().split()]
+    return proc, ports
 
 
 # -- contenders --------------------------------------------------------------------------------
@@ -162,10 +173,23 @@ IMG2DATASET = textwrap.dedent("""
 """)
 
 
-def run_timed(
-    cmd: list[str], limit: float, env: dict[str, str] | None = None
-) -> tuple[float, bool, str]:
+@dataclass
+class Timed:
+    wall_s: float
+    cpu_s: float
+    hung: bool
+    out: str
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_timed(cmd: list[str], limit: float, env: dict[str, str] | None = None) -> Timed:
+    """Run ``cmd``; wall and CPU seconds (its whole process tree), killed after ``limit``."""
     started = time.perf_counter()
+    cpu_before = _children_cpu()
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -185,11 +209,11 @@ def run_timed(
     wall = time.perf_counter() - started
     if proc.returncode not in (0, None) and not hung:
         sys.stderr.write(f"{cmd[:3]} exited {proc.returncode}: {err[-2000:]}\n")
-    return wall, hung, out
+    return Timed(wall, _children_cpu() - cpu_before, hung, out)
 
 
 def bench_scenario(
-    scenario: str, n: int, port: int, work: Path, limit: float, i2d_python: Path | None
+    scenario: str, n: int, ports: list[int], work: Path, limit: float, i2d_python: Path | None
 ) -> list[Result]:
     paths = url_paths(n, scenario)
     results = []
@@ -197,12 +221,19 @@ def bench_scenario(
     def urls_for(contender: str) -> Path:
         f = work / f"{scenario}-{contender}.txt"
         f.write_text(
-            "".join(f"http://127.0.0.1:{port}{p}?run={scenario}-{contender}\n" for p in paths)
+            "".join(
+                f"http://127.0.0.1:{ports[i % len(ports)]}{p}?run={scenario}-{contender}\n"
+                for i, p in enumerate(paths)
+            )
         )
         return f
 
-    wall, hung, out = run_timed([sys.executable, "-c", CEILING, str(urls_for("ceiling"))], limit)
-    results.append(Result("ceiling", scenario, n, None if hung else int(out or 0), wall, hung))
+    def add(name: str, t: Timed, ok: int | None) -> None:
+        note = f"killed after {limit:g} s, still running" if t.hung else ""
+        results.append(Result(name, scenario, n, ok, t.wall_s, t.cpu_s, t.hung, note))
+
+    t = run_timed([sys.executable, "-c", CEILING, str(urls_for("ceiling"))], limit)
+    add("ceiling", t, None if t.hung else int(t.out or 0))
 
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -213,57 +244,39 @@ def bench_scenario(
         parquet = work / f"{scenario}-{name}.parquet"
         pq.write_table(pa.table({"image_url": listing}), parquet)
         cache = work / f"{scenario}-{name}-cache"
-        cmd = [
-            sys.executable,
-            "-m",
-            "pixmo_stream.ingest.fetch",
-            str(parquet),
-            "--cache",
-            str(cache),
-            "-q",
-            "--json",
-            *extra,
-        ]
-        wall, hung, out = run_timed(cmd, limit, env)
-        ok = None
-        if not hung:
-            report = json.loads(out)
-            ok = report["cached"]
-        results.append(Result(name, scenario, n, ok, wall, hung))
+        cmd = [sys.executable, "-m", "pixmo_stream.ingest.fetch", str(parquet), "--cache"]
+        cmd += [str(cache), "-q", "--json", *extra]
+        t = run_timed(cmd, limit, env)
+        add(name, t, None if t.hung else int(json.loads(t.out)["cached"]))
 
     if i2d_python is not None:
         script = work / "run_img2dataset.py"
         script.write_text(IMG2DATASET)
         out_dir = work / f"{scenario}-i2d"
         env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
-        wall, hung, out = run_timed(
-            [str(i2d_python), str(script), str(urls_for("img2dataset")), str(out_dir)], limit, env
-        )
-        ok = None if hung else int(out.strip().splitlines()[-1]) if out.strip() else 0
-        results.append(
-            Result(
-                "img2dataset", scenario, n, ok, wall, hung, "killed: still running" if hung else ""
-            )
-        )
+        cmd = [str(i2d_python), str(script), str(urls_for("img2dataset")), str(out_dir)]
+        t = run_timed(cmd, limit, env)
+        lines = t.out.strip().splitlines()
+        add("img2dataset", t, None if t.hung or not lines else int(lines[-1]))
     return results
 
 
 def print_table(results: list[Result]) -> None:
     base = {r.scenario: r for r in results if r.contender == "img2dataset" and not r.hung}
     print(
-        f"{'scenario':<8} {'contender':<15} {'urls':>6} {'ok':>6} {'wall s':>8} "
+        f"{'scenario':<8} {'contender':<15} {'urls':>6} {'ok':>6} {'wall s':>8} {'cpu s':>7} "
         f"{'images/s':>9} {'vs img2dataset':>15}"
     )
     for r in results:
         ok = "-" if r.ok is None else str(r.ok)
-        wall = f"{r.wall_s:8.1f}" + ("+" if r.hung else " ")
+        wall = f"{r.wall_s:.1f}" + ("+" if r.hung else "")
         ratio = ""
         if r.scenario in base and r.contender != "img2dataset" and not r.hung:
             ratio = f"{r.rate / base[r.scenario].rate:.2f}x" if base[r.scenario].rate else ""
-        rate = "hung" if r.hung else f"{r.rate:9.0f}"
+        rate = "hung" if r.hung else f"{r.rate:.0f}"
         print(
-            f"{r.scenario:<8} {r.contender:<15} {r.urls:>6} {ok:>6} {wall:>9}{rate:>9} "
-            f"{ratio:>15}  {r.note}"
+            f"{r.scenario:<8} {r.contender:<15} {r.urls:>6} {ok:>6} {wall:>8} {r.cpu_s:>7.1f} "
+            f"{rate:>9} {ratio:>15}  {r.note}"
         )
 
 
@@ -282,11 +295,14 @@ def main() -> None:
         "--limit", type=float, default=180.0, help="seconds before a contender is killed as hung"
     )
     parser.add_argument("--scenarios", default="clean,faults")
+    parser.add_argument(
+        "--hosts", type=int, default=32, help="distinct hosts (server ports) the URLs spread over"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(tuple(args.latency), args.limit)
+        serve(tuple(args.latency), args.limit, args.hosts)
         return
 
     i2d = Path(os.environ.get("IMG2DATASET_PYTHON", DEFAULT_I2D))
@@ -294,12 +310,12 @@ def main() -> None:
     if i2d_python is None:
         print(f"img2dataset: skipped ({i2d} not found; set IMG2DATASET_PYTHON)")
     scenarios = args.scenarios.split(",")
-    server, port = start_server(tuple(args.latency), args.limit * 8 * len(scenarios))
+    server, ports = start_server(tuple(args.latency), args.limit * 8 * len(scenarios), args.hosts)
     work = Path(tempfile.mkdtemp(prefix="pixmo-fetch-bench-"))
     results: list[Result] = []
     try:
         for scenario in scenarios:
-            results += bench_scenario(scenario, args.urls, port, work, args.limit, i2d_python)
+            results += bench_scenario(scenario, args.urls, ports, work, args.limit, i2d_python)
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -308,8 +324,9 @@ def main() -> None:
             server.kill()
         shutil.rmtree(work, ignore_errors=True)
     print(
-        f"\n{os.cpu_count()} CPUs; latency {args.latency[0]:g}-{args.latency[1]:g} s per "
-        f"request; 640x480 JPEGs (~{_pool_kb():.0f} kB); '+' = killed after {args.limit:g} s"
+        f"\n{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}); {args.hosts} hosts; "
+        f"latency {args.latency[0]:g}-{args.latency[1]:g} s per request; 640x480 JPEGs "
+        f"(~{_pool_kb():.0f} kB); cpu s = the contender's processes; ratios are of images/s"
     )
     print_table(results)
     if args.json:

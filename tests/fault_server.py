@@ -70,7 +70,10 @@ class FaultServer:
         latency: tuple[float, float] | None = None,
         image_pool: int = 0,
         drip_interval: float = 0.2,
+        hosts: int = 1,
     ) -> None:
+        self.hosts = hosts
+        self.ports: list[int] = []
         self.delay = delay
         self.latency = latency
         self.drip_interval = drip_interval
@@ -114,8 +117,8 @@ class FaultServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+    def url(self, path: str, host: int = 0) -> str:
+        return f"http://127.0.0.1:{self.ports[host]}{path}"
 
     def count(self, path: str) -> int:
         with self._lock:
@@ -138,11 +141,15 @@ class FaultServer:
         app.router.add_get("/{kind}/{key}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        # Each port is a separate host to a client's per-host limits: ``hosts`` ports serve
+        # the same paths, as the many hosts of a real URL list would.
+        for _ in range(self.hosts):
+            site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+            await site.start()
+            server = site._server
+            assert server is not None
+            self.ports.append(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        self.port = self.ports[0]
         self._ready.set()
         deadline = time.monotonic() + self.lifetime
         while not self._stopped.is_set() and time.monotonic() < deadline:

@@ -90,7 +90,8 @@ def test_every_fault_ends_in_its_outcome_and_only_images_are_cached(server, tmp_
     assert server.count("/404/x") == server.count("/410/x") == 1
     assert server.count("/429-days/x") == 1
     assert server.count("/html/x") == server.count("/noai/x") == 1
-    assert server.count("/drip/x") == server.count("/reset/x") == 1 + FAST.retries
+    assert server.count("/reset/x") == server.count("/truncated/x") == 1 + FAST.retries
+    assert server.count("/drip/x") == 1  # its deadline spent: left for the next run
     assert report.requests == server.total_requests() - (server.count("/loop/x") - 1)
 
 
@@ -271,3 +272,40 @@ def test_retry_after_parsing():
     assert parse_retry_after("Sun, 09 Sep 2001 01:48:40 GMT", now=now) == pytest.approx(120)
     assert parse_retry_after("soon", now=now) is None
     assert parse_retry_after(None) is None
+
+
+def test_a_full_disk_stops_the_run_and_keeps_what_was_written(server, tmp_path, monkeypatch):
+    from pixmo_stream.ingest.fetch.cache import ImageCache
+
+    real_write = ImageCache.write
+    written: list[str] = []
+
+    def write_until_full(self: ImageCache, url: str, body: bytes) -> None:
+        if len(written) == 2:
+            raise OSError(28, "No space left on device")
+        real_write(self, url, body)
+        written.append(url)
+
+    monkeypatch.setattr(ImageCache, "write", write_until_full)
+    urls = [server.url(f"/img/full{i}") for i in range(6)]
+    with pytest.raises(FetchError, match="No space left on device") as info:
+        fetch_images(urls, tmp_path, options=FetchOptions(concurrency=1), progress=False)
+    assert cache_name(urls[2]) in str(info.value)
+    assert cache_files(tmp_path) == {cache_name(u) for u in written}
+    state = FetchState(tmp_path)
+    assert [state.get(u).outcome for u in written] == [Outcome.OK, Outcome.OK]
+
+
+def test_a_stricter_rerun_applies_its_policy_to_what_is_cached(server, tmp_path):
+    url = server.url("/img/resaved")
+    items = [(url, sha(b"the bytes the annotators saw"))]
+    flagged = fetch_images(items, tmp_path, options=FetchOptions(sha_policy="flag"), progress=False)
+    assert flagged.count(Outcome.SHA_FLAGGED) == 1 and cache_files(tmp_path)
+    again = fetch_images(items, tmp_path, options=FetchOptions(sha_policy="flag"), progress=False)
+    assert again.count(Outcome.SHA_FLAGGED) == 1 and again.reused == 1
+    strict = fetch_images(
+        items, tmp_path, options=FetchOptions(sha_policy="strict"), progress=False
+    )
+    assert strict.count(Outcome.SHA_MISMATCH) == 1
+    assert cache_files(tmp_path) == set()
+    assert server.count("/img/resaved") == 2

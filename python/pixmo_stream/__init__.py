@@ -14,6 +14,7 @@ from typing import Any
 from . import image
 from ._native import (
     FORMAT_VERSION,
+    BadSampleError,
     Blob,
     CorruptDataError,
     ImageDecodeError,
@@ -21,7 +22,9 @@ from ._native import (
     SchemaError,
     UnsupportedVersionError,
 )
+from .bad_samples import BadSample
 from .dataset import Dataset, VerifyReport
+from .decoding import Decode
 from .schema import (
     DataType,
     Field,
@@ -86,10 +89,13 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "FORMAT_VERSION",
+    "BadSample",
+    "BadSampleError",
     "Blob",
     "CorruptDataError",
     "DataType",
     "Dataset",
+    "Decode",
     "Field",
     "ImageDecodeError",
     "PixmoError",

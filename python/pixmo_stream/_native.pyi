@@ -9,6 +9,7 @@ import numpy.typing as npt
 __all__ = [
     "PixmoError",
     "CorruptDataError",
+    "BadSampleError",
     "SchemaError",
     "UnsupportedVersionError",
     "ImageDecodeError",
@@ -17,6 +18,10 @@ __all__ = [
     "image_decode",
     "image_decode_many",
     "image_decode_batch",
+    "image_placement",
+    "image_molmo",
+    "image_molmo_many",
+    "image_molmo_geometry",
     "EpochPlan",
     "ConsumerRows",
     "MixtureRows",
@@ -38,6 +43,7 @@ __version__: str
 
 class PixmoError(Exception): ...
 class CorruptDataError(PixmoError): ...
+class BadSampleError(CorruptDataError): ...
 class SchemaError(PixmoError): ...
 class UnsupportedVersionError(PixmoError): ...
 class ImageDecodeError(PixmoError): ...
@@ -66,6 +72,14 @@ def image_decode_batch(
     max_pixels: int,
     threads: int,
 ) -> tuple[npt.NDArray[np.uint8], list[ImageDecodeError | None]]: ...
+def image_placement(
+    src_height: int, src_width: int, mode: str, width: int, height: int
+) -> tuple[int, int, int, int, int, int]: ...
+def image_molmo(data: Any, cfg: tuple[Any, ...]) -> dict[str, Any]: ...
+def image_molmo_many(
+    items: Iterable[Any], cfg: tuple[Any, ...], threads: int
+) -> list[dict[str, Any] | ImageDecodeError]: ...
+def image_molmo_geometry(height: int, width: int, cfg: tuple[Any, ...]) -> dict[str, Any]: ...
 
 @final
 class Blob:
@@ -229,6 +243,8 @@ class ReadAhead:
         skip: int = 0,
         verify_blobs: bool = True,
         expect: list[int | None] | None = None,
+        replace: tuple[int, int] | None = None,
+        decode: tuple[str, int, int, bool, int, str] | None = None,
     ) -> ReadAhead: ...
     @staticmethod
     def for_mixture(
@@ -252,8 +268,21 @@ class ReadAhead:
         skip: int = 0,
         verify_blobs: bool = True,
         expect: list[int | None] | None = None,
+        replace: tuple[int, int] | None = None,
+        decode: tuple[str, int, int, bool, int, str] | None = None,
     ) -> ReadAhead: ...
-    def next_batch(self) -> tuple[list[dict[str, Any]], list[int], list[int]] | None: ...
+    def next_batch(
+        self,
+    ) -> (
+        tuple[
+            list[dict[str, Any]],
+            list[int],
+            list[int],
+            list[tuple[int, int, int, int, str, int | None, str | None, str]],
+            npt.NDArray[np.uint8] | None,
+        ]
+        | None
+    ): ...
     @property
     def started(self) -> bool: ...
     def close(self) -> None: ...

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
+import operator
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -10,6 +13,7 @@ from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from . import _native
+from ._native import SchemaError
 from .schema import Schema
 
 # Between processes of one machine (DataLoader workers and their main process), a Blob travels
@@ -63,7 +67,8 @@ class VerifyReport:
 
 
 class Dataset:
-    """A pixmo-stream dataset directory (or a single `.pxs` shard), opened for reading.
+    """A pixmo-stream dataset directory (or a single `.pxs` shard), opened for reading; or
+    several of one schema, read as one (their rows one after the other, in the order given).
 
     `len(ds)`, `ds[i]`, `ds.take(indices, columns=...)` and `for rec in ds` return records as
     dicts. Opening reads only the manifest; shards are mapped on first use.
@@ -77,15 +82,46 @@ class Dataset:
     or `take` comes verified; one from a scan (`iter`, `iter_batches`) verifies its pages the
     first time its bytes are read, so a scan that leaves images unread never touches them, and
     damage in an image raises `CorruptDataError` from that first read. `verify()` checks all.
+
+    Datasets read as one must have the same fields (in any order; `SchemaError` otherwise).
+    `path` and `metadata` are then the first one's; `paths` lists them all.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, zero_copy: bool = True) -> None:
-        self._native = _native.Dataset(os.fspath(path), zero_copy)
+    def __init__(
+        self,
+        path_or_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        zero_copy: bool = True,
+    ) -> None:
+        if isinstance(path_or_paths, str | os.PathLike):
+            path_or_paths = [path_or_paths]
+        paths = [os.fspath(p) for p in path_or_paths]
+        if not paths:
+            raise ValueError("no dataset path given")
+        self._parts = [_native.Dataset(p, zero_copy) for p in paths]
+        # The first (for one dataset, the only) native reader: its path names the dataset.
+        self._native = self._parts[0]
         self._schema = Schema.from_json(self._native.schema_json())
+        fields = {f.name: f for f in self._schema.fields}
+        for path, part in zip(paths[1:], self._parts[1:], strict=True):
+            other = Schema.from_json(part.schema_json())
+            if {f.name: f for f in other.fields} != fields:
+                raise SchemaError(
+                    f"{path}: its schema differs from {paths[0]}'s; datasets read as one must "
+                    "have the same fields (use a Mixture to draw from different ones)"
+                )
+        self._starts = [0]
+        for part in self._parts:
+            self._starts.append(self._starts[-1] + len(part))
 
     @property
     def path(self) -> str:
         return str(self._native.path)
+
+    @property
+    def paths(self) -> list[str]:
+        """Every dataset read, in order (one, unless a list was given)."""
+        return [str(p.path) for p in self._parts]
 
     @property
     def schema(self) -> Schema:
@@ -102,51 +138,106 @@ class Dataset:
 
     @property
     def num_shards(self) -> int:
-        return self._native.num_shards
+        return sum(p.num_shards for p in self._parts)
 
     @property
     def num_row_groups(self) -> int:
-        return self._native.num_row_groups
+        return sum(p.num_row_groups for p in self._parts)
 
     def __len__(self) -> int:
-        return len(self._native)
+        return self._starts[-1]
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        """`(part, row in that part)` of a global index (negative counts from the end)."""
+        n = len(self)
+        i = operator.index(index)
+        j = i + n if i < 0 else i
+        if not 0 <= j < n:
+            raise IndexError(f"index {i} out of range for a dataset of {n} rows")
+        part = bisect.bisect_right(self._starts, j) - 1
+        return part, j - self._starts[part]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if isinstance(index, slice):
             return self.take(range(*index.indices(len(self))))  # type: ignore[return-value]
-        return self._native.get(index)
+        if len(self._parts) == 1:
+            return self._native.get(index)
+        part, row = self._locate(index)
+        return self._parts[part].get(row)
 
     def take(
         self, indices: Sequence[int], columns: Sequence[str] | None = None
     ) -> list[dict[str, Any]]:
         """Records at `indices`, in that order (batched: each row group is decoded once)."""
-        return self._native.take(list(indices), column_list(columns))
+        cols = column_list(columns)
+        if len(self._parts) == 1:
+            return self._native.take(list(indices), cols)
+        wanted: dict[int, list[tuple[int, int]]] = {}
+        located = [self._locate(i) for i in indices]
+        for k, (part, row) in enumerate(located):
+            wanted.setdefault(part, []).append((k, row))
+        out: list[Any] = [None] * len(located)
+        for part, items in wanted.items():
+            records = self._parts[part].take([row for _, row in items], cols)
+            for (k, _), rec in zip(items, records, strict=True):
+                out[k] = rec
+        return out
 
     def iter_batches(self, columns: Sequence[str] | None = None) -> Iterator[list[dict[str, Any]]]:
         """One list of records per row group, in storage order. To scan, prefer `iter`: it
         makes one record at a time, so the garbage collector has no live lists to promote."""
-        return self._native.iter_row_groups(column_list(columns))
+        cols = column_list(columns)
+        if len(self._parts) == 1:
+            return self._native.iter_row_groups(cols)
+        return itertools.chain.from_iterable([p.iter_row_groups(cols) for p in self._parts])
 
     def iter(self, columns: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
         """Records in storage order; with `columns`, only those columns are read. Each record
         is made when it is asked for (`iter_batches` makes a row group's at once)."""
-        return self._native.iter_rows(column_list(columns))
+        cols = column_list(columns)
+        if len(self._parts) == 1:
+            return self._native.iter_rows(cols)
+        # Made now, so that a bad column name raises here, as with one dataset.
+        return itertools.chain.from_iterable([p.iter_rows(cols) for p in self._parts])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self.iter()
 
     def row_group_layout(self) -> list[tuple[int, int, int, int]]:
-        """`(shard, row_group, first_row, num_rows)` for every row group, in order."""
-        return self._native.row_group_layout()
+        """`(shard, row_group, first_row, num_rows)` for every row group, in order (shards and
+        rows counted through all the datasets read)."""
+        out = []
+        shards = 0
+        for part, start in zip(self._parts, self._starts, strict=False):
+            for shard, group, first, n in part.row_group_layout():
+                out.append((shards + shard, group, start + first, n))
+            shards += part.num_shards
+        return out
 
     def verify(self) -> VerifyReport:
         """Checks every checksum and every buffer of every chunk."""
-        n, errors = self._native.verify()
-        return VerifyReport(n, list(errors))
+        chunks, errors = 0, []
+        for part in self._parts:
+            n, errs = part.verify()
+            chunks += n
+            errors.extend(errs)
+        return VerifyReport(chunks, errors)
 
     def info(self) -> dict[str, Any]:
-        """Shards, row groups and per-chunk sizes and codecs (opens every shard)."""
-        return json.loads(self._native.info_json())
+        """Shards, row groups and per-chunk sizes and codecs (opens every shard). Reading
+        several datasets, each shard also names its `dataset`, and `paths` lists them."""
+        infos = [json.loads(p.info_json()) for p in self._parts]
+        if len(infos) == 1:
+            return infos[0]
+        shards = [dict(s, dataset=i["path"]) for i in infos for s in i["shards"]]
+        return {
+            **infos[0],
+            "paths": [i["path"] for i in infos],
+            "num_rows": sum(i["num_rows"] for i in infos),
+            "num_bytes": sum(i["num_bytes"] for i in infos),
+            "shards": shards,
+        }
 
     def __repr__(self) -> str:
-        return f"Dataset({self.path!r}, rows={len(self)}, columns={self.columns})"
+        where = repr(self.path) if len(self._parts) == 1 else repr(self.paths)
+        return f"Dataset({where}, rows={len(self)}, columns={self.columns})"

@@ -4,6 +4,7 @@
     rgb = ps.image.decode(jpeg_bytes)                       # uint8 [H, W, 3], EXIF-upright
     view = ps.image.decode(jpeg_bytes, pad=(336, 336), fast=True)
     batch = ps.image.decode_many(list_of_bytes, resize=(224, 224), threads=4, stack=True)
+    m = ps.image.molmo_preprocess(jpeg_bytes)              # Molmo's crops, masks, indices
 
 Sizes are given as ``(height, width)``, the order of the arrays' shapes. Every call releases
 the GIL; ``threads`` > 1 starts threads for that call only (none survive it, so forked
@@ -19,17 +20,41 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _native
+from ._molmo import (
+    CLIP_MEAN,
+    CLIP_STD,
+    MolmoConfig,
+    MolmoGeometry,
+    MolmoImage,
+    MolmoTokenIds,
+    Placement,
+    molmo_geometry,
+    molmo_preprocess,
+    molmo_preprocess_many,
+)
 from ._native import DEFAULT_MAX_PIXELS, ImageDecodeError
 
 Encoded = bytes | bytearray | memoryview
 """An encoded image: ``bytes``, or any object exporting a byte buffer (a ``ps.Blob``)."""
 
 __all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
     "DEFAULT_MAX_PIXELS",
     "ImageDecodeError",
     "ImageInfo",
+    "MolmoConfig",
+    "MolmoGeometry",
+    "MolmoImage",
+    "MolmoTokenIds",
+    "Placement",
     "decode",
+    "decode_batch",
     "decode_many",
+    "molmo_geometry",
+    "molmo_preprocess",
+    "molmo_preprocess_many",
+    "placement",
     "probe",
 ]
 
@@ -119,8 +144,8 @@ def decode(
     - ``max_side=n``: shrunk (never enlarged) so that the longer side is at most ``n``;
     - ``pad=(h, w)``: scaled to fit keeping the aspect ratio, then zero-padded, centred.
 
-    Resampling is antialiased bilinear. ``fast=True`` lets a JPEG be decoded at 1/2, 1/4 or
-    1/8 scale when the target is that small (much faster, pixels slightly different).
+    Resampling is antialiased bilinear. ``fast=True`` lets a JPEG be decoded at 1/4 or
+    1/8 scale when the target is that small (faster, pixels slightly different).
     ``max_pixels`` (None: no limit) is checked from the header before decoding.
 
     Raises ``ImageDecodeError`` (``.reason``: "not_an_image", "truncated", "corrupt",
@@ -202,3 +227,18 @@ def _raise_first(results: Sequence[object]) -> None:
     for r in results:
         if isinstance(r, ImageDecodeError):
             raise r
+
+
+def placement(
+    height: int,
+    width: int,
+    *,
+    resize: tuple[int, int] | None = None,
+    max_side: int | None = None,
+    pad: tuple[int, int] | None = None,
+) -> Placement:
+    """Where an upright image of ``height`` x ``width`` lands in ``decode``'s output under
+    the same resize option; ``placement(...).map_percent(points)`` maps ``(x, y)`` percent
+    points of the original to pixel positions on the output."""
+    mode, w, h = _mode(resize, max_side, pad)
+    return Placement(*_native.image_placement(int(height), int(width), mode, w, h))

@@ -16,7 +16,9 @@ from typing import Any
 
 import torch.utils.data
 
+from .bad_samples import BATCH_KEY
 from .batching import collate
+from .decoding import decode_on_gpu
 from .streaming import _PlannedIterable
 
 
@@ -104,11 +106,18 @@ class DataLoader(torch.utils.data.DataLoader):
         ds = self.dataset
         items = 0
         in_process = self.num_workers == 0
+        # Workers send GPU-decoded datasets' images encoded; this process decodes them.
+        gpu = ds.decode if ds.decode is not None and ds.decode.device == "cuda" else None
         for item in it:
             items += 1
             if not in_process:
                 # Item k is the rank's local block k (or sample k when unbatched).
                 ds._note_progress(cfg, min(items * block, rank_len), world)
+                if gpu is not None:
+                    item = decode_on_gpu(item, gpu, ds.on_bad_sample)
+                listed = item.get(BATCH_KEY) if isinstance(item, dict) else None
+                if isinstance(listed, list) and listed:
+                    ds._received_bad(listed)
             yield item
         if not in_process:
             ds._note_progress(cfg, rank_len, world)

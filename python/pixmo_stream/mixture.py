@@ -13,7 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import _native
+from . import bad_samples as bad
 from ._split import checked_int
+from .decoding import Decode, check_column
 from .streaming import STATE_VERSION, StreamingDataset, _PlannedIterable
 
 INFINITE = 1 << 62
@@ -64,6 +66,9 @@ class Mixture(_PlannedIterable):
         pin_memory: bool = False,
         read_threads: int | None = None,
         read_ahead: int = 2,
+        on_bad_sample: str = "raise",
+        max_replacements: int = 16,
+        decode: str | Decode | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -73,6 +78,9 @@ class Mixture(_PlannedIterable):
             pin_memory=pin_memory,
             read_threads=read_threads,
             read_ahead=read_ahead,
+            on_bad_sample=on_bad_sample,
+            max_replacements=max_replacements,
+            decode=decode,
         )
         if len(sources) != len(rates) or not sources:
             raise ValueError("give one rate per source")
@@ -84,6 +92,10 @@ class Mixture(_PlannedIterable):
                     f"mixture source {s.paths[0]!r} has batch_size={s.batch_size}: the mixture "
                     "batches (pass batch_size to the Mixture), its sources give records"
                 )
+        if self.decode is not None:
+            for s in sources:
+                assert s.schema is not None
+                check_column(self.decode, s.schema, s.columns, s.paths[0])
         self.sources = list(sources)
         self.rates = [float(r) for r in rates]
         _native.mixture_counts(self.rates, 0, 0, 0)  # validates the rates
@@ -115,6 +127,10 @@ class Mixture(_PlannedIterable):
 
     def _rank_len(self, cfg: dict[str, Any], world: int) -> int:
         return -(-self.length // world)
+
+    def _replace_seed(self, cfg: dict[str, Any]) -> int:
+        # A mixture has no epochs; a row drawn again is replaced the same way.
+        return bad.mix_seed(self.seed, 0)
 
     def _start(self, cfg: dict[str, Any], world: int) -> tuple[int, list[int]]:
         start = cfg["position"] + cfg["k"] * self._rank_len(cfg, world) * world
@@ -178,6 +194,7 @@ class Mixture(_PlannedIterable):
             "rates": self.rates,
             "position": position,
             "counts": counts,
+            **self._bad_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -194,4 +211,5 @@ class Mixture(_PlannedIterable):
         self._counts = [checked_int("state['counts']", c) for c in counts]
         self._progress = None
         self._reset_passes()
+        self._load_bad_state(state)
         self._load_worker_state(state)

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import os
 import sys
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch.utils.data
 
 from . import _native
+from . import bad_samples as bad
 from ._loader_check import check_torch_loader
 from ._native import SchemaError
 from ._split import check_rank_world, checked_int, detect_rank_world, in_worker, worker_info
 from .batching import collate as default_collate
 from .batching import null_fills
 from .dataset import Dataset, check_columns, column_list
+from .decoding import Decode, as_decode, check_column, collate_decoded, decode_on_gpu
 from .schema import Schema
 
 
@@ -46,7 +49,12 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         pin_memory: bool,
         read_threads: int | None,
         read_ahead: int,
+        on_bad_sample: str = "raise",
+        max_replacements: int = 16,
+        decode: str | Decode | None = None,
     ) -> None:
+        bad.check_policy(on_bad_sample, max_replacements)
+        self.decode = as_decode(decode)
         if batch_size is not None:
             batch_size = checked_int("batch_size", batch_size, 1)
         if read_threads is not None:
@@ -63,6 +71,13 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         self.pin_memory = pin_memory
         self.read_threads = read_threads
         self.read_ahead = read_ahead
+        self.on_bad_sample = on_bad_sample
+        self.max_replacements = max_replacements
+        #: Replaced samples the training loop has received (see `pixmo_stream.bad_samples`),
+        #: counted since construction or as restored by `load_state_dict`.
+        self.bad_samples = 0
+        #: The latest of them (at most 100), where this process received them in batches.
+        self.bad_sample_log: list[bad.BadSample] = []
         # Samples per worker block when the DataLoader batches (set by pixmo_stream.DataLoader).
         self._block = 1
         # Passes started by this object in this process since its state was last set.
@@ -79,6 +94,26 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
     def _null_fills(self) -> dict[str, tuple]:
         """What the default collate puts in place of nulls (see `batching.null_fills`)."""
         return {}
+
+    # ---- bad samples ----------------------------------------------------------------------
+    def _replace_seed(self, cfg: dict[str, Any]) -> int:
+        """Seed of the replacements of pass `cfg` (the same on every rank)."""
+        raise NotImplementedError
+
+    def _received_bad(self, samples: list[bad.BadSample] | int) -> None:
+        """Counts replaced samples that reached the training loop in this process."""
+        if isinstance(samples, int):
+            self.bad_samples += samples
+            return
+        self.bad_samples += len(samples)
+        self.bad_sample_log = (self.bad_sample_log + samples)[-100:]
+
+    def _bad_state(self) -> dict[str, Any]:
+        return {"bad_samples": self.bad_samples} if self.on_bad_sample == "replace" else {}
+
+    def _load_bad_state(self, state: dict[str, Any]) -> None:
+        self.bad_samples = checked_int("state['bad_samples']", state.get("bad_samples", 0))
+        self.bad_sample_log = []
 
     # ---- who is reading -------------------------------------------------------------------
     def rank_world(self) -> tuple[int, int]:
@@ -139,6 +174,8 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
             return None
         state = self._state_at(wp["cfg"], wp["world"])
         state["worker"] = {k: wp[k] for k in ("id", "num_workers", "samples")}
+        if self.on_bad_sample == "replace":
+            state["bad_samples"] = self.bad_samples + wp.get("bad_samples", 0)
         return state
 
     def _load_worker_state(self, state: dict[str, Any]) -> None:
@@ -213,20 +250,39 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
             "skip": skip,
             # A worker sends images on as references that the receiving process verifies when
             # it reads them; a worker that does not read an image leaves its pages untouched.
-            "verify_blobs": in_main or os.environ.get("PIXMO_STREAM_BLOB_IPC") == "copy",
+            # Under "replace", damage must be found here, where the row can still be replaced.
+            "verify_blobs": in_main
+            or self.on_bad_sample == "replace"
+            or os.environ.get("PIXMO_STREAM_BLOB_IPC") == "copy",
+            "replace": (self._replace_seed(cfg), self.max_replacements)
+            if self.on_bad_sample == "replace"
+            else None,
+            "decode": self.decode.native()
+            if self.decode is not None and self.decode.device == "cpu"
+            else None,
         }
         reader = self._open(cfg, world, reading)
         rank_len = self._rank_len(cfg, world) if in_main else 0
-        return self._generate(reader, cfg, in_main, rank_len, world)
+        records = self._generate(reader, cfg, in_main, rank_len, world)
+        # A pass left unfinished stops its read-ahead threads when it is dropped, or at the
+        # latest at interpreter exit (atexit), so no thread of ours outlives the interpreter.
+        weakref.finalize(records, reader.close)
+        return records
 
-    def _count(self, cfg: dict[str, Any], n: int, in_main: bool, world: int) -> None:
-        """Counts `n` samples about to be yielded (before the yield: a state taken after
-        the consumer received them includes them)."""
+    def _count(
+        self, cfg: dict[str, Any], n: int, in_main: bool, world: int, replaced: list[Any]
+    ) -> None:
+        """Counts `n` samples about to be yielded, `replaced` of them replacements (before
+        the yield: a state taken after the consumer received them includes them)."""
         if in_main:
             self._consumed += n
             self._note_progress(cfg, self._consumed, world)
+            self._received_bad(replaced)
         elif self._worker_pass is not None:
             self._worker_pass["samples"] += n
+            self._worker_pass["bad_samples"] = self._worker_pass.get("bad_samples", 0) + len(
+                replaced
+            )
 
     def _generate(
         self, reader: Any, cfg: dict[str, Any], in_main: bool, rank_len: int, world: int
@@ -238,27 +294,59 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
             def collate(records: list[dict[str, Any]]) -> Any:
                 return default_collate(records, pin_memory=self.pin_memory, nulls=nulls)
 
+        replacing = self.on_bad_sample == "replace"
+        decode = self.decode
+        on_cpu = decode is not None and decode.device == "cpu" and self.collate_fn is None
+        on_gpu = decode is not None and decode.device == "cuda" and in_main
+
+        def finished(out: list[dict[str, Any]], replaced: list[bad.BadSample], images: Any) -> Any:
+            if on_cpu:
+                assert decode is not None
+                batch = collate_decoded(out, images, decode, collate, self.pin_memory)
+            else:
+                batch = collate(out)
+            if replacing and isinstance(batch, dict):
+                batch[bad.BATCH_KEY] = replaced
+            if on_gpu:
+                assert decode is not None
+                batch = decode_on_gpu(batch, decode, self.on_bad_sample)
+                replaced = batch.get(bad.BATCH_KEY, replaced)
+            self._count(cfg, len(out), in_main, world, replaced)
+            return batch
+
         try:
             pending: list[dict[str, Any]] = []
+            # Replaced samples among `pending`, by index in it.
+            pending_bad: list[tuple[int, bad.BadSample]] = []
+            # The read batch's gathered images while `pending` is exactly that batch.
+            pending_images: Any = None
             while True:
                 batch = reader.next_batch()
                 if batch is None:
                     break
-                records, sources, _rows = batch
+                records, sources, _rows, native_bad, images = batch
                 self._decorate(records, sources)
+                replaced = bad.reports(native_bad)
                 if self.batch_size is None:
-                    for rec in records:
-                        self._count(cfg, 1, in_main, world)
+                    marks = dict(replaced)
+                    for i, rec in enumerate(records):
+                        self._count(cfg, 1, in_main, world, [marks[i]] if i in marks else [])
                         yield rec
                     continue
+                base = len(pending)
+                pending_images = images if base == 0 else None
                 pending.extend(records)
+                pending_bad.extend((base + i, b) for i, b in replaced)
                 while len(pending) >= self.batch_size:
-                    out, pending = pending[: self.batch_size], pending[self.batch_size :]
-                    self._count(cfg, len(out), in_main, world)
-                    yield collate(out)
+                    size = self.batch_size
+                    whole = len(pending) == size
+                    out, pending = pending[:size], pending[size:]
+                    mine = [b for i, b in pending_bad if i < size]
+                    pending_bad = [(i - size, b) for i, b in pending_bad if i >= size]
+                    yield finished(out, mine, pending_images if whole else None)
+                    pending_images = None
             if pending:
-                self._count(cfg, len(pending), in_main, world)
-                yield collate(pending)
+                yield finished(pending, [b for _, b in pending_bad], pending_images)
         finally:
             reader.close()
 
@@ -281,6 +369,13 @@ class StreamingDataset(_PlannedIterable):
         read_threads: background read threads per reading process (default: the usable cores
             divided among the DataLoader workers, 1 to 2).
         read_ahead: batches each read thread may queue.
+        on_bad_sample: `"raise"` (a damaged sample stops the stream with `BadSampleError`)
+            or `"replace"` (it is replaced deterministically and counted); see
+            `pixmo_stream.bad_samples`.
+        max_replacements: bad replacement candidates tried for one sample before raising.
+        decode: decode the images of a column on the read-ahead threads: `"rgb"`, `"cuda"`
+            (on the GPU, in the iterating process) or a `pixmo_stream.Decode` (column,
+            resize, pixel limit); see `pixmo_stream.decoding`.
     """
 
     def __init__(
@@ -299,6 +394,9 @@ class StreamingDataset(_PlannedIterable):
         pin_memory: bool = False,
         read_threads: int | None = None,
         read_ahead: int = 2,
+        on_bad_sample: str = "raise",
+        max_replacements: int = 16,
+        decode: str | Decode | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -308,6 +406,9 @@ class StreamingDataset(_PlannedIterable):
             pin_memory=pin_memory,
             read_threads=read_threads,
             read_ahead=read_ahead,
+            on_bad_sample=on_bad_sample,
+            max_replacements=max_replacements,
+            decode=decode,
         )
         if isinstance(path_or_paths, (str, os.PathLike)):
             path_or_paths = [path_or_paths]
@@ -338,6 +439,8 @@ class StreamingDataset(_PlannedIterable):
                     f"{p}: its schema differs from {self.paths[0]}'s (in the columns read); "
                     "datasets read as one must agree (use a Mixture for different ones)"
                 )
+            if self.decode is not None:
+                check_column(self.decode, ds.schema, self.columns, p)
             self.row_groups.extend(int(g[3]) for g in ds.row_group_layout())
             self._manifest_hashes.append(ds._native.manifest_hash)
         self.num_rows = sum(self.row_groups)
@@ -366,6 +469,9 @@ class StreamingDataset(_PlannedIterable):
         if k == 0 and self._resume is not None and self._resume[0] == epoch:
             start = self._resume[1]
         return {"epoch": epoch, "start": start}
+
+    def _replace_seed(self, cfg: dict[str, Any]) -> int:
+        return bad.mix_seed(self.seed, cfg["epoch"])
 
     def _rank_len(self, cfg: dict[str, Any], world: int) -> int:
         return _native.rank_len(
@@ -413,6 +519,7 @@ class StreamingDataset(_PlannedIterable):
             "shuffle": self.shuffle,
             "shuffle_window": self.shuffle_window,
             **progress,
+            **self._bad_state(),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -444,6 +551,7 @@ class StreamingDataset(_PlannedIterable):
         self._resume = (self._epoch, position)
         self._progress = {"epoch": self._epoch, "position": position}
         self._reset_passes()
+        self._load_bad_state(state)
         self._load_worker_state(state)
 
     def __repr__(self) -> str:

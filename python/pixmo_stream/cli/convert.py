@@ -56,6 +56,13 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--images", metavar="DIR", default=None, help="local folder of the images")
     p.add_argument(
+        "--fetch",
+        action="store_true",
+        help="first download the images of the input's image_url column into --images (a "
+        "Molmo-compatible cache, resumable: what is there costs no request) with the "
+        "fetcher's defaults; run 'pixmo-stream fetch' first to tune it",
+    )
+    p.add_argument(
         "--naming",
         choices=("url-sha256", "filename"),
         default="url-sha256",
@@ -123,7 +130,17 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     from pixmo_stream.ingest import convert
     from pixmo_stream.ingest.convert import summarize
 
-    for path in [*args.inputs, *args.exclude, *([args.images] if args.images else [])]:
+    must_exist = [*args.inputs, *args.exclude]
+    if args.fetch:
+        if not args.images:
+            raise CommandError("--fetch needs --images DIR: the cache to download into", EXIT_USAGE)
+        if args.naming != "url-sha256":
+            raise CommandError(
+                "--fetch names files as Molmo's cache does: drop --naming", EXIT_USAGE
+            )
+    elif args.images:
+        must_exist.append(args.images)
+    for path in must_exist:
         if not os.path.exists(path):
             raise CommandError(f"no such file or directory: {path}", EXIT_USAGE)
     if args.address is not None and args.engine != "ray":
@@ -142,6 +159,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             f"{args.out} already exists and is not empty; pass --overwrite to replace it",
             EXIT_USAGE,
         )
+    if args.fetch:
+        _fetch(args, out)
     with progress(desc="convert", unit="img", quiet=args.quiet) as bar:
         report = convert(
             args.inputs,
@@ -175,3 +194,28 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             f"skipped ({', '.join(f'{k} {v:,}' for k, v in sorted(report.skipped.items()))})"
         )
     return EXIT_OK
+
+
+def _fetch(args: argparse.Namespace, out: TextIO) -> None:
+    """Downloads the inputs' images into ``args.images`` and prints the fetch report."""
+    from pixmo_stream.ingest.fetch import fetch_images
+    from pixmo_stream.ingest.fetch.errors import FetchInterrupted
+    from pixmo_stream.ingest.fetch.parquet import parquet_urls
+
+    parquets = [p for p in args.inputs if p.endswith(".parquet") or os.path.isdir(p)]
+    files = []
+    for p in parquets:
+        files += (
+            sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(".parquet"))
+            if os.path.isdir(p)
+            else [p]
+        )
+    if not files:
+        raise CommandError("--fetch reads image URLs from parquet inputs; none given", EXIT_USAGE)
+    try:
+        report = fetch_images(parquet_urls(files), args.images, progress=not args.quiet)
+    except FetchInterrupted as stop:
+        out.write(stop.report.format() + "\n")
+        raise CommandError("interrupted while fetching; what was downloaded is kept") from None
+    out.write(report.format() + "\n")
+    out.flush()

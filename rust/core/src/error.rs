@@ -76,6 +76,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// One sample that cannot be used (damaged, or an image that does not decode), at row
+    /// `row` of the dataset whose file `location` names.
+    #[error("bad sample in {location}, row {row}: {reason}")]
+    BadSample {
+        location: Location,
+        row: u64,
+        reason: String,
+    },
+
     #[error("{0}")]
     InvalidArgument(String),
 

@@ -22,6 +22,10 @@ use crate::dataset::ChunkKey;
 use crate::decode::ColumnChunk;
 use crate::error::{Error, Result};
 use crate::plan::{ConsumerRows, MixtureRows};
+use crate::sample::{
+    at_row, describe, is_bad_sample, replacement_row, BadSample, BadSamplePolicy, SampleStage,
+    StageValue,
+};
 use crate::Dataset;
 
 /// Where the rows to read come from, in order: `(source dataset, global row)` pairs.
@@ -50,17 +54,24 @@ impl RowSource for MixtureRows {
 #[derive(Debug, Clone)]
 pub struct ReadRow {
     pub source: usize,
+    /// The row read (of dataset `source`): the plan's, or its replacement (see `ReadBatch::bad`).
     pub row: u64,
     /// One chunk per projected column of `source`, in projection order.
     pub chunks: Vec<Arc<ColumnChunk>>,
     /// Index of the row inside its chunks.
     pub index: usize,
+    /// What the read-ahead's [`SampleStage`] made of the row.
+    pub processed: Option<StageValue>,
 }
 
 /// A batch of rows in plan order.
 #[derive(Debug, Clone, Default)]
 pub struct ReadBatch {
     pub rows: Vec<ReadRow>,
+    /// Rows of the plan replaced under [`BadSamplePolicy::Replace`], in plan order.
+    pub bad: Vec<BadSample>,
+    /// What the stage made of the whole batch ([`SampleStage::finish_batch`]).
+    pub assembled: Option<StageValue>,
 }
 
 /// Settings of the read-ahead stage.
@@ -79,6 +90,8 @@ pub struct ReadAheadOptions {
     /// them when their bytes are first read: a DataLoader worker that only passes images on
     /// never reads them).
     pub verify_blobs: bool,
+    /// What a damaged or unprocessable row does to the stream.
+    pub on_bad_sample: BadSamplePolicy,
 }
 
 impl Default for ReadAheadOptions {
@@ -89,51 +102,159 @@ impl Default for ReadAheadOptions {
             depth: 2,
             skip: 0,
             verify_blobs: true,
+            on_bad_sample: BadSamplePolicy::Raise,
         }
     }
 }
 
-/// Reads the rows of `source` from `datasets` (projected to `columns[source]`).
-pub fn read_batch(
-    datasets: &[Arc<Dataset>],
-    columns: &[Vec<usize>],
-    rows: &[(usize, u64)],
-    verify_blobs: bool,
-) -> Result<ReadBatch> {
-    let mut out = Vec::with_capacity(rows.len());
-    // Rows of a batch come from the few row groups of one shuffle window: reuse their chunks.
-    let mut last: Vec<(usize, ChunkKey, Arc<ColumnChunk>)> = Vec::new();
-    for &(source, row) in rows {
-        let ds = datasets
+/// How the read threads read rows: what to read, what to do with each row, and with bad ones.
+#[derive(Clone)]
+pub struct RowReader {
+    pub datasets: Arc<Vec<Arc<Dataset>>>,
+    /// Projected columns, one list per dataset.
+    pub columns: Arc<Vec<Vec<usize>>>,
+    pub verify_blobs: bool,
+    pub on_bad_sample: BadSamplePolicy,
+    pub stage: Option<Arc<dyn SampleStage>>,
+}
+
+/// Chunks already read for a batch: its rows come from the few row groups of one shuffle
+/// window. Failures are kept too, so a damaged chunk is read once per batch, not once a row.
+type BatchChunks = Vec<(
+    usize,
+    ChunkKey,
+    std::result::Result<Arc<ColumnChunk>, Error>,
+)>;
+
+impl RowReader {
+    fn dataset(&self, source: usize) -> Result<&Arc<Dataset>> {
+        self.datasets
             .get(source)
-            .ok_or_else(|| Error::InvalidArgument(format!("no source {source}")))?;
+            .ok_or_else(|| Error::InvalidArgument(format!("no source {source}")))
+    }
+
+    /// Reads (and processes) one row; an error is the row's.
+    fn read_row(&self, source: usize, row: u64, seen: &mut BatchChunks) -> Result<ReadRow> {
+        let ds = self.dataset(source)?;
         let (s, g, i) = ds.locate(row)?;
-        let mut chunks = Vec::with_capacity(columns[source].len());
-        for &c in &columns[source] {
+        let mut chunks = Vec::with_capacity(self.columns[source].len());
+        for &c in &self.columns[source] {
             let key = (s, g, c);
-            let hit = last.iter().find(|(src, k, _)| *src == source && *k == key);
-            let chunk = match hit {
-                Some((_, _, ch)) => ch.clone(),
+            let chunk = match seen.iter().find(|(src, k, _)| *src == source && *k == key) {
+                Some((_, _, Ok(ch))) => ch.clone(),
+                Some((_, _, Err(e))) => return Err(copy_error(e)),
                 None => {
-                    let ch = ds.chunk(key)?;
-                    last.push((source, key, ch.clone()));
-                    ch
+                    let res = ds.chunk(key);
+                    seen.push((
+                        source,
+                        key,
+                        res.as_ref().map(Arc::clone).map_err(copy_error),
+                    ));
+                    res?
                 }
             };
             // Blob chunks are verified page by page: this row's pages, here on the worker.
-            if verify_blobs {
+            if self.verify_blobs {
                 chunk.check_value(i)?;
             }
             chunks.push(chunk);
         }
-        out.push(ReadRow {
+        let mut out = ReadRow {
             source,
             row,
             chunks,
             index: i,
-        });
+            processed: None,
+        };
+        if let Some(stage) = &self.stage {
+            out.processed = Some(stage.process(source, ds, &out)?);
+        }
+        Ok(out)
     }
-    Ok(ReadBatch { rows: out })
+
+    /// Reads `rows` in order, replacing or refusing bad ones as the policy says.
+    pub fn read_batch(&self, rows: &[(usize, u64)]) -> Result<ReadBatch> {
+        let mut batch = ReadBatch {
+            rows: Vec::with_capacity(rows.len()),
+            ..ReadBatch::default()
+        };
+        let mut seen: BatchChunks = Vec::new();
+        for &(source, row) in rows {
+            let first = match self.read_row(source, row, &mut seen) {
+                Ok(r) => r,
+                Err(e) if !is_bad_sample(&e) => return Err(e),
+                Err(e) => match self.on_bad_sample {
+                    BadSamplePolicy::Raise => return Err(at_row(e, row)),
+                    BadSamplePolicy::Replace { seed, max_attempts } => {
+                        self.replace(source, row, e, seed, max_attempts, &mut batch, &mut seen)?
+                    }
+                },
+            };
+            batch.rows.push(first);
+        }
+        if let Some(stage) = &self.stage {
+            stage.finish_batch(&mut batch)?;
+        }
+        Ok(batch)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn replace(
+        &self,
+        source: usize,
+        row: u64,
+        error: Error,
+        seed: u64,
+        max_attempts: u32,
+        batch: &mut ReadBatch,
+        seen: &mut BatchChunks,
+    ) -> Result<ReadRow> {
+        let n = self.dataset(source)?.num_rows();
+        let (location, reason) = describe(&error);
+        for attempt in 0..max_attempts {
+            let candidate = replacement_row(seed, source, row, attempt, n);
+            match self.read_row(source, candidate, seen) {
+                Ok(r) => {
+                    batch.bad.push(BadSample {
+                        position: batch.rows.len(),
+                        source,
+                        row,
+                        replacement: candidate,
+                        location,
+                        reason,
+                    });
+                    return Ok(r);
+                }
+                Err(e) if is_bad_sample(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::BadSample {
+            location,
+            row,
+            reason: format!("{reason}; and {max_attempts} replacement rows were bad too"),
+        })
+    }
+}
+
+/// A second copy of a chunk error (errors are not `Clone`: an `io::Error` is not).
+fn copy_error(e: &Error) -> Error {
+    match e {
+        Error::Corrupt { location, reason } => Error::Corrupt {
+            location: location.clone(),
+            reason: reason.clone(),
+        },
+        Error::BadSample {
+            location,
+            row,
+            reason,
+        } => Error::BadSample {
+            location: location.clone(),
+            row: *row,
+            reason: reason.clone(),
+        },
+        other => Error::InvalidArgument(other.to_string()),
+    }
 }
 
 struct Turn {
@@ -158,8 +279,7 @@ struct Running {
 
 /// An ordered, bounded, lazily started read-ahead over the rows of a [`RowSource`].
 pub struct ReadAhead {
-    datasets: Arc<Vec<Arc<Dataset>>>,
-    columns: Arc<Vec<Vec<usize>>>,
+    reader: RowReader,
     options: ReadAheadOptions,
     source: Option<Box<dyn RowSource>>,
     running: Option<Running>,
@@ -185,13 +305,24 @@ impl ReadAhead {
             ..options
         };
         Ok(ReadAhead {
-            datasets: Arc::new(datasets),
-            columns: Arc::new(columns),
+            reader: RowReader {
+                datasets: Arc::new(datasets),
+                columns: Arc::new(columns),
+                verify_blobs: options.verify_blobs,
+                on_bad_sample: options.on_bad_sample,
+                stage: None,
+            },
             options,
             source: Some(source),
             running: None,
             finished: false,
         })
+    }
+
+    /// Runs `stage` on every row on the read threads (before the first batch only).
+    pub fn with_stage(mut self, stage: Arc<dyn SampleStage>) -> Self {
+        self.reader.stage = Some(stage);
+        self
     }
 
     pub fn options(&self) -> ReadAheadOptions {
@@ -229,10 +360,8 @@ impl ReadAhead {
         for t in 0..n {
             let (tx, rx) = sync_channel::<Result<ReadBatch>>(depth);
             let shared = shared.clone();
-            let datasets = self.datasets.clone();
-            let columns = self.columns.clone();
+            let reader = self.reader.clone();
             let batch_rows = self.options.batch_rows;
-            let verify_blobs = self.options.verify_blobs;
             let handle = std::thread::Builder::new()
                 .name(format!("pixmo-read-{t}"))
                 .spawn(move || {
@@ -273,7 +402,7 @@ impl ReadAhead {
                                 let _ = tx.send(Ok(ReadBatch::default()));
                                 return;
                             }
-                            let batch = read_batch(&datasets, &columns, &rows, verify_blobs);
+                            let batch = reader.read_batch(&rows);
                             let failed = batch.is_err();
                             if tx.send(batch).is_err() || failed {
                                 return;
@@ -444,6 +573,7 @@ mod tests {
                 depth: 1,
                 skip: 0,
                 verify_blobs: true,
+                on_bad_sample: BadSamplePolicy::Raise,
             },
         )
         .unwrap();

@@ -44,7 +44,7 @@ pub(crate) fn read_header(bytes: &[u8]) -> Result<Header> {
     let format = sniff(bytes)?;
     let (width, height, orientation) = match format {
         Format::Jpeg => {
-            let mut d = zune_decoder(bytes, u64::MAX);
+            let mut d = zune_decoder(bytes, u64::MAX, false);
             d.decode_headers().map_err(jpeg_error)?;
             let info = d.info().ok_or_else(|| corrupt(format, "no frame header"))?;
             (
@@ -121,11 +121,15 @@ fn truncated(format: Format, detail: impl Into<String>) -> ImageError {
 
 // ---- JPEG -------------------------------------------------------------------------------
 
-fn zune_decoder(bytes: &[u8], max_pixels: u64) -> zune_jpeg::JpegDecoder<ZCursor<&[u8]>> {
+/// Strict: a cut or damaged entropy stream is an error, not an image filled with grey.
+fn zune_decoder(
+    bytes: &[u8],
+    max_pixels: u64,
+    strict: bool,
+) -> zune_jpeg::JpegDecoder<ZCursor<&[u8]>> {
     let side = usize::try_from(max_pixels.min(u64::from(u16::MAX))).unwrap_or(usize::MAX);
-    // Strict: a cut or damaged entropy stream is an error, not an image filled with grey.
     let opts = zune_core::options::DecoderOptions::default()
-        .set_strict_mode(true)
+        .set_strict_mode(strict)
         .set_max_width(side)
         .set_max_height(side)
         .jpeg_set_out_colorspace(ColorSpace::RGB);
@@ -153,7 +157,20 @@ fn jpeg_error(e: DecodeErrors) -> ImageError {
 }
 
 fn decode_jpeg(bytes: &[u8], pixels: u64) -> Result<RgbImage> {
-    let mut d = zune_decoder(bytes, pixels);
+    match decode_jpeg_with(bytes, pixels, true) {
+        // Stray bytes between header segments are common in the wild and harmless (PIL and
+        // libjpeg skip them); only the strict header check objects, so read those leniently.
+        Err(ImageError::Corrupt { detail, .. })
+            if detail.contains("Extra bytes between headers") =>
+        {
+            decode_jpeg_with(bytes, pixels, false)
+        }
+        other => other,
+    }
+}
+
+fn decode_jpeg_with(bytes: &[u8], pixels: u64, strict: bool) -> Result<RgbImage> {
+    let mut d = zune_decoder(bytes, pixels, strict);
     d.decode_headers().map_err(jpeg_error)?;
     let info = d
         .info()

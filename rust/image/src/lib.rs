@@ -11,11 +11,14 @@ mod formats;
 mod many;
 pub mod molmo;
 mod orientation;
-pub mod points;
 mod resize;
+
+pub use resize::{fit_scaled, Placement};
 
 pub use decode::{decode_rgb, probe, DecodeOptions, ImageInfo, RgbImage, DEFAULT_MAX_PIXELS};
 pub use error::{Format, ImageError, Result};
 pub use many::{decode_many, decode_many_into};
-pub use molmo::{molmo_preprocess, Crops, MolmoConfig, MolmoImage};
+pub use molmo::{
+    molmo_preprocess, molmo_preprocess_many, Crops, MolmoConfig, MolmoGeometry, MolmoImage,
+};
 pub use resize::Resize;

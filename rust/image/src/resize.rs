@@ -38,7 +38,8 @@ pub struct Placement {
 }
 
 impl Resize {
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// Refuses a target of 0 px.
+    pub fn validate(&self) -> Result<()> {
         let ok = match *self {
             Resize::None => true,
             Resize::Exact { width, height } | Resize::Pad { width, height } => {

@@ -21,6 +21,12 @@ pyo3::create_exception!(
 );
 pyo3::create_exception!(
     pixmo_stream,
+    BadSampleError,
+    CorruptDataError,
+    "A sample that cannot be used (damaged, or an image that does not decode), at a known row."
+);
+pyo3::create_exception!(
+    pixmo_stream,
     SchemaError,
     PixmoError,
     "A record or schema does not fit."
@@ -36,6 +42,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("PixmoError", py.get_type::<PixmoError>())?;
     m.add("CorruptDataError", py.get_type::<CorruptDataError>())?;
+    m.add("BadSampleError", py.get_type::<BadSampleError>())?;
     m.add("SchemaError", py.get_type::<SchemaError>())?;
     m.add(
         "UnsupportedVersionError",
@@ -62,6 +69,11 @@ pub fn to_py(e: Error) -> PyErr {
                 CorruptDataError::new_err(msg),
                 location_attrs(py, &location),
             ),
+            Error::BadSample { location, row, .. } => {
+                let mut attrs = location_attrs(py, &location);
+                attrs.push(("row", obj(py, row)));
+                (BadSampleError::new_err(msg), attrs)
+            }
             Error::Changed { path, .. } => (
                 CorruptDataError::new_err(msg),
                 location_attrs(py, &Location::file(&path)),

@@ -26,20 +26,21 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(image_decode, m)?)?;
     m.add_function(wrap_pyfunction!(image_decode_many, m)?)?;
     m.add_function(wrap_pyfunction!(image_decode_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(image_placement, m)?)?;
     Ok(())
 }
 
 /// Encoded bytes held for a call that releases the GIL: borrowed from `bytes` or a read-only
 /// buffer (a `Blob`, which maps its shard), copied from a writable one (another thread could
 /// change it while we read).
-enum Encoded {
+pub enum Encoded {
     Bytes(Py<PyBytes>),
     Shared(PyBuffer<u8>),
     Copied(Vec<u8>),
 }
 
 impl Encoded {
-    fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+    pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
         if let Ok(b) = obj.cast::<PyBytes>() {
             return Ok(Encoded::Bytes(b.clone().unbind()));
         }
@@ -60,7 +61,7 @@ impl Encoded {
     }
 
     /// The bytes, taken while the GIL is held; the slice itself may be read without it.
-    fn as_slice<'a>(&'a self, py: Python<'_>) -> &'a [u8] {
+    pub fn as_slice<'a>(&'a self, py: Python<'_>) -> &'a [u8] {
         match self {
             // `bytes` is immutable, and `Py` keeps it alive as long as `self`.
             Encoded::Bytes(b) => b.as_bytes(py),
@@ -246,4 +247,29 @@ fn image_decode_batch<'py>(
     let shape = (n, height as usize, width as usize, 3);
     let arr = Array4::from_shape_vec(shape, buf).expect("the batch buffer is n*h*w*3 bytes");
     Ok((arr.into_pyarray(py), errors))
+}
+
+/// `(height, width, top, left, canvas_height, canvas_width)`: where an image of
+/// `src_height` x `src_width` lands under a resize mode.
+#[pyfunction]
+fn image_placement(
+    src_height: u32,
+    src_width: u32,
+    mode: &str,
+    width: u32,
+    height: u32,
+) -> PyResult<(u32, u32, u32, u32, u32, u32)> {
+    let opts = options(mode, width, height, false, 1)?;
+    opts.resize
+        .validate()
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let p = opts.resize.placement(src_width, src_height);
+    Ok((
+        p.height,
+        p.width,
+        p.top,
+        p.left,
+        p.canvas_height,
+        p.canvas_width,
+    ))
 }

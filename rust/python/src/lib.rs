@@ -6,8 +6,10 @@ use pyo3::prelude::*;
 mod blob;
 mod convert;
 mod dataset;
+mod decoded;
 mod errors;
 mod image;
+mod molmo;
 mod plan;
 mod stream;
 mod writer;
@@ -16,6 +18,7 @@ mod writer;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     image::register(m)?;
+    molmo::register(m)?;
     plan::register(m)?;
     stream::register(m)?;
     m.add_class::<writer::PyWriter>()?;

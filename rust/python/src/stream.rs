@@ -5,12 +5,14 @@
 use std::sync::{Arc, Mutex};
 
 use pixmo_stream_core::plan::{ConsumerRows, EpochPlan, ShuffleOptions};
-use pixmo_stream_core::stream::{ReadAhead, ReadAheadOptions, RowSource};
+use pixmo_stream_core::sample::{BadSample, BadSamplePolicy};
+use pixmo_stream_core::stream::{ReadAhead, ReadAheadOptions, ReadBatch, RowSource};
 use pixmo_stream_core::Dataset;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::convert::{node_to_py, Helpers, ReadCtx};
+use crate::decoded::{batch_images, image_stage, row_image, DecodeSpec};
 use crate::errors::IntoPyResult;
 use crate::plan::{make_split, mixture_rows, mixture_sources};
 
@@ -28,6 +30,8 @@ pub struct PyReadAhead {
     helpers: Helpers,
     /// Binary values come back as zero-copy `Blob`s (pickled as `bytes` across processes).
     zero_copy: bool,
+    /// The column whose images the read threads decode (its values become arrays).
+    image_key: Option<Py<PyString>>,
 }
 
 /// A manifest's identity as Python holds it: `Dataset.manifest_hash`.
@@ -75,15 +79,29 @@ fn build(
     sources: Vec<SourceMeta>,
     rows: Box<dyn RowSource>,
     options: ReadAheadOptions,
+    decode: Option<DecodeSpec>,
 ) -> PyResult<PyReadAhead> {
     let datasets = sources.iter().map(|s| s.dataset.clone()).collect();
     let columns = sources.iter().map(|s| s.columns.clone()).collect();
-    let inner = ReadAhead::new(datasets, columns, rows, options).py_err()?;
+    let mut inner = ReadAhead::new(datasets, columns, rows, options).py_err()?;
+    let mut image_key = None;
+    if let Some(spec) = &decode {
+        let projected: Vec<Vec<String>> = sources
+            .iter()
+            .map(|s| {
+                let fields = &s.dataset.schema().fields;
+                s.columns.iter().map(|&c| fields[c].name.clone()).collect()
+            })
+            .collect();
+        inner = inner.with_stage(Arc::new(image_stage(spec, &projected)?));
+        image_key = Some(PyString::intern(py, &spec.5).unbind());
+    }
     Ok(PyReadAhead {
         inner: Mutex::new(inner),
         sources,
         helpers: Helpers::load(py)?,
         zero_copy: true,
+        image_key,
     })
 }
 
@@ -94,7 +112,8 @@ impl PyReadAhead {
     #[staticmethod]
     #[pyo3(signature = (paths, columns=None, *, seed=0, epoch=0, shuffle=true, window_rows=16384,
         start=0, world_size=1, rank=0, num_workers=1, worker=0, block=1, pad=false,
-        batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true, expect=None))]
+        batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true, expect=None,
+        replace=None, decode=None))]
     #[allow(clippy::too_many_arguments)]
     fn for_plan(
         py: Python<'_>,
@@ -117,6 +136,8 @@ impl PyReadAhead {
         skip: u64,
         verify_blobs: bool,
         expect: Option<Vec<Option<ManifestId>>>,
+        replace: Option<(u64, u32)>,
+        decode: Option<DecodeSpec>,
     ) -> PyResult<Self> {
         let n = paths.len();
         let sources = open_sources(py, paths, vec![columns; n], expect)?;
@@ -157,7 +178,9 @@ impl PyReadAhead {
                 depth,
                 skip,
                 verify_blobs,
+                on_bad_sample: policy(replace),
             },
+            decode,
         )
     }
 
@@ -166,7 +189,8 @@ impl PyReadAhead {
     #[staticmethod]
     #[pyo3(signature = (paths, columns, weights, seed, counts_at_start, sources, *, num_positions,
         start=0, world_size=1, rank=0, num_workers=1, worker=0, block=1,
-        batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true, expect=None))]
+        batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true, expect=None,
+        replace=None, decode=None))]
     #[allow(clippy::too_many_arguments)]
     fn for_mixture(
         py: Python<'_>,
@@ -189,6 +213,8 @@ impl PyReadAhead {
         skip: u64,
         verify_blobs: bool,
         expect: Option<Vec<Option<ManifestId>>>,
+        replace: Option<(u64, u32)>,
+        decode: Option<DecodeSpec>,
     ) -> PyResult<Self> {
         let metas = open_sources(py, paths, columns, expect)?;
         let rows = mixture_rows(
@@ -214,16 +240,18 @@ impl PyReadAhead {
                 depth,
                 skip,
                 verify_blobs,
+                on_bad_sample: policy(replace),
             },
+            decode,
         )
     }
 
-    /// The next batch as `(records, sources, rows)`, or `None` at the end of the stream.
+    /// The next batch as `(records, sources, rows, bad, images)`, or `None` at the end of the
+    /// stream; `rows` are the rows read (replacements included), `bad` the replaced rows,
+    /// `images` the batch's decoded images as one `[N, H, W, 3]` array when they have one
+    /// fixed size (each record's image is then a view of it), else `None`.
     #[allow(clippy::type_complexity)]
-    fn next_batch<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<Option<(Bound<'py, PyList>, Vec<usize>, Vec<u64>)>> {
+    fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Option<NextBatch<'py>>> {
         let batch = py
             .detach(|| {
                 self.inner
@@ -233,10 +261,19 @@ impl PyReadAhead {
             })
             .py_err()?;
         let Some(batch) = batch else { return Ok(None) };
+        let ReadBatch {
+            rows: read,
+            bad,
+            assembled,
+        } = batch;
+        let images = match assembled {
+            Some(v) => batch_images(py, v)?,
+            None => None,
+        };
         let records = PyList::empty(py);
-        let mut sources = Vec::with_capacity(batch.rows.len());
-        let mut rows = Vec::with_capacity(batch.rows.len());
-        for r in &batch.rows {
+        let mut sources = Vec::with_capacity(read.len());
+        let mut rows = Vec::with_capacity(read.len());
+        for (i, mut r) in read.into_iter().enumerate() {
             let meta = &self.sources[r.source];
             let fields = &meta.dataset.schema().fields;
             let d = PyDict::new(py);
@@ -257,11 +294,22 @@ impl PyReadAhead {
                 )?;
                 d.set_item(key.bind(py), v)?;
             }
+            if let Some(key) = &self.image_key {
+                let image = match (&images, r.processed.take()) {
+                    (Some(all), _) => Some(all.get_item(i)?),
+                    (None, Some(v)) => row_image(py, v)?,
+                    (None, None) => None,
+                };
+                if let Some(image) = image {
+                    d.set_item(key.bind(py), image)?;
+                }
+            }
             records.append(d)?;
             sources.push(r.source);
             rows.push(r.row);
         }
-        Ok(Some((records, sources, rows)))
+        let bad = bad.iter().map(bad_to_py).collect();
+        Ok(Some((records, sources, rows, bad, images)))
     }
 
     /// Whether the background threads have started (they start on the first `next_batch`).
@@ -283,6 +331,49 @@ impl PyReadAhead {
             drop(std::mem::replace(&mut *inner, empty));
         });
     }
+}
+
+/// What `next_batch` returns: `(records, sources, rows, bad, images)`.
+type NextBatch<'py> = (
+    Bound<'py, PyList>,
+    Vec<usize>,
+    Vec<u64>,
+    Vec<PyBadSample>,
+    Option<Bound<'py, PyAny>>,
+);
+
+/// `replace`: `(seed, max_attempts)` to replace bad samples, `None` to raise.
+fn policy(replace: Option<(u64, u32)>) -> BadSamplePolicy {
+    match replace {
+        Some((seed, max_attempts)) => BadSamplePolicy::Replace { seed, max_attempts },
+        None => BadSamplePolicy::Raise,
+    }
+}
+
+/// A replaced row as Python sees it: `(position in the batch, source, row, replacement, path,
+/// row_group, column, reason)`.
+type PyBadSample = (
+    usize,
+    usize,
+    u64,
+    u64,
+    String,
+    Option<usize>,
+    Option<String>,
+    String,
+);
+
+fn bad_to_py(b: &BadSample) -> PyBadSample {
+    (
+        b.position,
+        b.source,
+        b.row,
+        b.replacement,
+        b.location.path.display().to_string(),
+        b.location.row_group,
+        b.location.column.clone(),
+        b.reason.clone(),
+    )
 }
 
 /// Rows of several datasets read as one.

@@ -52,7 +52,7 @@ def add_parser(
     subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()
 ) -> argparse.ArgumentParser:
     outcomes = ", ".join(o.value for o in Outcome)
-    p = subparsers.add_parser(
+    p: argparse.ArgumentParser = subparsers.add_parser(
         NAME,
         parents=list(parents),
         help="download the images of PixMo parquet files into a Molmo-compatible cache",
@@ -66,9 +66,12 @@ def add_parser(
     )
     p.add_argument("parquet", nargs="+", metavar="PARQUET", help="PixMo parquet file(s)")
     p.add_argument("--cache", required=True, metavar="DIR", help="image cache directory")
-    p.add_argument("--url-column", default=URL_COLUMN, help="URL column (default: %(default)s)")
+    p.add_argument(
+        "--url-column", metavar="NAME", default=URL_COLUMN, help="URL column (default: %(default)s)"
+    )
     p.add_argument(
         "--sha-column",
+        metavar="NAME",
         default=SHA_COLUMN,
         help="expected-sha256 column, used where present (default: %(default)s)",
     )
@@ -76,12 +79,14 @@ def add_parser(
     net = p.add_argument_group("network")
     net.add_argument(
         "--concurrency",
+        metavar="N",
         type=_positive(int),
         default=_DEFAULTS.concurrency,
         help="requests in flight over all hosts (default: %(default)s)",
     )
     net.add_argument(
         "--per-host",
+        metavar="N",
         type=_positive(int),
         default=_DEFAULTS.per_host,
         help="requests in flight to one host (default: %(default)s)",
@@ -122,16 +127,16 @@ def add_parser(
         type=byte_size,
         default=_DEFAULTS.max_bytes,
         metavar="SIZE",
-        help="refuse bodies larger than this, e.g. 32MB (default: %(default)s bytes)",
+        help="refuse bodies larger than this, e.g. 32MB or 64MiB (default: 32MiB)",
     )
     net.add_argument(
         "--retries",
         type=int,
         default=_DEFAULTS.retries,
         metavar="N",
-        help="extra attempts for connect errors, timeouts, truncated bodies, 408, 429 and "
-        "5xx, with exponential backoff and jitter; 404/410 are never retried "
-        "(default: %(default)s)",
+        help="extra attempts for connect errors, truncated bodies, 408, 429 and 5xx, with "
+        "exponential backoff and jitter; 404/410 are never retried, and a request that ran "
+        "out its --timeout is left for the next run (default: %(default)s)",
     )
     net.add_argument(
         "--backoff",
@@ -157,6 +162,7 @@ def add_parser(
     )
     net.add_argument(
         "--user-agent",
+        metavar="UA",
         default=DEFAULT_USER_AGENT,
         help="User-Agent header (default: %(default)s)",
     )
@@ -236,9 +242,12 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         if not Path(path).is_file():
             sys.stderr.write(f"pixmo-stream fetch: error: {path}: no such file\n")
             return 2
-    todo = distinct_urls(
-        parquet_urls(args.parquet, url_column=args.url_column, sha_column=args.sha_column or None)
-    )
+    try:
+        todo = distinct_urls(
+            parquet_urls(args.parquet, url_column=args.url_column, sha_column=args.sha_column)
+        )
+    except (TypeError, ValueError) as exc:  # a malformed sha256 or a non-string URL column
+        raise FetchError(f"{', '.join(args.parquet)}: {exc}") from exc
     items = list(todo.items())[: args.limit] if args.limit else todo.items()
     progress = not getattr(args, "quiet", False) and _isatty(sys.stderr)
     try:

@@ -22,13 +22,13 @@ import aiohttp
 from .attempt import AttemptResult, attempt
 from .backoff import backoff_delay
 from .cache import ImageCache
-from .content import check_image
+from .content import ContentVerdict, check_image
 from .errors import FetchError, FetchInterrupted
 from .hosts import HostGates
 from .options import FetchOptions
 from .outcome import Outcome
 from .report import FetchReport
-from .state import FetchState, UrlRecord
+from .state import FLUSH_SECONDS, FetchState, UrlRecord
 
 FetchItem = tuple[str, str | None]
 _THROTTLE_STATUSES = (429, 503)
@@ -152,27 +152,40 @@ class _Run:
                 connector=connector, timeout=timeout, headers=headers
             ) as session:
                 n_workers = min(opts.concurrency, max(1, len(self.todo)))
-                workers = [
-                    asyncio.create_task(self._worker(session, queue, pool))
-                    for _ in range(n_workers)
-                ]
+                flusher = asyncio.create_task(self._flush_periodically())
                 try:
                     async with asyncio.timeout(opts.deadline):
-                        for url, sha in self.todo.items():
-                            if not self._reuse(url, sha):
-                                await queue.put((url, sha))
-                        for _ in workers:
-                            await queue.put(None)
-                        await asyncio.gather(*workers)
+                        # A task group: if one worker fails (a full disk), the others and
+                        # the producer stop too, instead of waiting on a queue forever.
+                        async with asyncio.TaskGroup() as group:
+                            for _ in range(n_workers):
+                                group.create_task(self._worker(session, queue, pool))
+                            group.create_task(self._produce(queue, n_workers))
                 except TimeoutError:
                     self.report.deadline_reached = True
+                except ExceptionGroup as failed:
+                    raise failed.exceptions[0] from None
                 finally:
-                    for worker in workers:
-                        worker.cancel()
-                    await asyncio.gather(*workers, return_exceptions=True)
+                    flusher.cancel()
+                    await asyncio.gather(flusher, return_exceptions=True)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             self.finish()
+
+    async def _produce(
+        self, queue: asyncio.Queue[tuple[str, str | None] | None], n_workers: int
+    ) -> None:
+        for url, sha in self.todo.items():
+            if not self._reuse(url, sha):
+                await queue.put((url, sha))
+        for _ in range(n_workers):
+            await queue.put(None)
+
+    async def _flush_periodically(self) -> None:
+        """Commit finished URLs twice a second, so a kill loses at most that much state."""
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            self.state.flush()
 
     def finish(self, *, interrupted: bool = False) -> None:
         """Close the books (once): what never got an answer is ``not_attempted``."""
@@ -239,27 +252,17 @@ class _Run:
         url: str,
         sha: str | None,
     ) -> tuple[UrlRecord, bool]:
-        loop = asyncio.get_running_loop()
-        opts = self.opts
         if self.cache.size(url) is not None:
             # A file with no usable record (a Molmo cache, or a run killed before it committed
             # its state): accept it if it passes the same check a download would.
-            body = await loop.run_in_executor(pool, self.cache.read, url)
-            if body is not None:
-                verdict = await loop.run_in_executor(pool, _check, body, sha, opts)
-                if verdict.outcome.cached:
-                    rec = UrlRecord(
-                        url,
-                        verdict.outcome,
-                        None,
-                        "found in the cache",
-                        verdict.sha256,
-                        len(body),
-                        0,
-                        time.time(),
-                    )
-                    return rec, True
-            await loop.run_in_executor(pool, self.cache.discard, url)
+            loop = asyncio.get_running_loop()
+            verdict, size = await loop.run_in_executor(pool, self._check_cached, url, sha)
+            if verdict is not None and verdict.outcome.cached:
+                rec = UrlRecord(
+                    url, verdict.outcome, None, "found in the cache", verdict.sha256, size, 0,
+                    time.time(),
+                )  # fmt: skip
+                return rec, True
         return await self._download(session, pool, url, sha), False
 
     async def _download(
@@ -279,14 +282,14 @@ class _Run:
             if result.outcome is None:
                 gate.succeeded()
                 return await self._store(pool, url, sha, result, attempt_no + 1)
-            if not result.outcome.retryable:
+            if not result.outcome.retryable or _spent_its_deadline(result):
                 break
             throttling = result.status in _THROTTLE_STATUSES
             wait = result.retry_after
             if wait is not None and wait > opts.retry_after_cap:
                 if throttling:
                     gate.throttled(
-                        backoff_delay(gate.throttles, opts.backoff_base, opts.backoff_max, self.rng)
+                        backoff_delay(gate.streak, opts.backoff_base, opts.backoff_max, self.rng)
                     )
                 detail = (
                     f"{result.detail}: Retry-After {wait:,.0f} s is over the cap of "
@@ -324,11 +327,9 @@ class _Run:
         body = result.body
         assert body is not None
         self.report.bytes_downloaded += len(body)
-        verdict = await loop.run_in_executor(pool, _check, body, sha, self.opts)
+        verdict = await loop.run_in_executor(pool, self._check_and_keep, url, body, sha)
         detail = verdict.detail
-        if verdict.outcome.cached:
-            await loop.run_in_executor(pool, self.cache.write, url, body)
-        elif verdict.outcome is Outcome.BAD_CONTENT and result.content_type:
+        if verdict.outcome is Outcome.BAD_CONTENT and result.content_type:
             detail = f"{detail} (Content-Type {result.content_type})"
         return UrlRecord(
             url,
@@ -341,6 +342,29 @@ class _Run:
             time.time(),
         )
 
+    # The two below run in the pool: one hand-off per image, check and file work together.
 
-def _check(body: bytes, sha: str | None, opts: FetchOptions) -> Any:
-    return check_image(body, sha, sha_policy=opts.sha_policy, decode=opts.decode)
+    def _check_and_keep(self, url: str, body: bytes, sha: str | None) -> ContentVerdict:
+        verdict = check_image(body, sha, sha_policy=self.opts.sha_policy, decode=self.opts.decode)
+        if verdict.outcome.cached:
+            try:
+                self.cache.write(url, body)
+            except OSError as exc:  # a full or read-only disk: stop, keep what is written
+                path = self.cache.path(url)
+                raise FetchError(f"{path}: cannot write {url}: {exc}", path=str(path)) from exc
+        return verdict
+
+    def _check_cached(self, url: str, sha: str | None) -> tuple[ContentVerdict | None, int]:
+        body = self.cache.read(url)
+        if body is None:
+            return None, 0
+        verdict = check_image(body, sha, sha_policy=self.opts.sha_policy, decode=self.opts.decode)
+        if not verdict.outcome.cached:
+            self.cache.discard(url)
+        return verdict, len(body)
+
+
+def _spent_its_deadline(result: AttemptResult) -> bool:
+    """Our own deadline ran out: asking again at once would most likely wait as long again,
+    so the URL is left (retryable) for a later run. A server's 408 is retried like a 5xx."""
+    return result.outcome is Outcome.TIMEOUT and result.status != 408

@@ -31,6 +31,8 @@ class HostGate:
         self._next_start = 0.0
         self._paused_until = 0.0
         self.throttles = 0
+        self.streak = 0
+        """Throttles since the host last served a request: the exponent of its pause."""
 
     async def __aenter__(self) -> HostGate:
         await self._slots.acquire()
@@ -52,6 +54,7 @@ class HostGate:
     def throttled(self, pause: float) -> None:
         """The host said 429/503: hold all its requests for ``pause`` s and slow its rate."""
         self.throttles += 1
+        self.streak += 1
         now = time.monotonic()
         # Answers to one burst of requests arrive together: slow down once per pause, not
         # once per answer.
@@ -60,6 +63,7 @@ class HostGate:
         self._paused_until = max(self._paused_until, now + pause)
 
     def succeeded(self) -> None:
+        self.streak = 0
         if self._interval > self._base_interval:
             self._interval = max(self._base_interval, self._interval * _RECOVERY)
             if self._interval < _THROTTLED_FLOOR:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Literal
 
 ShaPolicy = Literal["strict", "flag", "off"]
 SHA_POLICIES: tuple[ShaPolicy, ...] = ("strict", "flag", "off")
 
-DEFAULT_USER_AGENT = "pixmo-stream-fetch/0.1 (+https://github.com/allenai/molmo; research dataset)"
+DEFAULT_USER_AGENT = "pixmo-stream-fetch/0.1 (research image dataset download)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +33,9 @@ class FetchOptions:
     max_bytes: int = 32 * 1024 * 1024
     """Bodies larger than this are refused (``too_large``), checked before and while reading."""
     retries: int = 3
-    """Extra attempts after the first for retryable failures (connect errors, 408, 429, 5xx,
-    timeouts, truncated bodies)."""
+    """Extra attempts after the first for connect errors, truncated bodies, 408, 429 and 5xx.
+    A request that ran out its own ``request_timeout`` is not retried in the same run (it would
+    likely wait as long again) but is retried by the next run."""
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     retry_after_cap: float = 60.0
@@ -44,7 +46,8 @@ class FetchOptions:
     but whose hash differs is kept and reported as ``sha_flagged``. ``off``: no check."""
     decode: bool = True
     """Fully decode each image (in a thread pool) to catch truncated or corrupt files."""
-    decode_threads: int = 2
+    decode_threads: int = dataclasses.field(default_factory=lambda: min(8, os.cpu_count() or 1))
+    """Threads that check (decode) images and write files."""
     opt_out_directives: tuple[str, ...] = ("noai", "noimageai")
     """``X-Robots-Tag`` directives that mean "do not use for AI": such a response is not read
     (``opted_out``). Checked on the headers, before the body; ``()`` turns the check off."""

@@ -14,9 +14,9 @@ import dataclasses
 import fcntl
 import os
 import sqlite3
-import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from .errors import FetchError
 from .outcome import Outcome
@@ -24,7 +24,7 @@ from .outcome import Outcome
 STATE_FILE = ".pixmo-fetch.sqlite"
 LOCK_FILE = ".pixmo-fetch.lock"
 _COMMIT_EVERY = 256
-_COMMIT_SECONDS = 0.5
+FLUSH_SECONDS = 0.5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS url_state (
@@ -65,8 +65,7 @@ class FetchState:
         self.cache_dir = Path(cache_dir)
         self.path = self.cache_dir / STATE_FILE
         self._lock_fd: int | None = None
-        self._pending: list[tuple[object, ...]] = []
-        self._last_commit = time.monotonic()
+        self._pending: dict[str, tuple[Any, ...]] = {}
         if writable:
             self._lock()
         elif not self.path.exists():
@@ -108,12 +107,13 @@ class FetchState:
 
     def get(self, url: str) -> UrlRecord | None:
         """The last recorded outcome for ``url``, or ``None`` if no run has finished it."""
-        self._commit_pending()
-        row = self._db.execute(
-            "SELECT url, outcome, status, detail, sha256, size, attempts, updated "
-            "FROM url_state WHERE url = ?",
-            (url,),
-        ).fetchone()
+        row: tuple[Any, ...] | None = self._pending.get(url)
+        if row is None:
+            row = self._db.execute(
+                "SELECT url, outcome, status, detail, sha256, size, attempts, updated "
+                "FROM url_state WHERE url = ?",
+                (url,),
+            ).fetchone()
         if row is None:
             return None
         return UrlRecord(row[0], Outcome(row[1]), *row[2:])
@@ -129,22 +129,29 @@ class FetchState:
         return int(self._db.execute("SELECT count(*) FROM url_state").fetchone()[0])
 
     def record(self, rec: UrlRecord) -> None:
-        """Queue ``rec``; it is committed within half a second or 256 records."""
-        self._pending.append(dataclasses.astuple(rec))
-        self._pending[-1] = (rec.url, rec.outcome.value, *self._pending[-1][2:])
-        now = time.monotonic()
-        if len(self._pending) >= _COMMIT_EVERY or now - self._last_commit >= _COMMIT_SECONDS:
+        """Queue ``rec``; it is committed within 256 records, or by :meth:`flush` (a running
+        fetch flushes every half second)."""
+        self._pending[rec.url] = (
+            rec.url,
+            rec.outcome.value,
+            rec.status,
+            rec.detail,
+            rec.sha256,
+            rec.size,
+            rec.attempts,
+            rec.updated,
+        )
+        if len(self._pending) >= _COMMIT_EVERY:
             self._commit_pending()
 
     def _commit_pending(self) -> None:
-        self._last_commit = time.monotonic()
         if not self._pending:
             return
-        rows, self._pending = self._pending, []
+        rows, self._pending = self._pending, {}
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(
-                "INSERT OR REPLACE INTO url_state VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+                "INSERT OR REPLACE INTO url_state VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows.values()
             )
 
     def flush(self) -> None:

@@ -1,0 +1,367 @@
+"""Decoded images at training speed: pixmo-stream's read-ahead decode against peers that decode
+in DataLoader workers (as their docs show), and against the machine's own decode limit.
+
+    python -m benches.decode_stream                 # ~2,000 PixMo-sized photos, a few minutes
+    python -m benches.decode_stream --records 600   # quicker
+
+Everything is measured in the same run on the same images (``pixmo_stream.synthetic``'s
+``pixmo-cap`` preset: 1024-2048 px photos, ~0.5 MB JPEGs):
+
+- **limit**: the same decoder (``pixmo_stream.image.decode_many``, same options) over the
+  same encoded images held in memory, on 2 threads, with nothing else: what 2 cores can decode;
+- **pixmo-stream**: ``StreamingDataset(decode=Decode(resize=...), batch_size=32)``, shuffled,
+  through ``pixmo_stream.DataLoader`` with 0 and 2 workers;
+- **peers**: MosaicML Streaming (MDS) and WebDataset, shuffled, decoding with PIL and resizing
+  with PIL in a ``torch`` DataLoader with 2 workers (and 0), as their docs show;
+- **Molmo preprocessing** (when ``pixmo_stream.image`` has it): ``decode="molmo"`` against a
+  peer loader (MDS, 2 workers) doing what Molmo's loader does in Python: PIL decode, torch
+  antialiased bilinear resize (what torchvision's ``resize`` runs on tensors), numpy crops.
+
+Rates count images after the first batch. Results: ``benches/results/decode_stream.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benches.common import ROOT, load_synthetic
+
+RESULTS = ROOT / "benches" / "results"
+DATA = ROOT / "benches" / "out" / "decode_stream"
+BATCH = 32
+
+
+# ---- data --------------------------------------------------------------------------------
+def make_data(n: int, preset: str, seed: int) -> dict[str, Path]:
+    """The same records written as pixmo-stream, MDS and WebDataset (cached between runs)."""
+    import pixmo_stream as ps
+
+    root = DATA / f"{preset}-{n}-{seed}"
+    done = root / "done"
+    paths = {"pixmo": root / "pixmo", "mds": root / "mds", "wds": root / "wds"}
+    if done.exists():
+        return paths
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    synthetic = load_synthetic()
+    records = list(synthetic.generate_records(n, seed, preset, workers=2))
+    with ps.Writer(str(paths["pixmo"]), schema=synthetic.pixmo_schema()) as w:
+        w.write_many(records)
+    from benches.contenders.mds import MDSContender
+    from benches.contenders.wds import WebDatasetContender
+
+    for name, c in (("mds", MDSContender()), ("wds", WebDatasetContender())):
+        if c.missing() is None:
+            c.write(records, paths[name])
+    done.write_text("ok")
+    return paths
+
+
+def encoded_images(path: Path, n: int) -> list[bytes]:
+    import pixmo_stream as ps
+
+    ds = ps.Dataset(str(path))
+    return [bytes(r["image"]) for r in ds.iter(columns=["image"])][:n]
+
+
+# ---- timing ------------------------------------------------------------------------------
+def rate(batches: Iterable[Any], count: Callable[[Any], int], limit: int) -> dict[str, float]:
+    """Images per second after the first batch, over up to `limit` images."""
+    t0 = time.perf_counter()
+    it = iter(batches)
+    first = count(next(it))
+    t1 = time.perf_counter()
+    n = 0
+    for b in it:
+        n += count(b)
+        if first + n >= limit:
+            break
+    t2 = time.perf_counter()
+    return {"images_per_s": n / (t2 - t1), "first_batch_s": t1 - t0, "images": first + n}
+
+
+def limit_rate(images: list[bytes], size: int, fast: bool) -> dict[str, float]:
+    from pixmo_stream import image
+
+    image.decode_many(images[:8], resize=(size, size), fast=fast, threads=2)  # warm
+    t = time.perf_counter()
+    image.decode_many(images, resize=(size, size), fast=fast, threads=2)
+    return {"images_per_s": len(images) / (time.perf_counter() - t), "images": len(images)}
+
+
+def ours(path: Path, size: int, workers: int, fast: bool, limit: int) -> dict[str, float]:
+    import pixmo_stream as ps
+
+    ds = ps.StreamingDataset(
+        str(path),
+        seed=0,
+        batch_size=BATCH,
+        columns=["image", "captions"],
+        decode=ps.Decode(resize=(size, size), fast=fast),
+    )
+    loader = ps.DataLoader(ds, num_workers=workers)
+    out = rate(loader, lambda b: len(b["image"]), limit)
+    shape = tuple(next(iter(loader))["image"].shape)
+    assert shape == (BATCH, size, size, 3), shape
+    return out
+
+
+def pil_resized(data: bytes, size: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+
+
+def stack_images(batch: list[dict[str, Any]]) -> Any:
+    import torch
+
+    return torch.from_numpy(np.stack([r["image"] for r in batch]))
+
+
+def peer_mds(path: Path, transform: Callable[[bytes], Any], workers: int, collate: Any) -> Any:
+    from streaming import StreamingDataLoader, StreamingDataset
+    from streaming.base.util import clean_stale_shared_memory
+
+    clean_stale_shared_memory()
+
+    class Decoding(StreamingDataset):
+        def get_item(self, idx: int) -> Any:
+            rec = super().get_item(idx)
+            return {"image": transform(rec["image"]), "captions": rec["captions"]}
+
+    ds = Decoding(local=str(path), remote=None, shuffle=True, shuffle_seed=0, batch_size=BATCH)
+    return StreamingDataLoader(ds, batch_size=BATCH, num_workers=workers, collate_fn=collate)
+
+
+def peer_wds(path: Path, transform: Callable[[bytes], Any], workers: int, collate: Any) -> Any:
+    import webdataset as wds
+    from torch.utils.data import DataLoader
+
+    shards = [str(p) for p in sorted(path.glob("*.tar"))]
+    ds = (
+        wds.WebDataset(shards, shardshuffle=len(shards), seed=0, empty_check=False)
+        .shuffle(1000, seed=0)
+        .map(
+            lambda s: {"image": transform(s["jpg"]), "captions": json.loads(s["json"])["captions"]}
+        )
+    )
+    return DataLoader(ds, batch_size=BATCH, num_workers=workers, collate_fn=collate)
+
+
+# ---- Molmo -------------------------------------------------------------------------------
+MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
+STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+
+
+def molmo_in_python(data: bytes) -> np.ndarray:
+    """What Molmo's loader does per image (``overlap-and-resize-c2``, 12 crops of 336, stride
+    224), in Python: PIL decode, torch antialiased bilinear resize, numpy normalise and crops.
+    Returns the crops ``[n, 336, 336, 3]`` float32 (the global view first)."""
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image, ImageOps
+
+    with Image.open(io.BytesIO(data)) as im:
+        rgb = np.asarray(ImageOps.exif_transpose(im.convert("RGB")))
+    h, w = rgb.shape[:2]
+    cands = sorted(
+        ((i, j) for i in range(1, 13) for j in range(1, 13) if i * j <= 12),
+        key=lambda t: (t[0] * t[1], t[0]),
+    )
+    scales = [
+        min(np.float32(224 * i) / np.float32(h - 112), np.float32(224 * j) / np.float32(w - 112))
+        for i, j in cands
+    ]
+    ok = [k for k, s in enumerate(scales) if s >= 1]
+    k = min(ok, key=lambda k: scales[k]) if ok else max(range(len(cands)), key=lambda k: scales[k])
+    ti, tj = cands[k]
+
+    def resize_and_pad(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+        s = min(np.float32(out_h) / np.float32(h), np.float32(out_w) / np.float32(w))
+        sh, sw = int(h * s), int(w * s)
+        t = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
+        t = F.interpolate(t, size=(sh, sw), mode="bilinear", antialias=True)
+        canvas = np.zeros((out_h, out_w, 3), np.float32)
+        top, left = (out_h - sh) // 2, (out_w - sw) // 2
+        canvas[top : top + sh, left : left + sw] = t[0].permute(1, 2, 0).numpy()
+        return (canvas - MEAN) / STD
+
+    glob = resize_and_pad(rgb, 336, 336)
+    big = resize_and_pad(rgb, 224 * ti + 112, 224 * tj + 112)
+    crops = [glob]
+    for i in range(ti):
+        for j in range(tj):
+            crops.append(big[224 * i : 224 * i + 336, 224 * j : 224 * j + 336])
+    return np.stack(crops)
+
+
+def molmo_rows(args: argparse.Namespace, paths: dict[str, Path]) -> dict[str, Any]:
+    import pixmo_stream as ps
+    from pixmo_stream import image
+
+    if not hasattr(image, "molmo_preprocess"):
+        return {"skipped": "pixmo_stream.image has no Molmo preprocessing in this build"}
+    n = max(64, args.records // 4)
+    out: dict[str, Any] = {}
+    for workers in (0, 2):
+        ds = ps.StreamingDataset(
+            str(paths["pixmo"]), seed=0, batch_size=8, columns=["image"], decode="molmo"
+        )
+        out[f"pixmo-stream, {workers} workers"] = rate(
+            ps.DataLoader(ds, num_workers=workers), lambda b: len(b["image"]), n
+        )
+    out["MDS, PIL + torch resize + numpy crops, 2 workers"] = rate(
+        peer_mds(paths["mds"], molmo_in_python, 2, list), len, n
+    )
+    return out
+
+
+# ---- report ------------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--records", type=int, default=2000)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--preset", default="pixmo-cap")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+    t = time.perf_counter()
+    paths = make_data(args.records, args.preset, args.seed)
+    images = encoded_images(paths["pixmo"], args.records)
+    mean_kb = sum(map(len, images)) / len(images) / 1e3
+    print(f"data: {len(images)} images, {mean_kb:.0f} KB mean ({time.perf_counter() - t:.0f} s)")
+    size, n = args.size, args.records
+    rows: dict[str, dict[str, float]] = {}
+
+    def run(name: str, fn: Callable[[], dict[str, float]]) -> None:
+        try:
+            rows[name] = fn()
+            print(f"{name}: {rows[name]['images_per_s']:.0f} images/s")
+        except Exception as e:  # a peer that is not installed or fails: say so, go on
+            print(f"{name}: failed ({type(e).__name__}: {e})")
+
+    run("limit: same decoder, 2 threads, in memory", lambda: limit_rate(images, size, False))
+    run("limit, fast (DCT-scaled) decode", lambda: limit_rate(images, size, True))
+    for w in (0, 2):
+        run(f"pixmo-stream, {w} workers", lambda w=w: ours(paths["pixmo"], size, w, False, n))
+    run("pixmo-stream, 0 workers, fast", lambda: ours(paths["pixmo"], size, 0, True, n))
+
+    def resize(b: bytes) -> np.ndarray:
+        return pil_resized(b, size)
+
+    for w in (0, 2):
+        run(
+            f"MDS, PIL decode + resize, {w} workers",
+            lambda w=w: rate(peer_mds(paths["mds"], resize, w, stack_images), len, n),
+        )
+        run(
+            f"WebDataset, PIL decode + resize, {w} workers",
+            lambda w=w: rate(peer_wds(paths["wds"], resize, w, stack_images), len, n),
+        )
+    molmo = molmo_rows(args, paths)
+
+    peers = {k: v for k, v in rows.items() if k.startswith(("MDS", "WebDataset"))}
+    best_peer = max(peers, key=lambda k: peers[k]["images_per_s"]) if peers else None
+    best_ours = max(
+        (k for k in rows if k.startswith("pixmo-stream") and "fast" not in k),
+        key=lambda k: rows[k]["images_per_s"],
+    )
+    ratios = {}
+    if best_peer:
+        ratios["vs fastest peer"] = (
+            rows[best_ours]["images_per_s"] / peers[best_peer]["images_per_s"]
+        )
+    limit_key = "limit: same decoder, 2 threads, in memory"
+    if limit_key in rows:
+        ratios["of the 2-core decode limit"] = (
+            rows[best_ours]["images_per_s"] / rows[limit_key]["images_per_s"]
+        )
+    crop_bytes = 13 * 336 * 336 * 3
+    result = {
+        "records": n,
+        "preset": args.preset,
+        "mean_jpeg_kb": mean_kb,
+        "size": size,
+        "rows": rows,
+        "best_ours": best_ours,
+        "best_peer": best_peer,
+        "ratios": ratios,
+        "molmo": molmo,
+        "bytes_per_image_13_crops": {"float32": crop_bytes * 4, "uint8": crop_bytes},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "decode_stream.json").write_text(json.dumps(result, indent=2))
+    write_markdown(result)
+    plot(result)
+    print(json.dumps(ratios, indent=2))
+
+
+def write_markdown(r: dict[str, Any]) -> None:
+    lines = [
+        f"# Decoded streaming ({r['records']} {r['preset']} images, {r['mean_jpeg_kb']:.0f} KB "
+        f"mean JPEG, resized to {r['size']}x{r['size']}, batches of {BATCH}, shuffled)",
+        "",
+        "| setup | images/s |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v['images_per_s']:,.0f} |" for k, v in r["rows"].items()]
+    lines += ["", f"Best pixmo-stream row: {r['best_ours']}; fastest peer: {r['best_peer']}."]
+    lines += [f"- {k}: {v:.2f}x" for k, v in r["ratios"].items()]
+    m = r["molmo"]
+    if "skipped" in m:
+        lines += ["", f"Molmo preprocessing: {m['skipped']}."]
+    else:
+        lines += ["", "| Molmo preprocessing | images/s |", "|---|---|"]
+        lines += [f"| {k} | {v['images_per_s']:,.1f} |" for k, v in m.items()]
+    b = r["bytes_per_image_13_crops"]
+    lines += [
+        "",
+        f"13 crops of 336x336x3 are {b['float32'] / 1e6:.1f} MB an image as float32 "
+        f"({b['uint8'] / 1e6:.1f} MB as uint8): 1,000 images/s need "
+        f"{b['float32'] * 1000 / 1e9:.1f} GB/s of writes as float32, "
+        f"{b['uint8'] * 1000 / 1e9:.1f} GB/s as uint8.",
+    ]
+    (RESULTS / "decode_stream.md").write_text("\n".join(lines) + "\n")
+
+
+def plot(r: dict[str, Any]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return
+    names = list(r["rows"])
+    values = [r["rows"][k]["images_per_s"] for k in names]
+    colors = [
+        "tab:green"
+        if k.startswith("pixmo")
+        else "tab:gray"
+        if k.startswith("limit")
+        else "tab:blue"
+        for k in names
+    ]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(names) + 1.2))
+    ax.barh(names[::-1], values[::-1], color=colors[::-1])
+    ax.set_xlabel(f"images/s (decoded, resized to {r['size']}x{r['size']})")
+    ax.set_title(f"Shuffled decoded streaming, {r['preset']} ({r['mean_jpeg_kb']:.0f} KB JPEGs)")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "decode_stream.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""Decoding images as part of the read-ahead (`StreamingDataset(..., decode=...)`).
+
+With `decode` set, the read-ahead threads (Rust, GIL released) decode each row's image column
+right after reading it, with `pixmo_stream.image`'s decoder: records hold `uint8 [H, W, 3]`
+arrays over the Rust buffers instead of encoded `Blob`s, and when every image has one fixed
+size (`resize` or `pad`) a batch's images are gathered by the read thread into one contiguous
+`[B, H, W, 3]` buffer, which the default collate hands out as one tensor without copying.
+
+`device="cuda"` decodes on the GPU instead (torchvision's nvJPEG batched decoder): the
+read-ahead sends the encoded bytes on, and the process that iterates the DataLoader decodes
+each batch on the GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# PIL's default `Image.MAX_IMAGE_PIXELS` times two (where PIL refuses to open an image); the
+# same limit as `pixmo_stream.image.DEFAULT_MAX_PIXELS`.
+DEFAULT_MAX_PIXELS = 178_956_970
+
+
+def _size(name: str, value: Any) -> tuple[int, int]:
+    try:
+        h, w = value
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a (height, width) pair, not {value!r}") from None
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (h, w)) or h < 1 or w < 1:
+        raise ValueError(f"{name} must be a (height, width) pair of positive ints, not {value!r}")
+    return h, w
+
+
+@dataclass(frozen=True)
+class Decode:
+    """How the read-ahead decodes images (`decode="rgb"` is `Decode()`).
+
+    Args:
+        column: the binary column holding the encoded images.
+        resize: `(height, width)`: stretched to exactly this size.
+        pad: `(height, width)`: scaled to fit keeping the aspect ratio, zero-padded, centred.
+        max_side: shrunk (never enlarged) so that the longer side is at most this.
+        fast: let a JPEG decode at 1/2, 1/4 or 1/8 scale when the target is that small
+            (several times faster, pixels slightly different).
+        max_pixels: an image whose header declares more pixels is a bad sample (a
+            decompression bomb); `None`: no limit.
+        device: `"cpu"` (on the read-ahead threads) or `"cuda"` (nvJPEG, in the iterating
+            process; JPEG only).
+    """
+
+    column: str = "image"
+    resize: tuple[int, int] | None = None
+    pad: tuple[int, int] | None = None
+    max_side: int | None = None
+    fast: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        given = [n for n in ("resize", "pad", "max_side") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of resize, pad and max_side, not {given}")
+        if self.resize is not None:
+            object.__setattr__(self, "resize", _size("resize", self.resize))
+        if self.pad is not None:
+            object.__setattr__(self, "pad", _size("pad", self.pad))
+        if self.max_side is not None and (not isinstance(self.max_side, int) or self.max_side < 1):
+            raise ValueError(f"max_side must be a positive int, not {self.max_side!r}")
+        if self.max_pixels is not None and (
+            not isinstance(self.max_pixels, int) or self.max_pixels < 1
+        ):
+            raise ValueError(f"max_pixels must be a positive int or None, not {self.max_pixels!r}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', not {self.device!r}")
+        if not isinstance(self.column, str) or not self.column:
+            raise TypeError("column must be a column name")
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """`(height, width)` of every decoded image, when fixed."""
+        return self.resize or self.pad
+
+    def native(self) -> tuple[str, int, int, bool, int, str]:
+        """The spec the native read-ahead takes."""
+        if self.resize is not None:
+            mode, w, h = "exact", self.resize[1], self.resize[0]
+        elif self.pad is not None:
+            mode, w, h = "pad", self.pad[1], self.pad[0]
+        elif self.max_side is not None:
+            mode, w, h = "max_side", self.max_side, 0
+        else:
+            mode, w, h = "none", 0, 0
+        limit = (1 << 64) - 1 if self.max_pixels is None else self.max_pixels
+        return (mode, w, h, self.fast, limit, self.column)
+
+
+def as_decode(value: str | Decode | None) -> Decode | None:
+    """`decode=` as given: None, `"rgb"`, `"cuda"` or a `Decode`."""
+    if value is None or isinstance(value, Decode):
+        return value
+    if value == "rgb":
+        return Decode()
+    if value == "cuda":
+        return Decode(device="cuda")
+    raise ValueError(f"decode must be None, 'rgb', 'cuda' or a pixmo_stream.Decode, not {value!r}")
+
+
+def check_column(decode: Decode, schema: Any, columns: list[str] | None, where: str) -> None:
+    """The image column must be a binary column among those read."""
+    fields = {f.name: f for f in schema.fields}
+    f = fields.get(decode.column)
+    if f is None or (columns is not None and decode.column not in columns):
+        raise ValueError(
+            f"{where}: decode needs the image column {decode.column!r} among the columns read "
+            "(pass Decode(column=...) to name another)"
+        )
+    if f.type.kind != "binary":
+        raise ValueError(f"{where}: column {decode.column!r} is {f.type}, not binary images")
+
+
+def collate_decoded(
+    records: list[dict[str, Any]],
+    images: np.ndarray | None,
+    decode: Decode,
+    collate: Callable[[list[dict[str, Any]]], Any],
+    pin_memory: bool,
+) -> Any:
+    """A batch whose image column is one `[B, H, W, 3]` uint8 tensor (over the read thread's
+    buffer when `images` is it), or a list of `[H_i, W_i, 3]` tensors for images of varying
+    size; the other columns as `collate` makes them."""
+    import torch
+
+    col = decode.column
+    pixels = [r.pop(col, None) for r in records]
+    batch = collate(records)
+    for r, p in zip(records, pixels, strict=True):
+        if p is not None:
+            r[col] = p
+    if images is not None and len(images) == len(records):
+        value: Any = torch.from_numpy(images)
+    elif pixels and all(isinstance(p, np.ndarray) for p in pixels) and decode.size is not None:
+        value = torch.from_numpy(np.stack(pixels))
+    else:
+        value = [torch.from_numpy(p) if isinstance(p, np.ndarray) else p for p in pixels]
+    if pin_memory and isinstance(value, torch.Tensor) and torch.cuda.is_available():
+        value = value.pin_memory()
+    if isinstance(batch, dict):
+        batch[col] = value
+    return batch
+
+
+def _resize_on_gpu(x: Any, decode: Decode) -> Any:
+    """`[3, H, W]` uint8 on the GPU, resized as `decode` says (antialiased bilinear, as the
+    CPU decoder; pixels may differ from it by a few levels)."""
+    import torch
+    import torch.nn.functional as F
+
+    def scaled(t: Any, h: int, w: int) -> Any:
+        if (h, w) == tuple(t.shape[1:]):
+            return t
+        y = F.interpolate(t[None].float(), size=(h, w), mode="bilinear", antialias=True)
+        return y[0].round_().clamp_(0, 255).to(torch.uint8)
+
+    height, width = int(x.shape[1]), int(x.shape[2])
+    if decode.resize is not None:
+        return scaled(x, *decode.resize)
+    if decode.max_side is not None:
+        long = max(height, width)
+        if long <= decode.max_side:
+            return x
+        s = decode.max_side / long
+        return scaled(x, max(1, round(height * s)), max(1, round(width * s)))
+    if decode.pad is not None:
+        h, w = decode.pad
+        s = min(h / height, w / width)
+        sh, sw = max(1, int(height * s)), max(1, int(width * s))
+        canvas = torch.zeros((3, h, w), dtype=torch.uint8, device=x.device)
+        top, left = (h - sh) // 2, (w - sw) // 2
+        canvas[:, top : top + sh, left : left + sw] = scaled(x, sh, sw)
+        return canvas
+    return x
+
+
+def _gpu_failure(data: Any, decode: Decode) -> str | None:
+    """Why an encoded image cannot be decoded on the GPU, from its header (None: it may)."""
+    from . import image
+
+    try:
+        info = image.probe(data)
+    except image.ImageDecodeError as e:
+        return str(e)
+    if info.format != "jpeg":
+        return f"nvJPEG decodes JPEG only, this is {info.format}"
+    if decode.max_pixels is not None and info.width * info.height > decode.max_pixels:
+        return f"{info.width}x{info.height} exceeds the limit of {decode.max_pixels} pixels"
+    return None
+
+
+def decode_on_gpu(batch: Any, decode: Decode, on_bad_sample: str) -> Any:
+    """Decodes the encoded JPEGs of `batch[decode.column]` on the GPU (torchvision's batched
+    nvJPEG decoder) into one `[B, H, W, 3]` uint8 CUDA tensor (fixed size) or a list of
+    `[H, W, 3]` ones. An image that does not decode raises `BadSampleError`, or under
+    `on_bad_sample="replace"` is replaced by the next good image of the same batch (the same
+    on every rank) and listed in `batch["bad_samples"]` (its row is not known here: -1).
+
+    Untested on this project's machines (no GPU); the CPU path is the tested one."""
+    if not isinstance(batch, dict) or decode.column not in batch:
+        return batch
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from ._native import BadSampleError
+    from .bad_samples import BATCH_KEY, BadSample
+
+    col = decode.column
+    encoded = batch[col]
+    single = not isinstance(encoded, list)
+    items = [encoded] if single else encoded
+    failures = [_gpu_failure(e, decode) for e in items]
+    datas = [torch.frombuffer(bytearray(e), dtype=torch.uint8) for e in items]
+    good = [i for i, f in enumerate(failures) if f is None]
+    images: list[Any] = [None] * len(items)
+    try:
+        decoded = decode_jpeg([datas[i] for i in good], mode=ImageReadMode.RGB, device="cuda")
+        for i, im in zip(good, decoded, strict=True):
+            images[i] = im
+    except RuntimeError:
+        # Find which image fails, one by one.
+        for i in good:
+            try:
+                images[i] = decode_jpeg(datas[i], mode=ImageReadMode.RGB, device="cuda")
+            except RuntimeError as e:
+                failures[i] = f"nvJPEG: {e}"
+    bad_at = [i for i, f in enumerate(failures) if f is not None]
+    if bad_at:
+        i = bad_at[0]
+        if on_bad_sample != "replace" or len(bad_at) == len(items):
+            raise BadSampleError(
+                f"image {i} of a batch (column {col!r}) does not decode on the GPU: {failures[i]}"
+            )
+        listed = batch.setdefault(BATCH_KEY, [])
+        for i in bad_at:
+            j = next(
+                k % len(items)
+                for k in range(i + 1, i + len(items))
+                if images[k % len(items)] is not None
+            )
+            images[i] = images[j]
+            listed.append(BadSample("", None, col, -1, -1, f"GPU decode: {failures[i]}", -1))
+    out = [_resize_on_gpu(im, decode) for im in images]
+    if single:
+        batch[col] = out[0].permute(1, 2, 0)
+    elif decode.size is not None:
+        batch[col] = torch.stack(out).permute(0, 2, 3, 1).contiguous()
+    else:
+        batch[col] = [im.permute(1, 2, 0) for im in out]
+    return batch

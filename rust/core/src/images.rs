@@ -1,0 +1,149 @@
+//! Image decoding on the read-ahead threads: a [`SampleStage`] that decodes one binary
+//! column of each row with `pixmo_stream_image`, so pixels are ready when the consumer asks
+//! for the batch. A broken image (not an image, truncated, corrupt, zero size, more pixels
+//! than allowed) is an [`Error::BadSample`], handled by the stream's bad-sample policy.
+
+use std::sync::Arc;
+
+use pixmo_stream_image as img;
+
+use crate::error::{Error, Location, Result};
+use crate::sample::{binary_value, SampleStage, StageValue};
+use crate::stream::{ReadBatch, ReadRow};
+use crate::Dataset;
+
+/// What is made of each image.
+#[derive(Debug, Clone)]
+pub enum ImageWork {
+    /// Decoded to upright RGB8 and resized as the options say.
+    Rgb(img::DecodeOptions),
+}
+
+/// One decoded image of a row.
+#[derive(Debug)]
+pub enum DecodedImage {
+    Rgb(img::RgbImage),
+}
+
+/// The fixed-size RGB images of a whole batch in one contiguous `[n, height, width, 3]`
+/// buffer (row `i` of the batch at `i * height * width * 3`), gathered on the read thread.
+#[derive(Debug)]
+pub struct RgbBatch {
+    pub data: Vec<u8>,
+    pub n: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// Decodes the image column of each row read.
+#[derive(Debug, Clone)]
+pub struct ImageStage {
+    /// Per source dataset: the image column's position in that source's projected columns
+    /// and its name, or `None` for a source without it (its rows pass undecoded).
+    columns: Vec<Option<(usize, String)>>,
+    work: ImageWork,
+}
+
+impl ImageStage {
+    pub fn new(columns: Vec<Option<(usize, String)>>, work: ImageWork) -> Result<Self> {
+        let ImageWork::Rgb(o) = &work;
+        if o.max_pixels == 0 {
+            return Err(Error::InvalidArgument(
+                "max_pixels must be at least 1".into(),
+            ));
+        }
+        Ok(ImageStage { columns, work })
+    }
+
+    /// `(height, width)` of every image when the work gives one fixed size.
+    pub fn fixed_size(&self) -> Option<(usize, usize)> {
+        match &self.work {
+            ImageWork::Rgb(o) => match o.resize {
+                img::Resize::Exact { width, height } | img::Resize::Pad { width, height } => {
+                    Some((height as usize, width as usize))
+                }
+                img::Resize::None | img::Resize::MaxSide(_) => None,
+            },
+        }
+    }
+
+    fn bad(ds: &Dataset, row: &ReadRow, column: &str, reason: String) -> Error {
+        let location = match ds.locate(row.row) {
+            Ok((s, g, _)) => Location::chunk(ds.shard_path(s), g, column),
+            Err(_) => Location::file(ds.path()),
+        };
+        Error::BadSample {
+            location,
+            row: row.row,
+            reason,
+        }
+    }
+}
+
+impl SampleStage for ImageStage {
+    fn process(&self, source: usize, ds: &Dataset, row: &ReadRow) -> Result<StageValue> {
+        let Some(Some((pos, name))) = self.columns.get(source) else {
+            return Ok(StageValue(Arc::new(())));
+        };
+        let chunk = row.chunks.get(*pos).ok_or_else(|| {
+            Error::InvalidArgument(format!("image column {name:?} is not among those read"))
+        })?;
+        let bytes = match binary_value(chunk, row.index) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(Self::bad(ds, row, name, "the image is null".into())),
+            Err(Error::InvalidArgument(_)) => {
+                return Err(Error::InvalidArgument(format!(
+                    "column {name:?} of {} is not a binary column: it holds no encoded images",
+                    ds.path().display()
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let decoded = match &self.work {
+            ImageWork::Rgb(o) => img::decode_rgb(bytes, o).map(DecodedImage::Rgb),
+        };
+        match decoded {
+            Ok(d) => Ok(StageValue(Arc::new(d))),
+            Err(img::ImageError::InvalidArgument(m)) => Err(Error::InvalidArgument(m)),
+            Err(e) => Err(Self::bad(ds, row, name, format!("{} ({})", e, e.reason()))),
+        }
+    }
+
+    /// Gathers fixed-size images into one buffer (one copy each; the per-row buffers are
+    /// freed), when every row of the batch has one.
+    fn finish_batch(&self, batch: &mut ReadBatch) -> Result<()> {
+        let Some((height, width)) = self.fixed_size() else {
+            return Ok(());
+        };
+        let slot = height * width * 3;
+        let all_decoded = batch.rows.iter().all(|r| {
+            r.processed
+                .as_ref()
+                .is_some_and(|p| p.0.downcast_ref::<DecodedImage>().is_some())
+        });
+        if !all_decoded || batch.rows.is_empty() {
+            return Ok(());
+        }
+        let mut data = Vec::with_capacity(slot * batch.rows.len());
+        for r in &mut batch.rows {
+            if let Some(p) = r.processed.take() {
+                if let Some(DecodedImage::Rgb(im)) = p.0.downcast_ref::<DecodedImage>() {
+                    if im.data.len() != slot {
+                        return Err(Error::Internal(format!(
+                            "row {} decoded to {}x{}, not the fixed {width}x{height}",
+                            r.row, im.width, im.height
+                        )));
+                    }
+                    data.extend_from_slice(&im.data);
+                }
+            }
+        }
+        batch.assembled = Some(StageValue(Arc::new(RgbBatch {
+            data,
+            n: batch.rows.len(),
+            height,
+            width,
+        })));
+        Ok(())
+    }
+}

@@ -1,0 +1,224 @@
+"""Images decoded on the read-ahead threads (`decode=`): the same pixels as
+`pixmo_stream.image.decode` (and PIL within tolerance), one contiguous `[B, H, W, 3]` tensor per
+fixed-size batch, and every kind of broken image handled by the bad-sample policy, with 0 and 2
+DataLoader workers and exact resumption."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from PIL import Image  # noqa: E402
+
+import pixmo_stream as ps  # noqa: E402
+
+image = pytest.importorskip("pixmo_stream.image")
+
+N = 96
+SIZE = (24, 40)  # (height, width)
+
+
+def jpeg(i: int, h: int, w: int) -> bytes:
+    rng = np.random.default_rng(i)
+    yy, xx = np.mgrid[0:h, 0:w]
+    px = np.stack(
+        [(xx * 3 + i) % 256, (yy * 5 + 2 * i) % 256, (xx + yy + rng.integers(0, 40, (h, w)))], -1
+    )
+    buf = io.BytesIO()
+    Image.fromarray(px.astype(np.uint8)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def with_size(data: bytes, h: int, w: int) -> bytes:
+    """The JPEG with its frame header (SOF0) declaring another size."""
+    at = data.index(b"\xff\xc0")
+    return data[: at + 5] + struct.pack(">HH", h, w) + data[at + 9 :]
+
+
+GOOD_SHAPES = [(30 + (i * 7) % 50, 40 + (i * 13) % 60) for i in range(N)]
+BROKEN = {
+    10: ("truncated", lambda: jpeg(10, 64, 64)[:300]),
+    23: ("not an image", lambda: b"<html>404 not found</html>" * 4),
+    37: ("zero size", lambda: with_size(jpeg(37, 32, 32), 0, 32)),
+    58: ("decompression bomb", lambda: with_size(jpeg(58, 32, 32), 30000, 30000)),
+    71: ("empty", lambda: b""),
+}
+
+
+def row_bytes(i: int) -> bytes:
+    if i in BROKEN:
+        return BROKEN[i][1]()
+    return jpeg(i, *GOOD_SHAPES[i])
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("photos") / "ds"
+    with ps.Writer(path, row_group_rows=16) as w:
+        for i in range(N):
+            w.write({"id": i, "image": row_bytes(i), "caption": f"photo {i}"})
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("good") / "ds"
+    with ps.Writer(path, row_group_rows=16) as w:
+        for i in range(40):
+            w.write({"id": i, "image": jpeg(i, *GOOD_SHAPES[i % N]), "caption": f"photo {i}"})
+    return str(path)
+
+
+# 1e7 pixels refuses the bomb (9e8) and nothing else.
+DECODE = ps.Decode(resize=SIZE, max_pixels=10_000_000)
+
+
+def stream(path: str, workers: int, **kw):
+    kw.setdefault("decode", DECODE)
+    ds = ps.StreamingDataset(path, seed=3, batch_size=8, **kw)
+    return ds, ps.DataLoader(ds, num_workers=workers)
+
+
+def test_fixed_size_batches_are_one_contiguous_tensor_equal_to_decode(good):
+    ds, loader = stream(good, 0)
+    seen = []
+    for batch in loader:
+        imgs = batch["image"]
+        assert isinstance(imgs, torch.Tensor) and imgs.dtype == torch.uint8
+        assert imgs.shape == (len(batch["id"]), *SIZE, 3) and imgs.is_contiguous()
+        for i, px in zip(batch["id"].tolist(), imgs, strict=True):
+            want = image.decode(jpeg(i, *GOOD_SHAPES[i % N]), resize=SIZE)
+            np.testing.assert_array_equal(px.numpy(), want)
+            seen.append(i)
+    assert sorted(seen) == list(range(40))
+    assert batch["caption"][0].startswith("photo")
+
+
+def test_unresized_images_match_pil_within_tolerance(good):
+    records = list(ps.StreamingDataset(good, decode="rgb", shuffle=False))
+    for r in records:
+        data = jpeg(r["id"], *GOOD_SHAPES[r["id"] % N])
+        px = r["image"]
+        assert isinstance(px, np.ndarray) and px.shape == (*GOOD_SHAPES[r["id"] % N], 3)
+        np.testing.assert_array_equal(px, image.decode(data))
+        with Image.open(io.BytesIO(data)) as im:
+            ref = np.asarray(im.convert("RGB")).astype(np.int16)
+        assert np.abs(px.astype(np.int16) - ref).mean() < 2.0
+    # Batches of images of different sizes are lists of tensors.
+    batch = next(iter(ps.StreamingDataset(good, decode="rgb", batch_size=4)))
+    assert isinstance(batch["image"], list) and len(batch["image"]) == 4
+    assert all(t.dtype == torch.uint8 and t.shape[2] == 3 for t in batch["image"])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_broken_image_raises_naming_row_and_column(photos, workers):
+    _, loader = stream(photos, workers)
+    with pytest.raises(ps.BadSampleError) as e:
+        list(loader)
+    err = e.value
+    if workers == 0:
+        assert err.row in BROKEN and err.column == "image" and err.path.endswith(".pxs")
+        assert f"row {err.row}" in str(err)
+    # From a worker, torch re-raises the type with the message (attributes do not travel).
+    assert ".pxs" in str(err) and "column 'image'" in str(err)
+    assert any(f"row {r}:" in str(err) for r in BROKEN)
+    for row, (kind, _) in BROKEN.items():
+        # Each kind at the head of a stream (resumed at its position, in storage order).
+        ds = ps.StreamingDataset(photos, decode=DECODE, shuffle=False)
+        ds.load_state_dict({**ds.state_dict(), "position": row})
+        with pytest.raises(ps.BadSampleError, match=f"row {row}") as one:
+            next(iter(ds))
+        assert one.value.row == row, kind
+
+
+def run(loader, limit=None):
+    ids, replaced = [], []
+    for k, batch in enumerate(loader):
+        assert batch["image"].shape[1:] == (*SIZE, 3)
+        ids.extend(batch["id"].tolist())
+        replaced.extend(batch["bad_samples"])
+        if limit is not None and k + 1 >= limit:
+            break
+    return ids, replaced
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_replace_streams_the_epoch_and_counts_each_broken_image(photos, workers):
+    ds, loader = stream(photos, workers, on_bad_sample="replace")
+    ids, replaced = run(loader)
+    assert len(ids) == N and not set(BROKEN) & set(ids)
+    assert sorted(b.row for b in replaced) == sorted(BROKEN)
+    assert all(b.column == "image" and b.row_group == b.row // 16 for b in replaced)
+    reasons = {b.row: b.reason for b in replaced}
+    assert "truncated" in reasons[10] and "zero" in reasons[37] and "exceeds" in reasons[58]
+    assert ds.bad_samples == len(BROKEN) == loader.state_dict()["bad_samples"]
+    # The same replacements whatever the worker count.
+    other, other_replaced = run(stream(photos, 2 - workers, on_bad_sample="replace")[1])
+    assert (other, other_replaced) == (ids, replaced)
+
+
+@pytest.mark.parametrize("workers", [(0, 2), (2, 0), (2, 2)])
+def test_resumption_is_exact_with_the_same_replacements(photos, workers):
+    full, full_bad = run(stream(photos, 0, on_bad_sample="replace")[1])
+    _, loader = stream(photos, workers[0], on_bad_sample="replace")
+    head, head_bad = run(loader, limit=5)
+    state = json.loads(json.dumps(loader.state_dict()))
+    assert state["position"] == 40 and state["bad_samples"] == len(head_bad)
+    ds2, loader2 = stream(photos, workers[1], on_bad_sample="replace")
+    ds2.load_state_dict(state)
+    tail, tail_bad = run(loader2)
+    assert head + tail == full and head_bad + tail_bad == full_bad
+    assert loader2.state_dict()["bad_samples"] == len(BROKEN)
+
+
+def test_mixtures_decode_and_replace(photos, good):
+    sources = [ps.StreamingDataset(photos, seed=1), ps.StreamingDataset(good, seed=2)]
+    mix = ps.Mixture(
+        sources, [0.5, 0.5], length=160, batch_size=16, decode=DECODE, on_bad_sample="replace"
+    )
+    total = 0
+    for batch in ps.DataLoader(mix, num_workers=2):
+        assert batch["image"].shape == (16, *SIZE, 3)
+        total += 16
+    assert total == 160 and mix.bad_samples == mix.state_dict()["bad_samples"]
+
+
+def test_decode_options_are_checked(photos, tmp_path):
+    with pytest.raises(ValueError, match="decode"):
+        ps.StreamingDataset(photos, decode="jpeg")
+    with pytest.raises(ValueError, match="at most one"):
+        ps.Decode(resize=(4, 4), pad=(4, 4))
+    with pytest.raises(ValueError, match="'picture'"):
+        ps.StreamingDataset(photos, decode=ps.Decode(column="picture"))
+    with pytest.raises(ValueError, match="not binary"):
+        ps.StreamingDataset(photos, decode=ps.Decode(column="caption"))
+    with pytest.raises(ValueError, match="among the columns read"):
+        ps.StreamingDataset(photos, decode="rgb", columns=["id"])
+
+
+def test_decoding_starts_no_thread_before_iteration(good):
+    import threading
+
+    before = threading.active_count()
+    ds = ps.StreamingDataset(good, decode=DECODE, batch_size=8)
+    loader = ps.DataLoader(ds, num_workers=0)
+    assert threading.active_count() == before
+    it = iter(loader)
+    next(it)
+    del it
+
+
+def test_cuda_decode_needs_a_gpu(good):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device (decode='cuda' is untested here)")
+    pytest.importorskip("torchvision")
+    batch = next(
+        iter(ps.StreamingDataset(good, batch_size=8, decode=ps.Decode(resize=SIZE, device="cuda")))
+    )
+    assert batch["image"].is_cuda and batch["image"].shape == (8, *SIZE, 3)
