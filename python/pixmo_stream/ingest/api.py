@@ -157,6 +157,8 @@ def convert(
     """
     if engine not in ENGINES:  # before the input is read
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "ray" and images is not None:
+        images = os.path.abspath(images)  # Ray's workers need not share this process's cwd
     paths = [inputs] if isinstance(inputs, str) else list(inputs)
     if not paths:
         raise InputError("no inputs")

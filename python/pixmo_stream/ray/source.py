@@ -93,7 +93,7 @@ class PixmoDatasource(Datasource):
         groups = self._layout
         if not groups:
             return []
-        n_tasks = max(1, min(parallelism, len(groups)))
+        n_tasks = len(groups) if parallelism <= 0 else min(parallelism, len(groups))
         tasks = []
         for k in range(n_tasks):
             part = groups[k * len(groups) // n_tasks : (k + 1) * len(groups) // n_tasks]
