@@ -1,7 +1,8 @@
 """``convert --engine ray``: the conversion's ordered batches run as Ray tasks.
 
 The driver reads the annotations and makes the same batches of pending records as a local
-run (`pixmo_stream.ingest.convert`). Consecutive batches form a partition; each partition is
+run (`pixmo_stream.ingest.convert`). Consecutive batches form a partition (`partition_images`
+images, as far as the images known when the conversion starts allow); each partition is
 one Ray task that reads and checks its images and writes its records into a staging
 directory of its own (`staging`). Results are taken in partition order and the partitions
 are committed in that order, so the output holds the records of a local run in the same
@@ -14,6 +15,7 @@ at the same paths: a shared file system.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,9 +33,11 @@ from ..ingest.convert import (
 )
 from ..schema import Schema
 from ..writer import Writer
-from .staging import StagedPart, attempt_dir, check_output, commit, discard, staging_root
+from .staging import StagedPart, check_output, commit, discard, new_attempt, open_root
 
-PARTITION_BATCHES = 16  # batches (of 64 images) per Ray task: ~1,000 images, one staging part
+# Images per Ray task at most (whole batches of 64): each task writes shards of its own, so a
+# task should hold enough images for shards of a useful size.
+PARTITION_IMAGES = 1024
 
 Job = tuple[list[Pending], FinishOptions]
 
@@ -50,7 +54,7 @@ def convert_partition(
     index: int, jobs: list[Job], root: str, schema: Schema, options: dict[str, Any]
 ) -> PartitionResult:
     """Finishes and writes one partition's records into a fresh staging directory."""
-    where = attempt_dir(root, index)
+    where = new_attempt(root, index)
     result = PartitionResult(StagedPart(index, where, 0))
     written = 0
     with Writer(where, schema, **options) as writer:
@@ -67,13 +71,22 @@ def convert_partition(
     return result
 
 
-def _partitions(jobs: Iterable[Job]) -> Iterator[list[Job]]:
+def partition_images(images: int, cpus: int) -> int:
+    """Images per task: `PARTITION_IMAGES`, or fewer when the input would not give every
+    CPU of the cluster two tasks."""
+    return max(1, min(PARTITION_IMAGES, math.ceil(images / max(1, 2 * cpus))))
+
+
+def _partitions(jobs: Iterable[Job], images: int) -> Iterator[list[Job]]:
+    """Consecutive batches, closed once they hold ``images`` images."""
     part: list[Job] = []
+    held = 0
     for job in jobs:
         part.append(job)
-        if len(part) == PARTITION_BATCHES:
+        held += len(job[0])
+        if held >= images:
             yield part
-            part = []
+            part, held = [], 0
     if part:
         yield part
 
@@ -96,15 +109,16 @@ def write_on_ray(
     started = not ray.is_initialized()
     if started:  # else this process is connected already, and stays on its cluster
         ray.init(address=address, **({"include_dashboard": False} if address is None else {}))
-    root = staging_root(output)
-    discard(root)
+    root = open_root(output)
     options: dict[str, Any] = {"metadata": metadata}
     if shard_bytes is not None:
         options["shard_bytes"] = shard_bytes
     task = ray.remote(convert_partition)
     in_flight: deque[Any] = deque()
     try:
-        in_flight_max = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        in_flight_max = max(2, 2 * cpus)
+        size = partition_images(report.selected_images, cpus)
         parts: list[StagedPart] = []
 
         def take() -> None:
@@ -117,7 +131,7 @@ def write_on_ray(
             if progress is not None:
                 progress(result.outcomes)
 
-        for index, part in enumerate(_partitions(jobs)):
+        for index, part in enumerate(_partitions(jobs, size)):
             in_flight.append(task.remote(index, part, root, schema, options))
             if len(in_flight) >= in_flight_max:
                 take()
@@ -126,7 +140,12 @@ def write_on_ray(
         commit(parts, output, overwrite=overwrite, schema=schema, metadata=metadata)
     except BaseException:
         for ref in in_flight:
-            ray.cancel(ref, force=True)  # nothing may write into the staging root after this
+            ray.cancel(ref, force=True)
+        # Removing the root makes any attempt that starts later fail; one already writing is
+        # waited for (a cancelled task ends at once), so that nothing is left behind.
+        discard(root)
+        if in_flight:
+            ray.wait(list(in_flight), num_returns=len(in_flight), timeout=60)
         discard(root)
         raise
     finally:

@@ -14,7 +14,15 @@ from ..schema import Schema
 from ..writer import DEFAULT_SHARD_BYTES, Writer, WriteSummary
 from .arrow import records_of, schema_of_arrow
 from .errors import RayWriteError
-from .staging import StagedPart, attempt_dir, check_output, commit, discard, staging_root
+from .staging import (
+    StagedPart,
+    check_output,
+    commit,
+    discard,
+    new_attempt,
+    open_root,
+    staging_root,
+)
 
 
 class PixmoDatasink(Datasink[StagedPart | None]):
@@ -73,11 +81,10 @@ class PixmoDatasink(Datasink[StagedPart | None]):
 
     def on_write_start(self, schema: Any = None) -> None:
         check_output(self.path, self.overwrite)
-        discard(staging_root(self.path))  # an earlier write's leftovers, never committed
+        open_root(self.path)
 
     def write(self, blocks: Iterable[Block], ctx: Any) -> StagedPart | None:
-        where = attempt_dir(staging_root(self.path), int(ctx.task_idx))
-        os.makedirs(os.path.dirname(where), exist_ok=True)
+        where = new_attempt(staging_root(self.path), int(ctx.task_idx))
         opts = {**self._writer_options, "metadata": self.metadata}
         writer: Writer | None = None
         try:

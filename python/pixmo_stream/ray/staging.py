@@ -60,9 +60,27 @@ def staging_root(output: str) -> str:
     return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.pixmo-staging")
 
 
-def attempt_dir(root: str, index: int) -> str:
-    """A directory no other attempt uses (a retried task gets a new one)."""
-    return os.path.join(root, f"part-{index:06d}-{uuid.uuid4().hex}")
+def open_root(output: str) -> str:
+    """A fresh, empty staging root for a write to ``output`` (an earlier write's leftovers,
+    never committed, are removed)."""
+    root = staging_root(output)
+    discard(root)
+    os.makedirs(root)
+    return root
+
+
+def new_attempt(root: str, index: int) -> str:
+    """Creates a directory no other attempt uses (a retried task gets a new one). Only the
+    driver creates the root: an attempt still running after its write was given up (and the
+    root removed) fails here instead of leaving files behind."""
+    path = os.path.join(root, f"part-{index:06d}-{uuid.uuid4().hex}")
+    try:
+        os.mkdir(path)
+    except FileNotFoundError:
+        raise RayWriteError(
+            f"{root}: the staging directory is gone (the write was given up or finished)"
+        ) from None
+    return path
 
 
 def check_output(output: str, overwrite: bool) -> None:
