@@ -107,8 +107,11 @@ def write_on_ray(
     Ray is not initialised yet and none is given) and commits their records to ``output``."""
     check_output(output, overwrite)
     started = not ray.is_initialized()
-    if started:  # else this process is connected already, and stays on its cluster
-        ray.init(address=address, **({"include_dashboard": False} if address is None else {}))
+    if started and address is None:  # a new local cluster, or the one RAY_ADDRESS names
+        ray.init(include_dashboard=False)
+    elif started:
+        ray.init(address=address)
+    # else this process is connected already, and stays on its cluster
     root = open_root(output)
     options: dict[str, Any] = {"metadata": metadata}
     if shard_bytes is not None:
