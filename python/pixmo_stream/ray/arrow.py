@@ -140,8 +140,8 @@ def _plain(value: Any, t: DataType) -> Any:
     kind = t.kind
     if kind == "array":
         return value.tolist()
-    if kind == "binary":
-        return bytes(value)
+    if kind == "binary":  # a Blob as a view: Arrow copies it once, into its own buffer
+        return value if isinstance(value, bytes) else memoryview(value)
     if kind == "any":
         return pack_any(value)
     if kind == "list":
