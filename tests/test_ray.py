@@ -142,6 +142,11 @@ def test_schema_is_inferred_from_arrow_with_points_as_arrays(tmp_path: Path) -> 
     assert [r["points"].tolist() for r in back] == [
         _record(i)["points"].tolist() for i in range(60)
     ]
+    # A Ray tensor column (one (3, 2) tensor a row) is an (N, 2) array with N = 3.
+    write_pixmo(ray.data.range_tensor(4, shape=(3, 2)), tmp_path / "tensors")
+    tensors = ps.Dataset(tmp_path / "tensors")
+    assert str(tensors.schema["data"].type) == "array<int64, (N, 2)>"
+    assert [r["data"].tolist() for r in tensors] == [[[i, i]] * 3 for i in range(4)]
     with pytest.raises(RayWriteError, match="no pixmo-stream type for Arrow type null"):
         schema_of_arrow(pa.schema([("x", pa.null())]))
 

@@ -79,7 +79,7 @@ def _array_of(t: pa.DataType) -> DataType | None:
     rows: ``list<fixed_size_list<...<T>>>`` and Ray's tensor columns (one tensor per row,
     its first dimension N)."""
     shape = getattr(t, "shape", None)
-    scalar = getattr(t, "scalar_type", None)
+    scalar = getattr(t, "value_type", None)
     if isinstance(t, pa.ExtensionType) and shape is not None and scalar in _NUMERIC:
         per_row = tuple(int(d) for d in shape)
         if len(per_row) >= 1 and all(d >= 1 for d in per_row[1:]):
