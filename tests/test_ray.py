@@ -379,4 +379,4 @@ def test_cli_convert_engine_ray(tmp_path: Path) -> None:
     assert main([*args, "-o", str(tmp_path / "ray"), "--engine", "ray"]) == 0
     assert _records(tmp_path / "ray") == _records(tmp_path / "local")
     report = json.loads((tmp_path / "ray" / "convert-report.json").read_text())
-    assert report["records_written"] == 9
+    assert report["records_written"] == 9 and report["engine"] == "ray"

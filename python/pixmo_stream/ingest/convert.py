@@ -74,6 +74,7 @@ class ConvertReport:
     failures: list[Failure] = field(default_factory=list)
     failures_not_named: int = 0
     workers: int = 0
+    engine: str = "local"
     check: str = "decode"
     seconds: float = 0.0
 
@@ -308,7 +309,9 @@ def convert_table(
         raise InputError(f"{inline.column}: {inline.num_rows} rows, the table {table.num_rows}")
     names = [*table.column_names, *([inline.column] if inline is not None else [])]
     check_columns(preset, names, ", ".join(inputs) or "the input")
-    report = ConvertReport(preset.name, list(inputs), output, split, workers=workers, check=check)
+    report = ConvertReport(
+        preset.name, list(inputs), output, split, workers=workers, engine=engine, check=check
+    )
     report.input_rows = table.num_rows
     index = group_rows(table.column(preset.key)) if preset.key else single_rows(table.num_rows)
     report.images = len(index)
@@ -440,6 +443,12 @@ def _run_jobs(
             yield in_flight.popleft().get()
 
 
+def _where(report: ConvertReport) -> str:
+    if report.engine == "ray":
+        return "Ray tasks"
+    return f"{report.workers} worker{'s' if report.workers != 1 else ''}"
+
+
 def summarize(report: ConvertReport) -> list[str]:
     """The report as lines for a terminal."""
     lines = [
@@ -451,7 +460,7 @@ def summarize(report: ConvertReport) -> list[str]:
     lines.append(
         f"written     {report.records_written:,} records to {report.output} "
         f"in {report.seconds:.2f} s ({report.records_per_second:,.0f} rec/s, "
-        f"{report.workers} worker{'s' if report.workers != 1 else ''}, check: {report.check})"
+        f"{_where(report)}, check: {report.check})"
     )
     if report.skipped:
         causes = ", ".join(f"{k} {v:,}" for k, v in sorted(Counter(report.skipped).items()))
