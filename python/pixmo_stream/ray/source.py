@@ -56,9 +56,10 @@ def _read_range(
 
 
 class PixmoDatasource(Datasource):
-    """Reads the dataset at ``path`` (a directory, or one ``.pxs`` shard) into Ray: one
-    block per row group, read tasks over consecutive row groups, in storage order, so that
-    the Ray dataset's block order is the dataset's row order. ``columns`` projects: only
+    """Reads the dataset at ``path`` (a directory, or one ``.pxs`` shard) into Ray: read
+    tasks over runs of consecutive row groups, each yielding an Arrow table per row group
+    (which Ray may join into larger blocks), in storage order, so that the Ray dataset's
+    block order is the dataset's row order. ``columns`` projects: only
     those columns are read (image bytes are never touched when ``image`` is left out).
 
     Types map as `pixmo_stream.ray.arrow` says: images as Arrow ``binary``, ``(N, k)``
