@@ -89,6 +89,19 @@ def add_parser(subparsers: Any) -> None:
         "and their order do not depend on N",
     )  # fmt: skip
     p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="where images are read, checked and written: this machine (--workers) or Ray "
+        "tasks (pip install 'pixmo-stream[ray]'); the records and their order are the same "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--address", metavar="ADDR", default=None,
+        help="with --engine ray: the Ray cluster to run on (e.g. auto, or ray://HOST:10001; "
+        "default: RAY_ADDRESS, else a local cluster)",
+    )  # fmt: skip
+    p.add_argument(
         "--check",
         choices=("decode", "draft", "header"),
         default="decode",
@@ -130,6 +143,15 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     for path in must_exist:
         if not os.path.exists(path):
             raise CommandError(f"no such file or directory: {path}", EXIT_USAGE)
+    if args.address is not None and args.engine != "ray":
+        raise CommandError("--address is for --engine ray", EXIT_USAGE)
+    if args.engine == "ray":
+        try:
+            import ray  # noqa: F401
+        except ModuleNotFoundError:
+            raise CommandError(
+                "--engine ray needs Ray: pip install 'pixmo-stream[ray]'", EXIT_USAGE
+            ) from None
     if args.workers < 0:
         raise CommandError(f"--workers must be 0 or more, got {args.workers}", EXIT_USAGE)
     if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
@@ -156,6 +178,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             overwrite=args.overwrite,
             progress=bar.update,
             on_total=lambda total: _set_total(bar, total),
+            engine=args.engine,
+            address=args.address,
         )
     if args.json:
         json.dump(report.to_dict(), out, indent=2)

@@ -20,7 +20,14 @@ from .inputs import (
 )
 from .lazy_column import ParquetColumn
 from .passthrough import passthrough_preset
-from .pipeline import ConvertReport, convert_table, parquet_files, read_parquet
+from .pipeline import (
+    ENGINES,
+    ConvertReport,
+    Engine,
+    convert_table,
+    parquet_files,
+    read_parquet,
+)
 from .presets import PRESETS, Preset, get_preset
 from .sources import FolderImages, ImageSource, InlineImages, Naming, NoImages
 from .split import MOLMO_SPLIT_SEED, Split
@@ -128,6 +135,8 @@ def convert(
     progress: Callable[[int], None] | None = None,
     source: ImageSource | None = None,
     on_total: Callable[[int], None] | None = None,
+    engine: Engine = "local",
+    address: str | None = None,
 ) -> ConvertReport:
     """Converts ``inputs`` into a dataset at ``output`` and returns the report (also written
     to ``output/convert-report.json``).
@@ -141,8 +150,15 @@ def convert(
     images in that many processes; the records and their order do not depend on it.
     ``source`` replaces the image source (one that downloads, say): any `ImageSource`.
     ``progress(n)`` is called as records are done, ``on_total(n)`` once the number of
-    images to convert is known.
+    images to convert is known. ``engine="ray"`` reads, checks and writes the images in Ray
+    tasks (``pip install 'pixmo-stream[ray]'``), on the cluster at ``address`` (or the one
+    this process is connected to, or a new local one): the records and their order are a
+    local run's (docs/RAY.md).
     """
+    if engine not in ENGINES:  # before the input is read
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "ray" and images is not None:
+        images = os.path.abspath(images)  # Ray's workers need not share this process's cwd
     paths = [inputs] if isinstance(inputs, str) else list(inputs)
     if not paths:
         raise InputError("no inputs")
@@ -193,4 +209,6 @@ def convert(
         inline=inline,
         on_total=on_total,
         more_tables=more,
+        engine=engine,
+        address=address,
     )

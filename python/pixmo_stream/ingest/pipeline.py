@@ -17,7 +17,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -41,6 +41,8 @@ from .sources import ImageRef, ImageSource, MissingImage, NoImages
 from .split import SPLITS, Split, select_groups
 
 REPORT_NAME = "convert-report.json"
+Engine = Literal["local", "ray"]
+ENGINES: tuple[Engine, ...] = ("local", "ray")
 BATCH_GROUPS = 64  # images per worker task: large enough to amortise pickling, small for order
 MAX_NAMED_FAILURES = 100_000
 
@@ -72,6 +74,7 @@ class ConvertReport:
     failures: list[Failure] = field(default_factory=list)
     failures_not_named: int = 0
     workers: int = 0
+    engine: str = "local"
     check: str = "decode"
     seconds: float = 0.0
 
@@ -285,23 +288,30 @@ def convert_table(
     inline: ParquetColumn | None = None,
     on_total: Callable[[int], None] | None = None,
     more_tables: Iterable[tuple[str, pa.Table]] = (),
+    engine: Engine = "local",
+    address: str | None = None,
 ) -> ConvertReport:
     """Converts an annotation table already in memory; see `convert` for the options.
     ``inline`` reads the preset's inline image column (left out of ``table``) lazily.
     ``more_tables`` (``(file, table)`` pairs, made one at a time) follow ``table`` for a
     preset of one record per row, so that an input of many files (WebDataset tars, parquet
     with inline images) is never in memory all at once; their rows count on from
-    ``table``'s, and each must have ``table``'s columns."""
+    ``table``'s, and each must have ``table``'s columns. ``engine="ray"`` runs the batches
+    as Ray tasks (`pixmo_stream.ray.convert`; ``address`` the cluster's)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if check not in CHECKS:
         raise ValueError(f"check must be one of {', '.join(CHECKS)}, got {check!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     start = time.perf_counter()
     if inline is not None and inline.num_rows != table.num_rows:
         raise InputError(f"{inline.column}: {inline.num_rows} rows, the table {table.num_rows}")
     names = [*table.column_names, *([inline.column] if inline is not None else [])]
     check_columns(preset, names, ", ".join(inputs) or "the input")
-    report = ConvertReport(preset.name, list(inputs), output, split, workers=workers, check=check)
+    report = ConvertReport(
+        preset.name, list(inputs), output, split, workers=workers, engine=engine, check=check
+    )
     report.input_rows = table.num_rows
     index = group_rows(table.column(preset.key)) if preset.key else single_rows(table.num_rows)
     report.images = len(index)
@@ -316,7 +326,37 @@ def convert_table(
     kwargs: dict[str, Any] = {"overwrite": overwrite, "metadata": metadata}
     if shard_bytes is not None:
         kwargs["shard_bytes"] = shard_bytes
-    with ps.Writer(output, preset.schema(), **kwargs) as writer:
+    if engine == "ray":
+        from pixmo_stream.ray.convert import write_on_ray
+
+        write_on_ray(
+            jobs,
+            output,
+            preset.schema(),
+            metadata=metadata,
+            shard_bytes=shard_bytes,
+            overwrite=overwrite,
+            report=report,
+            progress=progress,
+            address=address,
+        )
+    else:
+        _write_local(jobs, workers, output, preset.schema(), kwargs, report, progress)
+    report.seconds = round(time.perf_counter() - start, 3)
+    report.write(os.path.join(output, REPORT_NAME))
+    return report
+
+
+def _write_local(
+    jobs: Iterator[tuple[list[Pending], FinishOptions]],
+    workers: int,
+    output: str,
+    schema: ps.Schema,
+    kwargs: dict[str, Any],
+    report: ConvertReport,
+    progress: Callable[[int], None] | None,
+) -> None:
+    with ps.Writer(output, schema, **kwargs) as writer:
         for outcomes in _run_jobs(jobs, workers):
             for rec, failure in outcomes:
                 if failure is not None:
@@ -327,9 +367,6 @@ def convert_table(
                     report.sha256_mismatches += bool(rec["sha256_mismatch"])
             if progress is not None:
                 progress(len(outcomes))
-    report.seconds = round(time.perf_counter() - start, 3)
-    report.write(os.path.join(output, REPORT_NAME))
-    return report
 
 
 def _jobs(
@@ -406,6 +443,12 @@ def _run_jobs(
             yield in_flight.popleft().get()
 
 
+def _where(report: ConvertReport) -> str:
+    if report.engine == "ray":
+        return "Ray tasks"
+    return f"{report.workers} worker{'s' if report.workers != 1 else ''}"
+
+
 def summarize(report: ConvertReport) -> list[str]:
     """The report as lines for a terminal."""
     lines = [
@@ -417,7 +460,7 @@ def summarize(report: ConvertReport) -> list[str]:
     lines.append(
         f"written     {report.records_written:,} records to {report.output} "
         f"in {report.seconds:.2f} s ({report.records_per_second:,.0f} rec/s, "
-        f"{report.workers} worker{'s' if report.workers != 1 else ''}, check: {report.check})"
+        f"{_where(report)}, check: {report.check})"
     )
     if report.skipped:
         causes = ", ".join(f"{k} {v:,}" for k, v in sorted(Counter(report.skipped).items()))
