@@ -65,6 +65,10 @@ class Result:
     note: str = ""
 
     @property
+    def cpu_ms_per_image(self) -> float:
+        return 1000 * self.cpu_s / self.ok if self.ok else 0.0
+
+    @property
     def rate(self) -> float:
         return (self.ok or 0) / self.wall_s if self.wall_s > 0 else 0.0
 
@@ -262,22 +266,28 @@ def bench_scenario(
 
 
 def print_table(results: list[Result]) -> None:
+    """images/s (wall clock) and CPU ms per image, each with its ratio to img2dataset's."""
     base = {r.scenario: r for r in results if r.contender == "img2dataset" and not r.hung}
     print(
-        f"{'scenario':<8} {'contender':<15} {'urls':>6} {'ok':>6} {'wall s':>8} {'cpu s':>7} "
-        f"{'images/s':>9} {'vs img2dataset':>15}"
+        f"{'scenario':<8} {'contender':<15} {'urls':>6} {'ok':>6} {'wall s':>8} {'cpu s':>6} "
+        f"{'images/s':>9} {'x i2d':>6} {'cpu ms/img':>10} {'x i2d':>6}"
     )
     for r in results:
         ok = "-" if r.ok is None else str(r.ok)
         wall = f"{r.wall_s:.1f}" + ("+" if r.hung else "")
-        ratio = ""
-        if r.scenario in base and r.contender != "img2dataset" and not r.hung:
-            ratio = f"{r.rate / base[r.scenario].rate:.2f}x" if base[r.scenario].rate else ""
         rate = "hung" if r.hung else f"{r.rate:.0f}"
+        cost = r.cpu_ms_per_image
+        speed_ratio = cost_ratio = ""
+        ref = base.get(r.scenario)
+        if ref is not None and r.contender != "img2dataset" and not r.hung and ref.rate:
+            speed_ratio = f"{r.rate / ref.rate:.2f}"
+            if cost and ref.cpu_ms_per_image:
+                cost_ratio = f"{ref.cpu_ms_per_image / cost:.2f}"
         print(
-            f"{r.scenario:<8} {r.contender:<15} {r.urls:>6} {ok:>6} {wall:>8} {r.cpu_s:>7.1f} "
-            f"{rate:>9} {ratio:>15}  {r.note}"
+            f"{r.scenario:<8} {r.contender:<15} {r.urls:>6} {ok:>6} {wall:>8} {r.cpu_s:>6.1f} "
+            f"{rate:>9} {speed_ratio:>6} {cost:>10.2f} {cost_ratio:>6}  {r.note}"
         )
+    print("x i2d: how many times img2dataset's images/s, and how many times less CPU per image")
 
 
 def main() -> None:

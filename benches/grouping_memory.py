@@ -64,8 +64,8 @@ def child_grouping(path: str) -> dict[str, float]:
     import numpy as np
 
     from pixmo_stream.ingest import get_preset
-    from pixmo_stream.ingest.convert import pending_records, read_parquet
     from pixmo_stream.ingest.grouping import group_rows, iter_batches
+    from pixmo_stream.ingest.pipeline import pending_records, read_parquet
 
     preset = get_preset("pixmo-points")
     t = time.perf_counter()

@@ -222,3 +222,38 @@ def test_cuda_decode_needs_a_gpu(good):
         iter(ps.StreamingDataset(good, batch_size=8, decode=ps.Decode(resize=SIZE, device="cuda")))
     )
     assert batch["image"].is_cuda and batch["image"].shape == (8, *SIZE, 3)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_molmo_preprocessing_through_the_stream_equals_the_function(good, exact):
+    cfg = image.MolmoConfig(exact=exact, normalize=exact)
+    decode = ps.Decode(molmo=cfg)
+    records = list(ps.StreamingDataset(good, decode=decode, shuffle=False))
+    assert len(records) == 40
+    for r in records:
+        want = image.molmo_preprocess(jpeg(r["id"], *GOOD_SHAPES[r["id"] % N]), cfg)
+        np.testing.assert_array_equal(r["image"], want.crops)
+        assert r["image"].dtype == want.crops.dtype
+        np.testing.assert_array_equal(r["image_patch_mask"], want.patch_mask)
+        np.testing.assert_array_equal(r["image_input_idx"], want.image_input_idx)
+        np.testing.assert_array_equal(r["image_tokens"], want.image_tokens)
+        assert tuple(r["image_tiling"]) == want.tiling
+    # Batched, the crops are padded to the batch's most crops, with a mask of real ones.
+    batch = next(iter(ps.StreamingDataset(good, decode="molmo", batch_size=8, shuffle=False)))
+    crops, mask = batch["image"], batch["image_mask"]
+    assert crops.shape[0] == 8 and crops.shape[2:] == (576, 588) and crops.dtype == torch.float32
+    n = [image.molmo_preprocess(jpeg(i, *GOOD_SHAPES[i])).n_crops for i in range(8)]
+    assert mask.sum(1).tolist() == n
+
+
+def test_molmo_follows_the_bad_sample_policy(photos):
+    with pytest.raises(ps.BadSampleError, match="row 10"):
+        list(ps.StreamingDataset(photos, decode="molmo", shuffle=False))
+    ds = ps.StreamingDataset(photos, decode="molmo", batch_size=16, on_bad_sample="replace")
+    batches = list(ps.DataLoader(ds, num_workers=2))
+    ids = [i for b in batches for i in b["id"].tolist()]
+    # The decompression bomb is refused by MolmoConfig's own (default) pixel limit too.
+    assert len(ids) == N and not set(BROKEN) & set(ids)
+    assert ds.bad_samples == len(BROKEN)
+    with pytest.raises(ValueError, match="own sizes"):
+        ps.Decode(molmo=image.MolmoConfig(), resize=(4, 4))

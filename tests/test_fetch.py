@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
@@ -309,3 +310,15 @@ def test_a_stricter_rerun_applies_its_policy_to_what_is_cached(server, tmp_path)
     assert strict.count(Outcome.SHA_MISMATCH) == 1
     assert cache_files(tmp_path) == set()
     assert server.count("/img/resaved") == 2
+
+
+def test_per_host_rate_spaces_request_starts(tmp_path):
+    with FaultServer() as srv:
+        urls = [srv.url(f"/img/rate{i}") for i in range(6)]
+        started = time.monotonic()
+        report = fetch_images(
+            urls, tmp_path, options=FetchOptions(per_host_rate=10.0), progress=False
+        )
+        assert report.count(Outcome.OK) == 6
+        # Starts are at least 0.1 s apart, so the sixth cannot arrive before 0.5 s.
+        assert max(t for t, _ in srv.arrivals) - started >= 0.5

@@ -106,6 +106,20 @@ def test_exit_codes(tmp_path, capsys):
     assert "no 'image_url' column (columns: url)" in capsys.readouterr().err
     assert main([str(tmp_path / "junk.parquet"), "--cache", cache]) == 1
     assert "junk.parquet: not a readable parquet file" in capsys.readouterr().err
+    pq.write_table(
+        pa.table(
+            {
+                "image_url": ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"],
+                "image_sha256": ["0" * 64, "not-a-hash"],
+            }
+        ),
+        tmp_path / "badsha.parquet",
+    )
+    assert main([str(tmp_path / "badsha.parquet"), "--cache", cache]) == 1
+    assert "badsha.parquet: row 1: image_sha256 'not-a-hash'" in capsys.readouterr().err
+    pq.write_table(pa.table({"image_url": [1, 2]}), tmp_path / "ints.parquet")
+    assert main([str(tmp_path / "ints.parquet"), "--cache", cache]) == 1
+    assert "column 'image_url' is int64, not strings" in capsys.readouterr().err
     assert main([str(tmp_path / "other.parquet")]) == 2  # --cache is required
     assert main([str(tmp_path / "other.parquet"), "--cache", cache, "--retries", "-1"]) == 2
     assert main([str(tmp_path / "other.parquet"), "--cache", cache, "--max-bytes", "lots"]) == 2

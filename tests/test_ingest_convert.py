@@ -95,7 +95,7 @@ def test_split_is_seeded_disjoint_and_holds_out_eval_images(tmp_path: Path) -> N
 def test_split_of_a_small_held_out_set(tmp_path: Path) -> None:
     parquet, cache = _many_points(tmp_path)
     from pixmo_stream.ingest import get_preset
-    from pixmo_stream.ingest.convert import convert_table, read_parquet
+    from pixmo_stream.ingest.pipeline import convert_table, read_parquet
 
     preset = get_preset("pixmo-points")
     small = type(preset)(**{**preset.__dict__, "n_validation": 5})
@@ -282,7 +282,7 @@ def test_merge_never_replaces_its_own_inputs(tmp_path: Path) -> None:
 
 
 def test_merge_writes_the_manifest_byte_for_byte_as_the_writer(tmp_path: Path) -> None:
-    from pixmo_stream.ingest.merge import _manifest
+    from pixmo_stream.ingest.merging import _manifest
 
     with ps.Writer(str(tmp_path / "a"), metadata={"b": "1", "a": "é"}, row_group_rows=1) as w:
         w.write_many({"x": i, "s": "é"} for i in range(3))

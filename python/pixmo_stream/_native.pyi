@@ -244,7 +244,7 @@ class ReadAhead:
         verify_blobs: bool = True,
         expect: list[int | None] | None = None,
         replace: tuple[int, int] | None = None,
-        decode: tuple[str, int, int, bool, int, str] | None = None,
+        decode: tuple[str, int, int, bool, int, str, tuple[Any, ...] | None] | None = None,
     ) -> ReadAhead: ...
     @staticmethod
     def for_mixture(
@@ -269,7 +269,7 @@ class ReadAhead:
         verify_blobs: bool = True,
         expect: list[int | None] | None = None,
         replace: tuple[int, int] | None = None,
-        decode: tuple[str, int, int, bool, int, str] | None = None,
+        decode: tuple[str, int, int, bool, int, str, tuple[Any, ...] | None] | None = None,
     ) -> ReadAhead: ...
     def next_batch(
         self,

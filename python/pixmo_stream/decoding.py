@@ -49,6 +49,11 @@ class Decode:
             decompression bomb); `None`: no limit.
         device: `"cpu"` (on the read-ahead threads) or `"cuda"` (nvJPEG, in the iterating
             process; JPEG only).
+        molmo: a `pixmo_stream.image.MolmoConfig`: Molmo's multi-crop preprocessing instead
+            of a plain decode (`decode="molmo"` is its defaults); records then hold
+            `column` (crops `[n, 576, 588]`), `column + "_patch_mask"`, `"_input_idx"`,
+            `"_tokens"` and `"_tiling"`, as `pixmo_stream.image.molmo_preprocess` returns
+            them. The resize options, `fast` and `max_pixels` are the config's own then.
     """
 
     column: str = "image"
@@ -58,8 +63,22 @@ class Decode:
     fast: bool = False
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     device: str = "cpu"
+    molmo: Any = None
 
     def __post_init__(self) -> None:
+        if self.molmo is not None:
+            from .image import MolmoConfig
+
+            if not isinstance(self.molmo, MolmoConfig):
+                raise TypeError(
+                    f"molmo must be a pixmo_stream.image.MolmoConfig, not {self.molmo!r}"
+                )
+            other = [n for n in ("resize", "pad", "max_side") if getattr(self, n) is not None]
+            if other or self.fast or self.device != "cpu":
+                raise ValueError(
+                    "Molmo preprocessing has its own sizes and fast mode (MolmoConfig(exact=...)) "
+                    f"and runs on the CPU; drop {other or ['fast' if self.fast else 'device']}"
+                )
         given = [n for n in ("resize", "pad", "max_side") if getattr(self, n) is not None]
         if len(given) > 1:
             raise ValueError(f"give at most one of resize, pad and max_side, not {given}")
@@ -83,7 +102,7 @@ class Decode:
         """`(height, width)` of every decoded image, when fixed."""
         return self.resize or self.pad
 
-    def native(self) -> tuple[str, int, int, bool, int, str]:
+    def native(self) -> tuple[str, int, int, bool, int, str, Any]:
         """The spec the native read-ahead takes."""
         if self.resize is not None:
             mode, w, h = "exact", self.resize[1], self.resize[0]
@@ -94,7 +113,8 @@ class Decode:
         else:
             mode, w, h = "none", 0, 0
         limit = (1 << 64) - 1 if self.max_pixels is None else self.max_pixels
-        return (mode, w, h, self.fast, limit, self.column)
+        molmo = self.molmo._native_args() if self.molmo is not None else None
+        return (mode, w, h, self.fast, limit, self.column, molmo)
 
 
 def as_decode(value: str | Decode | None) -> Decode | None:
@@ -105,7 +125,13 @@ def as_decode(value: str | Decode | None) -> Decode | None:
         return Decode()
     if value == "cuda":
         return Decode(device="cuda")
-    raise ValueError(f"decode must be None, 'rgb', 'cuda' or a pixmo_stream.Decode, not {value!r}")
+    if value == "molmo":
+        from .image import MolmoConfig
+
+        return Decode(molmo=MolmoConfig())
+    raise ValueError(
+        f"decode must be None, 'rgb', 'cuda', 'molmo' or a pixmo_stream.Decode, not {value!r}"
+    )
 
 
 def check_column(decode: Decode, schema: Any, columns: list[str] | None, where: str) -> None:

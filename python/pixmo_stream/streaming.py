@@ -296,7 +296,13 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
 
         replacing = self.on_bad_sample == "replace"
         decode = self.decode
-        on_cpu = decode is not None and decode.device == "cpu" and self.collate_fn is None
+        # Molmo outputs vary in crops per image: the default collate pads them (with masks).
+        on_cpu = (
+            decode is not None
+            and decode.device == "cpu"
+            and decode.molmo is None
+            and self.collate_fn is None
+        )
         on_gpu = decode is not None and decode.device == "cuda" and in_main
 
         def finished(out: list[dict[str, Any]], replaced: list[bad.BadSample], images: Any) -> Any:

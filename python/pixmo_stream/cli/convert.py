@@ -128,7 +128,7 @@ def _set_total(bar: Any, total: int) -> None:
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     from pixmo_stream.ingest import convert
-    from pixmo_stream.ingest.convert import summarize
+    from pixmo_stream.ingest.pipeline import summarize
 
     must_exist = [*args.inputs, *args.exclude]
     if args.fetch:

@@ -31,7 +31,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    from pixmo_stream.ingest.merge import merge
+    from pixmo_stream.ingest.merging import merge
 
     summary = merge(args.inputs, args.out, mode=args.mode, overwrite=args.overwrite)
     printer(out)(

@@ -8,13 +8,49 @@ See docs/INGEST.md (how) and docs/SCHEMA.md (what each preset writes).
 
 from __future__ import annotations
 
-from .api import PRESET_NAMES, convert, excluded_urls
-from .convert import REPORT_NAME, ConvertReport, Failure
-from .errors import InputError, MergeError
-from .images import BrokenImage, ImageInfo, check_image
-from .merge import merge
-from .presets import IMAGE_FIELDS, POINT_UNIT, PRESETS, Preset, get_preset
-from .sources import FolderImages, ImageRef, InlineImages, MissingImage, NoImages, molmo_cache_name
+import importlib
+from typing import Any
+
+# Names load on first use, so that the CLI can build its parser from this package without
+# importing pyarrow or aiohttp, which only the commands that run need.
+_LAZY = {
+    "PRESET_NAMES": ".api",
+    "convert": ".api",
+    "excluded_urls": ".api",
+    "REPORT_NAME": ".pipeline",
+    "ConvertReport": ".pipeline",
+    "Failure": ".pipeline",
+    "InputError": ".errors",
+    "MergeError": ".errors",
+    "BrokenImage": ".images",
+    "ImageInfo": ".images",
+    "check_image": ".images",
+    "merge": ".merging",
+    "IMAGE_FIELDS": ".presets",
+    "POINT_UNIT": ".presets",
+    "PRESETS": ".presets",
+    "Preset": ".presets",
+    "get_preset": ".presets",
+    "FolderImages": ".sources",
+    "ImageRef": ".sources",
+    "InlineImages": ".sources",
+    "MissingImage": ".sources",
+    "NoImages": ".sources",
+    "molmo_cache_name": ".sources",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "IMAGE_FIELDS",

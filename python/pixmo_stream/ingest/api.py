@@ -7,14 +7,6 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pyarrow as pa
 
-from .convert import (
-    ENGINES,
-    ConvertReport,
-    Engine,
-    convert_table,
-    parquet_files,
-    read_parquet,
-)
 from .errors import InputError
 from .images import Check
 from .inputs import (
@@ -28,6 +20,14 @@ from .inputs import (
 )
 from .lazy_column import ParquetColumn
 from .passthrough import passthrough_preset
+from .pipeline import (
+    ENGINES,
+    ConvertReport,
+    Engine,
+    convert_table,
+    parquet_files,
+    read_parquet,
+)
 from .presets import PRESETS, Preset, get_preset
 from .sources import FolderImages, ImageSource, InlineImages, Naming, NoImages
 from .split import MOLMO_SPLIT_SEED, Split

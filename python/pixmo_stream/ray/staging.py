@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from ..ingest.merge import merge
+from ..ingest.merging import merge
 from ..schema import Schema
 from ..writer import Writer, WriteSummary
 from .errors import RayWriteError

@@ -17,12 +17,15 @@ use crate::Dataset;
 pub enum ImageWork {
     /// Decoded to upright RGB8 and resized as the options say.
     Rgb(img::DecodeOptions),
+    /// Molmo's multi-crop preprocessing (crops, patch mask, token indices).
+    Molmo(img::MolmoConfig),
 }
 
 /// One decoded image of a row.
 #[derive(Debug)]
 pub enum DecodedImage {
     Rgb(img::RgbImage),
+    Molmo(img::MolmoImage),
 }
 
 /// The fixed-size RGB images of a whole batch in one contiguous `[n, height, width, 3]`
@@ -46,12 +49,16 @@ pub struct ImageStage {
 
 impl ImageStage {
     pub fn new(columns: Vec<Option<(usize, String)>>, work: ImageWork) -> Result<Self> {
-        let ImageWork::Rgb(o) = &work;
-        if o.max_pixels == 0 {
-            return Err(Error::InvalidArgument(
-                "max_pixels must be at least 1".into(),
-            ));
-        }
+        let checked = match &work {
+            ImageWork::Rgb(o) if o.max_pixels == 0 => {
+                return Err(Error::InvalidArgument(
+                    "max_pixels must be at least 1".into(),
+                ))
+            }
+            ImageWork::Rgb(o) => o.resize.validate(),
+            ImageWork::Molmo(c) => c.validate(),
+        };
+        checked.map_err(|e| Error::InvalidArgument(e.to_string()))?;
         Ok(ImageStage { columns, work })
     }
 
@@ -64,6 +71,7 @@ impl ImageStage {
                 }
                 img::Resize::None | img::Resize::MaxSide(_) => None,
             },
+            ImageWork::Molmo(_) => None,
         }
     }
 
@@ -101,6 +109,7 @@ impl SampleStage for ImageStage {
         };
         let decoded = match &self.work {
             ImageWork::Rgb(o) => img::decode_rgb(bytes, o).map(DecodedImage::Rgb),
+            ImageWork::Molmo(c) => img::molmo_preprocess(bytes, c).map(DecodedImage::Molmo),
         };
         match decoded {
             Ok(d) => Ok(StageValue(Arc::new(d))),

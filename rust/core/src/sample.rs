@@ -12,8 +12,31 @@ use std::sync::Arc;
 
 use crate::decode::{ColumnChunk, Node, VarKind};
 use crate::error::{Error, Location, Result};
-use crate::stream::{ReadBatch, ReadRow};
 use crate::Dataset;
+
+/// One row of a read-ahead batch: its decoded, verified column chunks and its index inside them.
+#[derive(Debug, Clone)]
+pub struct ReadRow {
+    pub source: usize,
+    /// The row read (of dataset `source`): the plan's, or its replacement (see `ReadBatch::bad`).
+    pub row: u64,
+    /// One chunk per projected column of `source`, in projection order.
+    pub chunks: Vec<Arc<ColumnChunk>>,
+    /// Index of the row inside its chunks.
+    pub index: usize,
+    /// What the read-ahead's [`SampleStage`] made of the row.
+    pub processed: Option<StageValue>,
+}
+
+/// A batch of rows in plan order.
+#[derive(Debug, Clone, Default)]
+pub struct ReadBatch {
+    pub rows: Vec<ReadRow>,
+    /// Rows of the plan replaced under [`BadSamplePolicy::Replace`], in plan order.
+    pub bad: Vec<BadSample>,
+    /// What the stage made of the whole batch ([`SampleStage::finish_batch`]).
+    pub assembled: Option<StageValue>,
+}
 
 /// What a [`SampleStage`] made of a row or a batch (decoded pixels); the bindings downcast it.
 #[derive(Clone)]

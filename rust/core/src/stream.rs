@@ -24,8 +24,8 @@ use crate::error::{Error, Result};
 use crate::plan::{ConsumerRows, MixtureRows};
 use crate::sample::{
     at_row, describe, is_bad_sample, replacement_row, BadSample, BadSamplePolicy, SampleStage,
-    StageValue,
 };
+pub use crate::sample::{ReadBatch, ReadRow};
 use crate::Dataset;
 
 /// Where the rows to read come from, in order: `(source dataset, global row)` pairs.
@@ -48,30 +48,6 @@ impl RowSource for MixtureRows {
         out.extend(v.into_iter().map(|(d, r)| (d.source, r)));
         Ok(())
     }
-}
-
-/// One row of a batch: its decoded, verified column chunks and its index inside them.
-#[derive(Debug, Clone)]
-pub struct ReadRow {
-    pub source: usize,
-    /// The row read (of dataset `source`): the plan's, or its replacement (see `ReadBatch::bad`).
-    pub row: u64,
-    /// One chunk per projected column of `source`, in projection order.
-    pub chunks: Vec<Arc<ColumnChunk>>,
-    /// Index of the row inside its chunks.
-    pub index: usize,
-    /// What the read-ahead's [`SampleStage`] made of the row.
-    pub processed: Option<StageValue>,
-}
-
-/// A batch of rows in plan order.
-#[derive(Debug, Clone, Default)]
-pub struct ReadBatch {
-    pub rows: Vec<ReadRow>,
-    /// Rows of the plan replaced under [`BadSamplePolicy::Replace`], in plan order.
-    pub bad: Vec<BadSample>,
-    /// What the stage made of the whole batch ([`SampleStage::finish_batch`]).
-    pub assembled: Option<StageValue>,
 }
 
 /// Settings of the read-ahead stage.

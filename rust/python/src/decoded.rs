@@ -11,9 +11,54 @@ use pixmo_stream_image as img;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-/// What Python passes as `decode=`: `(resize mode, width, height, fast, max_pixels, column)`
-/// with the resize modes of `pixmo_stream.image` ("none", "exact", "max_side", "pad").
-pub type DecodeSpec = (String, u32, u32, bool, u64, String);
+/// What Python passes as `decode=`: `(resize mode, width, height, fast, max_pixels, column,
+/// molmo)` with the resize modes of `pixmo_stream.image` ("none", "exact", "max_side",
+/// "pad"); `molmo`, when given, is a `MolmoConfig`'s fields in order (the resize is unused).
+pub type DecodeSpec = (String, u32, u32, bool, u64, String, Option<MolmoArgs>);
+
+/// `(max_crops, crop_size, patch_size, (left, right), pooling, exact, normalize, max_pixels,
+/// (start, end, patch, col))`: `pixmo_stream.image.MolmoConfig`'s fields in order.
+pub type MolmoArgs = (
+    u32,
+    u32,
+    u32,
+    (u32, u32),
+    u32,
+    bool,
+    bool,
+    u64,
+    (i32, i32, i32, i32),
+);
+
+fn molmo_config(a: &MolmoArgs) -> img::MolmoConfig {
+    let &(
+        max_crops,
+        crop_size,
+        patch_size,
+        overlap_margins,
+        pooling,
+        exact,
+        normalize,
+        max_pixels,
+        t,
+    ) = a;
+    img::MolmoConfig {
+        max_crops,
+        crop_size,
+        patch_size,
+        overlap_margins,
+        pooling,
+        exact,
+        normalize,
+        max_pixels,
+        token_ids: img::molmo::ImageTokenIds {
+            start: t.0,
+            end: t.1,
+            patch: t.2,
+            col: t.3,
+        },
+    }
+}
 
 fn resize(mode: &str, width: u32, height: u32) -> PyResult<img::Resize> {
     Ok(match mode {
@@ -32,11 +77,14 @@ fn resize(mode: &str, width: u32, height: u32) -> PyResult<img::Resize> {
 /// The stage decoding column `spec.5` of each source; `projected[s]` lists the names of the
 /// columns source `s` reads, in projection order.
 pub fn image_stage(spec: &DecodeSpec, projected: &[Vec<String>]) -> PyResult<ImageStage> {
-    let (mode, width, height, fast, max_pixels, column) = spec;
-    let options = img::DecodeOptions {
-        max_pixels: *max_pixels,
-        resize: resize(mode, *width, *height)?,
-        fast: *fast,
+    let (mode, width, height, fast, max_pixels, column, molmo) = spec;
+    let work = match molmo {
+        Some(m) => ImageWork::Molmo(molmo_config(m)),
+        None => ImageWork::Rgb(img::DecodeOptions {
+            max_pixels: *max_pixels,
+            resize: resize(mode, *width, *height)?,
+            fast: *fast,
+        }),
     };
     let columns = projected
         .iter()
@@ -47,7 +95,7 @@ pub fn image_stage(spec: &DecodeSpec, projected: &[Vec<String>]) -> PyResult<Ima
                 .map(|p| (p, column.clone()))
         })
         .collect();
-    ImageStage::new(columns, ImageWork::Rgb(options)).map_err(crate::errors::to_py)
+    ImageStage::new(columns, work).map_err(crate::errors::to_py)
 }
 
 fn owned<T: Any + Send + Sync>(value: StageValue) -> Option<T> {
@@ -55,18 +103,58 @@ fn owned<T: Any + Send + Sync>(value: StageValue) -> Option<T> {
     Arc::try_unwrap(arc).ok()
 }
 
-/// A row's decoded image as a `uint8 [H, W, 3]` array over its own buffer, or `None` when
-/// the row has none (a source without the column).
-pub fn row_image<'py>(py: Python<'py>, value: StageValue) -> PyResult<Option<Bound<'py, PyAny>>> {
-    match owned::<DecodedImage>(value) {
+/// `v` as an array of `shape` over `v`'s own buffer.
+fn array<'py, T: numpy::Element>(
+    py: Python<'py>,
+    v: Vec<T>,
+    shape: &[usize],
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(PyArray1::from_vec(py, v)
+        .reshape(numpy::IxDyn(shape))?
+        .into_any())
+}
+
+/// What a row's image became, as `(key suffix, array)` pairs over the Rust buffers: `("",
+/// uint8 [H, W, 3])` for RGB; for Molmo `("", crops [n, 576, 588])`, `("_patch_mask",
+/// [n, 576])`, `("_input_idx", [n, 144])`, `("_tokens", [len])` and `("_tiling", [2])`.
+/// Empty when the row has none (a source without the column).
+pub fn row_values<'py>(
+    py: Python<'py>,
+    value: StageValue,
+) -> PyResult<Vec<(&'static str, Bound<'py, PyAny>)>> {
+    Ok(match owned::<DecodedImage>(value) {
         Some(DecodedImage::Rgb(im)) => {
             let shape = [im.height as usize, im.width as usize, 3];
-            Ok(Some(
-                PyArray1::from_vec(py, im.data).reshape(shape)?.into_any(),
-            ))
+            vec![("", array(py, im.data, &shape)?)]
         }
-        None => Ok(None),
-    }
+        Some(DecodedImage::Molmo(m)) => {
+            let n = m.n_crops;
+            let per_crop = |len: usize| len.checked_div(n).unwrap_or(0);
+            let patches = per_crop(m.patch_mask.len());
+            let per_patch = |len: usize| per_crop(len).checked_div(patches).unwrap_or(0);
+            let crops = match m.crops {
+                img::Crops::F32(v) => {
+                    let p = per_patch(v.len());
+                    array(py, v, &[n, patches, p])?
+                }
+                img::Crops::U8(v) => {
+                    let p = per_patch(v.len());
+                    array(py, v, &[n, patches, p])?
+                }
+            };
+            let idx = per_crop(m.image_input_idx.len());
+            let tokens = m.image_tokens.len();
+            let tiling = vec![i64::from(m.tiling.0), i64::from(m.tiling.1)];
+            vec![
+                ("", crops),
+                ("_patch_mask", array(py, m.patch_mask, &[n, patches])?),
+                ("_input_idx", array(py, m.image_input_idx, &[n, idx])?),
+                ("_tokens", array(py, m.image_tokens, &[tokens])?),
+                ("_tiling", array(py, tiling, &[2])?),
+            ]
+        }
+        None => vec![],
+    })
 }
 
 /// A batch's gathered images as one `uint8 [N, H, W, 3]` array over the batch buffer.
@@ -75,12 +163,7 @@ pub fn batch_images<'py>(
     value: StageValue,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     match owned::<RgbBatch>(value) {
-        Some(b) => {
-            let shape = [b.n, b.height, b.width, 3];
-            Ok(Some(
-                PyArray1::from_vec(py, b.data).reshape(shape)?.into_any(),
-            ))
-        }
+        Some(b) => Ok(Some(array(py, b.data, &[b.n, b.height, b.width, 3])?)),
         None => Ok(None),
     }
 }

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use crate::convert::{node_to_py, Helpers, ReadCtx};
-use crate::decoded::{batch_images, image_stage, row_image, DecodeSpec};
+use crate::decoded::{batch_images, image_stage, row_values, DecodeSpec};
 use crate::errors::IntoPyResult;
 use crate::plan::{make_split, mixture_rows, mixture_sources};
 
@@ -295,13 +295,19 @@ impl PyReadAhead {
                 d.set_item(key.bind(py), v)?;
             }
             if let Some(key) = &self.image_key {
-                let image = match (&images, r.processed.take()) {
-                    (Some(all), _) => Some(all.get_item(i)?),
-                    (None, Some(v)) => row_image(py, v)?,
-                    (None, None) => None,
-                };
-                if let Some(image) = image {
-                    d.set_item(key.bind(py), image)?;
+                match (&images, r.processed.take()) {
+                    (Some(all), _) => d.set_item(key.bind(py), all.get_item(i)?)?,
+                    (None, Some(v)) => {
+                        for (suffix, value) in row_values(py, v)? {
+                            if suffix.is_empty() {
+                                d.set_item(key.bind(py), value)?;
+                            } else {
+                                let name = format!("{}{suffix}", key.bind(py).to_str()?);
+                                d.set_item(PyString::intern(py, &name), value)?;
+                            }
+                        }
+                    }
+                    (None, None) => {}
                 }
             }
             records.append(d)?;

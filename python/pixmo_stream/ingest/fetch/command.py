@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import FetchError, FetchInterrupted
-from .fetcher import distinct_urls, fetch_images
 from .options import DEFAULT_USER_AGENT, SHA_POLICIES, FetchOptions
 from .outcome import Outcome
 from .parquet import SHA_COLUMN, URL_COLUMN, parquet_urls
@@ -233,6 +232,8 @@ class UsageError(ValueError):
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
+    from .fetcher import distinct_urls, fetch_images  # aiohttp: only when a fetch runs
+
     try:
         options = options_from_args(args)
     except UsageError as exc:

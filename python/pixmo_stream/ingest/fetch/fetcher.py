@@ -125,6 +125,8 @@ class _Run:
         self.gates = HostGates(opts.per_host, opts.per_host_rate)
         self.report = FetchReport(total=len(todo))
         self.unfinished = set(todo)
+        # Written to the cache by a check thread, not yet settled by the event loop.
+        self.kept_unsettled: dict[str, tuple[ContentVerdict, int]] = {}
         self.rng = random.Random()
         self.started = time.monotonic()
         self.finished = False
@@ -149,7 +151,11 @@ class _Run:
         queue: asyncio.Queue[tuple[str, str | None] | None] = asyncio.Queue(2 * opts.concurrency)
         try:
             async with aiohttp.ClientSession(
-                connector=connector, timeout=timeout, headers=headers
+                # trust_env: HTTP(S)_PROXY and NO_PROXY apply, as with requests (Molmo's).
+                connector=connector,
+                timeout=timeout,
+                headers=headers,
+                trust_env=True,
             ) as session:
                 n_workers = min(opts.concurrency, max(1, len(self.todo)))
                 flusher = asyncio.create_task(self._flush_periodically())
@@ -193,6 +199,16 @@ class _Run:
         if self.finished:
             return
         self.finished = True
+        # Images a check thread stored while the run was being stopped (Ctrl-C, the overall
+        # deadline) are whole and checked: record them, so the report and the state agree
+        # with the cache.
+        for url, (verdict, size) in list(self.kept_unsettled.items()):
+            if url in self.unfinished:
+                self.state.record(
+                    UrlRecord(url, verdict.outcome, None, verdict.detail, verdict.sha256, size, 1,
+                              time.time())
+                )  # fmt: skip
+                self._settled(url, verdict.outcome, reused=False)
         if self.unfinished:
             self.report.counts[Outcome.NOT_ATTEMPTED.value] += len(self.unfinished)
         self.report.elapsed_s = time.monotonic() - self.started
@@ -238,6 +254,7 @@ class _Run:
 
     def _settled(self, url: str, outcome: Outcome, *, reused: bool) -> None:
         self.unfinished.discard(url)
+        self.kept_unsettled.pop(url, None)
         self.report.counts[outcome.value] += 1
         self.report.reused += reused
         self.bar.update(1)
@@ -352,6 +369,7 @@ class _Run:
             except OSError as exc:  # a full or read-only disk: stop, keep what is written
                 path = self.cache.path(url)
                 raise FetchError(f"{path}: cannot write {url}: {exc}", path=str(path)) from exc
+            self.kept_unsettled[url] = (verdict, len(body))
         return verdict
 
     def _check_cached(self, url: str, sha: str | None) -> tuple[ContentVerdict | None, int]:

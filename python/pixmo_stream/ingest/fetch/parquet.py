@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Sequence
 
 from .errors import FetchError
+
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 URL_COLUMN = "image_url"
 SHA_COLUMN = "image_sha256"
@@ -39,12 +42,23 @@ def parquet_urls(
                 f"{path}: no {url_column!r} column (columns: {', '.join(names)})", path=str(path)
             )
         columns = [url_column] + ([sha_column] if sha_column and sha_column in names else [])
+        for name in columns:
+            kind = pfile.schema_arrow.field(name).type
+            if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+                raise FetchError(f"{path}: column {name!r} is {kind}, not strings", path=str(path))
+        row = 0
         try:
             for batch in pfile.iter_batches(batch_size=_BATCH_ROWS, columns=columns):
                 urls = batch.column(0).to_pylist()
                 shas = batch.column(1).to_pylist() if len(columns) == 2 else [None] * len(urls)
                 for url, sha in zip(urls, shas, strict=True):
+                    if sha and not _SHA256.fullmatch(sha):
+                        raise FetchError(
+                            f"{path}: row {row}: {sha_column} {sha!r} is not 64 hex digits",
+                            path=str(path),
+                        )
                     if url is not None:
                         yield url, sha or None
+                    row += 1
         except (pa.ArrowException, OSError) as exc:
             raise FetchError(f"{path}: cannot read parquet data: {exc}", path=str(path)) from exc
