@@ -306,14 +306,14 @@ def _records(path: Path) -> list[dict[str, Any]]:
 def test_convert_on_ray_writes_a_local_runs_records_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # `pixmo_stream.ingest.convert` is the function; the modules are reached by name.
-    ingest_convert = importlib.import_module("pixmo_stream.ingest.convert")
+    # The modules that hold the batch size and the partition sizes.
+    pipeline = importlib.import_module("pixmo_stream.ingest.pipeline")
     ray_convert = importlib.import_module("pixmo_stream.ray.convert")
 
     parquet, cache = _points_input(tmp_path)
     # 40 images in batches of 4 and 2 CPUs: 10 images a task (two per CPU), so 3 batches a
     # task: 4 partitions, committed in order.
-    monkeypatch.setattr(ingest_convert, "BATCH_GROUPS", 4)
+    monkeypatch.setattr(pipeline, "BATCH_GROUPS", 4)
     assert ray_convert.partition_images(40, cpus=2) == 10
     kw: dict[str, Any] = dict(preset="pixmo-points", images=str(cache), keep_missing=False)
     local = convert(str(parquet), str(tmp_path / "local"), **kw)
@@ -352,7 +352,7 @@ def test_convert_on_ray_survives_a_killed_task_and_fails_cleanly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Batches of 8 images, 10 images a task: 2 batches a task, image 25 in partition 1 of 3.
-    monkeypatch.setattr(importlib.import_module("pixmo_stream.ingest.convert"), "BATCH_GROUPS", 8)
+    monkeypatch.setattr(importlib.import_module("pixmo_stream.ingest.pipeline"), "BATCH_GROUPS", 8)
     parquet, cache = _points_input(tmp_path)
     kw: dict[str, Any] = dict(preset="pixmo-points")
     convert(str(parquet), str(tmp_path / "local"), images=str(cache), **kw)

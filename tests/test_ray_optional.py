@@ -30,7 +30,7 @@ def test_the_package_the_ingest_layer_and_the_cli_do_not_import_ray() -> None:
     done = _run(
         """
         import sys
-        import pixmo_stream, pixmo_stream.ingest, pixmo_stream.ingest.convert
+        import pixmo_stream, pixmo_stream.ingest, pixmo_stream.ingest.pipeline
         from pixmo_stream.cli import main
         assert main(["convert", "--help"]) == 0
         loaded = sorted(m for m in sys.modules if m == "ray" or m.startswith("ray."))

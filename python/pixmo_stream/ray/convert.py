@@ -1,7 +1,7 @@
 """``convert --engine ray``: the conversion's ordered batches run as Ray tasks.
 
 The driver reads the annotations and makes the same batches of pending records as a local
-run (`pixmo_stream.ingest.convert`). Consecutive batches form a partition (`partition_images`
+run (`pixmo_stream.ingest.pipeline`). Consecutive batches form a partition (`partition_images`
 images, as far as the images known when the conversion starts allow); each partition is
 one Ray task that reads and checks its images and writes its records into a staging
 directory of its own (`staging`). Results are taken in partition order and the partitions
