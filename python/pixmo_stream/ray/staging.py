@@ -4,7 +4,7 @@ Each task attempt writes a complete dataset of its own (shards and manifest) int
 directory under the staging root, ``.NAME.pixmo-staging`` beside the output (the same file
 system, so that committing moves files instead of copying them). A retried task writes a
 new directory; only the parts whose attempts returned are committed, by
-`pixmo_stream.ingest.merge` in ``move`` mode (shards renamed into the output, one manifest
+`pixmo_stream.ingest.merge()` in ``move`` mode (shards renamed into the output, one manifest
 written last), and the root is then removed with every stale attempt in it. Nothing in the
 output is touched until the commit, so a failed write leaves an existing output as it was.
 """
