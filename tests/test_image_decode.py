@@ -177,6 +177,8 @@ def test_array_owns_its_pixels() -> None:
     data = encode(PIL.Image.fromarray(photo(12, 12)), "PNG")
     a = ps.image.decode(data)
     assert a.flags.c_contiguous and a.flags.writeable
+    # The array wraps the buffer Rust decoded into (no copy into a numpy-allocated array).
+    assert a.base is not None and not isinstance(a.base, np.ndarray)
     a[:] = 0  # the caller may write to it; it is not shared with anything else
     assert ps.image.decode(data).any()
 
@@ -353,3 +355,31 @@ def test_bad_arguments_are_value_errors() -> None:
         ps.image.decode_many([data], stack=True)
     with pytest.raises(TypeError):
         ps.image.decode(12345)  # type: ignore[arg-type]
+
+
+def test_a_forked_child_decodes_after_the_parent_used_threads() -> None:
+    """No pool outlives a call, so a DataLoader worker forked afterwards inherits no threads
+    or locks it could deadlock on."""
+    import os
+    import time
+
+    datas = [encode(PIL.Image.fromarray(photo(64, 64, seed=i)), "JPEG") for i in range(8)]
+    want = ps.image.decode_many(datas, threads=4, stack=True, resize=(16, 16))
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if it decodes the same pixels, on threads too
+        try:
+            got = ps.image.decode_many(datas, threads=4, stack=True, resize=(16, 16))
+            os._exit(0 if np.array_equal(got, want) else 1)
+        except BaseException:
+            os._exit(2)
+    deadline = time.monotonic() + 60  # a guard against a hang, not a speed claim
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung decoding")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -81,22 +81,9 @@ fn taps(input: usize, output: usize) -> Taps {
     t
 }
 
-/// One channel value: `sum(src[k] * w[k])`, accumulated in order from the first tap.
-#[inline]
-fn dot(src: impl Iterator<Item = f32>, w: &[f32]) -> f32 {
-    let mut it = src.zip(w);
-    let Some((s0, w0)) = it.next() else {
-        return 0.0;
-    };
-    let mut acc = s0 * w0;
-    for (s, wk) in it {
-        acc += s * wk;
-    }
-    acc
-}
-
 /// The width pass, reading bytes through the `v / 255` table (the same float32 values a
-/// converted image would hold).
+/// converted image would hold). Each channel is summed over the taps in order from the
+/// first, as PyTorch does, so the float32 rounding is the same.
 fn resize_width(src: &RgbU8<'_>, out_w: usize) -> RgbF32 {
     let lut = unit_lut();
     let t = taps(src.width, out_w);
@@ -104,12 +91,17 @@ fn resize_width(src: &RgbU8<'_>, out_w: usize) -> RgbF32 {
     for y in 0..src.height {
         let row = &src.data[y * src.width * 3..(y + 1) * src.width * 3];
         let out = &mut data[y * out_w * 3..(y + 1) * out_w * 3];
-        for x in 0..out_w {
+        for (x, px) in out.chunks_exact_mut(3).enumerate() {
             let (s, n) = (t.start[x], t.len[x]);
             let w = &t.weights[x * t.max_taps..x * t.max_taps + n];
-            for c in 0..3 {
-                out[x * 3 + c] = dot((s..s + n).map(|k| lut[row[k * 3 + c] as usize]), w);
+            let mut acc = [0.0f32; 3];
+            for (k, &wk) in w.iter().enumerate() {
+                let p = &row[(s + k) * 3..(s + k) * 3 + 3];
+                for c in 0..3 {
+                    acc[c] += lut[p[c] as usize] * wk;
+                }
             }
+            px.copy_from_slice(&acc);
         }
     }
     RgbF32 {
@@ -119,16 +111,20 @@ fn resize_width(src: &RgbU8<'_>, out_w: usize) -> RgbF32 {
     }
 }
 
+/// The height pass, a whole output row at a time: row `s` times its weight, plus each
+/// following tap's row times its weight, in tap order (the same sums as per element).
 fn resize_height(src: &RgbF32, out_h: usize) -> RgbF32 {
     let t = taps(src.height, out_h);
     let stride = src.width * 3;
     let mut data = vec![0.0f32; out_h * stride];
-    for y in 0..out_h {
+    for (y, out) in data.chunks_exact_mut(stride.max(1)).enumerate().take(out_h) {
         let (s, n) = (t.start[y], t.len[y]);
         let w = &t.weights[y * t.max_taps..y * t.max_taps + n];
-        let out = &mut data[y * stride..(y + 1) * stride];
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = dot((s..s + n).map(|k| src.data[k * stride + i]), w);
+        for (k, &wk) in w.iter().enumerate() {
+            let row = &src.data[(s + k) * stride..(s + k + 1) * stride];
+            for (o, &v) in out.iter_mut().zip(row) {
+                *o += v * wk;
+            }
         }
     }
     RgbF32 {

@@ -169,11 +169,9 @@ mod tests {
     fn garbage_is_not_an_image() {
         let err = decode_rgb(b"hello world", &DecodeOptions::default()).unwrap_err();
         assert_eq!(err.reason(), "not_an_image");
-        assert_eq!(
-            decode_rgb(b"", &DecodeOptions::default())
-                .unwrap_err()
-                .reason(),
-            "not_an_image"
-        );
+        assert!(err.to_string().contains("68 65 6c 6c 6f"), "{err}");
+        let empty = decode_rgb(b"", &DecodeOptions::default()).unwrap_err();
+        assert_eq!(empty.reason(), "not_an_image");
+        assert_eq!(empty.to_string(), "not an image: the data is empty");
     }
 }

@@ -31,10 +31,7 @@ impl fmt::Display for Format {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImageError {
     /// The bytes start with no signature of a supported format.
-    #[error(
-        "not an image: {len} bytes starting {} match no supported format (JPEG, PNG, GIF, WebP)",
-        hex(head)
-    )]
+    #[error("not an image: {}", describe_head(*len, head))]
     NotAnImage { len: usize, head: Vec<u8> },
     /// The data ends before the image does (an interrupted download, a cut file).
     #[error("truncated {format} image: {detail}")]
@@ -83,13 +80,13 @@ impl ImageError {
 
 pub type Result<T> = std::result::Result<T, ImageError>;
 
-fn hex(bytes: &[u8]) -> String {
-    if bytes.is_empty() {
-        return "with nothing".into();
+fn describe_head(len: usize, head: &[u8]) -> String {
+    if len == 0 {
+        return "the data is empty".into();
     }
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    let hex: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{len} bytes starting {} match no supported format (JPEG, PNG, GIF, WebP)",
+        hex.join(" ")
+    )
 }
