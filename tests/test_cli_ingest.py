@@ -137,7 +137,7 @@ def test_the_cli_lists_every_preset_and_imports_no_pyarrow_to_start() -> None:
 
     assert PRESET_NAMES == INGEST_NAMES
     code = (
-        "import sys; from pixmo_stream.cli.main import build_parser; build_parser(); "
+        "import sys; from pixmo_stream.cli.app import build_parser; build_parser(); "
         "print('pyarrow' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

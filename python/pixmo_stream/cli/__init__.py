@@ -1,7 +1,8 @@
-"""The ``pixmo-stream`` command-line tool, one module per command (see ``main.COMMANDS``).
+"""The ``pixmo-stream`` command-line tool, one module per command (see ``app.COMMANDS``).
 
-``main`` is imported lazily, so that library modules (``pixmo_stream.demo``) can use the
-shared helpers in ``cli.common`` without importing every command.
+``app`` is imported lazily, so that library modules (``pixmo_stream.demo``) can use the
+shared helpers in ``cli.common`` without importing every command. (It is not named ``main``:
+importing a submodule of that name would replace this function on the package.)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the tool; returns the exit code (the console script passes it to sys.exit)."""
-    from .main import main as run_main
+    from .app import main as run_main
 
     return run_main(argv)
 
