@@ -8,8 +8,7 @@ See docs/INGEST.md (how) and docs/SCHEMA.md (what each preset writes).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_names
 
 # Names load on first use, so that the CLI can build its parser from this package without
 # importing pyarrow or aiohttp, which only the commands that run need.
@@ -38,19 +37,7 @@ _LAZY = {
     "NoImages": ".sources",
     "molmo_cache_name": ".sources",
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
-
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 __all__ = [
     "IMAGE_FIELDS",

@@ -16,49 +16,8 @@ use pyo3::prelude::*;
 /// "pad"); `molmo`, when given, is a `MolmoConfig`'s fields in order (the resize is unused).
 pub type DecodeSpec = (String, u32, u32, bool, u64, String, Option<MolmoArgs>);
 
-/// `(max_crops, crop_size, patch_size, (left, right), pooling, exact, normalize, max_pixels,
-/// (start, end, patch, col))`: `pixmo_stream.image.MolmoConfig`'s fields in order.
-pub type MolmoArgs = (
-    u32,
-    u32,
-    u32,
-    (u32, u32),
-    u32,
-    bool,
-    bool,
-    u64,
-    (i32, i32, i32, i32),
-);
-
-fn molmo_config(a: &MolmoArgs) -> img::MolmoConfig {
-    let &(
-        max_crops,
-        crop_size,
-        patch_size,
-        overlap_margins,
-        pooling,
-        exact,
-        normalize,
-        max_pixels,
-        t,
-    ) = a;
-    img::MolmoConfig {
-        max_crops,
-        crop_size,
-        patch_size,
-        overlap_margins,
-        pooling,
-        exact,
-        normalize,
-        max_pixels,
-        token_ids: img::molmo::ImageTokenIds {
-            start: t.0,
-            end: t.1,
-            patch: t.2,
-            col: t.3,
-        },
-    }
-}
+/// `pixmo_stream.image.MolmoConfig`'s fields in order (see `molmo::ConfigArgs`).
+pub type MolmoArgs = crate::molmo::ConfigArgs;
 
 fn resize(mode: &str, width: u32, height: u32) -> PyResult<img::Resize> {
     Ok(match mode {
@@ -79,7 +38,7 @@ fn resize(mode: &str, width: u32, height: u32) -> PyResult<img::Resize> {
 pub fn image_stage(spec: &DecodeSpec, projected: &[Vec<String>]) -> PyResult<ImageStage> {
     let (mode, width, height, fast, max_pixels, column, molmo) = spec;
     let work = match molmo {
-        Some(m) => ImageWork::Molmo(molmo_config(m)),
+        Some(m) => ImageWork::Molmo(crate::molmo::config(*m)?),
         None => ImageWork::Rgb(img::DecodeOptions {
             max_pixels: *max_pixels,
             resize: resize(mode, *width, *height)?,

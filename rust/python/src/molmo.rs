@@ -20,7 +20,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
 /// `(max_crops, crop_size, patch_size, (left, right), pooling, exact, normalize, max_pixels,
 /// (start, end, patch, col))`, the order of `MolmoConfig`'s fields in Python.
-type ConfigArgs = (
+pub type ConfigArgs = (
     u32,
     u32,
     u32,
@@ -32,7 +32,7 @@ type ConfigArgs = (
     (i32, i32, i32, i32),
 );
 
-fn config(args: ConfigArgs) -> PyResult<img::MolmoConfig> {
+pub fn config(args: ConfigArgs) -> PyResult<img::MolmoConfig> {
     let (
         max_crops,
         crop_size,
