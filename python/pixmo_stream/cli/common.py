@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -226,3 +227,14 @@ def add_command(subparsers: Any, name: str, **kwargs: Any) -> argparse.ArgumentP
 
 
 DATASET_PATH_HELP = "dataset directory, its manifest.json, or one .pxs shard file"
+
+
+_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
+
+
+def byte_size(text: str) -> int:
+    """``32MB``, ``500k``, ``1GiB`` or a plain number of bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([kmg]i?)?b?\s*", text.lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 32MB or 500k)")
+    return int(float(match[1]) * _SIZE_UNITS[match[2] or ""])

@@ -7,17 +7,15 @@ import json
 import os
 from typing import Any, TextIO
 
-from .common import EXIT_OK, EXIT_USAGE, CommandError, add_command, printer, progress
-
-
-def _size(text: str) -> int:
-    units = {"k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
-    t = text.strip().lower().removesuffix("b")
-    for suffix in sorted(units, key=len, reverse=True):
-        if t.endswith(suffix):
-            return int(float(t[: -len(suffix)]) * units[suffix])
-    return int(t)
-
+from .common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    add_command,
+    byte_size,
+    printer,
+    progress,
+)
 
 # The presets by name, here so that building the parser does not import pyarrow (every
 # command's --help would pay for it); tests check it against pixmo_stream.ingest.PRESET_NAMES.
@@ -114,7 +112,7 @@ def add_parser(subparsers: Any) -> None:
         help="keep records whose image is missing or broken, without image",
     )
     p.add_argument(
-        "--shard-size", type=_size, default=None, metavar="BYTES",
+        "--shard-size", type=byte_size, default=None, metavar="BYTES",
         help="target shard size, e.g. 256MiB (default: the writer's, 256 MiB)",
     )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace what is in --out already")
@@ -201,17 +199,12 @@ def _fetch(args: argparse.Namespace, out: TextIO) -> None:
     from pixmo_stream.ingest.fetch import fetch_images
     from pixmo_stream.ingest.fetch.errors import FetchInterrupted
     from pixmo_stream.ingest.fetch.parquet import parquet_urls
+    from pixmo_stream.ingest.pipeline import parquet_files
 
     parquets = [p for p in args.inputs if p.endswith(".parquet") or os.path.isdir(p)]
-    files = []
-    for p in parquets:
-        files += (
-            sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(".parquet"))
-            if os.path.isdir(p)
-            else [p]
-        )
-    if not files:
+    if not parquets:
         raise CommandError("--fetch reads image URLs from parquet inputs; none given", EXIT_USAGE)
+    files = parquet_files(parquets)
     try:
         report = fetch_images(parquet_urls(files), args.images, progress=not args.quiet)
     except FetchInterrupted as stop:

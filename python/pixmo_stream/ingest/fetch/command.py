@@ -8,11 +8,12 @@ usage error; 130 on Ctrl-C (after printing the report of what was done).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
+
+from pixmo_stream.cli.common import byte_size
 
 from .errors import FetchError, FetchInterrupted
 from .options import DEFAULT_USER_AGENT, SHA_POLICIES, FetchOptions
@@ -23,15 +24,6 @@ from .report import FetchReport
 NAME = "fetch"
 REPORT_FILE = ".pixmo-fetch-report.json"
 _DEFAULTS = FetchOptions()
-_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
-
-
-def byte_size(text: str) -> int:
-    """``32MB``, ``500k``, ``1GiB`` or a plain number of bytes."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([kmg]i?)?b?\s*", text.lower())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 32MB or 500k)")
-    return int(float(match[1]) * _UNITS[match[2] or ""])
 
 
 def _positive(kind: type[int] | type[float]) -> Any:
