@@ -20,6 +20,7 @@ from ._native import (
     ImageDecodeError,
     PixmoError,
     SchemaError,
+    StorageError,
     UnsupportedVersionError,
 )
 from .bad_samples import BadSample
@@ -101,6 +102,7 @@ __all__ = [
     "PixmoError",
     "Schema",
     "SchemaError",
+    "StorageError",
     "UnsupportedVersionError",
     "VerifyReport",
     "WriteSummary",

@@ -1,5 +1,5 @@
 # Hand-written stubs of the native module, checked by `python -m mypy.stubtest pixmo_stream._native`.
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from os import PathLike
 from typing import Any, final
 
@@ -41,11 +41,15 @@ __all__ = [
 FORMAT_VERSION: tuple[int, int]
 __version__: str
 
+# (store options, (node cache directory, size limit) or None), for a URL
+StorageArg = tuple[dict[str, str], tuple[str, int] | None]
+
 class PixmoError(Exception): ...
 class CorruptDataError(PixmoError): ...
 class BadSampleError(CorruptDataError): ...
 class SchemaError(PixmoError): ...
 class UnsupportedVersionError(PixmoError): ...
+class StorageError(PixmoError, OSError): ...
 class ImageDecodeError(PixmoError): ...
 
 DEFAULT_MAX_PIXELS: int
@@ -109,10 +113,17 @@ def blob_from_ref(
 
 @final
 class Dataset:
-    def __new__(cls, path: str | PathLike[str], zero_copy: bool = True) -> Dataset: ...
+    def __new__(
+        cls,
+        path: str | PathLike[str],
+        zero_copy: bool = True,
+        storage: StorageArg | None = None,
+    ) -> Dataset: ...
     def __len__(self) -> int: ...
     @property
     def path(self) -> str: ...
+    @property
+    def is_remote(self) -> bool: ...
     @property
     def metadata(self) -> dict[str, str]: ...
     @property
@@ -151,6 +162,7 @@ class Writer:
         codecs: dict[str, str],
         overwrite: bool,
         metadata: dict[str, str],
+        storage_options: dict[str, str] | None = None,
     ) -> Writer: ...
     def write(self, record: Any) -> None: ...
     def write_many(self, records: Iterable[Any]) -> int: ...
@@ -245,6 +257,7 @@ class ReadAhead:
         expect: list[int | None] | None = None,
         replace: tuple[int, int] | None = None,
         decode: tuple[str, int, int, bool, int, str, tuple[Any, ...] | None] | None = None,
+        storage: Sequence[StorageArg | None] | None = None,
     ) -> ReadAhead: ...
     @staticmethod
     def for_mixture(
@@ -270,6 +283,7 @@ class ReadAhead:
         expect: list[int | None] | None = None,
         replace: tuple[int, int] | None = None,
         decode: tuple[str, int, int, bool, int, str, tuple[Any, ...] | None] | None = None,
+        storage: Sequence[StorageArg | None] | None = None,
     ) -> ReadAhead: ...
     def next_batch(
         self,

@@ -7,7 +7,7 @@ import itertools
 import json
 import operator
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 from . import _native
 from ._native import SchemaError
 from .schema import Schema
+from .storage import CacheArg, open_arg
 
 # Between processes of one machine (DataLoader workers and their main process), a Blob travels
 # as a reference to its bytes in the shard file, which the receiver maps again: a batch of
@@ -85,6 +86,14 @@ class Dataset:
 
     Datasets read as one must have the same fields (in any order; `SchemaError` otherwise).
     `path` and `metadata` are then the first one's; `paths` lists them all.
+
+    A path may be a URL (``s3://``, ``gs://``, ``az://``, ``http(s)://``): opening reads the
+    manifest, a shard's footer is read when the shard is first used, and a read fetches only
+    the chunks it needs (ranged requests). `storage_options` configure the store client over
+    the environment (``endpoint``, ``region``, ``access_key_id``, ``allow_http``,
+    ``timeout``, ``max_retries``, ...); `cache` is the node cache's directory (True: the
+    default, ``~/.cache/pixmo-stream`` or ``PIXMO_STREAM_CACHE``; False: none) and
+    `cache_limit` its size limit (default 64 GiB). See docs/STORAGE.md.
     """
 
     def __init__(
@@ -92,13 +101,19 @@ class Dataset:
         path_or_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         *,
         zero_copy: bool = True,
+        storage_options: Mapping[str, Any] | None = None,
+        cache: CacheArg = True,
+        cache_limit: int | str | None = None,
     ) -> None:
         if isinstance(path_or_paths, str | os.PathLike):
             path_or_paths = [path_or_paths]
         paths = [os.fspath(p) for p in path_or_paths]
         if not paths:
             raise ValueError("no dataset path given")
-        self._parts = [_native.Dataset(p, zero_copy) for p in paths]
+        self._parts = [
+            _native.Dataset(p, zero_copy, open_arg(p, storage_options, cache, cache_limit))
+            for p in paths
+        ]
         # The first (for one dataset, the only) native reader: its path names the dataset.
         self._native = self._parts[0]
         self._schema = Schema.from_json(self._native.schema_json())

@@ -149,6 +149,7 @@ class Mixture(_PlannedIterable):
             num_positions=start + self.length,
             start=start,
             expect=[s._manifest_hashes[0] for s in self.sources],
+            storage=[s._storage[0] for s in self.sources],
             **reading,
         )
 

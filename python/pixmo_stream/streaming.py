@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch.utils.data
@@ -26,6 +26,7 @@ from .batching import null_fills
 from .dataset import Dataset, check_columns, column_list
 from .decoding import Decode, as_decode, check_column, collate_decoded, decode_on_gpu
 from .schema import Schema
+from .storage import CacheArg, open_arg
 
 
 def _read_fields(schema: Schema, columns: list[str] | None) -> dict[str, Any]:
@@ -382,6 +383,9 @@ class StreamingDataset(_PlannedIterable):
         decode: decode the images of a column on the read-ahead threads: `"rgb"`, `"cuda"`
             (on the GPU, in the iterating process) or a `pixmo_stream.Decode` (column,
             resize, pixel limit); see `pixmo_stream.decoding`.
+        storage_options, cache, cache_limit: for URLs (``s3://``, ``gs://``, ``az://``,
+            ``http(s)://``), as for `Dataset`: the store's options, and the node cache shared
+            by every rank and worker of a machine (docs/STORAGE.md).
     """
 
     def __init__(
@@ -403,6 +407,9 @@ class StreamingDataset(_PlannedIterable):
         on_bad_sample: str = "raise",
         max_replacements: int = 16,
         decode: str | Decode | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        cache: CacheArg = True,
+        cache_limit: int | str | None = None,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -421,6 +428,8 @@ class StreamingDataset(_PlannedIterable):
         self.paths = [os.fspath(p) for p in path_or_paths]
         if not self.paths:
             raise ValueError("no dataset path given")
+        # How each path is opened here and in every reading process (None for local paths).
+        self._storage = [open_arg(p, storage_options, cache, cache_limit) for p in self.paths]
         if remainder not in ("pad", "drop"):
             raise ValueError("remainder must be 'pad' or 'drop'")
         self.columns = column_list(columns)
@@ -435,7 +444,9 @@ class StreamingDataset(_PlannedIterable):
         self._manifest_hashes: list[int | None] = []
         self.schema: Schema | None = None
         for p in self.paths:
-            ds = Dataset(p)
+            ds = Dataset(
+                p, storage_options=storage_options, cache=cache, cache_limit=cache_limit
+            )
             if self.columns is not None:
                 check_columns(self.columns, ds.columns, p)
             if self.schema is None:
@@ -495,6 +506,7 @@ class StreamingDataset(_PlannedIterable):
             start=cfg["start"],
             pad=self.remainder == "pad",
             expect=self._manifest_hashes,
+            storage=self._storage,
             **reading,
         )
 

@@ -12,6 +12,7 @@ from typing import Any
 from . import _native
 from ._split import checked_int
 from .schema import Schema, infer_schema
+from .storage import open_arg
 
 DEFAULT_SHARD_BYTES = 256 << 20
 DEFAULT_ROW_GROUP_BYTES = 16 << 20
@@ -51,6 +52,11 @@ class Writer:
     Image bytes are not copied: a `bytes` value of 4 KiB or more is held by reference until
     its row group is on disk (up to three row groups, ~48 MiB at the default size), then let
     go. `bytearray` and `memoryview` values are copied, since they can change.
+
+    `path` may be a URL (``s3://bucket/data``, ``gs://``, ``az://``): each shard is written
+    to a local staging directory (``$TMPDIR``) and uploaded (multipart) when it is finished,
+    and the manifest is uploaded last, so a crash never leaves a dataset that looks complete.
+    `storage_options` configure the store as for `Dataset`.
     """
 
     def __init__(
@@ -65,6 +71,7 @@ class Writer:
         codecs: Mapping[str, str] | None = None,
         overwrite: bool = False,
         metadata: Mapping[str, str] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self._options = dict(
@@ -75,6 +82,7 @@ class Writer:
             codecs=dict(codecs or {}),
             overwrite=bool(overwrite),
             metadata=_str_map(metadata or {}),
+            storage_options=(open_arg(self.path, storage_options, False, None) or (None,))[0],
         )
         self._schema = schema
         self._native: Any = None

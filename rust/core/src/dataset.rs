@@ -8,12 +8,15 @@ use crate::manifest::Manifest;
 use crate::mapped::FileId;
 use crate::schema::Schema;
 use crate::shard::ShardReader;
+use crate::storage::{is_url, NodeCache, OpenOptions, RemoteDir};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 struct ShardSlot {
     path: PathBuf,
+    /// The file's name in the dataset directory (as the manifest lists it).
+    name: String,
     num_rows: u64,
     num_bytes: Option<u64>,
     /// Cumulative row offsets of the row groups within the shard (len = groups + 1).
@@ -81,9 +84,19 @@ pub struct Dataset {
     manifest: Option<(FileId, u64)>,
     /// The manifest's user metadata (empty for a single shard).
     metadata: BTreeMap<String, String>,
+    /// Where the shards are when they are on object storage.
+    remote: Option<RemoteSource>,
     cache: Mutex<ChunkCache>,
     /// One gate per chunk being read (see `chunk`).
     in_flight: Mutex<HashMap<ChunkKey, Arc<Mutex<()>>>>,
+}
+
+/// A dataset on object storage: its directory, the node cache, and the XXH3-64 of its
+/// manifest's bytes (None for a single shard).
+struct RemoteSource {
+    dir: RemoteDir,
+    cache: Option<Arc<NodeCache>>,
+    manifest_hash: Option<u64>,
 }
 
 fn starts(counts: impl Iterator<Item = u64>) -> Vec<u64> {
@@ -119,6 +132,7 @@ impl Dataset {
                 .iter()
                 .map(|s| ShardSlot {
                     path: dir.join(&s.file),
+                    name: s.file.clone(),
                     num_rows: s.num_rows,
                     num_bytes: Some(s.num_bytes),
                     rg_starts: starts(s.row_groups.iter().copied()),
@@ -130,6 +144,7 @@ impl Dataset {
             let r = ShardReader::open(path, None)?;
             let slot = ShardSlot {
                 path: path.to_path_buf(),
+                name: String::new(),
                 num_rows: r.num_rows(),
                 num_bytes: Some(r.file_len()),
                 rg_starts: r.row_group_starts.clone(),
@@ -148,6 +163,7 @@ impl Dataset {
             shard_starts,
             manifest,
             metadata,
+            remote: None,
             cache: Mutex::new(ChunkCache {
                 entries: HashMap::new(),
                 heap_bytes: 0,
@@ -155,6 +171,118 @@ impl Dataset {
             }),
             in_flight: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Opens a local path or, for a URL (`s3://`, `gs://`, `az://`, `http(s)://`), a dataset
+    /// on object storage, with `opts`.
+    pub fn open_with(path: &str, opts: &OpenOptions) -> Result<Self> {
+        if !is_url(path) {
+            return Self::open(path);
+        }
+        let cache = opts.cache()?;
+        let url = path.trim_end_matches('/');
+        if url.ends_with(crate::format::SHARD_EXTENSION) {
+            let (parent, name) = url.rsplit_once('/').unwrap();
+            let dir = RemoteDir::new(parent, &opts.storage)?;
+            let len = dir.len(name)?;
+            let r = ShardReader::open_remote(&dir, name, len, None, cache.clone(), 0)?;
+            let slot = ShardSlot {
+                path: url.into(),
+                name: name.to_string(),
+                num_rows: r.num_rows(),
+                num_bytes: Some(len),
+                rg_starts: r.row_group_starts.clone(),
+                reader: OnceLock::new(),
+            };
+            let schema = r.schema().clone();
+            let _ = slot.reader.set(r);
+            let remote = RemoteSource {
+                dir,
+                cache,
+                manifest_hash: None,
+            };
+            return Ok(Self::assemble(url, schema, vec![slot], BTreeMap::new(), remote));
+        }
+        let dir = RemoteDir::new(url, &opts.storage)?;
+        let manifest_url = PathBuf::from(dir.url_of(MANIFEST_NAME));
+        let key = format!("manifest\0{url}");
+        let text = match dir.get(MANIFEST_NAME) {
+            Ok(b) => {
+                if let Some(c) = &cache {
+                    let _ = c.put_bytes(&key, &b);
+                }
+                b.to_vec()
+            }
+            Err(Error::NotFound { .. }) => {
+                let shards_there = dir
+                    .list()
+                    .is_ok_and(|l| l.iter().any(|(n, _)| is_shard_file(n)));
+                return Err(if shards_there {
+                    Error::Incomplete { path: manifest_url }
+                } else {
+                    Error::NotFound { path: manifest_url }
+                });
+            }
+            // Offline (or the store is down): the manifest kept in the cache, if any.
+            Err(e @ Error::Remote {
+                kind: crate::error::RemoteErrorKind::Failed | crate::error::RemoteErrorKind::Timeout,
+                ..
+            }) => match cache.as_ref().and_then(|c| c.get_bytes(&key)) {
+                Some(b) => b,
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
+        let m = Manifest::parse(&text, &manifest_url)?;
+        let shards = m
+            .shards
+            .iter()
+            .map(|s| ShardSlot {
+                path: dir.url_of(&s.file).into(),
+                name: s.file.clone(),
+                num_rows: s.num_rows,
+                num_bytes: Some(s.num_bytes),
+                rg_starts: starts(s.row_groups.iter().copied()),
+                reader: OnceLock::new(),
+            })
+            .collect();
+        let remote = RemoteSource {
+            dir,
+            cache,
+            manifest_hash: Some(xxhash_rust::xxh3::xxh3_64(&text)),
+        };
+        Ok(Self::assemble(url, m.schema, shards, m.metadata, remote))
+    }
+
+    fn assemble(
+        url: &str,
+        schema: Schema,
+        shards: Vec<ShardSlot>,
+        metadata: BTreeMap<String, String>,
+        remote: RemoteSource,
+    ) -> Self {
+        let shard_starts = starts(shards.iter().map(|s: &ShardSlot| s.num_rows));
+        Dataset {
+            root: url.into(),
+            schema,
+            num_rows: *shard_starts.last().unwrap(),
+            shards,
+            shard_starts,
+            manifest: None,
+            metadata,
+            remote: Some(remote),
+            cache: Mutex::new(ChunkCache {
+                entries: HashMap::new(),
+                heap_bytes: 0,
+                tick: 0,
+            }),
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Is this dataset read from object storage?
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
     }
 
     pub fn path(&self) -> &Path {
@@ -183,7 +311,18 @@ impl Dataset {
         if let Some(r) = slot.reader.get() {
             return Ok(r);
         }
-        let opened = ShardReader::open(&slot.path, slot.num_bytes.map(|b| (b, slot.num_rows)));
+        let expect = slot.num_bytes.map(|b| (b, slot.num_rows));
+        let opened = match &self.remote {
+            None => ShardReader::open(&slot.path, expect),
+            Some(r) => ShardReader::open_remote(
+                &r.dir,
+                &slot.name,
+                slot.num_bytes.unwrap_or(0),
+                expect,
+                r.cache.clone(),
+                r.manifest_hash.unwrap_or(0),
+            ),
+        };
         // Checked after the shard is open: the writer removes the manifest before it touches a
         // shard, so a manifest unchanged now means the file just opened is the one it lists.
         self.check_unchanged()?;
@@ -212,12 +351,18 @@ impl Dataset {
     /// The XXH3-64 of the manifest this dataset was opened from (None for a single shard):
     /// what identifies the dataset to readers opened later.
     pub fn manifest_hash(&self) -> Option<u64> {
-        self.manifest.as_ref().map(|(_, h)| *h)
+        match &self.remote {
+            Some(r) => r.manifest_hash,
+            None => self.manifest.as_ref().map(|(_, h)| *h),
+        }
     }
 
     /// Fails if `manifest.json` is no longer the file this dataset was opened from: the
     /// dataset has been rewritten (or is being rewritten, or was removed) since.
     pub fn check_unchanged(&self) -> Result<()> {
+        // On object storage, a shard is checked against the manifest (size, rows, row groups)
+        // when it is opened; asking for the manifest again before every shard would cost a
+        // request each.
         let Some((id, hash)) = &self.manifest else {
             return Ok(());
         };
@@ -295,6 +440,71 @@ impl Dataset {
         }
         self.in_flight.lock().unwrap().remove(&key);
         result
+    }
+
+    /// Several chunks at once, through the shared cache. For a dataset on object storage the
+    /// missing ones are read in one batch per shard, all shards at once, so that the requests
+    /// of a batch of rows wait for the store's latency together rather than one by one.
+    pub fn read_chunks(&self, keys: &[ChunkKey]) -> Vec<Result<Arc<ColumnChunk>>> {
+        if self.remote.is_none() {
+            return keys.iter().map(|&k| self.chunk(k)).collect();
+        }
+        let mut out: Vec<Option<Result<Arc<ColumnChunk>>>> = {
+            let mut cache = self.cache.lock().unwrap();
+            keys.iter().map(|k| cache.get(k).map(Ok)).collect()
+        };
+        let mut by_shard: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            if out[i].is_none() {
+                by_shard.entry(k.0).or_default().push(i);
+            }
+        }
+        let groups: Vec<(usize, Vec<usize>)> = by_shard.into_iter().collect();
+        // A thread per shard (they only wait on the store), at most 16 at once.
+        for part in groups.chunks(16) {
+            let answers: Vec<Vec<(usize, Result<ColumnChunk>)>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = part
+                    .iter()
+                    .map(|(s, idx)| {
+                        scope.spawn(move || {
+                            let wanted: Vec<(usize, usize)> =
+                                idx.iter().map(|&i| (keys[i].1, keys[i].2)).collect();
+                            match self.shard(*s) {
+                                Ok(r) => idx.iter().copied().zip(r.read_chunks(&wanted)).collect(),
+                                Err(e) => idx.iter().map(|&i| (i, Err(e.duplicate()))).collect(),
+                            }
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            vec![] // a panic in a reader: its chunks are read again below
+                        })
+                    })
+                    .collect()
+            });
+            let mut cache = self.cache.lock().unwrap();
+            for (i, res) in answers.into_iter().flatten() {
+                out[i] = Some(res.map(|c| {
+                    let c = Arc::new(c);
+                    cache.insert(keys[i], c.clone());
+                    c
+                }));
+            }
+        }
+        out.into_iter()
+            .zip(keys)
+            .map(|(o, &k)| o.unwrap_or_else(|| self.chunk(k)))
+            .collect()
+    }
+
+    /// The chunks of columns `cols` of one row group, without touching the shared cache (for
+    /// one-pass scans); on object storage in one batch of requests.
+    pub fn read_group_uncached(&self, shard: usize, row_group: usize, cols: &[usize]) -> Result<Vec<ColumnChunk>> {
+        let wanted: Vec<(usize, usize)> = cols.iter().map(|&c| (row_group, c)).collect();
+        self.shard(shard)?.read_chunks(&wanted).into_iter().collect()
     }
 
     /// Reads a chunk without touching the shared cache (for one-pass scans).

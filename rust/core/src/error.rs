@@ -85,12 +85,31 @@ pub enum Error {
         reason: String,
     },
 
+    /// A request to object storage that failed for good (after its retries), or was refused.
+    #[error("{url}: {reason}")]
+    Remote {
+        url: String,
+        kind: RemoteErrorKind,
+        reason: String,
+    },
+
     #[error("{0}")]
     InvalidArgument(String),
 
     /// A bug: a background thread panicked. The message is the panic's.
     #[error("internal error (a bug in pixmo-stream, please report it): {0}")]
     Internal(String),
+}
+
+/// Why a request to object storage failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteErrorKind {
+    /// 401/403: the credentials do not allow it.
+    Forbidden,
+    /// No answer within the request deadline (after retries).
+    Timeout,
+    /// Anything else: 5xx or throttling past the retries, dropped connections, bad answers.
+    Failed,
 }
 
 /// Why a directory of shards without a manifest does not open.
@@ -109,6 +128,37 @@ fn schema_message(field: &str, record: Option<u64>, reason: &str) -> String {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// A second copy of an error (errors are not `Clone`: an `io::Error` is not), for the
+    /// several readers that wait on one failed read.
+    pub fn duplicate(&self) -> Error {
+        match self {
+            Error::NotFound { path } => Error::NotFound { path: path.clone() },
+            Error::Corrupt { location, reason } => Error::Corrupt {
+                location: location.clone(),
+                reason: reason.clone(),
+            },
+            Error::BadSample {
+                location,
+                row,
+                reason,
+            } => Error::BadSample {
+                location: location.clone(),
+                row: *row,
+                reason: reason.clone(),
+            },
+            Error::Remote { url, kind, reason } => Error::Remote {
+                url: url.clone(),
+                kind: *kind,
+                reason: reason.clone(),
+            },
+            Error::Changed { path, reason } => Error::Changed {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            other => Error::InvalidArgument(other.to_string()),
+        }
+    }
+
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         if source.kind() == std::io::ErrorKind::NotFound {
             Error::NotFound {

@@ -92,6 +92,12 @@ impl Manifest {
         file.read_to_end(&mut text)
             .map_err(|e| Error::io(&path, e))?;
         let hash = xxhash_rust::xxh3::xxh3_64(&text);
+        Ok((Self::parse(&text, &path)?, id, hash))
+    }
+
+    /// Parses and checks a manifest's bytes; `path` (a file or a URL) names it in errors.
+    pub fn parse(text: &[u8], path: &Path) -> Result<Self> {
+        let path = path.to_path_buf();
         let corrupt = |r: String| Error::corrupt(Location::file(&path), r);
         let value: serde_json::Value =
             serde_json::from_slice(&text).map_err(|e| corrupt(format!("not valid JSON: {e}")))?;
@@ -145,7 +151,12 @@ impl Manifest {
         if checked_sum(m.shards.iter().map(|s| s.num_rows)) != Some(m.num_rows) {
             return Err(corrupt("shard rows do not add up to num_rows".into()));
         }
-        Ok((m, id, hash))
+        Ok(m)
+    }
+
+    /// The manifest as written: pretty JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a manifest always serialises")
     }
 
     /// Writes `dir/manifest.json` through a temporary file and a rename.

@@ -155,6 +155,7 @@ impl RowReader {
             ..ReadBatch::default()
         };
         let mut seen: BatchChunks = Vec::new();
+        self.prefetch_remote(rows, &mut seen);
         for &(source, row) in rows {
             let first = match self.read_row(source, row, &mut seen) {
                 Ok(r) => r,
@@ -172,6 +173,34 @@ impl RowReader {
             stage.finish_batch(&mut batch)?;
         }
         Ok(batch)
+    }
+
+    /// For datasets on object storage: reads every chunk the batch's rows need at once (all
+    /// shards, all columns, in parallel), so the batch waits for the store's latency once.
+    /// Failures are kept for `read_row` to report against the row that needs the chunk.
+    fn prefetch_remote(&self, rows: &[(usize, u64)], seen: &mut BatchChunks) {
+        for (source, ds) in self.datasets.iter().enumerate() {
+            if !ds.is_remote() {
+                continue;
+            }
+            let mut keys: Vec<ChunkKey> = Vec::new();
+            for &(src, row) in rows {
+                if src != source {
+                    continue;
+                }
+                let Ok((s, g, _)) = ds.locate(row) else {
+                    continue;
+                };
+                for &c in &self.columns[source] {
+                    keys.push((s, g, c));
+                }
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            for (key, res) in keys.iter().zip(ds.read_chunks(&keys)) {
+                seen.push((source, *key, res));
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -213,24 +242,8 @@ impl RowReader {
     }
 }
 
-/// A second copy of a chunk error (errors are not `Clone`: an `io::Error` is not).
 fn copy_error(e: &Error) -> Error {
-    match e {
-        Error::Corrupt { location, reason } => Error::Corrupt {
-            location: location.clone(),
-            reason: reason.clone(),
-        },
-        Error::BadSample {
-            location,
-            row,
-            reason,
-        } => Error::BadSample {
-            location: location.clone(),
-            row: *row,
-            reason: reason.clone(),
-        },
-        other => Error::InvalidArgument(other.to_string()),
-    }
+    e.duplicate()
 }
 
 struct Turn {

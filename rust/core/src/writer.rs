@@ -7,6 +7,7 @@ use crate::format::{is_shard_file, MANIFEST_NAME, SHARD_EXTENSION};
 use crate::manifest::{Manifest, ShardEntry};
 use crate::schema::{DataType, Schema};
 use crate::shard::{EncodedChunk, FinishedShard, ShardWriter};
+use crate::storage::{is_url, RemoteDir};
 use crate::value::{check_value, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -56,6 +57,9 @@ pub struct WriteSummary {
 /// two row groups wait in memory.
 pub struct DatasetWriter {
     dir: PathBuf,
+    /// Writing to object storage: shards are written in `dir` (a local staging directory),
+    /// uploaded as each is finished, and the manifest is uploaded last.
+    remote: Option<RemoteDir>,
     schema: Schema,
     opts: WriterOptions,
     builders: Vec<ColumnBuilder>,
@@ -84,6 +88,7 @@ enum Sink {
 /// The shard side of a writer: row groups in, shard files out.
 struct ShardSink {
     dir: PathBuf,
+    remote: Option<RemoteDir>,
     schema: Schema,
     metadata: BTreeMap<String, String>,
     shard_bytes: u64,
@@ -132,9 +137,15 @@ impl ShardSink {
             let num_bytes = finished.len;
             if self.syncer.is_none() {
                 let (tx, rx) = std::sync::mpsc::channel::<FinishedShard>();
+                let remote = self.remote.clone();
                 let handle = std::thread::Builder::new()
                     .name("pixmo-sync".into())
-                    .spawn(move || rx.into_iter().try_for_each(FinishedShard::sync_and_rename))
+                    .spawn(move || {
+                        rx.into_iter().try_for_each(|f| match &remote {
+                            None => f.sync_and_rename(),
+                            Some(r) => upload(r, f),
+                        })
+                    })
                     .map_err(|e| Error::io(&self.dir, e))?;
                 self.syncer = Some(Syncer { tx, handle });
             }
@@ -175,12 +186,87 @@ impl ShardSink {
             drop(s);
             let _ = std::fs::remove_file(tmp);
         }
+        if self.remote.is_some() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
+}
+
+/// Uploads a finished shard under its final name (a multipart upload: the object appears
+/// whole or not at all), then removes the local file.
+fn upload(remote: &RemoteDir, f: FinishedShard) -> Result<()> {
+    let name = f.path.file_name().unwrap().to_string_lossy().into_owned();
+    let result = remote.put_file(&name, &f.tmp);
+    let _ = std::fs::remove_file(&f.tmp);
+    result
+}
+
+/// A fresh local directory for the shards of a write to object storage.
+fn staging_dir() -> Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "pixmo-stream-upload-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    Ok(dir)
+}
+
+/// Prepares a dataset URL for writing: refuses one that holds a dataset (unless `overwrite`),
+/// else removes what is there, the manifest first.
+fn prepare_remote(remote: &RemoteDir, overwrite: bool) -> Result<()> {
+    let listed = remote.list()?;
+    let manifest = listed.iter().any(|(n, _)| n == MANIFEST_NAME);
+    let stale: Vec<&String> = listed
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| is_shard_file(n))
+        .collect();
+    if !overwrite && (manifest || !stale.is_empty()) {
+        return Err(Error::InvalidArgument(format!(
+            "{} already holds a dataset (or shards of an unfinished write); pass overwrite=True to replace it",
+            remote.url
+        )));
+    }
+    if manifest {
+        remote.delete(MANIFEST_NAME)?;
+    }
+    for n in stale {
+        remote.delete(n)?;
+    }
+    Ok(())
 }
 
 impl DatasetWriter {
     pub fn create(dir: impl AsRef<Path>, schema: Schema, opts: WriterOptions) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::create_at(dir.as_ref(), None, schema, opts)
+    }
+
+    /// Creates a writer for a local directory or, for a URL, a dataset on object storage
+    /// (`storage`: the store's options, as for reading).
+    pub fn create_with(
+        target: &str,
+        storage: &BTreeMap<String, String>,
+        schema: Schema,
+        opts: WriterOptions,
+    ) -> Result<Self> {
+        if !is_url(target) {
+            return Self::create_at(Path::new(target), None, schema, opts);
+        }
+        let remote = RemoteDir::new(target, storage)?;
+        Self::create_at(&staging_dir()?, Some(remote), schema, opts)
+    }
+
+    fn create_at(
+        dir: &Path,
+        remote: Option<RemoteDir>,
+        schema: Schema,
+        opts: WriterOptions,
+    ) -> Result<Self> {
+        let dir = dir.to_path_buf();
         schema.validate()?;
         if opts.row_group_rows == 0 || opts.row_group_bytes == 0 || opts.shard_bytes == 0 {
             return Err(Error::InvalidArgument(
@@ -199,6 +285,9 @@ impl DatasetWriter {
                     "codec given for unknown column '{name}'"
                 )));
             }
+        }
+        if let Some(r) = &remote {
+            prepare_remote(r, opts.overwrite)?;
         }
         if dir.exists() && !dir.is_dir() {
             return Err(Error::InvalidArgument(format!(
@@ -241,6 +330,7 @@ impl DatasetWriter {
         let builders = Self::new_builders(&schema);
         let sink = ShardSink {
             dir: dir.clone(),
+            remote: remote.clone(),
             schema: schema.clone(),
             metadata: opts.metadata.clone(),
             shard_bytes: opts.shard_bytes,
@@ -250,6 +340,7 @@ impl DatasetWriter {
         };
         Ok(DatasetWriter {
             dir,
+            remote,
             schema,
             opts,
             builders,
@@ -439,9 +530,19 @@ impl DatasetWriter {
             sink.done.clone(),
             self.opts.metadata.clone(),
         );
-        manifest.write(&self.dir)?;
+        let path = match &self.remote {
+            None => {
+                manifest.write(&self.dir)?;
+                self.dir.clone()
+            }
+            Some(r) => {
+                r.put(MANIFEST_NAME, manifest.to_json())?;
+                let _ = std::fs::remove_dir_all(&self.dir);
+                PathBuf::from(&r.url)
+            }
+        };
         Ok(WriteSummary {
-            path: self.dir.clone(),
+            path,
             num_rows: manifest.num_rows,
             num_shards: manifest.shards.len(),
             num_bytes: manifest.num_bytes,

@@ -65,9 +65,16 @@ impl PyDataset {
 #[pymethods]
 impl PyDataset {
     #[new]
-    #[pyo3(signature = (path, zero_copy=true))]
-    fn new(py: Python<'_>, path: PathBuf, zero_copy: bool) -> PyResult<Self> {
-        let inner = py.detach(|| Dataset::open(&path)).py_err()?;
+    #[pyo3(signature = (path, zero_copy=true, storage=None))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        zero_copy: bool,
+        storage: Option<crate::stream::StorageArg>,
+    ) -> PyResult<Self> {
+        let opts = crate::stream::open_options(storage);
+        let path = path.to_string_lossy().into_owned();
+        let inner = py.detach(|| Dataset::open_with(&path, &opts)).py_err()?;
         let keys = inner
             .schema()
             .fields
@@ -89,8 +96,14 @@ impl PyDataset {
     }
 
     #[getter]
-    fn path(&self) -> PathBuf {
-        self.inner.path().to_path_buf()
+    fn path(&self) -> String {
+        self.inner.path().to_string_lossy().into_owned()
+    }
+
+    /// Is the dataset read from object storage?
+    #[getter]
+    fn is_remote(&self) -> bool {
+        self.inner.is_remote()
     }
 
     fn schema_json(&self) -> String {
@@ -278,6 +291,8 @@ type Prefetched = pixmo_stream_core::Result<(RowGroupInfo, Vec<ColumnChunk>)>;
 const PREFETCH_DEPTH: usize = 1;
 /// Reading threads of one iterator (at most; fewer on fewer cores).
 const PREFETCH_THREADS: usize = 2;
+/// Reading threads of one iterator over a dataset on object storage (each mostly waits).
+const REMOTE_THREADS: usize = 8;
 
 #[pyclass(name = "RowGroupIter", module = "pixmo_stream._native")]
 pub struct PyRowGroupIter {
@@ -298,24 +313,25 @@ pub struct PyRowGroupIter {
 impl PyRowGroupIter {
     fn start(&mut self) {
         let ds = self.dataset.get();
-        let n = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, PREFETCH_THREADS);
+        // On object storage the threads mostly wait for the store: more of them hide latency.
+        let n = if ds.inner.is_remote() {
+            REMOTE_THREADS
+        } else {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, PREFETCH_THREADS)
+        };
         for k in 0..n {
             let (inner, cols) = (ds.inner.clone(), self.cols.clone());
             let groups: Vec<RowGroupInfo> = ds.layout.iter().skip(k).step_by(n).copied().collect();
             let (tx, rx) = std::sync::mpsc::sync_channel::<Prefetched>(PREFETCH_DEPTH);
             self.workers.push(std::thread::spawn(move || {
                 for g in groups {
-                    let item = cols
-                        .iter()
-                        .map(|&c| {
-                            // Blob pages are not read here: a zero-copy `Blob` verifies its
-                            // pages when its bytes are first read (a copy, before it is made),
-                            // so a scan that does not read the images never touches them.
-                            inner.chunk_uncached((g.shard, g.row_group, c))
-                        })
-                        .collect::<pixmo_stream_core::Result<Vec<_>>>()
+                    // Blob pages are not read here: a zero-copy `Blob` verifies its pages when
+                    // its bytes are first read (a copy, before it is made), so a scan that does
+                    // not read the images never touches them.
+                    let item = inner
+                        .read_group_uncached(g.shard, g.row_group, &cols)
                         .map(|chunks| (g, chunks));
                     let failed = item.is_err();
                     if tx.send(item).is_err() || failed {

@@ -2,7 +2,12 @@
 
 use pixmo_stream_core::error::Location;
 use pixmo_stream_core::Error;
-use pyo3::exceptions::{PyException, PyFileNotFoundError, PyOSError, PyValueError};
+use pixmo_stream_core::error::RemoteErrorKind;
+use pyo3::exceptions::{
+    PyException, PyFileNotFoundError, PyOSError, PyPermissionError, PyValueError,
+};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
 use std::path::Path;
@@ -38,8 +43,39 @@ pyo3::create_exception!(
     "Written by a format version (or with a feature) this reader does not know."
 );
 
+/// `StorageError(PixmoError, OSError)`: a request to object storage that failed for good.
+/// Made at import (two bases, which `create_exception!` cannot give).
+static STORAGE_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+fn storage_error(py: Python<'_>, msg: String) -> PyErr {
+    match STORAGE_ERROR.get(py) {
+        Some(t) => PyErr::from_type(t.bind(py).clone(), (msg,)),
+        None => PyOSError::new_err(msg),
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    let ns = PyDict::new(py);
+    ns.set_item("__module__", "pixmo_stream")?;
+    ns.set_item(
+        "__doc__",
+        "A request to object storage failed for good (after its retries): throttled, \
+         5xx, timed out or dropped. `url` names the object.",
+    )?;
+    let bases = PyTuple::new(
+        py,
+        [
+            py.get_type::<PixmoError>().into_any(),
+            py.get_type::<PyOSError>().into_any(),
+        ],
+    )?;
+    let cls = py
+        .get_type::<PyType>()
+        .call1(("StorageError", bases, ns))?
+        .cast_into::<PyType>()?;
+    m.add("StorageError", &cls)?;
+    let _ = STORAGE_ERROR.set(py, cls.unbind());
     m.add("PixmoError", py.get_type::<PixmoError>())?;
     m.add("CorruptDataError", py.get_type::<CorruptDataError>())?;
     m.add("BadSampleError", py.get_type::<BadSampleError>())?;
@@ -86,6 +122,15 @@ pub fn to_py(e: Error) -> PyErr {
                 SchemaError::new_err(msg),
                 vec![("field", obj(py, field)), ("record", obj(py, record))],
             ),
+            Error::Remote { url, kind, .. } => {
+                let err = match kind {
+                    RemoteErrorKind::Forbidden => {
+                        PyPermissionError::new_err((13, msg, url.clone()))
+                    }
+                    _ => storage_error(py, msg),
+                };
+                (err, vec![("url", obj(py, url))])
+            }
             Error::InvalidArgument(_) => (PyValueError::new_err(msg), vec![]),
             Error::Internal(_) => (PixmoError::new_err(msg), vec![]),
         };

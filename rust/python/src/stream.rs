@@ -2,7 +2,11 @@
 //! Reading, verifying and decompressing happen on background threads; `next_batch` waits for
 //! the next ready batch with the GIL released and only builds the Python objects.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+use pixmo_stream_core::storage::OpenOptions;
 
 use pixmo_stream_core::plan::{ConsumerRows, EpochPlan, ShuffleOptions};
 use pixmo_stream_core::sample::{BadSample, BadSamplePolicy};
@@ -34,6 +38,17 @@ pub struct PyReadAhead {
     image_key: Option<Py<PyString>>,
 }
 
+/// How a dataset on object storage is opened, as Python gives it: the store's options, and
+/// the node cache's directory and size limit (None: no cache).
+pub type StorageArg = (BTreeMap<String, String>, Option<(PathBuf, u64)>);
+
+pub fn open_options(arg: Option<StorageArg>) -> OpenOptions {
+    match arg {
+        None => OpenOptions::default(),
+        Some((storage, cache)) => OpenOptions { storage, cache },
+    }
+}
+
 /// A manifest's identity as Python holds it: `Dataset.manifest_hash`.
 type ManifestId = u64;
 
@@ -44,10 +59,12 @@ fn open_sources(
     paths: Vec<String>,
     columns: Vec<Option<Vec<String>>>,
     expect: Option<Vec<Option<ManifestId>>>,
+    storage: Option<Vec<Option<StorageArg>>>,
 ) -> PyResult<Vec<SourceMeta>> {
     let mut out = Vec::with_capacity(paths.len());
     for (i, (path, cols)) in paths.into_iter().zip(columns).enumerate() {
-        let ds = py.detach(|| Dataset::open(&path)).py_err()?;
+        let opts = open_options(storage.as_ref().and_then(|s| s.get(i)).cloned().flatten());
+        let ds = py.detach(|| Dataset::open_with(&path, &opts)).py_err()?;
         if let Some(want) = expect.as_ref().and_then(|e| e.get(i)) {
             let now = ds.manifest_hash();
             if now != *want {
@@ -113,7 +130,7 @@ impl PyReadAhead {
     #[pyo3(signature = (paths, columns=None, *, seed=0, epoch=0, shuffle=true, window_rows=16384,
         start=0, world_size=1, rank=0, num_workers=1, worker=0, block=1, pad=false,
         batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true, expect=None,
-        replace=None, decode=None))]
+        replace=None, decode=None, storage=None))]
     #[allow(clippy::too_many_arguments)]
     fn for_plan(
         py: Python<'_>,
@@ -138,9 +155,10 @@ impl PyReadAhead {
         expect: Option<Vec<Option<ManifestId>>>,
         replace: Option<(u64, u32)>,
         decode: Option<DecodeSpec>,
+        storage: Option<Vec<Option<StorageArg>>>,
     ) -> PyResult<Self> {
         let n = paths.len();
-        let sources = open_sources(py, paths, vec![columns; n], expect)?;
+        let sources = open_sources(py, paths, vec![columns; n], expect, storage)?;
         // Several datasets are read as one: global row ids count through them in order.
         let mut layout: Vec<u64> = Vec::new();
         let mut starts = vec![0u64];
@@ -190,7 +208,7 @@ impl PyReadAhead {
     #[pyo3(signature = (paths, columns, weights, seed, counts_at_start, sources, *, num_positions,
         start=0, world_size=1, rank=0, num_workers=1, worker=0, block=1,
         batch_rows=64, threads=2, depth=2, skip=0, verify_blobs=true, expect=None,
-        replace=None, decode=None))]
+        replace=None, decode=None, storage=None))]
     #[allow(clippy::too_many_arguments)]
     fn for_mixture(
         py: Python<'_>,
@@ -215,8 +233,9 @@ impl PyReadAhead {
         expect: Option<Vec<Option<ManifestId>>>,
         replace: Option<(u64, u32)>,
         decode: Option<DecodeSpec>,
+        storage: Option<Vec<Option<StorageArg>>>,
     ) -> PyResult<Self> {
-        let metas = open_sources(py, paths, columns, expect)?;
+        let metas = open_sources(py, paths, columns, expect, storage)?;
         let rows = mixture_rows(
             &weights,
             seed,

@@ -18,7 +18,7 @@ pub struct PyWriter {
 #[pymethods]
 impl PyWriter {
     #[new]
-    #[pyo3(signature = (path, schema_json, *, shard_bytes, row_group_bytes, row_group_rows, zstd_level, codecs, overwrite, metadata))]
+    #[pyo3(signature = (path, schema_json, *, shard_bytes, row_group_bytes, row_group_rows, zstd_level, codecs, overwrite, metadata, storage_options=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -31,6 +31,7 @@ impl PyWriter {
         codecs: HashMap<String, String>,
         overwrite: bool,
         metadata: BTreeMap<String, String>,
+        storage_options: Option<BTreeMap<String, String>>,
     ) -> PyResult<Self> {
         let schema = Schema::from_json(schema_json).py_err()?;
         let codecs = codecs
@@ -51,7 +52,14 @@ impl PyWriter {
             metadata,
         };
         let inner = py
-            .detach(|| DatasetWriter::create(&path, schema, opts))
+            .detach(|| {
+                DatasetWriter::create_with(
+                    &path.to_string_lossy(),
+                    &storage_options.unwrap_or_default(),
+                    schema,
+                    opts,
+                )
+            })
             .py_err()?;
         Ok(PyWriter {
             inner,
