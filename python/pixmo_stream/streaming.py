@@ -444,9 +444,7 @@ class StreamingDataset(_PlannedIterable):
         self._manifest_hashes: list[int | None] = []
         self.schema: Schema | None = None
         for p in self.paths:
-            ds = Dataset(
-                p, storage_options=storage_options, cache=cache, cache_limit=cache_limit
-            )
+            ds = Dataset(p, storage_options=storage_options, cache=cache, cache_limit=cache_limit)
             if self.columns is not None:
                 check_columns(self.columns, ds.columns, p)
             if self.schema is None:

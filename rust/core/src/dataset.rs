@@ -201,37 +201,46 @@ impl Dataset {
                 cache,
                 manifest_hash: None,
             };
-            return Ok(Self::assemble(url, schema, vec![slot], BTreeMap::new(), remote));
+            return Ok(Self::assemble(
+                url,
+                schema,
+                vec![slot],
+                BTreeMap::new(),
+                remote,
+            ));
         }
         let dir = RemoteDir::new(url, &opts.storage)?;
         let manifest_url = PathBuf::from(dir.url_of(MANIFEST_NAME));
         let key = format!("manifest\0{url}");
-        let text = match dir.get(MANIFEST_NAME) {
-            Ok(b) => {
-                if let Some(c) = &cache {
-                    let _ = c.put_bytes(&key, &b);
+        let cached = || cache.as_ref().and_then(|c| c.get_bytes(&key));
+        let text = if dir.offline {
+            cached().ok_or_else(|| Error::Remote {
+                url: manifest_url.to_string_lossy().into_owned(),
+                kind: crate::error::RemoteErrorKind::Failed,
+                reason: "offline, and the node cache has no copy (open it once online, \
+                         with this cache)"
+                    .into(),
+            })?
+        } else {
+            match dir.get(MANIFEST_NAME) {
+                Ok(b) => {
+                    if let Some(c) = &cache {
+                        let _ = c.put_bytes(&key, &b);
+                    }
+                    b.to_vec()
                 }
-                b.to_vec()
+                Err(Error::NotFound { .. }) => {
+                    let shards_there = dir
+                        .list()
+                        .is_ok_and(|l| l.iter().any(|(n, _)| is_shard_file(n)));
+                    return Err(if shards_there {
+                        Error::Incomplete { path: manifest_url }
+                    } else {
+                        Error::NotFound { path: manifest_url }
+                    });
+                }
+                Err(e) => return Err(e),
             }
-            Err(Error::NotFound { .. }) => {
-                let shards_there = dir
-                    .list()
-                    .is_ok_and(|l| l.iter().any(|(n, _)| is_shard_file(n)));
-                return Err(if shards_there {
-                    Error::Incomplete { path: manifest_url }
-                } else {
-                    Error::NotFound { path: manifest_url }
-                });
-            }
-            // Offline (or the store is down): the manifest kept in the cache, if any.
-            Err(e @ Error::Remote {
-                kind: crate::error::RemoteErrorKind::Failed | crate::error::RemoteErrorKind::Timeout,
-                ..
-            }) => match cache.as_ref().and_then(|c| c.get_bytes(&key)) {
-                Some(b) => b,
-                None => return Err(e),
-            },
-            Err(e) => return Err(e),
         };
         let m = Manifest::parse(&text, &manifest_url)?;
         let shards = m
@@ -502,9 +511,17 @@ impl Dataset {
 
     /// The chunks of columns `cols` of one row group, without touching the shared cache (for
     /// one-pass scans); on object storage in one batch of requests.
-    pub fn read_group_uncached(&self, shard: usize, row_group: usize, cols: &[usize]) -> Result<Vec<ColumnChunk>> {
+    pub fn read_group_uncached(
+        &self,
+        shard: usize,
+        row_group: usize,
+        cols: &[usize],
+    ) -> Result<Vec<ColumnChunk>> {
         let wanted: Vec<(usize, usize)> = cols.iter().map(|&c| (row_group, c)).collect();
-        self.shard(shard)?.read_chunks(&wanted).into_iter().collect()
+        self.shard(shard)?
+            .read_chunks(&wanted)
+            .into_iter()
+            .collect()
     }
 
     /// Reads a chunk without touching the shared cache (for one-pass scans).

@@ -226,8 +226,8 @@ impl ShardReader {
                 file: file.clone(),
             },
             Codec::Zstd => {
-                let out =
-                    decompress(&map[start..end], m.raw_len).map_err(|r| Error::corrupt(loc(), r))?;
+                let out = decompress(&map[start..end], m.raw_len)
+                    .map_err(|r| Error::corrupt(loc(), r))?;
                 ChunkBytes::Owned(Arc::new(out))
             }
         };
@@ -239,7 +239,12 @@ impl ShardReader {
     }
 
     /// Decodes a chunk's stored bytes (already verified).
-    fn decode_stored(&self, row_group: usize, column: usize, stored: ChunkBytes) -> Result<ColumnChunk> {
+    fn decode_stored(
+        &self,
+        row_group: usize,
+        column: usize,
+        stored: ChunkBytes,
+    ) -> Result<ColumnChunk> {
         let field = &self.footer.schema.fields[column];
         let loc = || Location::chunk(&self.path, row_group, &field.name);
         let rg = &self.footer.row_groups[row_group];
@@ -351,175 +356,177 @@ pub(crate) fn parse_layout(
     tail_start: u64,
     expect: Option<(u64, u64)>,
 ) -> Result<(Footer, Vec<u64>)> {
-        let loc = || Location::file(path);
-        if let Some((bytes, _)) = expect {
-            if bytes != len {
-                return Err(Error::corrupt(
-                    loc(),
-                    format!("file is {len} bytes, the manifest says {bytes}"),
-                ));
-            }
-        }
-        if len < (CHUNK_ALIGNMENT + TRAILER_LEN) as u64 || head.len() < CHUNK_ALIGNMENT {
+    let loc = || Location::file(path);
+    if let Some((bytes, _)) = expect {
+        if bytes != len {
             return Err(Error::corrupt(
                 loc(),
-                format!("file of {len} bytes is too short to be a shard"),
+                format!("file is {len} bytes, the manifest says {bytes}"),
             ));
         }
-        if tail_start > len - TRAILER_LEN as u64 || tail.len() as u64 != len - tail_start {
-            return Err(Error::corrupt(loc(), "the shard's end was not read whole"));
-        }
-        // Offsets below are into the file; `at` finds them in `tail`.
-        let base = tail_start as usize;
-        let t = len as usize - TRAILER_LEN;
-        let at = |pos: usize, n: usize| &tail[pos - base..pos - base + n];
-        if &head[..8] != MAGIC || at(len as usize - 8, 8) != MAGIC {
+    }
+    if len < (CHUNK_ALIGNMENT + TRAILER_LEN) as u64 || head.len() < CHUNK_ALIGNMENT {
+        return Err(Error::corrupt(
+            loc(),
+            format!("file of {len} bytes is too short to be a shard"),
+        ));
+    }
+    if tail_start > len - TRAILER_LEN as u64 || tail.len() as u64 != len - tail_start {
+        return Err(Error::corrupt(loc(), "the shard's end was not read whole"));
+    }
+    // Offsets below are into the file; `at` finds them in `tail`.
+    let base = tail_start as usize;
+    let t = len as usize - TRAILER_LEN;
+    let at = |pos: usize, n: usize| &tail[pos - base..pos - base + n];
+    if &head[..8] != MAGIC || at(len as usize - 8, 8) != MAGIC {
+        return Err(Error::corrupt(
+            loc(),
+            "missing PIXMOSTR magic at the start or end (not a shard, or truncated)",
+        ));
+    }
+    let u16_of = |b: &[u8]| u16::from_le_bytes(b.try_into().unwrap());
+    let (major, minor) = (u16_of(&head[8..10]), u16_of(&head[10..12]));
+    let (tmajor, tminor) = (u16_of(at(t + 12, 2)), u16_of(at(t + 14, 2)));
+    if (major, minor) != (tmajor, tminor) {
+        return Err(Error::corrupt(
+            loc(),
+            format!(
+                "header version {major}.{minor} differs from trailer version {tmajor}.{tminor}"
+            ),
+        ));
+    }
+    if major != MAJOR_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            reason: format!(
+                "format version {major}.{minor}; this reader reads major version {MAJOR_VERSION}"
+            ),
+        });
+    }
+    let flags = u32::from_le_bytes(head[12..16].try_into().unwrap());
+    if flags != 0 {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            reason: format!("unknown header flags {flags:#x}"),
+        });
+    }
+    if head[HEADER_LEN..CHUNK_ALIGNMENT].iter().any(|&b| b != 0) {
+        return Err(Error::corrupt(loc(), "non-zero header padding"));
+    }
+    let footer_len = u64::from_le_bytes(at(t, 8).try_into().unwrap());
+    let footer_crc = u32::from_le_bytes(at(t + 8, 4).try_into().unwrap());
+    if footer_len > MAX_FOOTER_LEN || footer_len > (t - CHUNK_ALIGNMENT) as u64 {
+        return Err(Error::corrupt(
+            loc(),
+            format!("footer length {footer_len} does not fit in the file"),
+        ));
+    }
+    let footer_start = t - footer_len as usize;
+    if footer_start < base {
+        return Err(Error::corrupt(loc(), "the footer was not read whole"));
+    }
+    let footer_bytes = at(footer_start, footer_len as usize);
+    if crc32c::crc32c(footer_bytes) != footer_crc {
+        return Err(Error::corrupt(loc(), "footer checksum mismatch"));
+    }
+    let footer = Footer::from_msgpack(footer_bytes).map_err(|r| Error::corrupt(loc(), r))?;
+    if let Some(f) = footer.required_features.first() {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            reason: format!("requires unknown feature '{f}'"),
+        });
+    }
+    footer
+        .schema
+        .validate()
+        .map_err(|e| Error::corrupt(loc(), format!("invalid schema: {e}")))?;
+    let ncols = footer.schema.fields.len();
+    let mut pos = CHUNK_ALIGNMENT as u64;
+    let mut starts = Vec::with_capacity(footer.row_groups.len() + 1);
+    let mut total = 0u64;
+    for (g, rg) in footer.row_groups.iter().enumerate() {
+        if rg.columns.len() != ncols {
             return Err(Error::corrupt(
-                loc(),
-                "missing PIXMOSTR magic at the start or end (not a shard, or truncated)",
+                Location {
+                    path: path.to_path_buf(),
+                    row_group: Some(g),
+                    column: None,
+                },
+                format!("{} column chunks for {ncols} columns", rg.columns.len()),
             ));
         }
-        let u16_of = |b: &[u8]| u16::from_le_bytes(b.try_into().unwrap());
-        let (major, minor) = (u16_of(&head[8..10]), u16_of(&head[10..12]));
-        let (tmajor, tminor) = (u16_of(at(t + 12, 2)), u16_of(at(t + 14, 2)));
-        if (major, minor) != (tmajor, tminor) {
-            return Err(Error::corrupt(
-                loc(),
-                format!(
-                    "header version {major}.{minor} differs from trailer version {tmajor}.{tminor}"
-                ),
-            ));
-        }
-        if major != MAJOR_VERSION {
-            return Err(Error::UnsupportedVersion {
-                path: path.to_path_buf(),
-                reason: format!("format version {major}.{minor}; this reader reads major version {MAJOR_VERSION}"),
-            });
-        }
-        let flags = u32::from_le_bytes(head[12..16].try_into().unwrap());
-        if flags != 0 {
-            return Err(Error::UnsupportedVersion {
-                path: path.to_path_buf(),
-                reason: format!("unknown header flags {flags:#x}"),
-            });
-        }
-        if head[HEADER_LEN..CHUNK_ALIGNMENT].iter().any(|&b| b != 0) {
-            return Err(Error::corrupt(loc(), "non-zero header padding"));
-        }
-        let footer_len = u64::from_le_bytes(at(t, 8).try_into().unwrap());
-        let footer_crc = u32::from_le_bytes(at(t + 8, 4).try_into().unwrap());
-        if footer_len > MAX_FOOTER_LEN || footer_len > (t - CHUNK_ALIGNMENT) as u64 {
-            return Err(Error::corrupt(
-                loc(),
-                format!("footer length {footer_len} does not fit in the file"),
-            ));
-        }
-        let footer_start = t - footer_len as usize;
-        if footer_start < base {
-            return Err(Error::corrupt(loc(), "the footer was not read whole"));
-        }
-        let footer_bytes = at(footer_start, footer_len as usize);
-        if crc32c::crc32c(footer_bytes) != footer_crc {
-            return Err(Error::corrupt(loc(), "footer checksum mismatch"));
-        }
-        let footer = Footer::from_msgpack(footer_bytes).map_err(|r| Error::corrupt(loc(), r))?;
-        if let Some(f) = footer.required_features.first() {
-            return Err(Error::UnsupportedVersion {
-                path: path.to_path_buf(),
-                reason: format!("requires unknown feature '{f}'"),
-            });
-        }
-        footer
-            .schema
-            .validate()
-            .map_err(|e| Error::corrupt(loc(), format!("invalid schema: {e}")))?;
-        let ncols = footer.schema.fields.len();
-        let mut pos = CHUNK_ALIGNMENT as u64;
-        let mut starts = Vec::with_capacity(footer.row_groups.len() + 1);
-        let mut total = 0u64;
-        for (g, rg) in footer.row_groups.iter().enumerate() {
-            if rg.columns.len() != ncols {
-                return Err(Error::corrupt(
-                    Location {
-                        path: path.to_path_buf(),
-                        row_group: Some(g),
-                        column: None,
-                    },
-                    format!("{} column chunks for {ncols} columns", rg.columns.len()),
-                ));
-            }
-            if rg.num_rows == 0 {
-                return Err(Error::corrupt(loc(), format!("row group {g} has no rows")));
-            }
-            starts.push(total);
-            total = total
-                .checked_add(rg.num_rows)
-                .ok_or_else(|| Error::corrupt(loc(), "row count overflows"))?;
-            for (c, m) in rg.columns.iter().enumerate() {
-                let cloc = || Location::chunk(path, g, &footer.schema.fields[c].name);
-                if m.offset != pos {
-                    return Err(Error::corrupt(
-                        cloc(),
-                        format!("chunk at offset {} where {pos} was expected", m.offset),
-                    ));
-                }
-                let end = m
-                    .offset
-                    .checked_add(m.stored_len)
-                    .ok_or_else(|| Error::corrupt(cloc(), "chunk length overflows"))?;
-                pos = align_up(end as usize, CHUNK_ALIGNMENT) as u64;
-                if pos > footer_start as u64 {
-                    return Err(Error::corrupt(cloc(), "chunk runs into the footer"));
-                }
-                if m.codec == Codec::None && m.raw_len != m.stored_len {
-                    return Err(Error::corrupt(
-                        cloc(),
-                        "uncompressed chunk with raw_len != stored_len",
-                    ));
-                }
-                if let Some(p) = &m.page_xxh3 {
-                    if p.len() as u64 != 8 * page_count(m.stored_len) {
-                        return Err(Error::corrupt(
-                            cloc(),
-                            format!(
-                                "page_xxh3 holds {} bytes for {} pages",
-                                p.len(),
-                                page_count(m.stored_len)
-                            ),
-                        ));
-                    }
-                }
-                if m.raw_len > (1u64 << 40) {
-                    return Err(Error::corrupt(
-                        cloc(),
-                        format!("raw length {} is beyond the limit", m.raw_len),
-                    ));
-                }
-            }
-        }
-        if pos != footer_start as u64 {
-            return Err(Error::corrupt(
-                loc(),
-                format!("footer starts at {footer_start}, chunks end at {pos}"),
-            ));
+        if rg.num_rows == 0 {
+            return Err(Error::corrupt(loc(), format!("row group {g} has no rows")));
         }
         starts.push(total);
-        if total != footer.num_rows {
-            return Err(Error::corrupt(
-                loc(),
-                format!(
-                    "row groups hold {total} rows, footer says {}",
-                    footer.num_rows
-                ),
-            ));
-        }
-        if let Some((_, rows)) = expect {
-            if rows != total {
+        total = total
+            .checked_add(rg.num_rows)
+            .ok_or_else(|| Error::corrupt(loc(), "row count overflows"))?;
+        for (c, m) in rg.columns.iter().enumerate() {
+            let cloc = || Location::chunk(path, g, &footer.schema.fields[c].name);
+            if m.offset != pos {
                 return Err(Error::corrupt(
-                    loc(),
-                    format!("shard holds {total} rows, the manifest says {rows}"),
+                    cloc(),
+                    format!("chunk at offset {} where {pos} was expected", m.offset),
+                ));
+            }
+            let end = m
+                .offset
+                .checked_add(m.stored_len)
+                .ok_or_else(|| Error::corrupt(cloc(), "chunk length overflows"))?;
+            pos = align_up(end as usize, CHUNK_ALIGNMENT) as u64;
+            if pos > footer_start as u64 {
+                return Err(Error::corrupt(cloc(), "chunk runs into the footer"));
+            }
+            if m.codec == Codec::None && m.raw_len != m.stored_len {
+                return Err(Error::corrupt(
+                    cloc(),
+                    "uncompressed chunk with raw_len != stored_len",
+                ));
+            }
+            if let Some(p) = &m.page_xxh3 {
+                if p.len() as u64 != 8 * page_count(m.stored_len) {
+                    return Err(Error::corrupt(
+                        cloc(),
+                        format!(
+                            "page_xxh3 holds {} bytes for {} pages",
+                            p.len(),
+                            page_count(m.stored_len)
+                        ),
+                    ));
+                }
+            }
+            if m.raw_len > (1u64 << 40) {
+                return Err(Error::corrupt(
+                    cloc(),
+                    format!("raw length {} is beyond the limit", m.raw_len),
                 ));
             }
         }
+    }
+    if pos != footer_start as u64 {
+        return Err(Error::corrupt(
+            loc(),
+            format!("footer starts at {footer_start}, chunks end at {pos}"),
+        ));
+    }
+    starts.push(total);
+    if total != footer.num_rows {
+        return Err(Error::corrupt(
+            loc(),
+            format!(
+                "row groups hold {total} rows, footer says {}",
+                footer.num_rows
+            ),
+        ));
+    }
+    if let Some((_, rows)) = expect {
+        if rows != total {
+            return Err(Error::corrupt(
+                loc(),
+                format!("shard holds {total} rows, the manifest says {rows}"),
+            ));
+        }
+    }
     Ok((footer, starts))
 }

@@ -14,8 +14,11 @@ use crate::shard::{parse_layout, ShardReader};
 use crate::storage::cache::{Filler, Mapped, Slot};
 use crate::storage::{NodeCache, RemoteDir};
 
-/// Bytes read from a shard's end to find its footer in one request (most footers fit).
-const TAIL_GUESS: u64 = 64 << 10;
+/// Bytes read from a shard's end to find its footer in one request (most footers fit): a
+/// 256th of the file, between 8 and 64 KiB.
+fn tail_guess(len: u64) -> u64 {
+    (len / 256).clamp(8 << 10, 64 << 10)
+}
 
 pub(crate) struct RemoteShard {
     pub dir: RemoteDir,
@@ -48,20 +51,28 @@ impl ShardReader {
             .as_ref()
             .and_then(|c| c.get_bytes(&key))
             .and_then(|b| split_cached_tail(&b, len));
-        let (head, tail_start, tail) = match cached {
-            Some(t) => t,
-            None => {
-                let t = fetch_tail(dir, name, len)?;
-                if let Some(c) = &cache {
-                    let mut b = Vec::with_capacity(8 + t.0.len() + t.2.len());
-                    b.extend_from_slice(&t.1.to_le_bytes());
-                    b.extend_from_slice(&t.0);
-                    b.extend_from_slice(&t.2);
-                    let _ = c.put_bytes(&key, &b);
+        if let Some((head, tail_start, tail)) = &cached {
+            match parse_layout(&path, len, head, tail, *tail_start, expect) {
+                Ok((footer, starts)) => {
+                    let remote = RemoteShard {
+                        dir: dir.clone(),
+                        name: name.to_string(),
+                        cache,
+                    };
+                    return Ok(ShardReader::from_remote(path, remote, len, footer, starts));
                 }
-                t
+                // A damaged cache entry: read the footer again from the store.
+                Err(_) => cache.as_ref().unwrap().remove(&key),
             }
-        };
+        }
+        let (head, tail_start, tail) = fetch_tail(dir, name, len)?;
+        if let Some(c) = &cache {
+            let mut b = Vec::with_capacity(8 + head.len() + tail.len());
+            b.extend_from_slice(&tail_start.to_le_bytes());
+            b.extend_from_slice(&head);
+            b.extend_from_slice(&tail);
+            let _ = c.put_bytes(&key, &b);
+        }
         let (footer, starts) = parse_layout(&path, len, &head, &tail, tail_start, expect)?;
         let remote = RemoteShard {
             dir: dir.clone(),
@@ -220,7 +231,7 @@ fn fetch_tail(dir: &RemoteDir, name: &str, len: u64) -> Result<(Vec<u8>, u64, Ve
             format!("file of {len} bytes is too short to be a shard"),
         ));
     }
-    let tail_len = len.min(TAIL_GUESS);
+    let tail_len = len.min(tail_guess(len));
     let mut got = dir.get_ranges(&[(
         name.to_string(),
         vec![0..CHUNK_ALIGNMENT as u64, len - tail_len..len],
@@ -250,11 +261,6 @@ fn split_cached_tail(b: &[u8], len: u64) -> Option<(Vec<u8>, u64, Vec<u8>)> {
     }
     let start = u64::from_le_bytes(b[..8].try_into().unwrap());
     let tail = &b[8 + CHUNK_ALIGNMENT..];
-    (start + tail.len() as u64 == len).then(|| {
-        (
-            b[8..8 + CHUNK_ALIGNMENT].to_vec(),
-            start,
-            tail.to_vec(),
-        )
-    })
+    (start + tail.len() as u64 == len)
+        .then(|| (b[8..8 + CHUNK_ALIGNMENT].to_vec(), start, tail.to_vec()))
 }

@@ -212,6 +212,22 @@ fn staging_dir() -> Result<PathBuf> {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    // What writers killed before their end left here (their process is gone).
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("pixmo-stream-upload-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
     Ok(dir)
 }
 
@@ -257,7 +273,12 @@ impl DatasetWriter {
             return Self::create_at(Path::new(target), None, schema, opts);
         }
         let remote = RemoteDir::new(target, storage)?;
-        Self::create_at(&staging_dir()?, Some(remote), schema, opts)
+        let staging = staging_dir()?;
+        let made = Self::create_at(&staging, Some(remote), schema, opts);
+        if made.is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+        }
+        made
     }
 
     fn create_at(

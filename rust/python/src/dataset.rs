@@ -161,6 +161,19 @@ impl PyDataset {
             .detach(move || -> pixmo_stream_core::Result<_> {
                 let mut located = Vec::with_capacity(rows.len());
                 let mut chunks: HashMap<ChunkKey, Arc<ColumnChunk>> = HashMap::new();
+                if ds.is_remote() {
+                    // Every chunk the rows need, in one batch of requests.
+                    let mut keys: Vec<ChunkKey> = Vec::new();
+                    for &r in &rows {
+                        let (s, g, _) = ds.locate(r)?;
+                        keys.extend(cols2.iter().map(|&c| (s, g, c)));
+                    }
+                    keys.sort_unstable();
+                    keys.dedup();
+                    for (k, c) in keys.iter().zip(ds.read_chunks(&keys)) {
+                        chunks.insert(*k, c?);
+                    }
+                }
                 for &r in &rows {
                     let (s, g, i) = ds.locate(r)?;
                     for &c in &cols2 {

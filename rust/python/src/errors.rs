@@ -1,14 +1,14 @@
 //! One Python exception per core error variant, all under `PixmoError`.
 
 use pixmo_stream_core::error::Location;
-use pixmo_stream_core::Error;
 use pixmo_stream_core::error::RemoteErrorKind;
+use pixmo_stream_core::Error;
 use pyo3::exceptions::{
     PyException, PyFileNotFoundError, PyOSError, PyPermissionError, PyValueError,
 };
+use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
-use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
 use std::path::Path;
 

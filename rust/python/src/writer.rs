@@ -93,11 +93,16 @@ impl PyWriter {
     }
 
     /// Flushes, writes the manifest, returns `(path, num_rows, num_shards, num_bytes)`.
-    fn close(slf: &Bound<'_, Self>) -> PyResult<(PathBuf, u64, usize, u64)> {
+    fn close(slf: &Bound<'_, Self>) -> PyResult<(String, u64, usize, u64)> {
         let mut this = borrow(slf)?;
         let w = &mut this.inner;
         let s = slf.py().detach(|| w.close()).py_err()?;
-        Ok((s.path, s.num_rows, s.num_shards, s.num_bytes))
+        Ok((
+            s.path.to_string_lossy().into_owned(),
+            s.num_rows,
+            s.num_shards,
+            s.num_bytes,
+        ))
     }
 
     /// Stops without writing a manifest: the directory is left as an unfinished dataset.

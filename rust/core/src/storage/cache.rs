@@ -202,7 +202,10 @@ impl NodeCache {
                 }
                 if let Ok(m) = f.metadata() {
                     total += m.len();
-                    let used = m.accessed().or_else(|_| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+                    let used = m
+                        .accessed()
+                        .or_else(|_| m.modified())
+                        .unwrap_or(SystemTime::UNIX_EPOCH);
                     entries.push((used, m.len(), f.path()));
                 }
             }
@@ -276,7 +279,13 @@ mod tests {
                 .unwrap();
         }
         cache.evict();
-        let left: Vec<u64> = (0..10).filter(|k| cache.get_bytes(&format!("k{k}")).is_some()).collect();
-        assert_eq!(left, vec![7, 8, 9], "the newest three fit in 90 % of 1000 bytes");
+        let left: Vec<u64> = (0..10)
+            .filter(|k| cache.get_bytes(&format!("k{k}")).is_some())
+            .collect();
+        assert_eq!(
+            left,
+            vec![7, 8, 9],
+            "the newest three fit in 90 % of 1000 bytes"
+        );
     }
 }

@@ -19,7 +19,7 @@ use object_store::{ObjectStore, RetryConfig};
 use crate::error::{Error, RemoteErrorKind, Result};
 
 /// Options of pixmo-stream itself, taken out before the rest go to the store's builder.
-const OWN_OPTIONS: [&str; 3] = ["max_retries", "retry_timeout", "coalesce_bytes"];
+const OWN_OPTIONS: [&str; 4] = ["max_retries", "retry_timeout", "coalesce_bytes", "offline"];
 
 /// Gaps up to this many bytes between requested ranges are read too, to save a request.
 /// Small, so that a projection never reads the image chunk lying between two caption chunks.
@@ -50,9 +50,32 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     }
 }
 
-/// Runs `fut` to completion on this process's I/O runtime (from a thread outside it).
-pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    runtime().block_on(fut)
+/// Runs `fut` to completion on this process's I/O runtime (from a thread outside it). A panic
+/// in the client (it has a few on malformed settings) becomes an error, not a crash.
+fn run<T, E, F>(fut: F, wrap: impl FnOnce(object_store::Error) -> E) -> std::result::Result<T, E>
+where
+    F: std::future::Future<Output = std::result::Result<T, E>>,
+{
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime().block_on(fut)))
+        .unwrap_or_else(|p| {
+            let why = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(wrap(object_store::Error::Generic {
+                store: "pixmo-stream",
+                source: format!("the store client failed ({why}); check the storage options")
+                    .into(),
+            }))
+        })
+}
+
+fn block_on<T, F>(fut: F) -> std::result::Result<T, object_store::Error>
+where
+    F: std::future::Future<Output = std::result::Result<T, object_store::Error>>,
+{
+    run(fut, |e| e)
 }
 
 /// Is `s` a URL this crate reads through object storage (rather than a local path)?
@@ -80,6 +103,9 @@ pub struct RemoteDir {
     options: Vec<(String, String)>,
     retry: RetryConfig,
     pub coalesce: u64,
+    /// Make no request: everything comes from the node cache (`offline=true`, or
+    /// `PIXMO_STREAM_OFFLINE=1`).
+    pub offline: bool,
 }
 
 impl std::fmt::Debug for RemoteDir {
@@ -133,6 +159,9 @@ impl RemoteDir {
             ..RetryConfig::default()
         };
         let mut coalesce = DEFAULT_COALESCE;
+        let truthy =
+            |v: &str| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes");
+        let mut offline = std::env::var("PIXMO_STREAM_OFFLINE").is_ok_and(|v| truthy(&v));
         let mut rest_opts = Vec::new();
         for (k, v) in options {
             match k.as_str() {
@@ -142,6 +171,7 @@ impl RemoteDir {
                     })?
                 }
                 "retry_timeout" => retry.retry_timeout = parse_duration(k, v)?,
+                "offline" => offline = truthy(v),
                 "coalesce_bytes" => {
                     coalesce = v.trim().parse().map_err(|_| {
                         Error::InvalidArgument(format!("storage option coalesce_bytes={v:?}"))
@@ -150,7 +180,31 @@ impl RemoteDir {
                 _ => rest_opts.push((k.clone(), v.clone())),
             }
         }
-        debug_assert!(OWN_OPTIONS.len() == 3);
+        debug_assert!(OWN_OPTIONS.len() == 4);
+        // An endpoint that is not an absolute http(s) URL makes the client panic when it
+        // builds a request: refuse it here, naming the option.
+        let env_endpoint = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+            .iter()
+            .filter(|_| matches!(scheme, "s3" | "s3a"))
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)));
+        for (k, v) in rest_opts.iter().cloned().chain(env_endpoint) {
+            let lower = k.to_ascii_lowercase();
+            if matches!(
+                lower.as_str(),
+                "endpoint" | "aws_endpoint" | "aws_endpoint_url" | "endpoint_url"
+            ) {
+                let ok = url::Url::parse(&v).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host_str().is_some_and(|h| !h.is_empty())
+                });
+                if !ok {
+                    return Err(Error::InvalidArgument(format!(
+                        "{url}: storage option {k}={v:?} is not an http(s) URL \
+                         (such as http://127.0.0.1:9000)"
+                    )));
+                }
+            }
+        }
         let dir = RemoteDir {
             root: format!("{}://{authority}", scheme.to_ascii_lowercase()),
             prefix: prefix.to_string(),
@@ -158,8 +212,11 @@ impl RemoteDir {
             options: rest_opts,
             retry,
             coalesce,
+            offline,
         };
-        dir.store()?; // a bad option or URL fails here, not at the first read
+        if !dir.offline {
+            dir.store()?; // a bad option or URL fails here, not at the first read
+        }
         Ok(dir)
     }
 
@@ -190,9 +247,25 @@ impl RemoteDir {
 
     /// This process's client for the store (made on first use, and again after a fork).
     fn store(&self) -> Result<Arc<dyn ObjectStore>> {
+        if self.offline {
+            return Err(Error::Remote {
+                url: self.url.clone(),
+                kind: RemoteErrorKind::Failed,
+                reason: "offline (PIXMO_STREAM_OFFLINE=1 or offline=true), and this is not in \
+                         the node cache"
+                    .into(),
+            });
+        }
         static STORES: OnceLock<Mutex<Stores>> = OnceLock::new();
         let pid = std::process::id();
-        let key = (self.root.clone(), self.options.clone());
+        // Every option, ours too (the retry settings are the client's).
+        let mut opts = self.options.clone();
+        opts.push(("max_retries".into(), self.retry.max_retries.to_string()));
+        opts.push((
+            "retry_timeout".into(),
+            format!("{:?}", self.retry.retry_timeout),
+        ));
+        let key = (self.root.clone(), opts);
         let mut stores = STORES
             .get_or_init(Default::default)
             .lock()
@@ -236,8 +309,18 @@ impl RemoteDir {
                     })?;
                     b = b.with_config(key, v);
                 }
-                Arc::new(b.with_retry(self.retry.clone()).build().map_err(bad)?)
-                    as Arc<dyn ObjectStore>
+                // A builder panics on some malformed settings (an endpoint that is not a URL):
+                // that is the caller's bad argument, not a crash.
+                let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    b.with_retry(self.retry.clone()).build()
+                }))
+                .map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "{}: the storage options are malformed (is `endpoint` a URL?)",
+                        self.url
+                    ))
+                })?;
+                Arc::new(built.map_err(bad)?) as Arc<dyn ObjectStore>
             }};
         }
         Ok(match scheme {
@@ -321,35 +404,38 @@ impl RemoteDir {
             }
             plans.push(merged);
         }
-        let fetched: Vec<Bytes> = block_on(async {
-            futures::stream::iter(tasks.iter().cloned())
-                .map(|(o, r)| {
-                    let store = store.clone();
-                    let loc = self.location(&wanted[o].0);
-                    async move {
-                        let want = r.end - r.start;
-                        let b = store.get_range(&loc, r).await.map_err(|e| (o, e))?;
-                        if (b.len() as u64) < want {
-                            return Err((
-                                o,
-                                object_store::Error::Generic {
-                                    store: "pixmo-stream",
-                                    source: format!(
-                                        "short read: {} of {want} bytes (the object is \
+        let fetched: Vec<Bytes> = run(
+            async {
+                futures::stream::iter(tasks.iter().cloned())
+                    .map(|(o, r)| {
+                        let store = store.clone();
+                        let loc = self.location(&wanted[o].0);
+                        async move {
+                            let want = r.end - r.start;
+                            let b = store.get_range(&loc, r).await.map_err(|e| (o, e))?;
+                            if (b.len() as u64) < want {
+                                return Err((
+                                    o,
+                                    object_store::Error::Generic {
+                                        store: "pixmo-stream",
+                                        source: format!(
+                                            "short read: {} of {want} bytes (the object is \
                                          smaller than its manifest or footer says)",
-                                        b.len()
-                                    )
-                                    .into(),
-                                },
-                            ));
+                                            b.len()
+                                        )
+                                        .into(),
+                                    },
+                                ));
+                            }
+                            Ok(b)
                         }
-                        Ok(b)
-                    }
-                })
-                .buffered(PARALLEL_REQUESTS)
-                .try_collect()
-                .await
-        })
+                    })
+                    .buffered(PARALLEL_REQUESTS)
+                    .try_collect()
+                    .await
+            },
+            |e| (0, e),
+        )
         .map_err(|(o, e)| self.error(&wanted[o].0, e))?;
         let mut out = Vec::with_capacity(wanted.len());
         let mut next = 0;
@@ -377,16 +463,12 @@ impl RemoteDir {
     pub fn list(&self) -> Result<Vec<(String, u64)>> {
         let store = self.store()?;
         let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
-        let listed = block_on(store.list_with_delimiter(prefix.as_ref()))
-            .map_err(|e| self.error("", e))?;
+        let listed =
+            block_on(store.list_with_delimiter(prefix.as_ref())).map_err(|e| self.error("", e))?;
         Ok(listed
             .objects
             .into_iter()
-            .filter_map(|m| {
-                m.location
-                    .filename()
-                    .map(|n| (n.to_string(), m.size))
-            })
+            .filter_map(|m| m.location.filename().map(|n| (n.to_string(), m.size)))
             .collect())
     }
 
@@ -413,26 +495,33 @@ impl RemoteDir {
             file.read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
             return self.put(name, buf);
         }
-        let result: Result<()> = block_on(async {
-            let upload = store
-                .put_multipart(&loc)
-                .await
-                .map_err(|e| self.error(name, e))?;
-            let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
-            let mut buf = vec![0u8; PART];
-            loop {
-                let n = read_full(&mut file, &mut buf).map_err(|e| Error::io(path, e))?;
-                if n == 0 {
-                    break;
+        let result: Result<()> = run(
+            async {
+                let upload = store
+                    .put_multipart(&loc)
+                    .await
+                    .map_err(|e| self.error(name, e))?;
+                let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+                let mut buf = vec![0u8; PART];
+                loop {
+                    let n = read_full(&mut file, &mut buf).map_err(|e| Error::io(path, e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    if let Err(e) = writer.wait_for_capacity(4).await {
+                        writer.abort().await.ok();
+                        return Err(self.error(name, e));
+                    }
+                    writer.write(&buf[..n]);
                 }
-                if let Err(e) = writer.wait_for_capacity(4).await {
-                    writer.abort().await.ok();
-                    return Err(self.error(name, e));
-                }
-                writer.write(&buf[..n]);
-            }
-            writer.finish().await.map(|_| ()).map_err(|e| self.error(name, e))
-        });
+                writer
+                    .finish()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.error(name, e))
+            },
+            |e| self.error(name, e),
+        );
         result
     }
 
@@ -511,7 +600,10 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("k", "30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("k", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            parse_duration("k", "500ms").unwrap(),
+            Duration::from_millis(500)
+        );
         assert_eq!(parse_duration("k", "2").unwrap(), Duration::from_secs(2));
         assert!(parse_duration("k", "soon").is_err());
     }
