@@ -124,6 +124,40 @@ def test_streaming_through_dataloader_workers(store: Any, tmp_path: Path) -> Non
         assert len(got) == N
 
 
+def test_a_cold_stream_reads_only_what_its_batches_need(store: Any, tmp_path: Path) -> None:
+    """A shuffled stream's first batch reads the pages of its own images, not the chunks of
+    every row group its rows come from; without a cache, an epoch reads about the dataset
+    once, not each chunk once a row."""
+    pytest.importorskip("torch")
+    s3, root, local = store
+    opts = s3.storage_options()
+    total = sum(f.stat().st_size for f in (root / "bkt" / "ds").iterdir())
+    ref = [plain(r) for r in ps.StreamingDataset(local, seed=9, shuffle_window=N)]
+    for cache in (False, tmp_path / "cache"):
+        sds = ps.StreamingDataset(
+            "s3://bkt/ds",
+            storage_options=opts,
+            cache=cache,
+            seed=9,
+            shuffle_window=N,
+            batch_size=8,
+            collate_fn=lambda b: b,
+            read_threads=1,
+        )
+        s3.reset()
+        it = iter(sds)
+        first = next(it)
+        if cache is False:
+            # 8 rows from ~8 row groups: far less than those row groups' chunks.
+            assert s3.bytes_sent < 0.15 * total, (s3.bytes_sent, total)
+        got = [plain(r) for r in first] + [plain(r) for b in it for r in b]
+        assert got == ref
+        if cache is False:
+            # Whole 64 KiB pages around ~80 KB images: under twice the data (reading each
+            # row group whole for every batch that needs it would be ~3x here).
+            assert s3.bytes_sent < 2 * total, (s3.bytes_sent, total)
+
+
 def test_a_mixture_of_a_bucket_and_a_local_dataset(store: Any) -> None:
     pytest.importorskip("torch")
     s3, _, local = store

@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from types import ModuleType
 
 import pixmo_stream as ps
+from pixmo_stream.storage import is_url
 
 from . import convert, demo, fetch, head, inspect, merge, verify
 from .common import (
     EXIT_CODES_HELP,
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_STORAGE,
     EXIT_USAGE,
     PROG,
     CommandError,
@@ -73,12 +75,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         code, message = _describe(e)
-        path = getattr(args, "path", None)
-        if isinstance(e, FileNotFoundError) and path and os.path.exists(path):
+        if isinstance(e, FileNotFoundError) and _names_missing_data(e, args):
             code = EXIT_FAILURE  # the path is there; what it should hold is not: bad data
         expected = isinstance(e, CommandError | ps.PixmoError | OSError)
         _error(message if expected else f"{message} (a bug? --debug shows the traceback)")
         return code
+    except BaseException as e:
+        # A panic in the native core arrives as pyo3's PanicException, which is no Exception.
+        if type(e).__name__ != "PanicException" or args.debug:
+            raise
+        _error(f"internal error in the native core: {one_line(e)} (a bug; --debug shows it)")
+        return EXIT_FAILURE
+
+
+def _names_missing_data(e: FileNotFoundError, args: argparse.Namespace) -> bool:
+    """Is the missing file part of a dataset that is there (a shard its manifest lists),
+    rather than the dataset the command was given?"""
+    path = getattr(args, "path", None)
+    missing = str(e.filename or "")
+    if is_url(missing):
+        # A store has no directories: only a missing shard of a dataset that opened is data.
+        given = {str(p).rstrip("/") for p in [path, *getattr(args, "inputs", [])] if p}
+        return missing.endswith(".pxs") and missing not in given
+    return path is not None and not is_url(path) and os.path.exists(path)
 
 
 def _describe(e: Exception) -> tuple[int, str]:
@@ -86,6 +105,8 @@ def _describe(e: Exception) -> tuple[int, str]:
         return e.code, str(e)
     if isinstance(e, FileNotFoundError):
         return EXIT_USAGE, one_line(e)
+    if isinstance(e, ps.StorageError):  # failed after the client's retries: try again later
+        return EXIT_STORAGE, f"storage error: {one_line(e)}"
     if isinstance(e, ps.PixmoError):
         return EXIT_FAILURE, f"{type(e).__name__}: {one_line(e)}"
     if isinstance(e, OSError):

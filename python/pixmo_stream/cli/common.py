@@ -1,5 +1,5 @@
 """Helpers every command shares: exit codes, the error type, progress bars, human units,
-opening a dataset from any path that names it, tables."""
+opening a dataset from any path or URL that names it (and the object-storage options), tables."""
 
 from __future__ import annotations
 
@@ -13,17 +13,20 @@ from typing import Any, TextIO
 
 import pixmo_stream as ps
 from pixmo_stream._native import Blob
+from pixmo_stream.storage import is_url, parse_size
 
 PROG = "pixmo-stream"
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_STORAGE = 3
 MANIFEST_NAME = "manifest.json"
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 bad data or a failed command (a failed checksum, a corrupt file, "
     "a directory that exists but holds no manifest.json); 2 usage error or a path that does "
-    "not exist."
+    "not exist (or a URL with no dataset there); 3 object storage failed (a request still "
+    "failed after its retries: try again later)."
 )
 
 
@@ -87,7 +90,14 @@ def _isatty(stream: TextIO) -> bool:
 
 def dataset_path(path: str) -> str:
     """The dataset a path names: a dataset directory, its ``manifest.json``, or one ``.pxs``
-    shard file (read as a dataset of its own). A path that does not exist is a usage error."""
+    shard file (read as a dataset of its own); or a URL of one of those. A local path that
+    does not exist is a usage error; a URL is not checked here (the store answers when the
+    dataset is opened)."""
+    if is_url(path):
+        trimmed = path.rstrip("/")
+        if trimmed.endswith("/" + MANIFEST_NAME):
+            return trimmed[: -len(MANIFEST_NAME) - 1]
+        return path
     if not os.path.exists(path):
         raise CommandError(f"no such file or directory: {path}", EXIT_USAGE)
     if os.path.basename(path) == MANIFEST_NAME and os.path.isfile(path):
@@ -95,8 +105,113 @@ def dataset_path(path: str) -> str:
     return path
 
 
-def open_dataset(path: str) -> Any:
-    return ps.Dataset(dataset_path(path))
+def is_shard_path(path: str) -> bool:
+    """Does `path` (as `dataset_path` returns it) name one shard file rather than a dataset?"""
+    return path.endswith(".pxs") if is_url(path) else os.path.isfile(path)
+
+
+def child_path(root: str, name: str) -> str:
+    """``name`` inside the dataset ``root``, a directory or a URL."""
+    return f"{root.rstrip('/')}/{name}" if is_url(root) else os.path.join(root, name)
+
+
+def open_dataset(path: str, args: argparse.Namespace | None = None) -> Any:
+    return open_checked(dataset_path(path), read_options(args))
+
+
+def open_checked(path: str, options: dict[str, Any]) -> Any:
+    """`ps.Dataset`; a ValueError (an unknown ``--storage-option``, say) is a usage error."""
+    try:
+        return ps.Dataset(path, **options)
+    except ValueError as e:
+        message = one_line(e)
+        named = message if message.startswith(path) else f"{path}: {message}"
+        raise CommandError(named, EXIT_USAGE) from None
+
+
+def read_options(args: argparse.Namespace | None) -> dict[str, Any]:
+    """`ps.Dataset`'s ``storage_options``, ``cache`` and ``cache_limit`` from the flags of
+    `add_storage_arguments` (unset: the environment's and the defaults)."""
+    if args is None:
+        return {}
+    cache: Any = True
+    if getattr(args, "no_cache", False):
+        cache = False
+    elif getattr(args, "cache", None):
+        cache = args.cache
+    return {
+        "storage_options": write_options(args),
+        "cache": cache,
+        "cache_limit": getattr(args, "cache_limit", None),
+    }
+
+
+def write_options(args: argparse.Namespace) -> dict[str, str] | None:
+    """`ps.Writer`'s ``storage_options`` from ``--storage-option`` (None: the environment's)."""
+    return dict(getattr(args, "storage_options", None) or []) or None
+
+
+def storage_option(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of ``--storage-option``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(
+            f"not KEY=VALUE: {text!r} (e.g. endpoint=http://127.0.0.1:9000)"
+        )
+    return key.strip(), value
+
+
+def cache_size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+STORAGE_HELP = (
+    "For s3://, gs://, az:// and http(s):// URLs. Credentials and settings come from the "
+    "environment as each store's tools expect (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+    "AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP=true, ...; GOOGLE_APPLICATION_CREDENTIALS; "
+    "AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY, ...); --storage-option overrides "
+    "them."
+)
+
+
+def add_storage_arguments(parser: argparse.ArgumentParser, *, cache: bool = True) -> None:
+    """The object-storage flags: ``--storage-option`` (every command that takes a URL) and,
+    for commands that read one, the node cache's ``--cache``/``--no-cache``/``--cache-limit``."""
+    group = parser.add_argument_group("object storage", STORAGE_HELP)
+    group.add_argument(
+        "--storage-option",
+        dest="storage_options",
+        action="append",
+        type=storage_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the store's client, e.g. endpoint=URL, region=NAME, "
+        "allow_http=true, timeout=30s (repeatable)",
+    )
+    if not cache:
+        return
+    where = group.add_mutually_exclusive_group()
+    where.add_argument(
+        "--cache",
+        metavar="DIR",
+        default=None,
+        help="the node cache of chunks read from a URL, shared by this machine's processes "
+        "(default: PIXMO_STREAM_CACHE, else ~/.cache/pixmo-stream)",
+    )
+    where.add_argument(
+        "--no-cache", action="store_true", help="read from the store without the node cache"
+    )
+    group.add_argument(
+        "--cache-limit",
+        type=cache_size,
+        default=None,
+        metavar="SIZE",
+        help="the node cache's size limit, e.g. 20GiB (default: PIXMO_STREAM_CACHE_LIMIT, "
+        "else 64 GiB)",
+    )
 
 
 def schema_to_dict(schema: Any) -> dict[str, Any]:
@@ -193,12 +308,28 @@ def printer(out: TextIO) -> Any:
 
 
 def one_line(e: BaseException) -> str:
+    filename = getattr(e, "filename", None)
+    if isinstance(e, FileNotFoundError | PermissionError) and is_url(str(filename or "")):
+        return _url_error(e, str(filename))
     if isinstance(e, FileNotFoundError) and e.filename is not None:
         if e.strerror and e.strerror != "No such file or directory":
             return f"{e.filename}: {e.strerror}"  # e.g. a write that has not finished
         return f"no such file or directory: {e.filename}"
     text = " ".join(str(e).split())
     return text or type(e).__name__
+
+
+def _url_error(e: OSError, url: str) -> str:
+    if isinstance(e, FileNotFoundError):
+        if e.strerror and e.strerror != "No such file or directory":
+            return f"{url}: {e.strerror}"  # a write that has not finished
+        if url.endswith("/" + MANIFEST_NAME):
+            return f"no dataset at {url[: -len(MANIFEST_NAME) - 1]} (no {url})"
+        return f"no such object: {url}"
+    # The store's answer after the URL: cut the XML body of the error response.
+    detail = (e.strerror or str(e)).removeprefix(f"{url}: ")
+    detail = " ".join(re.sub(r"<\?xml.*", "", detail, flags=re.S).split()).rstrip(": ")
+    return f"permission denied: {url}" + (f" ({detail})" if detail else "")
 
 
 def common_options() -> argparse.ArgumentParser:
@@ -226,7 +357,10 @@ def add_command(subparsers: Any, name: str, **kwargs: Any) -> argparse.ArgumentP
     return parser
 
 
-DATASET_PATH_HELP = "dataset directory, its manifest.json, or one .pxs shard file"
+DATASET_PATH_HELP = (
+    "dataset directory, its manifest.json, or one .pxs shard file; or the URL of one "
+    "(s3://, gs://, az://, https://)"
+)
 
 
 _SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}

@@ -7,14 +7,19 @@ import json
 import os
 from typing import Any, TextIO
 
+from pixmo_stream.storage import is_url
+
 from .common import (
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
     add_command,
+    add_storage_arguments,
     byte_size,
+    one_line,
     printer,
     progress,
+    write_options,
 )
 
 # The presets by name, here so that building the parser does not import pyarrow (every
@@ -42,10 +47,18 @@ def add_parser(subparsers: Any) -> None:
         "them one record per image, read and fully decode every image, and write a dataset. "
         "Missing or broken images are skipped (or kept without image with --keep-missing), "
         "counted by cause and named in the report, printed and written as "
-        "OUT/convert-report.json.",
+        "OUT/convert-report.json. OUT may be a URL (s3://bucket/prefix, gs://, az://): each "
+        "shard is staged in TMPDIR and uploaded when it is finished, the manifest last. The "
+        "inputs and --images are local: reading them from a URL is not supported (copy them "
+        "here first).",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="parquet/JSONL/tar files or folders")
-    p.add_argument("-o", "--out", required=True, metavar="DIR", help="the dataset to write")
+    p.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="local parquet/JSONL/tar files or folders"
+    )
+    p.add_argument(
+        "-o", "--out", required=True, metavar="DIR|URL",
+        help="the dataset to write: a directory, or a URL (with the local engine)",
+    )  # fmt: skip
     p.add_argument(
         "--preset",
         choices=PRESET_NAMES,
@@ -117,6 +130,12 @@ def add_parser(subparsers: Any) -> None:
     )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace what is in --out already")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--report", metavar="FILE", default=None,
+        help="also write the report (JSON) to FILE; OUT/convert-report.json is written "
+        "anyway for a local OUT, but not uploaded to a URL (only the dataset is)",
+    )  # fmt: skip
+    add_storage_arguments(p, cache=False)
 
 
 def _set_total(bar: Any, total: int) -> None:
@@ -139,10 +158,22 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     elif args.images:
         must_exist.append(args.images)
     for path in must_exist:
+        if is_url(path):
+            raise CommandError(
+                f"{path}: convert reads local inputs only (copy them here first); only --out "
+                "may be a URL",
+                EXIT_USAGE,
+            )
         if not os.path.exists(path):
             raise CommandError(f"no such file or directory: {path}", EXIT_USAGE)
     if args.address is not None and args.engine != "ray":
         raise CommandError("--address is for --engine ray", EXIT_USAGE)
+    if args.engine == "ray" and is_url(args.out):
+        raise CommandError(
+            "--engine ray writes to a shared file system, not to a URL: use --engine local, "
+            "or convert to a directory and 'pixmo-stream merge' it into the URL",
+            EXIT_USAGE,
+        )
     if args.engine == "ray":
         try:
             import ray  # noqa: F401
@@ -152,7 +183,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             ) from None
     if args.workers < 0:
         raise CommandError(f"--workers must be 0 or more, got {args.workers}", EXIT_USAGE)
-    if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
+    if is_url(args.out):
+        if not args.overwrite:
+            _check_url_is_free(args.out, write_options(args))
+    elif os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
         raise CommandError(
             f"{args.out} already exists and is not empty; pass --overwrite to replace it",
             EXIT_USAGE,
@@ -178,7 +212,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             on_total=lambda total: _set_total(bar, total),
             engine=args.engine,
             address=args.address,
+            storage_options=write_options(args),
         )
+    if args.report:
+        report.write(args.report)
     if args.json:
         json.dump(report.to_dict(), out, indent=2)
         out.write("\n")
@@ -192,6 +229,28 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             f"skipped ({', '.join(f'{k} {v:,}' for k, v in sorted(report.skipped.items()))})"
         )
     return EXIT_OK
+
+
+def _check_url_is_free(url: str, storage_options: dict[str, str] | None) -> None:
+    """Refuses, before any work, a URL that holds a dataset or shards of an unfinished write.
+    The store offers no listing here but the `Writer`'s own check when it opens, so a writer
+    is opened (it lists the prefix, uploads nothing) and dropped at once."""
+    import pixmo_stream as ps
+
+    probe = ps.Schema([ps.Field("probe", ps.int64())])
+    try:
+        writer = ps.Writer(url, probe, storage_options=storage_options)
+    except ValueError as e:
+        message = one_line(e)
+        if "already holds a dataset" not in message:
+            named = message if message.startswith(url) else f"{url}: {message}"
+            raise CommandError(f"--out {named}", EXIT_USAGE) from None
+        raise CommandError(
+            f"{url} already holds a dataset (or shards of an unfinished write); pass "
+            "--overwrite to replace it",
+            EXIT_USAGE,
+        ) from None
+    writer.abort()
 
 
 def _fetch(args: argparse.Namespace, out: TextIO) -> None:

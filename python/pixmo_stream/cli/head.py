@@ -15,6 +15,7 @@ from .common import (
     EXIT_USAGE,
     CommandError,
     add_command,
+    add_storage_arguments,
     open_dataset,
     printer,
 )
@@ -44,7 +45,8 @@ def add_parser(subparsers: Any) -> None:
         "--images-to",
         metavar="DIR",
         default=None,
-        help="also write image values (jpeg, png, gif, webp) to files in DIR",
+        help="also write image values (jpeg, png, gif, webp) to files in DIR (a local "
+        "folder, also when the dataset is a URL)",
     )
     p.add_argument(
         "--width",
@@ -53,6 +55,7 @@ def add_parser(subparsers: Any) -> None:
         metavar="COLS",
         help="line width for values (default: %(default)s)",
     )
+    add_storage_arguments(p)
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     images_dir = Path(args.images_to) if args.images_to else None
     if images_dir is not None and images_dir.exists() and not images_dir.is_dir():
         raise CommandError(f"--images-to {images_dir}: exists and is not a directory", EXIT_USAGE)
-    ds = open_dataset(args.path)
+    ds = open_dataset(args.path, args)
     columns = _parse_columns(args.columns, list(ds.schema.names))
     n = min(args.n, len(ds))
     p = printer(out)

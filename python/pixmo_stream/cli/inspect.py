@@ -10,6 +10,7 @@ from .common import (
     DATASET_PATH_HELP,
     EXIT_OK,
     add_command,
+    add_storage_arguments,
     column_totals,
     human_bytes,
     json_default,
@@ -33,10 +34,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("path", help=DATASET_PATH_HELP)
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--shards", action="store_true", help="list every shard (default: 10)")
+    add_storage_arguments(p)
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    ds = open_dataset(args.path)
+    ds = open_dataset(args.path, args)
     info = dict(ds.info())
     schema = schema_to_dict(info.get("schema", ds.schema))
     shards = info.get("shards", [])

@@ -10,18 +10,24 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import pixmo_stream as ps
+from pixmo_stream.storage import is_url
 
 from .common import (
     DATASET_PATH_HELP,
     EXIT_FAILURE,
     EXIT_OK,
     add_command,
+    add_storage_arguments,
+    child_path,
     dataset_path,
     human_bytes,
     human_seconds,
+    is_shard_path,
     one_line,
+    open_checked,
     printer,
     progress,
+    read_options,
 )
 
 
@@ -41,19 +47,28 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="also decode every image fully (PIL) and name the rows that fail",
     )
+    add_storage_arguments(p)
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     p = printer(out)
     path = dataset_path(args.path)
+    options = read_options(args)
     start = time.perf_counter()
+    opened = False
     try:
-        ds = ps.Dataset(path)
+        ds = open_checked(path, options)
+        opened = True
         info = ds.info()  # opens every shard: a broken footer or a wrong size shows up here
+    except (ps.StorageError, PermissionError):
+        raise  # the store failed or refused: no verdict on the data
     except (ps.PixmoError, FileNotFoundError) as e:  # the path exists: a shard is missing
-        # Check the shards one by one anyway, so that the report names every bad one.
+        if is_url(path) and not opened and isinstance(e, FileNotFoundError):
+            raise  # no dataset at that URL: a usage error, as a local path that does not exist
         p(f"FAILED: the dataset does not open: {one_line(e)}")
-        checked = _verify_shards_from_manifest(path, args.quiet)
+        # Check the shards one by one anyway, so that the report names every bad one (a
+        # local manifest only: there is no reading a remote manifest apart from its shards).
+        checked = [] if is_url(path) else _verify_shards_from_manifest(path, args.quiet)
         _print_shard_failures(p, checked)
         if checked:
             failed = sum(not r["ok"] for r in checked)
@@ -62,12 +77,14 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
     shards = info.get("shards", [])
     results: list[dict[str, Any]]
-    if os.path.isdir(path) and len(shards) > 1:
-        results = _verify_each_shard(path, shards, args.quiet)
+    if not is_shard_path(path) and len(shards) > 1:
+        results = _verify_each_shard(path, shards, args.quiet, options)
     else:
         # One shard (or a single .pxs file): one call checks everything.
         try:
             report = ds.verify()
+        except ps.StorageError:
+            raise
         except ps.PixmoError as e:
             p(f"FAILED: {one_line(e)}")
             return EXIT_FAILURE
@@ -106,28 +123,34 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _verify_each_shard(
-    root: str, shards: list[dict[str, Any]], quiet: bool
+    root: str, shards: list[dict[str, Any]], quiet: bool, options: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
     results = []
     total = sum(int(s.get("num_bytes", 0)) for s in shards)
     with progress(total=total, desc="verify", unit="B", unit_scale=True, quiet=quiet) as bar:
         for shard in shards:
-            results.append(_verify_one_shard(root, shard["file"], int(shard.get("num_bytes", 0))))
-            bar.update(int(shard.get("num_bytes", 0)))
+            num_bytes = int(shard.get("num_bytes", 0))
+            results.append(_verify_one_shard(root, shard["file"], num_bytes, options or {}))
+            bar.update(num_bytes)
     return results
 
 
-def _verify_one_shard(root: str, file: str, num_bytes: int) -> dict[str, Any]:
-    shard_path = os.path.join(root, file)
+def _verify_one_shard(
+    root: str, file: str, num_bytes: int, options: dict[str, Any]
+) -> dict[str, Any]:
+    shard_path = child_path(root, file)
     result: dict[str, Any] = {"file": file, "ok": False, "num_chunks": 0, "errors": []}
     result["num_bytes"] = num_bytes
+    remote = is_url(shard_path)
     try:
-        size = os.path.getsize(shard_path)
-        if num_bytes and size != num_bytes:
-            result["errors"].append(
-                f"{shard_path}: file is {size:,} bytes, the manifest says {num_bytes:,}"
-            )
-        report = ps.Dataset(shard_path).verify()
+        if not remote:
+            _check_size(result, shard_path, os.path.getsize(shard_path), num_bytes, "file")
+        shard = ps.Dataset(shard_path, **options)
+        if remote:  # read as a dataset of its own, a shard's size is the object's
+            _check_size(result, shard_path, int(shard.info()["num_bytes"]), num_bytes, "object")
+        report = shard.verify()
+    except (ps.StorageError, PermissionError):
+        raise
     except (ps.PixmoError, OSError) as e:
         result["errors"].append(one_line(e))
         return result
@@ -135,6 +158,11 @@ def _verify_one_shard(root: str, file: str, num_bytes: int) -> dict[str, Any]:
     result["errors"] += [str(e) for e in report.errors]
     result["ok"] = not result["errors"] and bool(report.ok)
     return result
+
+
+def _check_size(result: dict[str, Any], path: str, size: int, expected: int, what: str) -> None:
+    if expected and size != expected:
+        result["errors"].append(f"{path}: {what} is {size:,} bytes, the manifest says {expected:,}")
 
 
 def _verify_shards_from_manifest(root: str, quiet: bool) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -24,6 +25,7 @@ from .pipeline import (
     ENGINES,
     ConvertReport,
     Engine,
+    check_output,
     convert_table,
     parquet_files,
     read_parquet,
@@ -137,9 +139,15 @@ def convert(
     on_total: Callable[[int], None] | None = None,
     engine: Engine = "local",
     address: str | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> ConvertReport:
     """Converts ``inputs`` into a dataset at ``output`` and returns the report (also written
-    to ``output/convert-report.json``).
+    to ``output/convert-report.json`` when ``output`` is a local directory).
+
+    ``output`` may be a URL (``s3://bucket/prefix``, ``gs://``, ``az://``; the local engine
+    only): shards are staged locally and uploaded as they are finished, the manifest last,
+    the store configured by ``storage_options`` over the environment, as for `Writer`. The
+    inputs and ``images`` are local.
 
     ``preset`` names a PixMo dataset (`PRESET_NAMES`); without one the input is generic (a
     JSONL or parquet with an image folder, a saved HF dataset, WebDataset tars). ``images``
@@ -157,6 +165,7 @@ def convert(
     """
     if engine not in ENGINES:  # before the input is read
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    check_output(output, engine)
     if engine == "ray" and images is not None:
         images = os.path.abspath(images)  # Ray's workers need not share this process's cwd
     paths = [inputs] if isinstance(inputs, str) else list(inputs)
@@ -211,4 +220,5 @@ def convert(
         more_tables=more,
         engine=engine,
         address=address,
+        storage_options=storage_options,
     )

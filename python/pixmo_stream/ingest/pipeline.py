@@ -24,6 +24,7 @@ import pyarrow as pa
 
 import pixmo_stream as ps
 
+from ..storage import is_url
 from . import columns as C
 from .errors import InputError
 from .grouping import (
@@ -290,6 +291,7 @@ def convert_table(
     more_tables: Iterable[tuple[str, pa.Table]] = (),
     engine: Engine = "local",
     address: str | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> ConvertReport:
     """Converts an annotation table already in memory; see `convert` for the options.
     ``inline`` reads the preset's inline image column (left out of ``table``) lazily.
@@ -304,6 +306,7 @@ def convert_table(
         raise ValueError(f"check must be one of {', '.join(CHECKS)}, got {check!r}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    check_output(output, engine)
     start = time.perf_counter()
     if inline is not None and inline.num_rows != table.num_rows:
         raise InputError(f"{inline.column}: {inline.num_rows} rows, the table {table.num_rows}")
@@ -324,6 +327,8 @@ def convert_table(
     jobs = _jobs(preset, table, index, groups, inline, opts, more_tables, excluded, report)
     metadata = {**preset.metadata(), "split": split, "split_seed": str(seed)}
     kwargs: dict[str, Any] = {"overwrite": overwrite, "metadata": metadata}
+    if storage_options:
+        kwargs["storage_options"] = storage_options
     if shard_bytes is not None:
         kwargs["shard_bytes"] = shard_bytes
     if engine == "ray":
@@ -343,8 +348,19 @@ def convert_table(
     else:
         _write_local(jobs, workers, output, preset.schema(), kwargs, report, progress)
     report.seconds = round(time.perf_counter() - start, 3)
-    report.write(os.path.join(output, REPORT_NAME))
+    if not is_url(output):  # a store gets the dataset only: nothing here puts one object
+        report.write(os.path.join(output, REPORT_NAME))
     return report
+
+
+def check_output(output: str, engine: Engine) -> None:
+    """Refuses what cannot be written: Ray tasks stage their parts beside the output, on a
+    file system every node shares, so a URL output needs the local engine."""
+    if engine == "ray" and is_url(output):
+        raise InputError(
+            f"{output}: engine 'ray' writes to a shared file system, not to a URL; use the "
+            "local engine, or write locally and merge into the URL"
+        )
 
 
 def _write_local(

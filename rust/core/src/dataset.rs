@@ -289,6 +289,26 @@ impl Dataset {
         }
     }
 
+    /// The directory of a dataset on object storage.
+    pub(crate) fn remote_dir(&self) -> Option<RemoteDir> {
+        self.remote.as_ref().map(|r| r.dir.clone())
+    }
+
+    /// The file name of shard `i` in the dataset directory.
+    pub(crate) fn shard_name(&self, i: usize) -> &str {
+        &self.shards[i].name
+    }
+
+    /// Is chunk `key` in the in-memory chunk cache?
+    pub(crate) fn in_memory(&self, key: ChunkKey) -> bool {
+        self.cache.lock().unwrap().entries.contains_key(&key)
+    }
+
+    /// Does this dataset on object storage have a node cache?
+    pub fn has_node_cache(&self) -> bool {
+        self.remote.as_ref().is_some_and(|r| r.cache.is_some())
+    }
+
     /// Is this dataset read from object storage?
     pub fn is_remote(&self) -> bool {
         self.remote.is_some()

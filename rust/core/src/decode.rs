@@ -123,6 +123,17 @@ impl ColumnChunk {
         }
     }
 
+    /// Where the bytes of value `row` of a variable-length column (binary, string) lie in the
+    /// raw chunk.
+    pub fn var_value_range(&self, row: usize) -> Option<Range<usize>> {
+        match &self.root {
+            Node::Var { offsets, data, .. } => {
+                Some(Node::var_range(self.raw(), offsets, data, row))
+            }
+            _ => None,
+        }
+    }
+
     /// Value `row`, its bytes verified.
     pub fn value(&self, row: usize) -> Result<Value> {
         self.check_value(row)?;

@@ -22,6 +22,7 @@ pub mod schema;
 pub mod shard;
 mod shard_remote;
 mod shard_writer;
+pub mod sparse;
 pub mod storage;
 pub mod stream;
 pub mod value;

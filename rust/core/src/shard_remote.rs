@@ -140,6 +140,17 @@ impl ShardReader {
             .collect()
     }
 
+    /// Is chunk `(g, c)` of this shard on object storage in the node cache?
+    pub(crate) fn in_node_cache(&self, g: usize, c: usize) -> bool {
+        match &self.src {
+            crate::shard::Source::Remote(r) => r
+                .cache
+                .as_ref()
+                .is_some_and(|cache| cache.contains(&self.chunk_key(r, g, c))),
+            crate::shard::Source::Local { .. } => true,
+        }
+    }
+
     fn chunk_key(&self, r: &RemoteShard, g: usize, c: usize) -> String {
         let m = &self.footer.row_groups[g].columns[c];
         format!(

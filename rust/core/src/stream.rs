@@ -94,6 +94,13 @@ pub struct RowReader {
     pub stage: Option<Arc<dyn SampleStage>>,
 }
 
+/// What a batch has read: whole chunks (and failures), and chunks read for some rows only.
+#[derive(Default)]
+struct Seen {
+    whole: BatchChunks,
+    sparse: Vec<(usize, ChunkKey, crate::sparse::SparseChunk)>,
+}
+
 /// Chunks already read for a batch: its rows come from the few row groups of one shuffle
 /// window. Failures are kept too, so a damaged chunk is read once per batch, not once a row.
 type BatchChunks = Vec<(
@@ -110,12 +117,22 @@ impl RowReader {
     }
 
     /// Reads (and processes) one row; an error is the row's.
-    fn read_row(&self, source: usize, row: u64, seen: &mut BatchChunks) -> Result<ReadRow> {
+    fn read_row(&self, source: usize, row: u64, seen: &mut Seen) -> Result<ReadRow> {
         let ds = self.dataset(source)?;
         let (s, g, i) = ds.locate(row)?;
         let mut chunks = Vec::with_capacity(self.columns[source].len());
         for &c in &self.columns[source] {
             let key = (s, g, c);
+            // A chunk read for this batch's rows only (an image chunk on object storage).
+            let sparse = seen
+                .sparse
+                .iter()
+                .find(|(src, k, sc)| *src == source && *k == key && sc.rows.contains(&i));
+            if let Some((_, _, sc)) = sparse {
+                chunks.push(sc.chunk.clone());
+                continue;
+            }
+            let seen = &mut seen.whole;
             let chunk = match seen.iter().find(|(src, k, _)| *src == source && *k == key) {
                 Some((_, _, Ok(ch))) => ch.clone(),
                 Some((_, _, Err(e))) => return Err(copy_error(e)),
@@ -154,7 +171,7 @@ impl RowReader {
             rows: Vec::with_capacity(rows.len()),
             ..ReadBatch::default()
         };
-        let mut seen: BatchChunks = Vec::new();
+        let mut seen = Seen::default();
         self.prefetch_remote(rows, &mut seen);
         for &(source, row) in rows {
             let first = match self.read_row(source, row, &mut seen) {
@@ -177,28 +194,43 @@ impl RowReader {
 
     /// For datasets on object storage: reads every chunk the batch's rows need at once (all
     /// shards, all columns, in parallel), so the batch waits for the store's latency once.
-    /// Failures are kept for `read_row` to report against the row that needs the chunk.
-    fn prefetch_remote(&self, rows: &[(usize, u64)], seen: &mut BatchChunks) {
+    /// Image chunks not in the node cache yet are read sparsely (only this batch's rows; see
+    /// `sparse.rs`) while a background thread reads them whole into the cache. Failures are
+    /// kept for `read_row` to report against the row that needs the chunk.
+    fn prefetch_remote(&self, rows: &[(usize, u64)], seen: &mut Seen) {
         for (source, ds) in self.datasets.iter().enumerate() {
             if !ds.is_remote() {
                 continue;
             }
-            let mut keys: Vec<ChunkKey> = Vec::new();
+            let mut keys: std::collections::BTreeMap<ChunkKey, Vec<usize>> = Default::default();
             for &(src, row) in rows {
                 if src != source {
                     continue;
                 }
-                let Ok((s, g, _)) = ds.locate(row) else {
+                let Ok((s, g, i)) = ds.locate(row) else {
                     continue;
                 };
                 for &c in &self.columns[source] {
-                    keys.push((s, g, c));
+                    keys.entry((s, g, c)).or_default().push(i);
                 }
             }
-            keys.sort_unstable();
-            keys.dedup();
-            for (key, res) in keys.iter().zip(ds.read_chunks(&keys)) {
-                seen.push((source, *key, res));
+            let (sparse, whole): (Vec<_>, Vec<_>) =
+                keys.into_iter().partition(|(k, _)| ds.sparse_candidate(*k));
+            let whole: Vec<ChunkKey> = whole.into_iter().map(|(k, _)| k).collect();
+            for (key, res) in whole.iter().zip(ds.read_chunks(&whole)) {
+                seen.whole.push((source, *key, res));
+            }
+            if sparse.is_empty() {
+                continue;
+            }
+            for ((key, _), res) in sparse.iter().zip(ds.read_sparse(&sparse)) {
+                // A failed sparse read is not reported here: the row reads the chunk whole.
+                if let Ok(sc) = res {
+                    seen.sparse.push((source, *key, sc));
+                }
+            }
+            if ds.has_node_cache() {
+                ds.fill_in_background(sparse.into_iter().map(|(k, _)| k).collect());
             }
         }
     }
@@ -212,7 +244,7 @@ impl RowReader {
         seed: u64,
         max_attempts: u32,
         batch: &mut ReadBatch,
-        seen: &mut BatchChunks,
+        seen: &mut Seen,
     ) -> Result<ReadRow> {
         let n = self.dataset(source)?.num_rows();
         let (location, reason) = describe(&error);

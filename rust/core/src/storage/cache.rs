@@ -79,6 +79,11 @@ impl NodeCache {
         open_entry(&self.path_of(key))
     }
 
+    /// Is the entry there? (One `stat`: it may be evicted a moment later.)
+    pub fn contains(&self, key: &str) -> bool {
+        self.path_of(key).is_file()
+    }
+
     /// The entry's bytes, read into memory (for small entries: manifests, footers).
     pub fn get_bytes(&self, key: &str) -> Option<Vec<u8>> {
         std::fs::read(self.path_of(key)).ok()

@@ -26,6 +26,8 @@ const OWN_OPTIONS: [&str; 4] = ["max_retries", "retry_timeout", "coalesce_bytes"
 pub const DEFAULT_COALESCE: u64 = 64 << 10;
 /// Requests in flight at once for one batch of ranges.
 const PARALLEL_REQUESTS: usize = 32;
+/// A range longer than this is read in parts of this size, in parallel.
+const PART_BYTES: u64 = 8 << 20;
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: Mutex<Option<(u32, &'static tokio::runtime::Runtime)>> = Mutex::new(None);
@@ -265,6 +267,11 @@ impl RemoteDir {
             "retry_timeout".into(),
             format!("{:?}", self.retry.retry_timeout),
         ));
+        // And the environment the builders read: a client made for other credentials or
+        // another endpoint is not this one.
+        opts.extend(std::env::vars().filter(|(k, _)| {
+            k.starts_with("AWS_") || k.starts_with("GOOGLE_") || k.starts_with("AZURE_")
+        }));
         let key = (self.root.clone(), opts);
         let mut stores = STORES
             .get_or_init(Default::default)
@@ -394,13 +401,26 @@ impl RemoteDir {
     pub fn get_ranges(&self, wanted: &[(String, Vec<Range<u64>>)]) -> Result<Vec<Vec<Bytes>>> {
         let store = self.store()?;
         let coalesce = self.coalesce;
-        // One task per merged range, across all objects, so all run concurrently.
+        // One task per part of a merged range (large ranges are read in parts, in parallel:
+        // one connection alone is slower than the store), across all objects, so that all
+        // run concurrently.
         let mut plans = Vec::with_capacity(wanted.len());
         let mut tasks = Vec::new();
+        let mut parts_of = Vec::new(); // per merged range: (first task, number of parts)
         for (o, (_, ranges)) in wanted.iter().enumerate() {
             let merged = merge_ranges(ranges, coalesce);
             for r in &merged {
-                tasks.push((o, r.clone()));
+                let first = tasks.len();
+                let mut at = r.start;
+                while at < r.end || at == r.start {
+                    let end = (at + PART_BYTES).min(r.end);
+                    tasks.push((o, at..end));
+                    at = end;
+                    if at >= r.end {
+                        break;
+                    }
+                }
+                parts_of.push((first, tasks.len() - first));
             }
             plans.push(merged);
         }
@@ -437,6 +457,20 @@ impl RemoteDir {
             |e| (0, e),
         )
         .map_err(|(o, e)| self.error(&wanted[o].0, e))?;
+        let fetched: Vec<Bytes> = parts_of
+            .iter()
+            .map(|&(first, n)| match n {
+                1 => fetched[first].clone(),
+                _ => {
+                    let parts = &fetched[first..first + n];
+                    let mut whole = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+                    for p in parts {
+                        whole.extend_from_slice(p);
+                    }
+                    Bytes::from(whole)
+                }
+            })
+            .collect();
         let mut out = Vec::with_capacity(wanted.len());
         let mut next = 0;
         for ((_, ranges), merged) in wanted.iter().zip(&plans) {

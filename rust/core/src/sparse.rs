@@ -1,0 +1,355 @@
+//! Sparse reads of image chunks on object storage: the values a batch needs, not whole chunks.
+//!
+//! A shuffled stream's batch takes rows from many row groups; reading each of their image
+//! chunks whole before the batch can go (16 MiB each by default) makes the first batches wait
+//! for most of a shuffle window. For an uncompressed `binary` chunk with page checksums (the
+//! format's image columns), a sparse read fetches the chunk's buffer table and offsets, then
+//! only the 64 KiB pages that hold the rows asked for, each verified against its page
+//! checksum, in two rounds of requests for all the chunks of a batch at once. The chunk built
+//! this way serves those rows only (its other bytes are zeros and are never read); with a
+//! node cache, the whole chunk is meanwhile read into the cache on a background thread, and
+//! later batches use it from there.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use crate::chunk::{buffer_layout, ChunkBytes, Codec};
+use crate::dataset::ChunkKey;
+use crate::decode::ColumnChunk;
+use crate::error::{Error, Location, Result};
+use crate::format::PAGE_LEN;
+use crate::schema::DataType;
+use crate::shard::ShardReader;
+use crate::Dataset;
+
+/// A chunk read for some of its rows only.
+pub struct SparseChunk {
+    pub chunk: Arc<ColumnChunk>,
+    /// Rows (within the row group) whose bytes are there and verified.
+    pub rows: BTreeSet<usize>,
+}
+
+/// Bytes read first from a chunk, for its buffer table and offsets: enough for the offsets of
+/// `rows` rows in one request, in whole pages.
+fn head_guess(rows: u64, stored_len: u64) -> u64 {
+    let want = 4096 + 8 * (rows + 2);
+    (want.div_ceil(PAGE_LEN as u64) * PAGE_LEN as u64).min(stored_len)
+}
+
+impl ShardReader {
+    /// Can chunk `(g, c)` be read sparsely (uncompressed top-level binary, page checksums)?
+    pub(crate) fn sparse_ok(&self, g: usize, c: usize) -> bool {
+        let m = &self.footer.row_groups[g].columns[c];
+        m.codec == Codec::None
+            && m.page_xxh3.is_some()
+            && matches!(self.footer.schema.fields[c].dtype, DataType::Binary)
+    }
+
+    /// The XXH3-64 of page `p` of chunk `(g, c)`, from the footer.
+    fn page_hash(&self, g: usize, c: usize, p: usize) -> u64 {
+        let h = self.footer.row_groups[g].columns[c]
+            .page_xxh3
+            .as_ref()
+            .unwrap();
+        u64::from_le_bytes(h[8 * p..8 * p + 8].try_into().unwrap())
+    }
+
+    /// Copies `bytes` (file offsets `at..`, whole pages of chunk `(g, c)`) into `buf` (the
+    /// chunk's bytes), verifying each page.
+    fn put_pages(&self, g: usize, c: usize, buf: &mut [u8], at: u64, bytes: &[u8]) -> Result<()> {
+        let m = &self.footer.row_groups[g].columns[c];
+        let start = (at - m.offset) as usize;
+        buf[start..start + bytes.len()].copy_from_slice(bytes);
+        let (first, end) = (start / PAGE_LEN, start + bytes.len());
+        for p in first..end.div_ceil(PAGE_LEN) {
+            let (a, b) = (p * PAGE_LEN, ((p + 1) * PAGE_LEN).min(buf.len()));
+            if xxhash_rust::xxh3::xxh3_64(&buf[a..b]) != self.page_hash(g, c, p) {
+                let name = &self.footer.schema.fields[c].name;
+                return Err(Error::corrupt(
+                    Location::chunk(&self.path, g, name),
+                    format!("checksum mismatch in page {p} (bytes {a}..{b} of the chunk)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One chunk being read sparsely.
+struct Work<'a> {
+    key: ChunkKey,
+    reader: &'a ShardReader,
+    name: String,
+    rows: BTreeSet<usize>,
+    buf: Vec<u8>,
+    /// Bytes of the chunk read so far from its start.
+    head: u64,
+    failed: Option<Error>,
+}
+
+impl Dataset {
+    /// Reads chunks for some of their rows only (see the module doc); `wanted` are chunk keys
+    /// and rows within their row group. For a chunk that cannot be read so, the error says so
+    /// (callers only ask for chunks that `sparse_candidate` accepted).
+    pub fn read_sparse(&self, wanted: &[(ChunkKey, Vec<usize>)]) -> Vec<Result<SparseChunk>> {
+        let Some(dir) = self.remote_dir() else {
+            return wanted
+                .iter()
+                .map(|_| {
+                    Err(Error::InvalidArgument(
+                        "not a dataset on object storage".into(),
+                    ))
+                })
+                .collect();
+        };
+        let mut work: Vec<Work> = Vec::with_capacity(wanted.len());
+        let mut out: Vec<Option<Result<SparseChunk>>> = (0..wanted.len()).map(|_| None).collect();
+        let mut index = Vec::with_capacity(wanted.len());
+        for (i, (key, rows)) in wanted.iter().enumerate() {
+            match self.shard(key.0) {
+                Ok(r) if r.sparse_ok(key.1, key.2) => {
+                    let m = &r.footer.row_groups[key.1].columns[key.2];
+                    let n = r.footer.row_groups[key.1].num_rows;
+                    work.push(Work {
+                        key: *key,
+                        reader: r,
+                        name: self.shard_name(key.0).to_string(),
+                        rows: rows.iter().copied().collect(),
+                        buf: vec![0u8; m.stored_len as usize],
+                        head: head_guess(n, m.stored_len),
+                        failed: None,
+                    });
+                    index.push(i);
+                }
+                Ok(_) => {
+                    out[i] = Some(Err(Error::InvalidArgument(
+                        "not a chunk that can be read sparsely".into(),
+                    )))
+                }
+                Err(e) => out[i] = Some(Err(e)),
+            }
+        }
+        // Round 1: each chunk's first pages (buffer table and offsets); a few need more.
+        let heads: Vec<Vec<Range<u64>>> = work
+            .iter()
+            .map(|w| {
+                let off = w.reader.footer.row_groups[w.key.1].columns[w.key.2].offset;
+                vec![off..off + w.head]
+            })
+            .collect();
+        fetch_into(&dir, &mut work, heads);
+        let mut more: Vec<Vec<Range<u64>>> = Vec::with_capacity(work.len());
+        for w in &mut work {
+            let off = w.reader.footer.row_groups[w.key.1].columns[w.key.2].offset;
+            let need = match (&w.failed, buffer_layout(&w.buf)) {
+                (None, Ok(layout)) => layout.last().map_or(0, |(r, _)| r.start as u64),
+                (None, Err(e)) => {
+                    let name = &w.reader.footer.schema.fields[w.key.2].name;
+                    w.failed = Some(Error::corrupt(
+                        Location::chunk(&w.reader.path, w.key.1, name),
+                        e,
+                    ));
+                    0
+                }
+                _ => 0,
+            };
+            more.push(if need > w.head {
+                let end =
+                    (need.div_ceil(PAGE_LEN as u64) * PAGE_LEN as u64).min(w.buf.len() as u64);
+                let r = vec![off + w.head..off + end];
+                w.head = end;
+                r
+            } else {
+                vec![]
+            });
+        }
+        fetch_into(&dir, &mut work, more);
+        // Round 2: the pages of the rows asked for.
+        let mut pages: Vec<Vec<Range<u64>>> = Vec::with_capacity(work.len());
+        for w in &mut work {
+            let m = &w.reader.footer.row_groups[w.key.1].columns[w.key.2];
+            let spans = match &w.failed {
+                Some(_) => None,
+                None => value_spans(w),
+            };
+            let Some(spans) = spans else {
+                pages.push(vec![]);
+                continue;
+            };
+            let mut wanted_pages = BTreeSet::new();
+            for s in spans.iter().filter(|s| s.end > s.start) {
+                for p in s.start / PAGE_LEN..s.end.div_ceil(PAGE_LEN) {
+                    if ((p * PAGE_LEN) as u64) >= w.head {
+                        wanted_pages.insert(p);
+                    }
+                }
+            }
+            let mut ranges: Vec<Range<u64>> = Vec::new();
+            for p in wanted_pages {
+                let a = m.offset + (p * PAGE_LEN) as u64;
+                let b = m.offset + (((p + 1) * PAGE_LEN) as u64).min(m.stored_len);
+                match ranges.last_mut() {
+                    Some(last) if last.end == a => last.end = b,
+                    _ => ranges.push(a..b),
+                }
+            }
+            pages.push(ranges);
+        }
+        fetch_into(&dir, &mut work, pages);
+        for (w, i) in work.into_iter().zip(index) {
+            out[i] = Some(match w.failed {
+                Some(e) => Err(e),
+                None => {
+                    let rows = w.rows.clone();
+                    let reader = w.reader;
+                    let key = w.key;
+                    let buf = w.buf;
+                    let field = &reader.footer.schema.fields[key.2];
+                    let n = reader.footer.row_groups[key.1].num_rows as usize;
+                    ColumnChunk::parse(
+                        ChunkBytes::Owned(Arc::new(buf)),
+                        &field.dtype,
+                        field.nullable,
+                        n,
+                    )
+                    .map_err(|e| {
+                        Error::corrupt(Location::chunk(&reader.path, key.1, &field.name), e)
+                    })
+                    .map(|chunk| SparseChunk {
+                        chunk: Arc::new(chunk),
+                        rows,
+                    })
+                }
+            });
+        }
+        out.into_iter()
+            .map(|o| o.expect("every chunk is answered"))
+            .collect()
+    }
+
+    /// Reads `keys` whole into the node cache on a background thread (once per key at a time),
+    /// so that later batches find them there.
+    pub fn fill_in_background(self: &Arc<Self>, keys: Vec<ChunkKey>) {
+        static FILLING: Mutex<Option<(u32, HashSet<(usize, ChunkKey)>)>> = Mutex::new(None);
+        let id = Arc::as_ptr(self) as usize;
+        let pid = std::process::id();
+        let todo: Vec<ChunkKey> = {
+            let mut f = FILLING.lock().unwrap_or_else(|e| e.into_inner());
+            if f.as_ref().is_none_or(|(p, _)| *p != pid) {
+                *f = Some((pid, HashSet::new())); // set by the parent of a forked process
+            }
+            let set = &mut f.as_mut().unwrap().1;
+            keys.into_iter().filter(|k| set.insert((id, *k))).collect()
+        };
+        if todo.is_empty() {
+            return;
+        }
+        let ds = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("pixmo-fill".into())
+            .spawn(move || {
+                let _ = ds.read_chunks(&todo);
+                let mut f = FILLING.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some((p, set)) = f.as_mut() {
+                    if *p == std::process::id() {
+                        for k in &todo {
+                            set.remove(&(id, *k));
+                        }
+                    }
+                }
+            });
+        if spawned.is_err() {
+            // No thread to be had: the chunks are read whole when a batch needs them.
+        }
+    }
+
+    /// Should chunk `key` of this dataset be read sparsely for a batch? Only image chunks of
+    /// a dataset on object storage, and only while they are not in the node cache.
+    pub fn sparse_candidate(&self, key: ChunkKey) -> bool {
+        if self.remote_dir().is_none() || self.in_memory(key) {
+            return false;
+        }
+        match self.shard(key.0) {
+            Ok(r) => r.sparse_ok(key.1, key.2) && !r.in_node_cache(key.1, key.2),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Where the values of `w.rows` lie in the chunk, from its offsets (read in round 1); the
+/// chunk is parsed over `w.buf`, whose data are still zeros, and the buffer is given back.
+fn value_spans(w: &mut Work) -> Option<Vec<Range<usize>>> {
+    let field = &w.reader.footer.schema.fields[w.key.2];
+    let n = w.reader.footer.row_groups[w.key.1].num_rows as usize;
+    let shared = Arc::new(std::mem::take(&mut w.buf));
+    let parsed = ColumnChunk::parse(
+        ChunkBytes::Owned(shared.clone()),
+        &field.dtype,
+        field.nullable,
+        n,
+    );
+    let spans = match parsed {
+        Ok(chunk) => Some(
+            w.rows
+                .iter()
+                .filter(|&&r| r < n)
+                .filter_map(|&r| chunk.var_value_range(r))
+                .collect(),
+        ),
+        Err(e) => {
+            w.failed = Some(Error::corrupt(
+                Location::chunk(&w.reader.path, w.key.1, &field.name),
+                e,
+            ));
+            None
+        }
+    };
+    // The parsed chunk is gone: this is the only reference again.
+    w.buf = Arc::try_unwrap(shared).unwrap_or_else(|a| (*a).clone());
+    spans
+}
+
+/// Fetches `ranges[k]` of every `work[k]` in one batch and copies them into the chunk
+/// buffers, verifying their pages.
+fn fetch_into(dir: &crate::storage::RemoteDir, work: &mut [Work], ranges: Vec<Vec<Range<u64>>>) {
+    let mut by_object: BTreeMap<String, Vec<(usize, Range<u64>)>> = BTreeMap::new();
+    for (k, (w, rs)) in work.iter().zip(ranges).enumerate() {
+        if w.failed.is_some() {
+            continue;
+        }
+        for r in rs {
+            by_object.entry(w.name.clone()).or_default().push((k, r));
+        }
+    }
+    if by_object.is_empty() {
+        return;
+    }
+    let request: Vec<(String, Vec<Range<u64>>)> = by_object
+        .iter()
+        .map(|(n, v)| (n.clone(), v.iter().map(|(_, r)| r.clone()).collect()))
+        .collect();
+    match dir.get_ranges(&request) {
+        Ok(got) => {
+            for ((_, v), bytes) in by_object.iter().zip(got) {
+                for ((k, r), b) in v.iter().zip(bytes) {
+                    let w = &mut work[*k];
+                    if w.failed.is_some() {
+                        continue;
+                    }
+                    let (g, c) = (w.key.1, w.key.2);
+                    if let Err(e) = w.reader.put_pages(g, c, &mut w.buf, r.start, &b) {
+                        w.failed = Some(e);
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            for w in work.iter_mut() {
+                if w.failed.is_none() {
+                    w.failed = Some(e.duplicate());
+                }
+            }
+        }
+    }
+}
