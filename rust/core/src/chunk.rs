@@ -287,6 +287,8 @@ pub enum ChunkBytes {
         file: Arc<FileId>,
     },
     Owned(Arc<Vec<u8>>),
+    /// In anonymous memory: a chunk read sparsely, whose pages not read are never touched.
+    Anon(Arc<Mmap>),
 }
 
 impl ChunkBytes {
@@ -296,6 +298,7 @@ impl ChunkBytes {
                 map, start, len, ..
             } => &map[*start..*start + *len],
             ChunkBytes::Owned(v) => v,
+            ChunkBytes::Anon(m) => m,
         }
     }
     /// Bytes owned on the heap (not counting mapped bytes).
@@ -303,6 +306,7 @@ impl ChunkBytes {
         match self {
             ChunkBytes::Mapped { .. } => 0,
             ChunkBytes::Owned(v) => v.len(),
+            ChunkBytes::Anon(m) => m.len(),
         }
     }
 }
@@ -312,6 +316,7 @@ impl std::fmt::Debug for ChunkBytes {
         match self {
             ChunkBytes::Mapped { start, len, .. } => write!(f, "Mapped({start}, {len})"),
             ChunkBytes::Owned(v) => write!(f, "Owned({})", v.len()),
+            ChunkBytes::Anon(m) => write!(f, "Anon({})", m.len()),
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::format::PAGE_LEN;
 use crate::schema::DataType;
 use crate::shard::ShardReader;
 use crate::Dataset;
+use memmap2::MmapMut;
 
 /// A chunk read for some of its rows only.
 pub struct SparseChunk {
@@ -82,7 +83,8 @@ struct Work<'a> {
     reader: &'a ShardReader,
     name: String,
     rows: BTreeSet<usize>,
-    buf: Vec<u8>,
+    /// The chunk's bytes, in anonymous memory: zero pages cost nothing until written.
+    buf: MmapMut,
     /// Bytes of the chunk read so far from its start.
     head: u64,
     failed: Option<Error>,
@@ -111,12 +113,19 @@ impl Dataset {
                 Ok(r) if r.sparse_ok(key.1, key.2) => {
                     let m = &r.footer.row_groups[key.1].columns[key.2];
                     let n = r.footer.row_groups[key.1].num_rows;
+                    let buf = match MmapMut::map_anon(m.stored_len as usize) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            out[i] = Some(Err(Error::io(&r.path, e)));
+                            continue;
+                        }
+                    };
                     work.push(Work {
                         key: *key,
                         reader: r,
                         name: self.shard_name(key.0).to_string(),
                         rows: rows.iter().copied().collect(),
-                        buf: vec![0u8; m.stored_len as usize],
+                        buf,
                         head: head_guess(n, m.stored_len),
                         failed: None,
                     });
@@ -204,22 +213,26 @@ impl Dataset {
                     let rows = w.rows.clone();
                     let reader = w.reader;
                     let key = w.key;
-                    let buf = w.buf;
                     let field = &reader.footer.schema.fields[key.2];
                     let n = reader.footer.row_groups[key.1].num_rows as usize;
-                    ColumnChunk::parse(
-                        ChunkBytes::Owned(Arc::new(buf)),
-                        &field.dtype,
-                        field.nullable,
-                        n,
-                    )
-                    .map_err(|e| {
-                        Error::corrupt(Location::chunk(&reader.path, key.1, &field.name), e)
-                    })
-                    .map(|chunk| SparseChunk {
-                        chunk: Arc::new(chunk),
-                        rows,
-                    })
+                    w.buf
+                        .make_read_only()
+                        .map_err(|e| Error::io(&reader.path, e))
+                        .and_then(|map| {
+                            ColumnChunk::parse(
+                                ChunkBytes::Anon(Arc::new(map)),
+                                &field.dtype,
+                                field.nullable,
+                                n,
+                            )
+                            .map_err(|e| {
+                                Error::corrupt(Location::chunk(&reader.path, key.1, &field.name), e)
+                            })
+                            .map(|chunk| SparseChunk {
+                                chunk: Arc::new(chunk),
+                                rows,
+                            })
+                        })
                 }
             });
         }
@@ -282,32 +295,42 @@ impl Dataset {
 fn value_spans(w: &mut Work) -> Option<Vec<Range<usize>>> {
     let field = &w.reader.footer.schema.fields[w.key.2];
     let n = w.reader.footer.row_groups[w.key.1].num_rows as usize;
-    let shared = Arc::new(std::mem::take(&mut w.buf));
+    let placeholder = MmapMut::map_anon(1).ok()?;
+    let buf = std::mem::replace(&mut w.buf, placeholder);
+    let fail = |w: &mut Work, e: String| {
+        w.failed = Some(Error::corrupt(
+            Location::chunk(&w.reader.path, w.key.1, &field.name),
+            e,
+        ));
+        None
+    };
+    let shared = match buf.make_read_only() {
+        Ok(m) => Arc::new(m),
+        Err(e) => return fail(w, e.to_string()),
+    };
     let parsed = ColumnChunk::parse(
-        ChunkBytes::Owned(shared.clone()),
+        ChunkBytes::Anon(shared.clone()),
         &field.dtype,
         field.nullable,
         n,
     );
-    let spans = match parsed {
-        Ok(chunk) => Some(
-            w.rows
-                .iter()
-                .filter(|&&r| r < n)
-                .filter_map(|&r| chunk.var_value_range(r))
-                .collect(),
-        ),
-        Err(e) => {
-            w.failed = Some(Error::corrupt(
-                Location::chunk(&w.reader.path, w.key.1, &field.name),
-                e,
-            ));
-            None
-        }
-    };
-    // The parsed chunk is gone: this is the only reference again.
-    w.buf = Arc::try_unwrap(shared).unwrap_or_else(|a| (*a).clone());
-    spans
+    let spans: Option<Vec<Range<usize>>> = parsed.as_ref().ok().map(|chunk| {
+        w.rows
+            .iter()
+            .filter(|&&r| r < n)
+            .filter_map(|&r| chunk.var_value_range(r))
+            .collect()
+    });
+    let err = parsed.err();
+    // The parsed chunk is gone: this is the only reference to the bytes again.
+    match Arc::try_unwrap(shared).map(|m| m.make_mut()) {
+        Ok(Ok(m)) => w.buf = m,
+        _ => return fail(w, "cannot write the chunk's memory again".into()),
+    }
+    match err {
+        Some(e) => fail(w, e),
+        None => spans,
+    }
 }
 
 /// Fetches `ranges[k]` of every `work[k]` in one batch and copies them into the chunk
