@@ -12,6 +12,7 @@ __all__ = [
     "BadSampleError",
     "SchemaError",
     "UnsupportedVersionError",
+    "StorageError",
     "ImageDecodeError",
     "DEFAULT_MAX_PIXELS",
     "image_probe",
@@ -42,7 +43,7 @@ FORMAT_VERSION: tuple[int, int]
 __version__: str
 
 # (store options, (node cache directory, size limit) or None), for a URL
-StorageArg = tuple[dict[str, str], tuple[str, int] | None]
+_StorageArg = tuple[dict[str, str], tuple[str, int] | None]
 
 class PixmoError(Exception): ...
 class CorruptDataError(PixmoError): ...
@@ -117,7 +118,7 @@ class Dataset:
         cls,
         path: str | PathLike[str],
         zero_copy: bool = True,
-        storage: StorageArg | None = None,
+        storage: _StorageArg | None = None,
     ) -> Dataset: ...
     def __len__(self) -> int: ...
     @property
@@ -257,7 +258,7 @@ class ReadAhead:
         expect: list[int | None] | None = None,
         replace: tuple[int, int] | None = None,
         decode: tuple[str, int, int, bool, int, str, tuple[Any, ...] | None] | None = None,
-        storage: Sequence[StorageArg | None] | None = None,
+        storage: Sequence[_StorageArg | None] | None = None,
     ) -> ReadAhead: ...
     @staticmethod
     def for_mixture(
@@ -283,7 +284,7 @@ class ReadAhead:
         expect: list[int | None] | None = None,
         replace: tuple[int, int] | None = None,
         decode: tuple[str, int, int, bool, int, str, tuple[Any, ...] | None] | None = None,
-        storage: Sequence[StorageArg | None] | None = None,
+        storage: Sequence[_StorageArg | None] | None = None,
     ) -> ReadAhead: ...
     def next_batch(
         self,

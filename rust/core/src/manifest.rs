@@ -100,7 +100,7 @@ impl Manifest {
         let path = path.to_path_buf();
         let corrupt = |r: String| Error::corrupt(Location::file(&path), r);
         let value: serde_json::Value =
-            serde_json::from_slice(&text).map_err(|e| corrupt(format!("not valid JSON: {e}")))?;
+            serde_json::from_slice(text).map_err(|e| corrupt(format!("not valid JSON: {e}")))?;
         if value.get("format").and_then(|v| v.as_str()) != Some(MANIFEST_FORMAT) {
             return Err(corrupt(format!(
                 "not a {MANIFEST_FORMAT} manifest (missing \"format\")"

@@ -257,7 +257,10 @@ fn fetch_tail(dir: &RemoteDir, name: &str, len: u64) -> Result<(Vec<u8>, u64, Ve
     if need > tail_len && need <= len - CHUNK_ALIGNMENT as u64 {
         // A large footer: read the rest of it.
         let start = len - need;
-        let mut more = dir.get_ranges(&[(name.to_string(), vec![start..tail_start])])?;
+        let mut more = dir.get_ranges(&[(
+            name.to_string(),
+            std::iter::once(start..tail_start).collect(),
+        )])?;
         let mut whole = more.pop().unwrap().pop().unwrap().to_vec();
         whole.extend_from_slice(&tail);
         tail = whole;

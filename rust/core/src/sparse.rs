@@ -24,6 +24,9 @@ use crate::shard::ShardReader;
 use crate::Dataset;
 use memmap2::MmapMut;
 
+/// The chunks being read into the node cache, by dataset, and the process that reads them.
+type Filling = (u32, HashSet<(usize, ChunkKey)>);
+
 /// A chunk read for some of its rows only.
 pub struct SparseChunk {
     pub chunk: Arc<ColumnChunk>,
@@ -144,7 +147,7 @@ impl Dataset {
             .iter()
             .map(|w| {
                 let off = w.reader.footer.row_groups[w.key.1].columns[w.key.2].offset;
-                vec![off..off + w.head]
+                std::iter::once(off..off + w.head).collect()
             })
             .collect();
         fetch_into(&dir, &mut work, heads);
@@ -166,7 +169,7 @@ impl Dataset {
             more.push(if need > w.head {
                 let end =
                     (need.div_ceil(PAGE_LEN as u64) * PAGE_LEN as u64).min(w.buf.len() as u64);
-                let r = vec![off + w.head..off + end];
+                let r = std::iter::once(off + w.head..off + end).collect();
                 w.head = end;
                 r
             } else {
@@ -244,7 +247,7 @@ impl Dataset {
     /// Reads `keys` whole into the node cache on a background thread (once per key at a time),
     /// so that later batches find them there.
     pub fn fill_in_background(self: &Arc<Self>, keys: Vec<ChunkKey>) {
-        static FILLING: Mutex<Option<(u32, HashSet<(usize, ChunkKey)>)>> = Mutex::new(None);
+        static FILLING: Mutex<Option<Filling>> = Mutex::new(None);
         let id = Arc::as_ptr(self) as usize;
         let pid = std::process::id();
         let todo: Vec<ChunkKey> = {
