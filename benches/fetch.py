@@ -12,6 +12,10 @@ answering, as a distant web server would. Each contender gets the same paths wit
 Contenders, all as separate processes started the same way:
   ceiling        plain aiohttp GETs at high concurrency, doing nothing with the bodies: what
                  this server (and machine) can deliver, measured in the same run
+  decode-limit   (clean only) the fetcher's own content check (sha256, header, 1/8-scale JPEG
+                 decode) on the same number of the server's images, already in memory, on
+                 as many threads as the fetcher uses: what decoding alone allows on this
+                 machine, the ceiling of ``pixmo`` with its decode on
   pixmo          ``python -m pixmo_stream.ingest.fetch`` with its defaults (full decode on)
   pixmo-nodecode the same with ``--no-decode``
   img2dataset    ``img2dataset.download`` with resize_mode="no", skip_reencode and
@@ -21,7 +25,13 @@ Contenders, all as separate processes started the same way:
 Scenarios: ``clean`` (every URL an image) and ``faults`` (2% each of 404, 503-once, HTML,
 connection reset, truncated body, a far-future 429, and 0.5% bodies that drip one byte per
 second). A contender still running after ``--limit`` seconds is killed and reported as hung.
-Prints a table; ratios are against img2dataset in the same run.
+Prints a table; ratios are against img2dataset in the same run, and ``pixmo``'s images/s is
+also set against ``decode-limit``'s.
+
+Leave a few minutes between runs, and alternate ``--order``: ext4 skips inodes freed in the
+last minutes when it allocates new ones, which costs a run that starts soon after one whose
+files were deleted up to half a millisecond of CPU per file it creates, the more so the sooner
+a contender runs.
 """
 
 from __future__ import annotations
@@ -51,6 +61,10 @@ FAULT_MIX = {
     "429-days": 0.02,
     "drip": 0.005,
 }
+
+
+# The contenders that write files, in the order they run by default (``--order``).
+CONTENDERS = ["pixmo", "pixmo-nodecode", "img2dataset"]
 
 
 @dataclass
@@ -177,6 +191,25 @@ IMG2DATASET = textwrap.dedent("""
 """)
 
 
+DECODE_LIMIT = textwrap.dedent("""
+    import concurrent.futures, os, sys, time
+    sys.path.insert(0, "tests")
+    from fault_server import jpeg_bytes
+    from pixmo_stream.ingest.fetch.content import check_image
+    from pixmo_stream.ingest.fetch.options import FetchOptions
+    n = int(sys.argv[1])
+    pool = [jpeg_bytes(f"pool-{i}", (640, 480)) for i in range(64)]  # the server's images
+    bodies = [pool[i % 64] for i in range(n)]
+    def check(body):
+        return check_image(body, None, sha_policy="flag", decode=True).outcome.cached
+    threads = FetchOptions().decode_threads
+    cpu, wall = time.process_time(), time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(threads) as ex:
+        ok = sum(ex.map(check, bodies))
+    print(ok, time.perf_counter() - wall, time.process_time() - cpu)
+""")
+
+
 @dataclass
 class Timed:
     wall_s: float
@@ -217,7 +250,13 @@ def run_timed(cmd: list[str], limit: float, env: dict[str, str] | None = None) -
 
 
 def bench_scenario(
-    scenario: str, n: int, ports: list[int], work: Path, limit: float, i2d_python: Path | None
+    scenario: str,
+    n: int,
+    ports: list[int],
+    work: Path,
+    limit: float,
+    i2d_python: Path | None,
+    order: list[str] = CONTENDERS,
 ) -> list[Result]:
     paths = url_paths(n, scenario)
     results = []
@@ -239,11 +278,18 @@ def bench_scenario(
     t = run_timed([sys.executable, "-c", CEILING, str(urls_for("ceiling"))], limit)
     add("ceiling", t, None if t.hung else int(t.out or 0))
 
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    if scenario == "clean":
+        t = run_timed([sys.executable, "-c", DECODE_LIMIT, str(n)], limit, env)
+        if not t.hung and t.out.split():
+            ok, wall, cpu = t.out.split()
+            # The decode alone, timed inside the process (not its start or the images' making).
+            results.append(Result("decode-limit", scenario, n, int(ok), float(wall), float(cpu)))
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
-    for name, extra in (("pixmo", []), ("pixmo-nodecode", ["--no-decode"])):
+    def run_pixmo(name: str, extra: list[str]) -> None:
         listing = urls_for(name).read_text().split()
         parquet = work / f"{scenario}-{name}.parquet"
         pq.write_table(pa.table({"image_url": listing}), parquet)
@@ -253,15 +299,25 @@ def bench_scenario(
         t = run_timed(cmd, limit, env)
         add(name, t, None if t.hung else int(json.loads(t.out)["cached"]))
 
-    if i2d_python is not None:
+    def run_img2dataset() -> None:
+        if i2d_python is None:
+            return
         script = work / "run_img2dataset.py"
         script.write_text(IMG2DATASET)
         out_dir = work / f"{scenario}-i2d"
-        env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+        i2d_env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
         cmd = [str(i2d_python), str(script), str(urls_for("img2dataset")), str(out_dir)]
-        t = run_timed(cmd, limit, env)
+        t = run_timed(cmd, limit, i2d_env)
         lines = t.out.strip().splitlines()
         add("img2dataset", t, None if t.hung or not lines else int(lines[-1]))
+
+    runs = {
+        "pixmo": lambda: run_pixmo("pixmo", []),
+        "pixmo-nodecode": lambda: run_pixmo("pixmo-nodecode", ["--no-decode"]),
+        "img2dataset": run_img2dataset,
+    }
+    for name in order:
+        runs[name]()
     return results
 
 
@@ -288,6 +344,14 @@ def print_table(results: list[Result]) -> None:
             f"{rate:>9} {speed_ratio:>6} {cost:>10.2f} {cost_ratio:>6}  {r.note}"
         )
     print("x i2d: how many times img2dataset's images/s, and how many times less CPU per image")
+    limits = {r.scenario: r for r in results if r.contender == "decode-limit" and r.rate}
+    for r in results:
+        if r.contender == "pixmo" and not r.hung and r.scenario in limits:
+            limit = limits[r.scenario]
+            print(
+                f"{r.scenario}: pixmo (decode on) at {r.rate / limit.rate:.2f}x the decode-limit "
+                f"({r.rate:.0f} of {limit.rate:.0f} images/s)"
+            )
 
 
 def main() -> None:
@@ -306,6 +370,12 @@ def main() -> None:
     )
     parser.add_argument("--scenarios", default="clean,faults")
     parser.add_argument(
+        "--order",
+        default=",".join(CONTENDERS),
+        help="the order the file-writing contenders run in (after the ceiling and the "
+        "decode-limit); alternate it between runs so no one always goes first",
+    )
+    parser.add_argument(
         "--hosts", type=int, default=32, help="distinct hosts (server ports) the URLs spread over"
     )
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
@@ -320,12 +390,17 @@ def main() -> None:
     if i2d_python is None:
         print(f"img2dataset: skipped ({i2d} not found; set IMG2DATASET_PYTHON)")
     scenarios = args.scenarios.split(",")
+    order = args.order.split(",")
+    if sorted(order) != sorted(CONTENDERS):
+        parser.error(f"--order must name each of {', '.join(CONTENDERS)} once")
     server, ports = start_server(tuple(args.latency), args.limit * 8 * len(scenarios), args.hosts)
     work = Path(tempfile.mkdtemp(prefix="pixmo-fetch-bench-"))
     results: list[Result] = []
     try:
         for scenario in scenarios:
-            results += bench_scenario(scenario, args.urls, ports, work, args.limit, i2d_python)
+            results += bench_scenario(
+                scenario, args.urls, ports, work, args.limit, i2d_python, order
+            )
     finally:
         server.send_signal(signal.SIGINT)
         try:

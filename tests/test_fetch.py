@@ -331,3 +331,66 @@ def _outcomes(cache: Path, urls: Iterable[str]) -> dict[str, str]:
     with FetchState(cache) as state:
         records = {u: state.get(u) for u in urls}
     return {u: f"{r.outcome.value}: {r.detail}" if r else "no record" for u, r in records.items()}
+
+
+def test_http_proxy_and_no_proxy_from_the_environment(server, tmp_path, monkeypatch):
+    # The fault server stands in for a proxy: it answers the absolute-form request for a host
+    # that does not exist with the image of its path.
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    via_proxy = "http://no-such-host.invalid/img/proxied"
+    report = fetch_images([via_proxy], tmp_path / "a", options=FAST, progress=False)
+    assert report.count(Outcome.OK) == 1, _outcomes(tmp_path / "a", [via_proxy])
+    assert server.count("/img/proxied") == 1
+
+    # NO_PROXY: the request goes straight to the host, not to the (closed) proxy.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = server.url("/img/direct")
+    report = fetch_images([direct], tmp_path / "b", options=FAST, progress=False)
+    assert report.count(Outcome.OK) == 1 and server.count("/img/direct") == 1
+
+
+def test_state_batches_commits_and_looks_up_many(tmp_path):
+    from pixmo_stream.ingest.fetch import UrlRecord
+
+    urls = [f"http://h/{i}" for i in range(600)]
+    with FetchState(tmp_path, writable=True) as state:
+        for i, url in enumerate(urls):
+            rec = UrlRecord(url, Outcome.NOT_FOUND, 404, "HTTP 404", None, None, 1, float(i))
+            assert state.record(rec, commit_when_full=False) == i + 1  # queued, not committed
+        assert FetchState(tmp_path).get(urls[0]) is None  # another reader sees no commit yet
+        assert state.get(urls[-1]) is not None  # this one sees what it queued
+        found = state.get_many([*urls[::7], "http://h/absent"])
+        assert set(found) == set(urls[::7]) and found[urls[7]].updated == 7.0
+        state.flush()
+        assert len(FetchState(tmp_path)) == 600
+        assert set(FetchState(tmp_path).get_many(urls)) == set(urls)  # 2 queries of 500
+
+
+def test_offload_answers_the_loop_and_passes_errors_on():
+    import asyncio
+
+    from pixmo_stream.ingest.fetch.offload import Offload
+
+    def square_or_fail(x: int) -> int:
+        if x == 13:
+            raise OSError("unlucky")
+        return x * x
+
+    async def main() -> tuple[list[int], BaseException]:
+        pool = Offload(2, "test-offload", asyncio.get_running_loop())
+        try:
+            squares = await asyncio.gather(
+                *(pool.run(square_or_fail, i) for i in range(200) if i != 13)
+            )
+            with pytest.raises(OSError, match="unlucky") as info:
+                await pool.run(square_or_fail, 13)
+            return list(squares), info.value
+        finally:
+            pool.shutdown()
+
+    squares, error = asyncio.run(main())
+    assert squares == [i * i for i in range(200) if i != 13]
+    assert isinstance(error, OSError)

@@ -7,12 +7,16 @@ filled here is a Molmo image cache and the other way round. Temporary files are 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import secrets
+import random
 from pathlib import Path
 
 _TMP_SUFFIX = ".tmp"
+# Temporary names need only be distinct (one run writes a URL once, under the cache lock), not
+# secret: a seeded generator costs no system call per file.
+_TOKENS = random.Random(os.urandom(16))
 
 
 def cache_name(url: str) -> str:
@@ -23,6 +27,7 @@ def cache_name(url: str) -> str:
 class ImageCache:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
+        self._prefix = os.path.join(os.fspath(directory), "")
 
     def path(self, url: str) -> Path:
         return self.directory / cache_name(url)
@@ -30,26 +35,29 @@ class ImageCache:
     def size(self, url: str) -> int | None:
         """Bytes of ``url``'s cached file, or ``None`` if there is none."""
         try:
-            return self.path(url).stat().st_size
+            return os.stat(self._prefix + cache_name(url)).st_size
         except FileNotFoundError:
             return None
 
     def read(self, url: str) -> bytes | None:
         try:
-            return self.path(url).read_bytes()
+            with open(self._prefix + cache_name(url), "rb") as f:
+                return f.read()
         except FileNotFoundError:
             return None
 
     def write(self, url: str, body: bytes) -> None:
         """Store ``body`` under ``url``'s name: all of it or, if interrupted, nothing."""
-        final = self.path(url)
-        tmp = self.directory / f".{final.name}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
+        name = cache_name(url)
+        final = self._prefix + name
+        tmp = f"{self._prefix}.{name}.{_TOKENS.getrandbits(32):08x}{_TMP_SUFFIX}"
         try:
             with open(tmp, "wb") as f:
                 f.write(body)
             os.replace(tmp, final)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
 
     def discard(self, url: str) -> None:

@@ -1,18 +1,23 @@
 """``fetch_images``: download many image URLs into a cache, concurrently and resumably.
 
 One asyncio event loop drives hundreds of requests; checks and file writes run in a small
-thread pool. Each distinct URL ends with exactly one :class:`Outcome`, recorded in the state
-as soon as it is known, after its image (if any) is in the cache under its final name.
+thread pool, and the state's look-ups (a query per 500 URLs, with a ``stat`` of each URL's
+cache file) and commits (one transaction per 256 outcomes or half a second) on a thread of
+their own, so the loop never blocks on the disk. Each distinct URL ends with exactly one
+:class:`Outcome`, recorded in the state as soon as it is known, after its image (if any) is in
+the cache under its final name.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import os
 import random
 import sys
 import time
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,12 +30,17 @@ from .cache import ImageCache
 from .content import ContentVerdict, check_image
 from .errors import FetchError, FetchInterrupted
 from .hosts import HostGates
+from .offload import Offload
 from .options import FetchOptions
 from .outcome import Outcome
 from .report import FetchReport
-from .state import FLUSH_SECONDS, FetchState, UrlRecord
+from .state import COMMIT_EVERY, FLUSH_SECONDS, FetchState, UrlRecord
 
 FetchItem = tuple[str, str | None]
+# A queued download: url, expected sha256, whether a file was in the cache under its name.
+_Job = tuple[str, str | None, bool]
+_LOOKUP_CHUNK = 500
+_READ_BUFSIZE = 256 * 1024
 _THROTTLE_STATUSES = (429, 503)
 
 
@@ -128,6 +138,9 @@ class _Run:
         # Written to the cache by a check thread, not yet settled by the event loop.
         self.kept_unsettled: dict[str, tuple[ContentVerdict, int]] = {}
         self.rng = random.Random()
+        self.flush_now = asyncio.Event()
+        self.n_settled = 0  # URLs with their outcome, and how many of them are cached
+        self.n_cached = 0
         self.started = time.monotonic()
         self.finished = False
         self.bar = tqdm(
@@ -142,56 +155,92 @@ class _Run:
 
     async def main(self) -> None:
         opts = self.opts
-        pool = concurrent.futures.ThreadPoolExecutor(opts.decode_threads, "pixmo-fetch-check")
-        connector = aiohttp.TCPConnector(limit=opts.concurrency, ttl_dns_cache=300)
         timeout = aiohttp.ClientTimeout(
             total=None, connect=opts.connect_timeout, sock_connect=opts.connect_timeout
         )
         headers = {"User-Agent": opts.user_agent, "Accept": "image/*,*/*;q=0.8"}
-        queue: asyncio.Queue[tuple[str, str | None] | None] = asyncio.Queue(2 * opts.concurrency)
+        queue: asyncio.Queue[_Job | None] = asyncio.Queue(2 * opts.concurrency)
+        pool = Offload(opts.decode_threads, "pixmo-fetch-check", asyncio.get_running_loop())
+        # One thread owns the state's disk work: look-ups (and the stat of each cache file)
+        # ahead of the workers, and the batched commits.
+        state_pool = concurrent.futures.ThreadPoolExecutor(1, "pixmo-fetch-state")
         try:
             async with aiohttp.ClientSession(
-                # trust_env: HTTP(S)_PROXY and NO_PROXY apply, as with requests (Molmo's).
-                connector=connector,
+                connector=aiohttp.TCPConnector(limit=opts.concurrency, ttl_dns_cache=300),
                 timeout=timeout,
                 headers=headers,
-                trust_env=True,
+                # Buffer a whole typical image per connection before pausing the socket
+                # (aiohttp's default, 64 KiB, pauses and resumes it on every photo).
+                read_bufsize=_READ_BUFSIZE,
+                trust_env=_environment_configures_proxies(),
             ) as session:
                 n_workers = min(opts.concurrency, max(1, len(self.todo)))
-                flusher = asyncio.create_task(self._flush_periodically())
                 try:
                     async with asyncio.timeout(opts.deadline):
-                        # A task group: if one worker fails (a full disk), the others and
-                        # the producer stop too, instead of waiting on a queue forever.
+                        # A task group: if one worker fails (a full disk) or a commit does,
+                        # the others and the producer stop too, instead of waiting forever.
                         async with asyncio.TaskGroup() as group:
-                            for _ in range(n_workers):
+                            flusher = group.create_task(self._flush_periodically(state_pool))
+                            tasks = [
                                 group.create_task(self._worker(session, queue, pool))
-                            group.create_task(self._produce(queue, n_workers))
+                                for _ in range(n_workers)
+                            ]
+                            tasks.append(
+                                group.create_task(self._produce(queue, n_workers, state_pool))
+                            )
+                            await asyncio.gather(*tasks)
+                            flusher.cancel()
                 except TimeoutError:
                     self.report.deadline_reached = True
                 except ExceptionGroup as failed:
                     raise failed.exceptions[0] from None
-                finally:
-                    flusher.cancel()
-                    await asyncio.gather(flusher, return_exceptions=True)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown()
+            state_pool.shutdown(wait=True, cancel_futures=True)
             self.finish()
 
     async def _produce(
-        self, queue: asyncio.Queue[tuple[str, str | None] | None], n_workers: int
+        self,
+        queue: asyncio.Queue[_Job | None],
+        n_workers: int,
+        state_pool: concurrent.futures.Executor,
     ) -> None:
-        for url, sha in self.todo.items():
-            if not self._reuse(url, sha):
-                await queue.put((url, sha))
+        """Queue every URL a previous run's record cannot answer; look-ups run a chunk ahead."""
+        loop = asyncio.get_running_loop()
+        items = iter(self.todo.items())
+
+        def look_up_next() -> asyncio.Future[list[tuple[str, str | None, Any, int | None]]]:
+            chunk = list(itertools.islice(items, _LOOKUP_CHUNK))
+            return loop.run_in_executor(state_pool, self._look_up, chunk)
+
+        ahead = look_up_next()
+        while looked := await ahead:
+            ahead = look_up_next()
+            for url, sha, rec, size in looked:
+                if not self._reuse(url, sha, rec, size):
+                    await queue.put((url, sha, size is not None))
         for _ in range(n_workers):
             await queue.put(None)
 
-    async def _flush_periodically(self) -> None:
-        """Commit finished URLs twice a second, so a kill loses at most that much state."""
+    def _look_up(
+        self, chunk: list[tuple[str, str | None]]
+    ) -> list[tuple[str, str | None, UrlRecord | None, int | None]]:
+        """On the state thread: each URL's record and the size of its cache file, if any."""
+        records = self.state.get_many(url for url, _ in chunk)
+        size = self.cache.size
+        return [(url, sha, records.get(url), size(url)) for url, sha in chunk]
+
+    async def _flush_periodically(self, state_pool: concurrent.futures.Executor) -> None:
+        """Commit finished URLs every 256 or twice a second (on the state thread), so a kill
+        loses at most that much state."""
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(FLUSH_SECONDS)
-            self.state.flush()
+            try:
+                await asyncio.wait_for(self.flush_now.wait(), FLUSH_SECONDS)
+            except TimeoutError:
+                pass
+            self.flush_now.clear()
+            await loop.run_in_executor(state_pool, self.state.flush)
 
     def finish(self, *, interrupted: bool = False) -> None:
         """Close the books (once): what never got an answer is ``not_attempted``."""
@@ -216,13 +265,13 @@ class _Run:
         self.state.flush()
         self.bar.close()
 
-    def _reuse(self, url: str, sha: str | None) -> bool:
-        """Answer ``url`` from a previous run's record when that needs no request."""
-        rec = self.state.get(url)
+    def _reuse(self, url: str, sha: str | None, rec: UrlRecord | None, size: int | None) -> bool:
+        """Answer ``url`` from a previous run's record when that needs no request (``size``:
+        of its cache file, ``None`` if there is none)."""
         if rec is None:
             return False
         if rec.outcome.cached:
-            if self.cache.size(url) != rec.size:
+            if size != rec.size:
                 return False
             outcome = self._stored_verdict(rec, sha)
             if outcome is None:
@@ -243,13 +292,15 @@ class _Run:
     async def _worker(
         self,
         session: aiohttp.ClientSession,
-        queue: asyncio.Queue[tuple[str, str | None] | None],
-        pool: concurrent.futures.Executor,
+        queue: asyncio.Queue[_Job | None],
+        pool: Offload,
     ) -> None:
+        state = self.state
         while (job := await queue.get()) is not None:
-            url, sha = job
-            rec, reused = await self._settle(session, pool, url, sha)
-            self.state.record(rec)
+            url, sha, has_file = job
+            rec, reused = await self._settle(session, pool, url, sha, has_file)
+            if state.record(rec, commit_when_full=False) >= COMMIT_EVERY:
+                self.flush_now.set()
             self._settled(url, rec.outcome, reused=reused)
 
     def _settled(self, url: str, outcome: Outcome, *, reused: bool) -> None:
@@ -257,23 +308,26 @@ class _Run:
         self.kept_unsettled.pop(url, None)
         self.report.counts[outcome.value] += 1
         self.report.reused += reused
-        self.bar.update(1)
-        if self.bar.n % 64 == 0:
-            failed = self.bar.n - self.report.cached
-            self.bar.set_postfix_str(f"ok={self.report.cached} failed={failed}", refresh=False)
+        self.n_cached += outcome.cached
+        self.n_settled += 1
+        if not self.bar.disable:
+            self.bar.update(1)
+            if self.n_settled % 64 == 0:
+                failed = self.n_settled - self.n_cached
+                self.bar.set_postfix_str(f"ok={self.n_cached} failed={failed}", refresh=False)
 
     async def _settle(
         self,
         session: aiohttp.ClientSession,
-        pool: concurrent.futures.Executor,
+        pool: Offload,
         url: str,
         sha: str | None,
+        has_file: bool,
     ) -> tuple[UrlRecord, bool]:
-        if self.cache.size(url) is not None:
+        if has_file:
             # A file with no usable record (a Molmo cache, or a run killed before it committed
             # its state): accept it if it passes the same check a download would.
-            loop = asyncio.get_running_loop()
-            verdict, size = await loop.run_in_executor(pool, self._check_cached, url, sha)
+            verdict, size = await pool.run(self._check_cached, url, sha)
             if verdict is not None and verdict.outcome.cached:
                 rec = UrlRecord(
                     url, verdict.outcome, None, "found in the cache", verdict.sha256, size, 0,
@@ -285,7 +339,7 @@ class _Run:
     async def _download(
         self,
         session: aiohttp.ClientSession,
-        pool: concurrent.futures.Executor,
+        pool: Offload,
         url: str,
         sha: str | None,
     ) -> UrlRecord:
@@ -334,17 +388,16 @@ class _Run:
 
     async def _store(
         self,
-        pool: concurrent.futures.Executor,
+        pool: Offload,
         url: str,
         sha: str | None,
         result: AttemptResult,
         attempts: int,
     ) -> UrlRecord:
-        loop = asyncio.get_running_loop()
         body = result.body
         assert body is not None
         self.report.bytes_downloaded += len(body)
-        verdict = await loop.run_in_executor(pool, self._check_and_keep, url, body, sha)
+        verdict = await pool.run(self._check_and_keep, url, body, sha)
         detail = verdict.detail
         if verdict.outcome is Outcome.BAD_CONTENT and result.content_type:
             detail = f"{detail} (Content-Type {result.content_type})"
@@ -380,6 +433,22 @@ class _Run:
         if not verdict.outcome.cached:
             self.cache.discard(url)
         return verdict, len(body)
+
+
+def _environment_configures_proxies() -> bool:
+    """Whether ``HTTP(S)_PROXY`` or a netrc file is set up. Only then is aiohttp's ``trust_env``
+    (HTTP(S)_PROXY, NO_PROXY and netrc, as requests, Molmo's downloader, honours them) turned
+    on: it looks both up again on two thread hops per request, which on two cores cost more CPU
+    than the rest of the request."""
+    if any(scheme in ("http", "https", "ws", "wss") for scheme in urllib.request.getproxies()):
+        return True
+    if os.environ.get("NETRC"):
+        return True
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError):  # no home directory: aiohttp finds no netrc either
+        return False
+    return (home / ".netrc").exists() or (home / "_netrc").exists()
 
 
 def _spent_its_deadline(result: AttemptResult) -> bool:
