@@ -133,6 +133,32 @@ def test_projection_reads_only_the_columns_asked_for(tmp_path: Path) -> None:
         read_pixmo(src, columns=["id", "nope"])
 
 
+def test_read_from_a_bucket_into_ray(tmp_path: Path) -> None:
+    """Read tasks read their row groups from object storage (a local S3 server), with the
+    same records as from disk, and a projection leaves the images in the bucket."""
+    from s3_server import S3Server
+
+    src = _write_source(tmp_path / "src")
+    with S3Server(tmp_path / "s3") as s3:
+        (tmp_path / "s3" / "bkt").mkdir()
+        opts = s3.storage_options()
+        with ps.Writer("s3://bkt/src", SCHEMA, row_group_rows=8, storage_options=opts) as w:
+            for i in range(60):
+                w.write(_record(i))
+        opts = dict(opts, offline="false")  # (a key the tasks must get too)
+        s3.reset()
+        rows = read_pixmo("s3://bkt/src", override_num_blocks=3, storage_options=opts)
+        expected = [_plain(r) for r in ps.Dataset(src)]
+        got = [{k: v for k, v in r.items() if k != "extra"} for r in rows.take_all()]
+        assert got == [{k: v for k, v in r.items() if k != "extra"} for r in expected]
+        whole = s3.bytes_sent
+        s3.reset()
+        ids = read_pixmo("s3://bkt/src", columns=["id"], storage_options=opts).take_all()
+        assert [r["id"] for r in ids] == list(range(60))
+        images = sum(len(r["image"] or b"") for r in expected)
+        assert 0 < s3.bytes_sent < whole - images, (s3.bytes_sent, whole, images)
+
+
 def test_schema_is_inferred_from_arrow_with_points_as_arrays(tmp_path: Path) -> None:
     src = _write_source(tmp_path / "src")
     out = tmp_path / "out"

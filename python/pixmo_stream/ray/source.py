@@ -17,6 +17,7 @@ from ray.data.block import BlockMetadata
 
 from .._native import CorruptDataError
 from ..dataset import Dataset, check_columns, column_list
+from ..storage import is_url
 from .arrow import arrow_schema, table_of
 
 MANIFEST = "manifest.json"
@@ -34,19 +35,16 @@ def _manifest(path: str) -> dict[str, Any]:
     return doc
 
 
-def _write_id(path: str) -> str | None:
-    return _manifest(path).get("write_id")
-
-
 def _read_range(
     path: str,
-    write_id: str | None,
+    identity: int | None,
     columns: list[str],
     row_groups: list[tuple[int, int]],
+    storage_options: dict[str, Any] | None = None,
 ) -> Iterator[pa.Table]:
     """One Arrow table per row group of ``row_groups`` (``(first_row, num_rows)`` pairs)."""
-    ds = Dataset(path)
-    if _write_id(path) != write_id:
+    ds = Dataset(path, storage_options=storage_options)
+    if ds._native.manifest_hash != identity:
         raise CorruptDataError(
             f"{path}: the dataset was rewritten after Ray planned the read; read it again"
         )
@@ -67,16 +65,26 @@ class PixmoDatasource(Datasource):
     msgpack bytes (unpacked again by `PixmoDatasink`).
     """
 
-    def __init__(self, path: str | os.PathLike[str], columns: Sequence[str] | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        columns: Sequence[str] | None = None,
+        *,
+        storage_options: dict[str, Any] | None = None,
+    ):
         super().__init__()
-        self.path = os.path.abspath(os.fspath(path))
-        ds = Dataset(self.path)
+        text = os.fspath(path)
+        # A URL (s3://, gs://, ...) is read by every task from the store, with these options.
+        self.path = text if is_url(text) else os.path.abspath(text)
+        self.storage_options = storage_options
+        ds = Dataset(self.path, storage_options=storage_options)
         wanted = column_list(columns)
         if wanted is not None:
             check_columns(wanted, ds.columns, self.path)
         self.columns = ds.columns if wanted is None else wanted
-        manifest = _manifest(self.path)
-        self._write_id = manifest.get("write_id")
+        # Tasks check they read the dataset that was planned (not one written over it since).
+        self._identity = ds._native.manifest_hash
+        manifest = {} if is_url(self.path) else _manifest(self.path)
         self._layout = [(first, n) for _, _, first, n in ds.row_group_layout()]
         self._schema = arrow_schema(ds.schema, self.columns)
         self._num_rows = len(ds)
@@ -86,7 +94,7 @@ class PixmoDatasource(Datasource):
         return "PixmoStream"
 
     def estimate_inmemory_data_size(self) -> int | None:
-        return self._num_bytes
+        return self._num_bytes or None
 
     def get_read_tasks(
         self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None
@@ -107,7 +115,14 @@ class PixmoDatasource(Datasource):
             )
             if _METADATA_HAS_SCHEMA:
                 meta["schema"] = self._schema
-            read = functools.partial(_read_range, self.path, self._write_id, self.columns, part)
+            read = functools.partial(
+                _read_range,
+                self.path,
+                self._identity,
+                self.columns,
+                part,
+                self.storage_options,
+            )
             kwargs: dict[str, Any] = {}
             if _TASK_TAKES_SCHEMA:
                 kwargs["schema"] = self._schema
@@ -123,6 +138,7 @@ def read_pixmo(
     *,
     override_num_blocks: int | None = None,
     preserve_order: bool = True,
+    storage_options: dict[str, Any] | None = None,
     **read_args: Any,
 ) -> ray.data.Dataset:
     """The dataset at ``path`` as a Ray Dataset (`PixmoDatasource`); ``columns`` projects.
@@ -130,9 +146,13 @@ def read_pixmo(
     Its rows come in storage order: ``preserve_order`` turns Ray's
     ``execution_options.preserve_order`` on for this dataset (and those made from it);
     ``False`` lets Ray hand blocks on as they are ready, in no set order. Other arguments
-    go to `ray.data.read_datasource`."""
+    go to `ray.data.read_datasource`. ``path`` may be a URL (``s3://...``): each read task
+    reads its row groups from the store, through the node cache of its machine, with
+    ``storage_options`` over the environment's settings."""
     ds = ray.data.read_datasource(
-        PixmoDatasource(path, columns), override_num_blocks=override_num_blocks, **read_args
+        PixmoDatasource(path, columns, storage_options=storage_options),
+        override_num_blocks=override_num_blocks,
+        **read_args,
     )
     if preserve_order:
         ds.context.execution_options.preserve_order = True
