@@ -262,6 +262,7 @@ impl Dataset {
             return;
         }
         let ds = self.clone();
+        let keys = todo.clone();
         let spawned = std::thread::Builder::new()
             .name("pixmo-fill".into())
             .spawn(move || {
@@ -276,7 +277,13 @@ impl Dataset {
                 }
             });
         if spawned.is_err() {
-            // No thread to be had: the chunks are read whole when a batch needs them.
+            // No thread to be had: the chunks stay sparse until a batch reads them whole.
+            let mut f = FILLING.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, set)) = f.as_mut() {
+                for k in &keys {
+                    set.remove(&(id, *k));
+                }
+            }
         }
     }
 

@@ -18,9 +18,6 @@ use object_store::{ObjectStore, RetryConfig};
 
 use crate::error::{Error, RemoteErrorKind, Result};
 
-/// Options of pixmo-stream itself, taken out before the rest go to the store's builder.
-const OWN_OPTIONS: [&str; 4] = ["max_retries", "retry_timeout", "coalesce_bytes", "offline"];
-
 /// Gaps up to this many bytes between requested ranges are read too, to save a request.
 /// Small, so that a projection never reads the image chunk lying between two caption chunks.
 pub const DEFAULT_COALESCE: u64 = 64 << 10;
@@ -182,7 +179,6 @@ impl RemoteDir {
                 _ => rest_opts.push((k.clone(), v.clone())),
             }
         }
-        debug_assert!(OWN_OPTIONS.len() == 4);
         // An endpoint that is not an absolute http(s) URL makes the client panic when it
         // builds a request: refuse it here, naming the option.
         let env_endpoint = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
