@@ -151,13 +151,9 @@ def _admin(endpoint: str, what: str, method: str = "GET") -> dict[str, Any]:
 
 
 def _storage_options(endpoint: str) -> dict[str, str]:
-    return {
-        "endpoint": endpoint,
-        "allow_http": "true",
-        "region": "us-east-1",
-        "access_key_id": "test",
-        "secret_access_key": "test",
-    }
+    from tests.s3_server import storage_options
+
+    return storage_options(endpoint)
 
 
 def _pixmo_loader(a: dict[str, Any], source: str, remote: bool) -> Any:

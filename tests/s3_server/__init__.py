@@ -42,6 +42,7 @@ from .process import S3ServerProcess
 from .process import main as main
 from .protocol import S3Error as S3Error
 from .protocol import parse_range as parse_range
+from .protocol import storage_options as storage_options
 from .server import S3Server
 
 __all__ = ["Fault", "S3Server", "S3ServerProcess"]

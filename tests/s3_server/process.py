@@ -17,9 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .protocol import (
-    MIN_PART_SIZE,
-)
+from .protocol import MIN_PART_SIZE, storage_options
 from .server import S3Server
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -61,13 +59,7 @@ class S3ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def storage_options(self) -> dict[str, str]:
-        return {
-            "endpoint": self.endpoint,
-            "allow_http": "true",
-            "region": "us-east-1",
-            "access_key_id": "test",
-            "secret_access_key": "test",
-        }
+        return storage_options(self.endpoint)
 
     def start(self) -> S3ServerProcess:
         env = dict(os.environ)

@@ -222,3 +222,15 @@ def _cut(request: web.Request) -> None:
     transport = request.transport
     if transport is not None:
         transport.abort()
+
+
+def storage_options(endpoint: str) -> dict[str, str]:
+    """What ``object_store``'s ``AmazonS3Builder`` (pixmo-stream's ``storage_options``,
+    obstore's ``S3Store``) needs to talk to the server at ``endpoint``."""
+    return {
+        "endpoint": endpoint,
+        "allow_http": "true",
+        "region": "us-east-1",
+        "access_key_id": "test",
+        "secret_access_key": "test",
+    }

@@ -28,6 +28,7 @@ from .protocol import (
     _cut,
     _el,
     _operation,
+    storage_options,
 )
 
 
@@ -79,13 +80,7 @@ class S3Server(Instrumentation, ObjectHandlers, MultipartHandlers, BucketHandler
 
     def storage_options(self) -> dict[str, str]:
         """What ``object_store``'s ``AmazonS3Builder`` (obstore's ``S3Store``) needs here."""
-        return {
-            "endpoint": self.endpoint,
-            "allow_http": "true",
-            "region": "us-east-1",
-            "access_key_id": "test",
-            "secret_access_key": "test",
-        }
+        return storage_options(self.endpoint)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 40)

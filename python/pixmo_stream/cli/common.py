@@ -161,13 +161,6 @@ def storage_option(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def cache_size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 STORAGE_HELP = (
     "For s3://, gs://, az:// and http(s):// URLs. Credentials and settings come from the "
     "environment as each store's tools expect (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
@@ -206,7 +199,7 @@ def add_storage_arguments(parser: argparse.ArgumentParser, *, cache: bool = True
     )
     group.add_argument(
         "--cache-limit",
-        type=cache_size,
+        type=byte_size,
         default=None,
         metavar="SIZE",
         help="the node cache's size limit, e.g. 20GiB (default: PIXMO_STREAM_CACHE_LIMIT, "
@@ -363,12 +356,10 @@ DATASET_PATH_HELP = (
 )
 
 
-_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
-
-
 def byte_size(text: str) -> int:
-    """``32MB``, ``500k``, ``1GiB`` or a plain number of bytes."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([kmg]i?)?b?\s*", text.lower())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 32MB or 500k)")
-    return int(float(match[1]) * _SIZE_UNITS[match[2] or ""])
+    """``32MB``, ``500k``, ``1GiB`` or a plain number of bytes (`pixmo_stream.storage.parse_size`,
+    as an argparse type)."""
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

@@ -55,6 +55,17 @@ def _read_manifest(path: str) -> dict[str, Any]:
     return doc
 
 
+def _one_schema(inputs: Sequence[str], schemas: list[dict[str, Any]]) -> dict[str, Any]:
+    """The inputs' schema; `MergeError` naming the first input whose schema differs."""
+    for p, other in zip(inputs[1:], schemas[1:], strict=True):
+        if other != schemas[0]:
+            raise MergeError(
+                f"{p}: its schema differs from {inputs[0]}'s: "
+                f"{_schema_difference(schemas[0], other)}"
+            )
+    return schemas[0]
+
+
 def _schema_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
     fa = {f["name"]: f for f in a.get("fields", [])}
     fb = {f["name"]: f for f in b.get("fields", [])}
@@ -125,13 +136,7 @@ def merge(
             inputs, output, overwrite, storage_options, cache, cache_limit, progress
         )
     manifests = [_read_manifest(p) for p in inputs]
-    schema = manifests[0]["schema"]
-    for p, m in zip(inputs[1:], manifests[1:], strict=True):
-        if m["schema"] != schema:
-            raise MergeError(
-                f"{p}: its schema differs from {inputs[0]}'s: "
-                f"{_schema_difference(schema, m['schema'])}"
-            )
+    schema = _one_schema(inputs, [m["schema"] for m in manifests])
     _check_distinct(inputs, output)
     _prepare_local_output(output, overwrite)
 
@@ -217,13 +222,7 @@ def _merge_by_rewrite(
         for p in inputs
     ]
     infos = [d.info() for d in opened]  # every shard opened: a missing one is named now
-    schema = infos[0]["schema"]
-    for p, info in zip(inputs[1:], infos[1:], strict=True):
-        if info["schema"] != schema:
-            raise MergeError(
-                f"{p}: its schema differs from {inputs[0]}'s: "
-                f"{_schema_difference(schema, info['schema'])}"
-            )
+    _one_schema(inputs, [info["schema"] for info in infos])
     metadata = dict(opened[0].metadata)
     for d in opened[1:]:
         metadata = {k: v for k, v in metadata.items() if d.metadata.get(k) == v}

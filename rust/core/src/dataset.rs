@@ -99,6 +99,37 @@ struct RemoteSource {
     manifest_hash: Option<u64>,
 }
 
+impl ShardSlot {
+    /// The shards a manifest lists, each at `path_of(file name)`.
+    fn listed(m: &Manifest, path_of: impl Fn(&str) -> PathBuf) -> Vec<ShardSlot> {
+        m.shards
+            .iter()
+            .map(|s| ShardSlot {
+                path: path_of(&s.file),
+                name: s.file.clone(),
+                num_rows: s.num_rows,
+                num_bytes: Some(s.num_bytes),
+                rg_starts: starts(s.row_groups.iter().copied()),
+                reader: OnceLock::new(),
+            })
+            .collect()
+    }
+
+    /// A dataset's only shard, already open (read as a dataset of its own).
+    fn opened(path: PathBuf, name: String, r: ShardReader) -> ShardSlot {
+        let slot = ShardSlot {
+            path,
+            name,
+            num_rows: r.num_rows(),
+            num_bytes: Some(r.file_len()),
+            rg_starts: r.row_group_starts.clone(),
+            reader: OnceLock::new(),
+        };
+        let _ = slot.reader.set(r);
+        slot
+    }
+}
+
 fn starts(counts: impl Iterator<Item = u64>) -> Vec<u64> {
     let mut out = vec![0u64];
     for c in counts {
@@ -127,50 +158,22 @@ impl Dataset {
             let (m, id, hash) = Manifest::read_with_id(path)?;
             // Absolute, so that shards opened later are found whatever the working directory.
             let dir = id.path.parent().unwrap_or(path).to_path_buf();
-            let shards = m
-                .shards
-                .iter()
-                .map(|s| ShardSlot {
-                    path: dir.join(&s.file),
-                    name: s.file.clone(),
-                    num_rows: s.num_rows,
-                    num_bytes: Some(s.num_bytes),
-                    rg_starts: starts(s.row_groups.iter().copied()),
-                    reader: OnceLock::new(),
-                })
-                .collect();
+            let shards = ShardSlot::listed(&m, |f| dir.join(f));
             (m.schema, shards, Some((id, hash)), m.metadata)
         } else {
             let r = ShardReader::open(path, None)?;
-            let slot = ShardSlot {
-                path: path.to_path_buf(),
-                name: String::new(),
-                num_rows: r.num_rows(),
-                num_bytes: Some(r.file_len()),
-                rg_starts: r.row_group_starts.clone(),
-                reader: OnceLock::new(),
-            };
             let schema = r.schema().clone();
-            let _ = slot.reader.set(r);
+            let slot = ShardSlot::opened(path.to_path_buf(), String::new(), r);
             (schema, vec![slot], None, BTreeMap::new())
         };
-        let shard_starts = starts(shards.iter().map(|s: &ShardSlot| s.num_rows));
-        Ok(Dataset {
-            root: path.to_path_buf(),
+        Ok(Self::assemble(
+            path.to_path_buf(),
             schema,
-            num_rows: *shard_starts.last().unwrap(),
             shards,
-            shard_starts,
-            manifest,
             metadata,
-            remote: None,
-            cache: Mutex::new(ChunkCache {
-                entries: HashMap::new(),
-                heap_bytes: 0,
-                tick: 0,
-            }),
-            in_flight: Mutex::new(HashMap::new()),
-        })
+            manifest,
+            None,
+        ))
     }
 
     /// Opens a local path or, for a URL (`s3://`, `gs://`, `az://`, `http(s)://`), a dataset
@@ -186,27 +189,20 @@ impl Dataset {
             let dir = RemoteDir::new(parent, &opts.storage)?;
             let len = dir.len(name)?;
             let r = ShardReader::open_remote(&dir, name, len, None, cache.clone(), 0)?;
-            let slot = ShardSlot {
-                path: url.into(),
-                name: name.to_string(),
-                num_rows: r.num_rows(),
-                num_bytes: Some(len),
-                rg_starts: r.row_group_starts.clone(),
-                reader: OnceLock::new(),
-            };
             let schema = r.schema().clone();
-            let _ = slot.reader.set(r);
+            let slot = ShardSlot::opened(url.into(), name.to_string(), r);
             let remote = RemoteSource {
                 dir,
                 cache,
                 manifest_hash: None,
             };
             return Ok(Self::assemble(
-                url,
+                url.into(),
                 schema,
                 vec![slot],
                 BTreeMap::new(),
-                remote,
+                None,
+                Some(remote),
             ));
         }
         let dir = RemoteDir::new(url, &opts.storage)?;
@@ -243,43 +239,40 @@ impl Dataset {
             }
         };
         let m = Manifest::parse(&text, &manifest_url)?;
-        let shards = m
-            .shards
-            .iter()
-            .map(|s| ShardSlot {
-                path: dir.url_of(&s.file).into(),
-                name: s.file.clone(),
-                num_rows: s.num_rows,
-                num_bytes: Some(s.num_bytes),
-                rg_starts: starts(s.row_groups.iter().copied()),
-                reader: OnceLock::new(),
-            })
-            .collect();
+        let shards = ShardSlot::listed(&m, |f| dir.url_of(f).into());
         let remote = RemoteSource {
             dir,
             cache,
             manifest_hash: Some(xxhash_rust::xxh3::xxh3_64(&text)),
         };
-        Ok(Self::assemble(url, m.schema, shards, m.metadata, remote))
+        Ok(Self::assemble(
+            url.into(),
+            m.schema,
+            shards,
+            m.metadata,
+            None,
+            Some(remote),
+        ))
     }
 
     fn assemble(
-        url: &str,
+        root: PathBuf,
         schema: Schema,
         shards: Vec<ShardSlot>,
         metadata: BTreeMap<String, String>,
-        remote: RemoteSource,
+        manifest: Option<(FileId, u64)>,
+        remote: Option<RemoteSource>,
     ) -> Self {
         let shard_starts = starts(shards.iter().map(|s: &ShardSlot| s.num_rows));
         Dataset {
-            root: url.into(),
+            root,
             schema,
             num_rows: *shard_starts.last().unwrap(),
             shards,
             shard_starts,
-            manifest: None,
+            manifest,
             metadata,
-            remote: Some(remote),
+            remote,
             cache: Mutex::new(ChunkCache {
                 entries: HashMap::new(),
                 heap_bytes: 0,

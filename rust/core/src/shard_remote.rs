@@ -47,33 +47,32 @@ impl ShardReader {
         let url = dir.url_of(name);
         let path = PathBuf::from(&url);
         let key = format!("tail\0{url}\0{len}\0{tag:x}");
+        // The footer kept in the node cache, if any; a damaged entry is dropped and read again.
         let cached = cache
             .as_ref()
             .and_then(|c| c.get_bytes(&key))
-            .and_then(|b| split_cached_tail(&b, len));
-        if let Some((head, tail_start, tail)) = &cached {
-            match parse_layout(&path, len, head, tail, *tail_start, expect) {
-                Ok((footer, starts)) => {
-                    let remote = RemoteShard {
-                        dir: dir.clone(),
-                        name: name.to_string(),
-                        cache,
-                    };
-                    return Ok(ShardReader::from_remote(path, remote, len, footer, starts));
+            .and_then(|b| split_cached_tail(&b, len))
+            .and_then(|(head, tail_start, tail)| {
+                let parsed = parse_layout(&path, len, &head, &tail, tail_start, expect).ok();
+                if parsed.is_none() {
+                    cache.as_ref().unwrap().remove(&key);
                 }
-                // A damaged cache entry: read the footer again from the store.
-                Err(_) => cache.as_ref().unwrap().remove(&key),
+                parsed
+            });
+        let (footer, starts) = match cached {
+            Some(parsed) => parsed,
+            None => {
+                let (head, tail_start, tail) = fetch_tail(dir, name, len)?;
+                if let Some(c) = &cache {
+                    let mut b = Vec::with_capacity(8 + head.len() + tail.len());
+                    b.extend_from_slice(&tail_start.to_le_bytes());
+                    b.extend_from_slice(&head);
+                    b.extend_from_slice(&tail);
+                    let _ = c.put_bytes(&key, &b);
+                }
+                parse_layout(&path, len, &head, &tail, tail_start, expect)?
             }
-        }
-        let (head, tail_start, tail) = fetch_tail(dir, name, len)?;
-        if let Some(c) = &cache {
-            let mut b = Vec::with_capacity(8 + head.len() + tail.len());
-            b.extend_from_slice(&tail_start.to_le_bytes());
-            b.extend_from_slice(&head);
-            b.extend_from_slice(&tail);
-            let _ = c.put_bytes(&key, &b);
-        }
-        let (footer, starts) = parse_layout(&path, len, &head, &tail, tail_start, expect)?;
+        };
         let remote = RemoteShard {
             dir: dir.clone(),
             name: name.to_string(),

@@ -135,13 +135,13 @@ impl RowReader {
             let seen = &mut seen.whole;
             let chunk = match seen.iter().find(|(src, k, _)| *src == source && *k == key) {
                 Some((_, _, Ok(ch))) => ch.clone(),
-                Some((_, _, Err(e))) => return Err(copy_error(e)),
+                Some((_, _, Err(e))) => return Err(e.duplicate()),
                 None => {
                     let res = ds.chunk(key);
                     seen.push((
                         source,
                         key,
-                        res.as_ref().map(Arc::clone).map_err(copy_error),
+                        res.as_ref().map(Arc::clone).map_err(Error::duplicate),
                     ));
                     res?
                 }
@@ -272,10 +272,6 @@ impl RowReader {
             reason: format!("{reason}; and {max_attempts} replacement rows were bad too"),
         })
     }
-}
-
-fn copy_error(e: &Error) -> Error {
-    e.duplicate()
 }
 
 struct Turn {
