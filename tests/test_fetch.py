@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Iterable
@@ -394,3 +395,54 @@ def test_offload_answers_the_loop_and_passes_errors_on():
     squares, error = asyncio.run(main())
     assert squares == [i * i for i in range(200) if i != 13]
     assert isinstance(error, OSError)
+
+
+def test_without_decoding_a_cut_body_is_still_not_cached(server, tmp_path):
+    # /broken/ sends half a JPEG with a Content-Length that matches it: only the format's own
+    # end (EOI after the scan) tells it from an image.
+    urls = [server.url("/broken/n"), server.url("/img/n")]
+    opts = dataclasses.replace(FAST, decode=False)
+    report = fetch_images(urls, tmp_path, options=opts, progress=False)
+    assert report.count(Outcome.BAD_CONTENT) == 1 and report.count(Outcome.OK) == 1
+    assert cache_files(tmp_path) == {cache_name(urls[1])}
+    rec = FetchState(tmp_path).get(urls[0])
+    assert rec is not None and "truncated JPEG" in rec.detail
+
+
+def _encoded(fmt: str, **kw) -> bytes:
+    import io
+
+    from PIL import Image
+
+    img = Image.frombytes("RGB", (96, 64), bytes(range(256)) * 72)
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "fmt,kw",
+    [("JPEG", {}), ("JPEG", {"progressive": True}), ("PNG", {}), ("GIF", {}), ("WEBP", {})],
+)
+def test_a_cut_file_of_each_format_is_caught_without_decoding(fmt, kw):
+    from pixmo_stream.ingest.fetch.content import image_problem
+
+    whole = _encoded(fmt, **kw)
+    assert image_problem(whole, decode=False) is None
+    assert image_problem(whole + b"\0" * 7, decode=False) is None  # padding after the end
+    cut = whole[: len(whole) - max(2, len(whole) // 5)]
+    problem = image_problem(cut, decode=False)
+    assert problem is not None and str(len(cut)) in problem, problem
+
+
+def test_a_thumbnail_end_marker_does_not_make_a_cut_jpeg_whole():
+    from pixmo_stream.ingest.fetch.content import image_problem
+
+    whole = _encoded("JPEG")
+    thumb = b"Exif\0\0" + _encoded("JPEG")  # a whole JPEG, EOI included, inside APP1
+    app1 = b"\xff\xe1" + (len(thumb) + 2).to_bytes(2, "big") + thumb
+    with_thumb = whole[:2] + app1 + whole[2:]
+    assert image_problem(with_thumb, decode=False) is None
+    assert image_problem(with_thumb[:-300], decode=False) is not None
+    # Bytes after the EOI (as some cameras append) are tolerated.
+    assert image_problem(with_thumb + b"trailing data", decode=False) is None

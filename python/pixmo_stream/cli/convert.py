@@ -255,7 +255,7 @@ def _check_url_is_free(url: str, storage_options: dict[str, str] | None) -> None
 
 def _fetch(args: argparse.Namespace, out: TextIO) -> None:
     """Downloads the inputs' images into ``args.images`` and prints the fetch report."""
-    from pixmo_stream.ingest.fetch import fetch_images
+    from pixmo_stream.ingest.fetch import FetchOptions, fetch_images
     from pixmo_stream.ingest.fetch.errors import FetchInterrupted
     from pixmo_stream.ingest.fetch.parquet import parquet_urls
     from pixmo_stream.ingest.pipeline import parquet_files
@@ -265,7 +265,12 @@ def _fetch(args: argparse.Namespace, out: TextIO) -> None:
         raise CommandError("--fetch reads image URLs from parquet inputs; none given", EXIT_USAGE)
     files = parquet_files(parquets)
     try:
-        report = fetch_images(parquet_urls(files), args.images, progress=not args.quiet)
+        # Converting decodes every image (or checks it as --check says) right after, so the
+        # fetcher checks only that each body is a whole image file, not its pixels again.
+        opts = FetchOptions(decode=False)
+        report = fetch_images(
+            parquet_urls(files), args.images, options=opts, progress=not args.quiet
+        )
     except FetchInterrupted as stop:
         out.write(stop.report.format() + "\n")
         raise CommandError("interrupted while fetching; what was downloaded is kept") from None

@@ -12,6 +12,7 @@ import io
 
 import PIL.Image
 
+from ..images import incomplete
 from .options import ShaPolicy
 from .outcome import Outcome
 
@@ -30,7 +31,9 @@ def check_image(
 
     Bytes whose sha256 is the dataset's are the published image, so they are accepted without
     a decode. Otherwise the bytes must open as an image (HTML, JSON and error pages do not),
-    and with ``decode`` every pixel must decode (a truncated JPEG does not).
+    and end where their format says a complete file ends (a body cut short does not, even
+    when its length matches its ``Content-Length``); with ``decode`` every coefficient of the
+    stream must decode too (a JPEG corrupted inside does not).
     """
     digest = hashlib.sha256(body).hexdigest()
     expected = expected_sha256.lower() if expected_sha256 else None
@@ -55,6 +58,9 @@ def image_problem(body: bytes, *, decode: bool) -> str | None:
         with PIL.Image.open(io.BytesIO(body)) as img:
             if min(img.size) <= 0:
                 return f"zero-sized {img.format} image {img.size}"
+            cut = incomplete(body, img.format)
+            if cut is not None:
+                return f"truncated {img.format}: {cut}: {len(body)} bytes"
             if decode:
                 if img.format == "JPEG":
                     # A 1/8-scale decode still reads and Huffman-decodes every coefficient of
