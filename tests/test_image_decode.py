@@ -212,6 +212,27 @@ def test_fast_decode_is_close_to_full_decode() -> None:
     assert_close(fast, full, max_abs=40, mean_abs=2.0)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK", "progressive"])
+def test_fast_decode_of_each_jpeg_kind(mode: str) -> None:
+    # The reduced-size (libjpeg) path: grayscale, CMYK and progressive JPEGs too, and with
+    # EXIF orientation applied after the decode.
+    img = PIL.Image.fromarray(photo(480, 640))
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6
+    if mode == "progressive":
+        data = encode(img, "JPEG", quality=90, progressive=True, exif=exif)
+    else:
+        data = encode(img.convert(mode), "JPEG", quality=90, exif=exif)
+    full = ps.image.decode(data, max_side=120)
+    fast = ps.image.decode(data, max_side=120, fast=True)
+    assert fast.shape == full.shape == (120, 90, 3)
+    assert_close(fast, full, max_abs=40, mean_abs=2.0)
+    for cut in (len(data) // 2, len(data) - 20):
+        with pytest.raises(ps.ImageDecodeError) as e:
+            ps.image.decode(data[:cut], max_side=120, fast=True)
+        assert e.value.reason == "truncated", (cut, str(e.value))
+
+
 def test_decode_many_and_stack() -> None:
     datas = [encode(PIL.Image.fromarray(photo(40 + i, 50, seed=i)), "JPEG") for i in range(5)]
     one = [ps.image.decode(d, resize=(32, 32)) for d in datas]
@@ -301,11 +322,12 @@ def test_corrupt_bytes_never_panic() -> None:
             b = bytearray(src)
             for i in rng.integers(0, len(b), 6):
                 b[i] = int(rng.integers(0, 256))
-            try:
-                out = ps.image.decode(bytes(b))
-            except ps.ImageDecodeError:
-                continue
-            assert out.ndim == 3 and out.shape[2] == 3  # a damaged header may change the size
+            for fast in (False, True):
+                try:
+                    out = ps.image.decode(bytes(b), max_side=8, fast=fast)
+                except ps.ImageDecodeError:
+                    continue
+                assert out.ndim == 3 and out.shape[2] == 3  # a damaged header may change the size
 
 
 def test_pixel_limit_is_checked_from_the_header() -> None:

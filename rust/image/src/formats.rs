@@ -185,53 +185,15 @@ fn decode_jpeg_with(bytes: &[u8], pixels: u64, strict: bool) -> Result<RgbImage>
     Ok(img)
 }
 
-/// DCT-scaled decode with `jpeg-decoder` (zune-jpeg decodes only at full size). `None` when
-/// the image's colour type is one this path does not convert (CMYK, 16-bit lossless), so
-/// the caller decodes it in full instead.
+/// DCT-scaled decode with libjpeg-turbo's decoder (zune-jpeg decodes only at full size; see
+/// [`crate::libjpeg`]). `None` when the image is one that decoder does not handle, so the
+/// caller decodes it in full instead.
 fn decode_jpeg_reduced(bytes: &[u8], header: &Header, reduce: u32) -> Result<Option<RgbImage>> {
-    let mut d = jpeg_decoder::Decoder::new(Cursor::new(bytes));
-    let (w, h) = (
-        header.width.div_ceil(reduce),
-        header.height.div_ceil(reduce),
-    );
-    let (w16, h16) = (
-        u16::try_from(w).unwrap_or(u16::MAX),
-        u16::try_from(h).unwrap_or(u16::MAX),
-    );
-    let (ow, oh) = d.scale(w16, h16).map_err(jpeg_decoder_error)?;
-    let info = d
-        .info()
-        .ok_or_else(|| corrupt(Format::Jpeg, "no frame header"))?;
-    use jpeg_decoder::PixelFormat as P;
-    if !matches!(info.pixel_format, P::RGB24 | P::L8) {
-        return Ok(None);
+    let img = crate::libjpeg::decode_scaled(bytes, header.width, header.height, reduce)?;
+    if let Some(img) = &img {
+        check_len(Format::Jpeg, img)?;
     }
-    let raw = d.decode().map_err(jpeg_decoder_error)?;
-    let data = match info.pixel_format {
-        P::L8 => gray_to_rgb(&raw),
-        _ => raw,
-    };
-    let img = RgbImage {
-        width: u32::from(ow),
-        height: u32::from(oh),
-        data,
-    };
-    check_len(Format::Jpeg, &img)?;
-    Ok(Some(img))
-}
-
-fn jpeg_decoder_error(e: jpeg_decoder::Error) -> ImageError {
-    let f = Format::Jpeg;
-    match e {
-        jpeg_decoder::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            truncated(f, io.to_string())
-        }
-        jpeg_decoder::Error::Unsupported(u) => ImageError::Unsupported {
-            format: f,
-            detail: format!("{u:?}"),
-        },
-        other => corrupt(f, other.to_string()),
-    }
+    Ok(img)
 }
 
 // ---- PNG --------------------------------------------------------------------------------

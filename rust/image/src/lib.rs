@@ -1,13 +1,16 @@
 //! Image decoding, resizing and Molmo's multi-crop preprocessing for pixmo-stream.
 //!
-//! Pure Rust (no PyO3, no C libraries), no global state and no thread pool: every function
-//! runs on the calling thread, except [`decode_many`], which starts scoped threads per call,
-//! so processes forked by a data loader inherit nothing running.
+//! Rust, but for libjpeg-turbo's decoder (C, vendored by `mozjpeg-sys` and compiled by the
+//! `cc` crate, without SIMD), used only for reduced-size JPEG decodes. No PyO3, no global
+//! state and no thread pool: every function runs on the calling thread, except
+//! [`decode_many`], which starts scoped threads per call, so processes forked by a data
+//! loader inherit nothing running.
 
 mod antialias;
 mod decode;
 mod error;
 mod formats;
+mod libjpeg;
 mod many;
 pub mod molmo;
 mod orientation;
