@@ -117,7 +117,8 @@ def add_parser(subparsers: Any) -> None:
         choices=("decode", "draft", "header"),
         default="decode",
         help="how each image is checked: full decode, JPEG reduced-scale decode, or header "
-        "only (default: %(default)s)",
+        "and end of file only (a file cut short is caught, damage inside it is not; "
+        "default: %(default)s)",
     )
     p.add_argument(
         "--keep-missing",

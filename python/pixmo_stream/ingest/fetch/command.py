@@ -168,7 +168,8 @@ def add_parser(
     checks.add_argument(
         "--no-decode",
         action="store_true",
-        help="skip the full decode of each image (the bytes must still open as an image)",
+        help="skip the decode of each image (the bytes must still open as an image and reach "
+        "their format's end, so a body cut short is never cached)",
     )
     checks.add_argument(
         "--opt-out",
