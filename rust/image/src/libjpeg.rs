@@ -52,6 +52,30 @@ pub(crate) fn decode_scaled(
     height: u32,
     reduce: u32,
 ) -> Result<Option<RgbImage>> {
+    decode_scaled_limited(bytes, width, height, reduce, MAX_SCANS)
+}
+
+/// At most this many scans in a progressive JPEG. Every scan is a pass over the whole image's
+/// coefficients, so a small file of many tiny scans (a "scan bomb") would keep a decoder busy
+/// for minutes; real encoders write about 10 (libjpeg's default script). The full-size
+/// decoder, zune-jpeg, refuses more than 100 by default, so both paths take the same images.
+const MAX_SCANS: c_int = 100;
+
+/// libjpeg's progress manager, with the scan limit beside it; `mgr` first, so libjpeg's
+/// pointer to it is a pointer to the whole.
+#[repr(C)]
+struct Progress {
+    mgr: j::jpeg_progress_mgr,
+    max_scans: c_int,
+}
+
+fn decode_scaled_limited(
+    bytes: &[u8],
+    width: u32,
+    height: u32,
+    reduce: u32,
+    max_scans: c_int,
+) -> Result<Option<RgbImage>> {
     if !cfg!(panic = "unwind") || !matches!(reduce, 1 | 2 | 4 | 8) {
         return Ok(None);
     }
@@ -68,10 +92,20 @@ pub(crate) fn decode_scaled(
     err.emit_message = Some(emit_message);
     err.output_message = Some(output_message);
     cinfo.common.err = &mut err;
+    let mut progress = Progress {
+        mgr: j::jpeg_progress_mgr {
+            progress_monitor: Some(progress_monitor),
+            pass_counter: 0,
+            pass_limit: 0,
+            completed_passes: 0,
+            total_passes: 0,
+        },
+        max_scans,
+    };
 
     let run = panic::catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: `cinfo` is set up as above; `bytes` outlives the decompressor.
-        unsafe { run(&mut cinfo, bytes, (width, height), reduce) }
+        unsafe { run(&mut cinfo, &mut progress, bytes, (width, height), reduce) }
     }));
     // SAFETY: valid in any state after creation (and a no-op before it: `mem` is null),
     // including after an error unwound out of libjpeg; frees everything libjpeg allocated.
@@ -89,14 +123,19 @@ pub(crate) fn decode_scaled(
 }
 
 /// # Safety
-/// `c` is zeroed but for its error manager, which is ours (its `error_exit` unwinds).
+/// `c` is zeroed but for its error manager, which is ours (its `error_exit` unwinds);
+/// `progress` lives as long as `c` is used.
 unsafe fn run(
     c: &mut j::jpeg_decompress_struct,
+    progress: &mut Progress,
     bytes: &[u8],
     size: (u32, u32),
     reduce: u32,
 ) -> std::result::Result<RgbImage, Stop> {
     j::jpeg_create_decompress(c);
+    // Set after creation, which clears every field but the error manager. `progress`
+    // outlives the decompressor's use of it, as the error manager does.
+    c.common.progress = &mut progress.mgr;
     let len = c_ulong::try_from(bytes.len()).map_err(|_| Stop::Unhandled)?;
     j::jpeg_mem_src(c, bytes.as_ptr(), len);
     j::jpeg_read_header(c, 1);
@@ -228,6 +267,28 @@ unsafe extern "C-unwind" fn emit_message(cinfo: &mut j::jpeg_common_struct, leve
     }
     (*cinfo.err).num_warnings += 1;
 }
+
+/// Called by libjpeg as it reads the input (every scan of a progressive JPEG is read inside
+/// `jpeg_start_decompress`): stops a decode past the scan limit, the way `error_exit` does.
+unsafe extern "C-unwind" fn progress_monitor(cinfo: &mut j::jpeg_common_struct) {
+    if cinfo.is_decompressor == 0 || cinfo.progress.is_null() {
+        return;
+    }
+    // SAFETY: ours is the only progress manager, always inside a `Progress`; a decompressor's
+    // common fields are the first of its `jpeg_decompress_struct`.
+    let limit = (*cinfo.progress.cast::<Progress>()).max_scans;
+    let scans = (*(cinfo as *mut j::jpeg_common_struct).cast::<j::jpeg_decompress_struct>())
+        .input_scan_number;
+    if scans > limit {
+        panic::resume_unwind(Box::new(Failure {
+            code: SCAN_LIMIT,
+            message: format!("more than {limit} scans (a progressive JPEG this long is refused)"),
+        }));
+    }
+}
+
+/// Our own code for the scan limit (libjpeg's codes are small and non-negative).
+const SCAN_LIMIT: c_int = -1;
 
 unsafe extern "C-unwind" fn output_message(_cinfo: &mut j::jpeg_common_struct) {}
 
@@ -413,6 +474,23 @@ mod tests {
             }
         }
         assert!(errors > 50, "{errors}");
+    }
+
+    #[test]
+    fn a_progressive_jpeg_past_the_scan_limit_is_refused() {
+        let data = encode(&photo(64, 48), 64, 48, Cs::JCS_RGB, Cs::JCS_YCbCr, true);
+        // libjpeg's default progressive script has 10 scans for colour.
+        assert!(decode_scaled_limited(&data, 64, 48, 4, 10)
+            .unwrap()
+            .is_some());
+        let err = decode_scaled_limited(&data, 64, 48, 4, 3).unwrap_err();
+        assert_eq!(err.reason(), "corrupt", "{err}");
+        assert!(err.to_string().contains("more than 3 scans"), "{err}");
+        // Baseline: one scan, under any limit.
+        let base = encode(&photo(64, 48), 64, 48, Cs::JCS_RGB, Cs::JCS_YCbCr, false);
+        assert!(decode_scaled_limited(&base, 64, 48, 4, 1)
+            .unwrap()
+            .is_some());
     }
 
     #[test]
