@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+mod alloc;
 mod blob;
 mod convert;
 mod dataset;
@@ -14,13 +15,8 @@ mod plan;
 mod stream;
 mod writer;
 
-/// mimalloc for every allocation of the core and the image code (not Python's own): a decode
-/// allocates megabytes of planes and pixels per image, which glibc's malloc returns to the
-/// system and page-faults back in on the next image, costing 10-25 % of a decode (medians of
-/// six interleaved runs: full decode of 1.69 MP photos 121 -> 139 images per CPU-second,
-/// Molmo exact 31.7 -> 40.0).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: alloc::Split = alloc::Split;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
