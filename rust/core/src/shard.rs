@@ -203,10 +203,7 @@ impl ShardReader {
         row_group: usize,
         column: usize,
     ) -> Result<ColumnChunk> {
-        let field = &self.footer.schema.fields[column];
-        let loc = || Location::chunk(&self.path, row_group, &field.name);
-        let rg = &self.footer.row_groups[row_group];
-        let m = &rg.columns[column];
+        let m = &self.footer.row_groups[row_group].columns[column];
         let (start, end) = (m.offset as usize, (m.offset + m.stored_len) as usize);
         let flag = self.verified_flag(row_group, column);
         let lazy = self.lazy_pages(row_group, column);
@@ -218,27 +215,18 @@ impl ShardReader {
             self.check_chunk(row_group, column)?;
             flag.store(true, Ordering::Release);
         }
-        let bytes = match m.codec {
-            Codec::None => ChunkBytes::Mapped {
-                map: map.clone(),
-                start,
-                len: end - start,
-                file: file.clone(),
-            },
-            Codec::Zstd => {
-                let out = decompress(&map[start..end], m.raw_len)
-                    .map_err(|r| Error::corrupt(loc(), r))?;
-                ChunkBytes::Owned(Arc::new(out))
-            }
+        let stored = ChunkBytes::Mapped {
+            map: map.clone(),
+            start,
+            len: end - start,
+            file: file.clone(),
         };
-        let mut chunk =
-            ColumnChunk::parse(bytes, &field.dtype, field.nullable, rg.num_rows as usize)
-                .map_err(|r| Error::corrupt(loc(), r))?;
+        let mut chunk = self.decode_stored(row_group, column, stored)?;
         chunk.pages = lazy.cloned();
         Ok(chunk)
     }
 
-    /// Decodes a chunk's stored bytes (already verified).
+    /// Decodes a chunk's stored bytes (already verified), mapped or fetched.
     fn decode_stored(
         &self,
         row_group: usize,
