@@ -261,6 +261,9 @@ def main() -> None:
     images = encoded_images(paths["pixmo"], args.records)
     mean_kb = sum(map(len, images)) / len(images) / 1e3
     print(f"data: {len(images)} images, {mean_kb:.0f} KB mean ({time.perf_counter() - t:.0f} s)")
+    from pixmo_stream import image
+
+    print(f"full-size JPEG decoder: {image.jpeg_decoder()}")
     size, n = args.size, args.records
     rows: dict[str, dict[str, float]] = {}
 
@@ -334,6 +337,7 @@ def main() -> None:
         "records": n,
         "preset": args.preset,
         "mean_jpeg_kb": mean_kb,
+        "jpeg_decoder": image.jpeg_decoder(),
         "size": size,
         "rows": rows,
         "best_ours": best_ours,

@@ -257,3 +257,5 @@ def test_molmo_follows_the_bad_sample_policy(photos):
     assert ds.bad_samples == len(BROKEN)
     with pytest.raises(ValueError, match="own sizes"):
         ps.Decode(molmo=image.MolmoConfig(), resize=(4, 4))
+    with pytest.raises(ValueError, match=r"own sizes and fast mode .*\['fast'\]"):
+        ps.Decode(molmo=image.MolmoConfig(), fast=False)

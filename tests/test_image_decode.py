@@ -4,6 +4,9 @@ on a varied set of images generated here, and broken inputs raise ImageDecodeErr
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -65,6 +68,50 @@ def test_jpeg_matches_pil(name: str) -> None:
     # libjpeg and zune-jpeg differ in IDCT and chroma upsampling rounding: a few levels at
     # edges, well under one level on average.
     assert_close(ps.image.decode(data), pil_decode(data), max_abs=12, mean_abs=1.0)
+
+
+LIBJPEG = ps.image.jpeg_decoder() == "libjpeg-turbo"
+
+
+@pytest.mark.skipif(not LIBJPEG, reason="built without NASM: zune-jpeg decodes full-size JPEGs")
+def test_libjpeg_turbo_full_decodes_are_pils_pixels_exactly() -> None:
+    # With its SIMD built in, libjpeg-turbo (PIL's own decoder) decodes full-size JPEGs: the
+    # same IDCT and upsampling, so the same pixels, orientation and colour conversion included.
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6
+    img = PIL.Image.fromarray(photo(67, 83))
+    cases = [encode(img, "JPEG", **{"quality": 90, **kw}) for _, _, kw in JPEG_CASES.values()]
+    cases += [
+        encode(img, "JPEG", quality=90, exif=exif),
+        encode(img.convert("L"), "JPEG", quality=90),
+        encode(img.convert("CMYK"), "JPEG", quality=90),
+    ]
+    for data in cases:
+        np.testing.assert_array_equal(ps.image.decode(data), pil_decode(data))
+
+
+@pytest.mark.skipif(not LIBJPEG, reason="zune-jpeg is already the full-size decoder here")
+def test_zune_jpeg_path_passes_these_tests_too() -> None:
+    # A build with NASM decodes with libjpeg-turbo; the same tests, run with the decoder a build
+    # without NASM uses (chosen by the environment variable), keep that path honest.
+    env = {**os.environ, "PIXMO_STREAM_JPEG_DECODER": "zune-jpeg"}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout and "failed" not in run.stdout
+
+
+def test_the_decoder_choice_follows_the_environment() -> None:
+    code = "import pixmo_stream as ps; print(ps.image.jpeg_decoder())"
+    env = {**os.environ, "PIXMO_STREAM_JPEG_DECODER": "zune-jpeg"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "zune-jpeg", out.stderr
+    assert ps.image.jpeg_decoder() in ("libjpeg-turbo", "zune-jpeg")
 
 
 def test_stray_bytes_between_jpeg_segments_are_skipped_like_pil() -> None:
@@ -207,9 +254,28 @@ def test_max_side_and_pad_sizes() -> None:
 
 def test_fast_decode_is_close_to_full_decode() -> None:
     data = encode(PIL.Image.fromarray(photo(1080, 1920)), "JPEG", quality=90)
-    full = ps.image.decode(data, resize=(189, 336))
+    full = ps.image.decode(data, resize=(189, 336), fast=False)
     fast = ps.image.decode(data, resize=(189, 336), fast=True)
     assert_close(fast, full, max_abs=40, mean_abs=2.0)
+
+
+def test_a_much_smaller_target_is_decoded_at_reduced_scale_by_default() -> None:
+    data = encode(PIL.Image.fromarray(photo(1080, 1920)), "JPEG", quality=90)
+    default = ps.image.decode(data, max_side=336)
+    np.testing.assert_array_equal(default, ps.image.decode(data, max_side=336, fast=True))
+    full = ps.image.decode(data, max_side=336, fast=False)
+    assert default.shape == full.shape == (189, 336, 3)
+    assert not np.array_equal(default, full)  # 1/4 scale, then resized: other pixels
+    assert_close(default, full, max_abs=40, mean_abs=2.0)
+    # Half the size is decoded at 1/2 only where libjpeg-turbo has its SIMD (it pays there).
+    half = ps.image.decode(data, max_side=900)
+    half_full = ps.image.decode(data, max_side=900, fast=False)
+    assert half.shape == half_full.shape == (506, 900, 3)
+    assert np.array_equal(half, half_full) != LIBJPEG
+    assert_close(half, half_full, max_abs=40, mean_abs=2.0)
+    # No reduction below the target: an image under twice its size is decoded in full.
+    near = ps.image.decode(data, max_side=1000)
+    np.testing.assert_array_equal(near, ps.image.decode(data, max_side=1000, fast=False))
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "CMYK", "progressive"])
@@ -223,7 +289,7 @@ def test_fast_decode_of_each_jpeg_kind(mode: str) -> None:
         data = encode(img, "JPEG", quality=90, progressive=True, exif=exif)
     else:
         data = encode(img.convert(mode), "JPEG", quality=90, exif=exif)
-    full = ps.image.decode(data, max_side=120)
+    full = ps.image.decode(data, max_side=120, fast=False)
     fast = ps.image.decode(data, max_side=120, fast=True)
     assert fast.shape == full.shape == (120, 90, 3)
     assert_close(fast, full, max_abs=40, mean_abs=2.0)

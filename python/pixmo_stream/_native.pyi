@@ -20,6 +20,7 @@ __all__ = [
     "image_decode_many",
     "image_decode_batch",
     "image_placement",
+    "image_jpeg_decoder",
     "image_molmo",
     "image_molmo_many",
     "image_molmo_geometry",
@@ -55,6 +56,7 @@ class ImageDecodeError(PixmoError): ...
 
 DEFAULT_MAX_PIXELS: int
 
+def image_jpeg_decoder() -> str: ...
 def image_probe(data: Any) -> tuple[str, int, int, int]: ...
 def image_decode(
     data: Any, mode: str, width: int, height: int, fast: bool, max_pixels: int

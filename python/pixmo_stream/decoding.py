@@ -43,8 +43,9 @@ class Decode:
         resize: `(height, width)`: stretched to exactly this size.
         pad: `(height, width)`: scaled to fit keeping the aspect ratio, zero-padded, centred.
         max_side: shrunk (never enlarged) so that the longer side is at most this.
-        fast: let a JPEG decode at 1/2, 1/4 or 1/8 scale when the target is that small
-            (several times faster, pixels slightly different).
+        fast: let a JPEG at least twice the target's size decode at 1/2, 1/4 or 1/8 scale
+            (as `pixmo_stream.image.decode` does by default: faster, pixels within a few
+            levels of a full decode and resize); `False`: decode every image in full first.
         max_pixels: an image whose header declares more pixels is a bad sample (a
             decompression bomb); `None`: no limit.
         device: `"cpu"` (on the read-ahead threads) or `"cuda"` (nvJPEG, in the iterating
@@ -60,7 +61,7 @@ class Decode:
     resize: tuple[int, int] | None = None
     pad: tuple[int, int] | None = None
     max_side: int | None = None
-    fast: bool = False
+    fast: bool = True
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     device: str = "cpu"
     molmo: Any = None
@@ -74,10 +75,11 @@ class Decode:
                     f"molmo must be a pixmo_stream.image.MolmoConfig, not {self.molmo!r}"
                 )
             other = [n for n in ("resize", "pad", "max_side") if getattr(self, n) is not None]
-            if other or self.fast or self.device != "cpu":
+            if other or not self.fast or self.device != "cpu":
+                dropped = other or ["fast" if not self.fast else "device"]
                 raise ValueError(
                     "Molmo preprocessing has its own sizes and fast mode (MolmoConfig(exact=...)) "
-                    f"and runs on the CPU; drop {other or ['fast' if self.fast else 'device']}"
+                    f"and runs on the CPU; drop {dropped}"
                 )
         given = [n for n in ("resize", "pad", "max_side") if getattr(self, n) is not None]
         if len(given) > 1:

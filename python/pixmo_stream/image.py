@@ -2,7 +2,7 @@
 
     import pixmo_stream as ps
     rgb = ps.image.decode(jpeg_bytes)                       # uint8 [H, W, 3], EXIF-upright
-    view = ps.image.decode(jpeg_bytes, pad=(336, 336), fast=True)
+    view = ps.image.decode(jpeg_bytes, pad=(336, 336))      # at reduced scale where it pays
     batch = ps.image.decode_many(list_of_bytes, resize=(224, 224), threads=4, stack=True)
     m = ps.image.molmo_preprocess(jpeg_bytes)              # Molmo's crops, masks, indices
 
@@ -51,6 +51,7 @@ __all__ = [
     "decode",
     "decode_batch",
     "decode_many",
+    "jpeg_decoder",
     "molmo_geometry",
     "molmo_preprocess",
     "molmo_preprocess_many",
@@ -85,6 +86,15 @@ class ImageInfo(tuple[str, int, int, int]):
 def probe(data: Encoded) -> ImageInfo:
     """Reads only the header; raises ``ImageDecodeError`` if it is not a readable image."""
     return ImageInfo(_native.image_probe(data))
+
+
+def jpeg_decoder() -> str:
+    """Which decoder decodes full-size JPEGs here: ``"libjpeg-turbo"`` where the package was
+    built with libjpeg-turbo's SIMD (NASM was on ``PATH`` at build time) and the CPU runs it,
+    else ``"zune-jpeg"``. Reduced-size decodes are libjpeg-turbo's either way.
+    Set the environment variable ``PIXMO_STREAM_JPEG_DECODER=zune-jpeg`` before the first
+    decode to keep full-size decodes on zune-jpeg."""
+    return _native.image_jpeg_decoder()
 
 
 def _size(name: str, value: tuple[int, int]) -> tuple[int, int]:
@@ -132,7 +142,7 @@ def decode(
     resize: tuple[int, int] | None = None,
     max_side: int | None = None,
     pad: tuple[int, int] | None = None,
-    fast: bool = False,
+    fast: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> npt.NDArray[np.uint8]:
     """Decodes one JPEG, PNG, GIF (first frame) or WebP image to RGB ``uint8 [H, W, 3]``.
@@ -144,8 +154,10 @@ def decode(
     - ``max_side=n``: shrunk (never enlarged) so that the longer side is at most ``n``;
     - ``pad=(h, w)``: scaled to fit keeping the aspect ratio, then zero-padded, centred.
 
-    Resampling is antialiased bilinear. ``fast=True`` lets a JPEG be decoded at 1/4 or
-    1/8 scale when the target is that small (faster, pixels slightly different).
+    Resampling is antialiased bilinear. A JPEG at least twice the target's size on both sides
+    is decoded at 1/2, 1/4 or 1/8 scale (libjpeg-turbo's DCT scaling, as PIL's ``draft``),
+    never below the target: faster, and within a few levels of a full decode and resize.
+    ``fast=False`` decodes every image in full first.
     ``max_pixels`` (None: no limit) is checked from the header before decoding.
 
     Raises ``ImageDecodeError`` (``.reason``: "not_an_image", "truncated", "corrupt",
@@ -161,7 +173,7 @@ def decode_many(
     resize: tuple[int, int] | None = None,
     max_side: int | None = None,
     pad: tuple[int, int] | None = None,
-    fast: bool = False,
+    fast: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     threads: int = 1,
     stack: bool = False,
@@ -202,7 +214,7 @@ def decode_batch(
     *,
     resize: tuple[int, int] | None = None,
     pad: tuple[int, int] | None = None,
-    fast: bool = False,
+    fast: bool = True,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     threads: int = 1,
 ) -> tuple[npt.NDArray[np.uint8], list[ImageDecodeError | None]]:

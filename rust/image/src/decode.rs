@@ -14,8 +14,8 @@ pub struct DecodeOptions {
     /// is allocated.
     pub max_pixels: u64,
     pub resize: Resize,
-    /// Allow a JPEG to be decoded at 1/4 or 1/8 scale (DCT scaling) when the resize target
-    /// is at most that size: faster, slightly different pixels.
+    /// Allow a JPEG to be decoded at 1/2, 1/4 or 1/8 scale (DCT scaling) when the resize
+    /// target is at most that size: faster, slightly different pixels.
     pub fast: bool,
 }
 
@@ -120,12 +120,16 @@ fn upright_size(h: &Header) -> (u32, u32) {
     }
 }
 
-/// The largest JPEG DCT reduction (8 or 4; 1 for none) whose output still covers an upright
-/// target of `tw` x `th`, so resampling only ever shrinks. Not 2: even libjpeg-turbo's scaled
-/// decoder (C without SIMD; see `libjpeg.rs`) saves nothing there over zune-jpeg's full decode
-/// (measured per 1.6 MP photo, decode and resize, CPU time: 8.9 ms at 1/2 against 8.9 ms in
-/// full; 6.4 ms at 1/4 against 8.0; 4.5 ms at 1/8 against 8.3).
+/// The largest JPEG DCT reduction (8, 4 or 2; 1 for none) whose output still covers an
+/// upright target of `tw` x `th`, so resampling only ever shrinks. 2 only where libjpeg-turbo
+/// has its SIMD: built from plain C, its 1/2-scale decode saves nothing over zune-jpeg's full
+/// decode (per 1.6 MP photo, decode and resize: 8.9 ms against 8.9), with SIMD it does (6.4
+/// ms against 7.4 for a 700 px view).
 fn reduction_for(header: &Header, tw: u32, th: u32) -> u32 {
+    reduction_with(header, tw, th, crate::libjpeg::has_simd())
+}
+
+fn reduction_with(header: &Header, tw: u32, th: u32, half: bool) -> u32 {
     if header.format != Format::Jpeg {
         return 1;
     }
@@ -134,8 +138,10 @@ fn reduction_for(header: &Header, tw: u32, th: u32) -> u32 {
     } else {
         (tw, th)
     };
-    [8, 4]
-        .into_iter()
+    let scales: &[u32] = if half { &[8, 4, 2] } else { &[8, 4] };
+    scales
+        .iter()
+        .copied()
         .find(|&r| header.width.div_ceil(r) >= tw && header.height.div_ceil(r) >= th)
         .unwrap_or(1)
 }
@@ -155,16 +161,19 @@ mod tests {
 
     #[test]
     fn reduction_covers_the_target() {
-        assert_eq!(reduction_for(&header(1920, 1080, 1), 336, 189), 4);
-        assert_eq!(reduction_for(&header(1920, 1080, 1), 240, 135), 8);
-        assert_eq!(reduction_for(&header(1920, 1080, 1), 1000, 500), 1);
-        // 1/2 would cover it (960x540), but does not pay: decoded in full.
-        assert_eq!(reduction_for(&header(1920, 1080, 1), 900, 500), 1);
-        // Rotated: the target's width lies along the stored height.
-        assert_eq!(reduction_for(&header(1080, 1920, 6), 336, 189), 4);
-        assert_eq!(reduction_for(&header(1080, 1920, 1), 336, 189), 1);
-        assert_eq!(reduction_for(&header(4000, 3000, 1), 1008, 756), 1);
-        assert_eq!(reduction_for(&header(4032, 3024, 1), 1008, 756), 4);
+        for half in [false, true] {
+            let r = |w, h, o, tw, th| reduction_with(&header(w, h, o), tw, th, half);
+            assert_eq!(r(1920, 1080, 1, 336, 189), 4);
+            assert_eq!(r(1920, 1080, 1, 240, 135), 8);
+            assert_eq!(r(1920, 1080, 1, 1000, 500), 1);
+            // 1/2 covers it (960x540): used only where it pays (libjpeg-turbo with SIMD).
+            assert_eq!(r(1920, 1080, 1, 900, 500), if half { 2 } else { 1 });
+            // Rotated: the target's width lies along the stored height.
+            assert_eq!(r(1080, 1920, 6, 336, 189), 4);
+            assert_eq!(r(1080, 1920, 1, 336, 189), if half { 2 } else { 1 });
+            assert_eq!(r(4000, 3000, 1, 1008, 756), if half { 2 } else { 1 });
+            assert_eq!(r(4032, 3024, 1, 1008, 756), 4);
+        }
     }
 
     #[test]

@@ -94,10 +94,15 @@ pub(crate) fn read_header(bytes: &[u8]) -> Result<Header> {
 pub(crate) fn decode_stored(bytes: &[u8], header: &Header, reduce: u32) -> Result<RgbImage> {
     let pixels = u64::from(header.width) * u64::from(header.height);
     match header.format {
-        Format::Jpeg if reduce > 1 => match decode_jpeg_reduced(bytes, header, reduce)? {
-            Some(img) => Ok(img),
-            None => decode_jpeg(bytes, pixels),
-        },
+        // libjpeg-turbo when scaling (zune-jpeg cannot) or when it has its SIMD (faster than
+        // zune-jpeg then; slower without); zune-jpeg for the rest, and for whatever
+        // libjpeg-turbo hands back as not handled.
+        Format::Jpeg if reduce > 1 || crate::libjpeg::has_simd() => {
+            match decode_jpeg_libjpeg(bytes, header, reduce)? {
+                Some(img) => Ok(img),
+                None => decode_jpeg(bytes, pixels),
+            }
+        }
         Format::Jpeg => decode_jpeg(bytes, pixels),
         Format::Png => decode_png(bytes, pixels),
         Format::Gif => decode_gif(bytes, pixels),
@@ -185,10 +190,10 @@ fn decode_jpeg_with(bytes: &[u8], pixels: u64, strict: bool) -> Result<RgbImage>
     Ok(img)
 }
 
-/// DCT-scaled decode with libjpeg-turbo's decoder (zune-jpeg decodes only at full size; see
+/// A decode at `1/reduce` of the size (1 for full size) with libjpeg-turbo's decoder (see
 /// [`crate::libjpeg`]). `None` when the image is one that decoder does not handle, so the
-/// caller decodes it in full instead.
-fn decode_jpeg_reduced(bytes: &[u8], header: &Header, reduce: u32) -> Result<Option<RgbImage>> {
+/// caller decodes it in full with zune-jpeg instead.
+fn decode_jpeg_libjpeg(bytes: &[u8], header: &Header, reduce: u32) -> Result<Option<RgbImage>> {
     let img = crate::libjpeg::decode_scaled(bytes, header.width, header.height, reduce)?;
     if let Some(img) = &img {
         check_len(Format::Jpeg, img)?;

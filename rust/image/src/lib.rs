@@ -20,6 +20,7 @@ pub use resize::{fit_scaled, Placement};
 
 pub use decode::{decode_rgb, probe, DecodeOptions, ImageInfo, RgbImage, DEFAULT_MAX_PIXELS};
 pub use error::{Format, ImageError, Result};
+pub use libjpeg::has_simd as jpeg_simd;
 pub use many::{decode_many, decode_many_into};
 pub use molmo::{
     molmo_preprocess, molmo_preprocess_many, Crops, MolmoConfig, MolmoGeometry, MolmoImage,

@@ -27,6 +27,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(image_decode_many, m)?)?;
     m.add_function(wrap_pyfunction!(image_decode_batch, m)?)?;
     m.add_function(wrap_pyfunction!(image_placement, m)?)?;
+    m.add_function(wrap_pyfunction!(image_jpeg_decoder, m)?)?;
     Ok(())
 }
 
@@ -141,6 +142,16 @@ fn to_array<'py>(py: Python<'py>, im: img::RgbImage) -> Bound<'py, PyArray3<u8>>
     Array3::from_shape_vec(shape, im.data)
         .expect("an RgbImage's buffer is h*w*3 bytes")
         .into_pyarray(py)
+}
+
+/// The decoder of full-size JPEGs in this process.
+#[pyfunction]
+fn image_jpeg_decoder() -> &'static str {
+    if img::jpeg_simd() {
+        "libjpeg-turbo"
+    } else {
+        "zune-jpeg"
+    }
 }
 
 /// `(format, width, height, orientation)` from the header alone.
