@@ -224,6 +224,103 @@ def test_cuda_decode_needs_a_gpu(good):
     assert batch["image"].is_cuda and batch["image"].shape == (8, *SIZE, 3)
 
 
+def oriented_jpeg(i: int, h: int, w: int, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(jpeg(i, h, w))).save(buf, "JPEG", quality=95, exif=exif)
+    return buf.getvalue()
+
+
+GPU_SPECS = {
+    "stored size": ps.Decode(device="cuda"),
+    "resize": ps.Decode(resize=SIZE, device="cuda"),
+    "max_side": ps.Decode(max_side=33, device="cuda"),
+    "pad": ps.Decode(pad=(48, 48), device="cuda"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GPU_SPECS))
+def test_the_gpu_path_gives_the_cpu_decoders_images(name):
+    # Every step of decode="cuda" but nvJPEG itself (torchvision's CPU decoder stands in for
+    # it here): EXIF orientation, the CPU decoder's sizes and padding, stacking.
+    from pixmo_stream.decoding import decode_on_gpu
+
+    pytest.importorskip("torchvision")
+    spec = GPU_SPECS[name]
+    datas = [jpeg(i, *GOOD_SHAPES[i]) for i in range(4)]
+    datas += [oriented_jpeg(90 + o, 37, 61, o) for o in (2, 3, 5, 6, 7, 8)]
+    batch = decode_on_gpu({"image": list(datas), "id": 0}, spec, "raise", device="cpu")
+    cpu = ps.Decode(resize=spec.resize, max_side=spec.max_side, pad=spec.pad)
+    want = [
+        image.decode(d, resize=cpu.resize, max_side=cpu.max_side, pad=cpu.pad, fast=False)
+        for d in datas
+    ]
+    got = batch["image"]
+    if spec.size is not None:
+        assert isinstance(got, torch.Tensor) and got.shape == (len(datas), *spec.size, 3)
+        assert got.is_contiguous()
+    for g, w in zip(got, want, strict=True):
+        g = np.asarray(g)
+        assert g.shape == w.shape and g.dtype == np.uint8
+        diff = np.abs(g.astype(np.int16) - w.astype(np.int16))
+        # Two resamplers (torch's antialiased bilinear, fast_image_resize): a few levels.
+        assert diff.mean() < 3.0 and np.percentile(diff, 99) <= 24, (diff.mean(), diff.max())
+
+
+def test_the_gpu_path_follows_the_bad_sample_policy():
+    from pixmo_stream.decoding import decode_on_gpu
+
+    pytest.importorskip("torchvision")
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    good = [jpeg(i, *GOOD_SHAPES[i]) for i in range(3)]
+    items = [good[0], jpeg(10, 64, 64)[:300], good[1], buf.getvalue(), b"not an image", good[2]]
+    spec = ps.Decode(resize=SIZE, device="cuda")
+    with pytest.raises(ps.BadSampleError, match=r"image 1 of a batch .*truncated"):
+        decode_on_gpu({"image": list(items)}, spec, "raise", device="cpu")
+    batch = decode_on_gpu({"image": list(items)}, spec, "replace", device="cpu")
+    reasons = [b.reason for b in batch["bad_samples"]]
+    assert len(reasons) == 3, reasons
+    assert "truncated" in reasons[0] and "JPEG only, this is PNG" in reasons[1]
+    assert "not an image" in reasons[2]
+    # Each is replaced by the next good image of the batch.
+    imgs = batch["image"]
+    for bad, repl in ((1, 2), (3, 5), (4, 5)):
+        assert torch.equal(imgs[bad], imgs[repl])
+    with pytest.raises(ps.BadSampleError):
+        decode_on_gpu({"image": [b"x", b"y"]}, spec, "replace", device="cpu")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_decode_cuda_through_the_loader_with_the_cpu_standing_in(photos, workers, monkeypatch):
+    # decode="cuda" end to end (the batch's bytes decoded in the iterating process, bad
+    # samples replaced and counted), with torchvision's CPU decoder in nvJPEG's place.
+    from pixmo_stream import decoding, loader, streaming
+
+    pytest.importorskip("torchvision")
+
+    def on_cpu(batch, decode, policy):
+        return decoding.decode_on_gpu(batch, decode, policy, device="cpu")
+
+    monkeypatch.setattr(streaming, "decode_on_gpu", on_cpu)
+    monkeypatch.setattr(loader, "decode_on_gpu", on_cpu)
+    spec = ps.Decode(resize=SIZE, max_pixels=10_000_000, device="cuda")
+    ds, dl = stream(photos, workers, decode=spec, on_bad_sample="replace")
+    ids, listed = [], 0
+    for batch in dl:
+        imgs = batch["image"]
+        assert imgs.shape == (len(batch["id"]), *SIZE, 3) and imgs.dtype == torch.uint8
+        listed += len(batch.get("bad_samples", []))
+        for i, px in zip(batch["id"].tolist(), imgs, strict=True):
+            ids.append(i)
+            if i not in BROKEN:
+                want = image.decode(row_bytes(i), resize=SIZE, fast=False).astype(np.int16)
+                assert np.abs(px.numpy().astype(np.int16) - want).mean() < 3.0
+    assert sorted(ids) == list(range(N))
+    assert listed == len(BROKEN) and ds.bad_samples == len(BROKEN)
+
+
 @pytest.mark.parametrize("exact", [True, False])
 def test_molmo_preprocessing_through_the_stream_equals_the_function(good, exact):
     cfg = image.MolmoConfig(exact=exact, normalize=exact)

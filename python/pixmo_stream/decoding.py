@@ -180,61 +180,73 @@ def collate_decoded(
     return batch
 
 
+def _upright(x: Any, orientation: int) -> Any:
+    """`[3, H, W]` as stored to as displayed, for an EXIF orientation 1-8 (nvJPEG ignores
+    EXIF; the CPU decoder applies it, as PIL's `exif_transpose`)."""
+    if orientation in (5, 6, 7, 8):
+        x = x.transpose(-1, -2)
+    flips = {2: (-1,), 3: (-1, -2), 4: (-2,), 6: (-1,), 7: (-1, -2), 8: (-2,)}.get(orientation)
+    return x.flip(flips) if flips else x
+
+
 def _resize_on_gpu(x: Any, decode: Decode) -> Any:
-    """`[3, H, W]` uint8 on the GPU, resized as `decode` says (antialiased bilinear, as the
-    CPU decoder; pixels may differ from it by a few levels)."""
+    """`[3, H, W]` uint8 (upright), resized as `decode` says: the CPU decoder's sizes and
+    offsets (`pixmo_stream.image.placement`), antialiased bilinear (pixels may differ from the
+    CPU decoder's by a few levels)."""
     import torch
     import torch.nn.functional as F
 
-    def scaled(t: Any, h: int, w: int) -> Any:
-        if (h, w) == tuple(t.shape[1:]):
-            return t
-        y = F.interpolate(t[None].float(), size=(h, w), mode="bilinear", antialias=True)
-        return y[0].round_().clamp_(0, 255).to(torch.uint8)
+    from . import image
 
     height, width = int(x.shape[1]), int(x.shape[2])
-    if decode.resize is not None:
-        return scaled(x, *decode.resize)
-    if decode.max_side is not None:
-        long = max(height, width)
-        if long <= decode.max_side:
-            return x
-        s = decode.max_side / long
-        return scaled(x, max(1, round(height * s)), max(1, round(width * s)))
-    if decode.pad is not None:
-        h, w = decode.pad
-        s = min(h / height, w / width)
-        sh, sw = max(1, int(height * s)), max(1, int(width * s))
-        canvas = torch.zeros((3, h, w), dtype=torch.uint8, device=x.device)
-        top, left = (h - sh) // 2, (w - sw) // 2
-        canvas[:, top : top + sh, left : left + sw] = scaled(x, sh, sw)
-        return canvas
-    return x
+    if decode.resize is None and decode.max_side is None and decode.pad is None:
+        return x
+    p = image.placement(
+        height, width, resize=decode.resize, max_side=decode.max_side, pad=decode.pad
+    )
+    if (p.height, p.width) != (height, width):
+        y = F.interpolate(x[None].float(), size=(p.height, p.width), mode="bilinear", antialias=True)
+        x = y[0].round_().clamp_(0, 255).to(torch.uint8)
+    if (p.canvas_height, p.canvas_width) == (p.height, p.width):
+        return x
+    canvas = torch.zeros((3, p.canvas_height, p.canvas_width), dtype=torch.uint8, device=x.device)
+    canvas[:, p.top : p.top + p.height, p.left : p.left + p.width] = x
+    return canvas
 
 
-def _gpu_failure(data: Any, decode: Decode) -> str | None:
-    """Why an encoded image cannot be decoded on the GPU, from its header (None: it may)."""
+def _gpu_failure(data: Any, decode: Decode) -> tuple[str | None, int]:
+    """Why an encoded image cannot be decoded on the GPU, from its header (None: it may), and
+    its EXIF orientation."""
     from . import image
 
     try:
         info = image.probe(data)
     except image.ImageDecodeError as e:
-        return str(e)
-    if info.format != "jpeg":
-        return f"nvJPEG decodes JPEG only, this is {info.format}"
+        return str(e), 1
+    if info.format != "JPEG":
+        return f"nvJPEG decodes JPEG only, this is {info.format}", 1
     if decode.max_pixels is not None and info.width * info.height > decode.max_pixels:
-        return f"{info.width}x{info.height} exceeds the limit of {decode.max_pixels} pixels"
-    return None
+        return f"{info.width}x{info.height} exceeds the limit of {decode.max_pixels} pixels", 1
+    # nvJPEG, like libjpeg, may fill a cut file's missing rows with grey instead of failing;
+    # the CPU decoder calls it truncated, and so does this.
+    from .ingest.images import incomplete
+
+    cut = incomplete(data if isinstance(data, bytes) else memoryview(data), "JPEG")
+    if cut is not None:
+        return f"truncated: {cut}", 1
+    return None, info.orientation
 
 
-def decode_on_gpu(batch: Any, decode: Decode, on_bad_sample: str) -> Any:
+def decode_on_gpu(batch: Any, decode: Decode, on_bad_sample: str, device: str = "cuda") -> Any:
     """Decodes the encoded JPEGs of `batch[decode.column]` on the GPU (torchvision's batched
     nvJPEG decoder) into one `[B, H, W, 3]` uint8 CUDA tensor (fixed size) or a list of
-    `[H, W, 3]` ones. An image that does not decode raises `BadSampleError`, or under
-    `on_bad_sample="replace"` is replaced by the next good image of the same batch (the same
-    on every rank) and listed in `batch["bad_samples"]` (its row is not known here: -1).
+    `[H, W, 3]` ones, EXIF orientation applied and resized as the CPU decoder does. An image
+    that does not decode raises `BadSampleError`, or under `on_bad_sample="replace"` is
+    replaced by the next good image of the same batch (the same on every rank) and listed in
+    `batch["bad_samples"]` (its row is not known here: -1).
 
-    Untested on this project's machines (no GPU); the CPU path is the tested one."""
+    `device="cpu"` runs the same steps with torchvision's CPU decoder (how the tests check
+    them on machines without a GPU)."""
     if not isinstance(batch, dict) or decode.column not in batch:
         return batch
     import torch
@@ -247,21 +259,27 @@ def decode_on_gpu(batch: Any, decode: Decode, on_bad_sample: str) -> Any:
     encoded = batch[col]
     single = not isinstance(encoded, list)
     items = [encoded] if single else encoded
-    failures = [_gpu_failure(e, decode) for e in items]
-    datas = [torch.frombuffer(bytearray(e), dtype=torch.uint8) for e in items]
+    checked = [_gpu_failure(e, decode) for e in items]
+    failures = [f for f, _ in checked]
     good = [i for i, f in enumerate(failures) if f is None]
+    datas = {i: torch.frombuffer(bytearray(items[i]), dtype=torch.uint8) for i in good}
     images: list[Any] = [None] * len(items)
     try:
-        decoded = decode_jpeg([datas[i] for i in good], mode=ImageReadMode.RGB, device="cuda")
+        decoded = (
+            decode_jpeg([datas[i] for i in good], mode=ImageReadMode.RGB, device=device)
+            if good
+            else []
+        )
         for i, im in zip(good, decoded, strict=True):
             images[i] = im
     except RuntimeError:
         # Find which image fails, one by one.
         for i in good:
             try:
-                images[i] = decode_jpeg(datas[i], mode=ImageReadMode.RGB, device="cuda")
+                images[i] = decode_jpeg(datas[i], mode=ImageReadMode.RGB, device=device)
             except RuntimeError as e:
                 failures[i] = f"nvJPEG: {e}"
+    images = [None if im is None else _upright(im, o) for im, (_, o) in zip(images, checked)]
     bad_at = [i for i, f in enumerate(failures) if f is not None]
     if bad_at:
         i = bad_at[0]
