@@ -205,7 +205,8 @@ def _resize_on_gpu(x: Any, decode: Decode) -> Any:
         height, width, resize=decode.resize, max_side=decode.max_side, pad=decode.pad
     )
     if (p.height, p.width) != (height, width):
-        y = F.interpolate(x[None].float(), size=(p.height, p.width), mode="bilinear", antialias=True)
+        size = (p.height, p.width)
+        y = F.interpolate(x[None].float(), size=size, mode="bilinear", antialias=True)
         x = y[0].round_().clamp_(0, 255).to(torch.uint8)
     if (p.canvas_height, p.canvas_width) == (p.height, p.width):
         return x
@@ -279,7 +280,9 @@ def decode_on_gpu(batch: Any, decode: Decode, on_bad_sample: str, device: str = 
                 images[i] = decode_jpeg(datas[i], mode=ImageReadMode.RGB, device=device)
             except RuntimeError as e:
                 failures[i] = f"nvJPEG: {e}"
-    images = [None if im is None else _upright(im, o) for im, (_, o) in zip(images, checked)]
+    images = [
+        None if im is None else _upright(im, o) for im, (_, o) in zip(images, checked, strict=True)
+    ]
     bad_at = [i for i, f in enumerate(failures) if f is not None]
     if bad_at:
         i = bad_at[0]
