@@ -95,8 +95,8 @@ def run(preset: str, n: int, n_molmo: int, repeats: int) -> list[dict[str, Any]]
     mean_mp = sum(i.width * i.height for i in sizes) / len(sizes) / 1e6
     print(f"\n## preset {preset}: {n} JPEGs, mean {mean_kb:.0f} KB, {mean_mp:.2f} MP", flush=True)
     rows: list[dict[str, Any]] = []
-    print(f"| {'task':<24} | {'implementation':<34} | {'images/s':>9} | ratio")
-    print(f"|{'-' * 26}|{'-' * 36}|{'-' * 11}|------")
+    print(f"| {'task':<24} | {'implementation':<36} | {'images/s':>9} | ratio")
+    print(f"|{'-' * 26}|{'-' * 38}|{'-' * 11}|------")
 
     def report(task: Task) -> None:
         rates = task.run(repeats)
@@ -114,7 +114,7 @@ def run(preset: str, n: int, n_molmo: int, repeats: int) -> list[dict[str, Any]]
                 }
             )
             ratio = f"{rate / ref:6.2f}x vs {vs}" if ref else ""
-            print(f"| {task.name:<24} | {name:<34} | {rate:9.1f} | {ratio}", flush=True)
+            print(f"| {task.name:<24} | {name:<36} | {rate:9.1f} | {ratio}", flush=True)
 
     decode = Task("decode (cpu)", images)
     base = "PIL"

@@ -60,7 +60,7 @@ pub const DECODER_ENV: &str = "PIXMO_STREAM_JPEG_DECODER";
 /// Whether libjpeg-turbo runs its SIMD here: it was assembled in (NASM was found when the
 /// package was built), the CPU has SSE2 or AVX2, and `PIXMO_STREAM_JPEG_DECODER` is not
 /// `zune-jpeg`. Then libjpeg-turbo decodes full-size JPEGs too (measured per 1.7 MP photo:
-/// 6.3 ms against zune-jpeg's 7.1; without SIMD, 13.2). Decided once per process.
+/// 6.3 ms against zune-jpeg's 7.2; without SIMD, 13.2). Decided once per process.
 pub fn has_simd() -> bool {
     static SIMD: OnceLock<bool> = OnceLock::new();
     *SIMD.get_or_init(|| {
