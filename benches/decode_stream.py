@@ -13,6 +13,9 @@ Everything is measured in the same run on the same images (``pixmo_stream.synthe
   through ``pixmo_stream.DataLoader`` with 0 and 2 workers;
 - **peers**: MosaicML Streaming (MDS) and WebDataset, shuffled, decoding with PIL and resizing
   with PIL in a ``torch`` DataLoader with 2 workers (and 0), as their docs show;
+- **GPU** (only where CUDA is available): ``Decode(resize=..., device="cuda")`` (torchvision's
+  batched nvJPEG decoder in the iterating process) through the DataLoader with 0 and 2 workers,
+  and its limit: nvJPEG and the resize on the same images in memory, batches of 32;
 - **Molmo preprocessing** (when ``pixmo_stream.image`` has it): ``decode="molmo"`` against a
   peer loader (MDS, 2 workers) doing what Molmo's loader does in Python: PIL decode, torch
   antialiased bilinear resize (what torchvision's ``resize`` runs on tensors), numpy crops.
@@ -100,6 +103,17 @@ def rate(batches: Iterable[Any], count: Callable[[Any], int], limit: int) -> dic
     }
 
 
+GPU_KEY = "pixmo-stream, decode='cuda' (nvJPEG)"
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 # Decode(resize=...) as it comes: a JPEG this much larger than 224 px is decoded at 1/4 scale.
 FAST_KEY = "pixmo-stream, 0 workers, default (reduced-scale decodes)"
 
@@ -132,6 +146,56 @@ def ours(path: Path, size: int, workers: int, fast: bool, limit: int) -> dict[st
     out = rate(loader, lambda b: len(b["image"]), limit)
     shape = tuple(next(iter(loader))["image"].shape)
     assert shape == (BATCH, size, size, 3), shape
+    return out
+
+
+def gpu_limit(images: list[bytes], size: int, device: str = "cuda") -> dict[str, float]:
+    """nvJPEG and the GPU resize on the encoded images in memory, batches of 32, as
+    `decode="cuda"` runs them (the best of two runs)."""
+    import torch
+
+    import pixmo_stream as ps
+    from pixmo_stream.decoding import decode_on_gpu
+
+    spec = ps.Decode(resize=(size, size), device="cuda")
+
+    def one_pass(batch_images: list[bytes]) -> int:
+        n = 0
+        for i in range(0, len(batch_images), BATCH):
+            out = decode_on_gpu({"image": batch_images[i : i + BATCH]}, spec, "raise", device)
+            n += len(out["image"])
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return n
+
+    one_pass(images[:BATCH])  # warm: nvJPEG's handles and buffers
+    best = 0.0
+    for _ in range(2):
+        t = time.perf_counter()
+        n = one_pass(images)
+        best = max(best, n / (time.perf_counter() - t))
+    return {"images_per_s": best, "images": len(images)}
+
+
+def ours_gpu(path: Path, size: int, workers: int, limit: int) -> dict[str, float]:
+    import torch
+
+    import pixmo_stream as ps
+
+    ds = ps.StreamingDataset(
+        str(path),
+        seed=0,
+        batch_size=BATCH,
+        columns=["image", "captions"],
+        decode=ps.Decode(resize=(size, size), device="cuda"),
+    )
+
+    def count(b: Any) -> int:
+        torch.cuda.synchronize()  # the batch's pixels are there, as a training step needs them
+        return len(b["image"])
+
+    out = rate(ps.DataLoader(ds, num_workers=workers), count, limit)
+    out["device"] = torch.cuda.get_device_name()
     return out
 
 
@@ -297,6 +361,13 @@ def main() -> None:
         ours_row(f"pixmo-stream, {w} workers, fast=False", w, False)
     ours_row(FAST_KEY, 0, True)
 
+    if _cuda():
+        run("limit, nvJPEG on the GPU, in memory", lambda: gpu_limit(sample, size))
+        for w in (0, 2):
+            run(f"{GPU_KEY}, {w} workers", lambda w=w: ours_gpu(paths["pixmo"], size, w, n))
+    else:
+        print("no CUDA device: no decode='cuda' rows")
+
     def resize(b: bytes) -> np.ndarray:
         return pil_resized(b, size)
 
@@ -327,6 +398,12 @@ def main() -> None:
     if best_peer and FAST_KEY in rows:
         ratios["reduced-scale decodes vs fastest peer"] = (
             rows[FAST_KEY]["images_per_s"] / peers[best_peer]["images_per_s"]
+        )
+    gpu_rows = [k for k in rows if k.startswith(GPU_KEY)]
+    if best_peer and gpu_rows:
+        best_gpu = max(gpu_rows, key=lambda k: rows[k]["images_per_s"])
+        ratios["decode='cuda' vs fastest peer"] = (
+            rows[best_gpu]["images_per_s"] / peers[best_peer]["images_per_s"]
         )
     peer_molmo = molmo.get("MDS, PIL + torch resize + numpy crops, 2 workers")
     if peer_molmo:
