@@ -137,6 +137,18 @@ def test_every_broken_image_raises_naming_row_and_column(photos, workers):
         assert one.value.row == row, kind
 
 
+def test_a_worker_error_stops_the_workers_at_once(photos):
+    # Not whenever the garbage collector next finds the failed iterator: torch then waits 5 s
+    # per worker, in the middle of whatever the program does next.
+    import multiprocessing as mp
+
+    before = {p.pid for p in mp.active_children()}
+    _, loader = stream(photos, 2)
+    with pytest.raises(ps.BadSampleError):
+        list(loader)
+    assert [p for p in mp.active_children() if p.pid not in before] == []
+
+
 def run(loader, limit=None):
     ids, replaced = [], []
     for k, batch in enumerate(loader):
@@ -269,6 +281,19 @@ def test_the_gpu_path_gives_the_cpu_decoders_images(name):
         diff = np.abs(g.astype(np.int16) - w.astype(np.int16))
         # Two resamplers (torch's antialiased bilinear, fast_image_resize): a few levels.
         assert diff.mean() < 3.0 and np.percentile(diff, 99) <= 24, (diff.mean(), diff.max())
+
+
+def test_the_gpu_path_pads_with_molmos_arithmetic():
+    # 640x480 into 336x336: float32 truncation gives 251 rows (float64 would give 252).
+    from pixmo_stream.decoding import decode_on_gpu
+
+    pytest.importorskip("torchvision")
+    buf = io.BytesIO()
+    Image.new("RGB", (640, 480), (200, 120, 40)).save(buf, "JPEG", quality=95)
+    spec = ps.Decode(pad=(336, 336), device="cuda")
+    out = decode_on_gpu({"image": [buf.getvalue()]}, spec, "raise", device="cpu")["image"][0]
+    rows = out.numpy().any(axis=(1, 2))
+    assert out.shape == (336, 336, 3) and rows.sum() == 251 and rows.argmax() == 42
 
 
 def test_the_gpu_path_follows_the_bad_sample_policy():

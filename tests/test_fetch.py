@@ -24,9 +24,7 @@ from pixmo_stream.ingest.fetch.attempt import opt_out_directive
 from pixmo_stream.ingest.fetch.backoff import parse_retry_after
 
 FAST = FetchOptions(
-    # The drip times out; an image must not, even when the machine stalls for seconds (a CI
-    # run once saw every request of a batch time out at 3 s, the fetcher's own loop included).
-    request_timeout=8.0,
+    request_timeout=3.0,  # the drip times out; on a loaded machine an image must not
     retries=2,
     backoff_base=0.01,
     backoff_max=0.05,
