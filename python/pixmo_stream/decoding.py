@@ -43,9 +43,10 @@ class Decode:
         resize: `(height, width)`: stretched to exactly this size.
         pad: `(height, width)`: scaled to fit keeping the aspect ratio, zero-padded, centred.
         max_side: shrunk (never enlarged) so that the longer side is at most this.
-        fast: let a JPEG at least twice the target's size decode at 1/2, 1/4 or 1/8 scale
-            (as `pixmo_stream.image.decode` does by default: faster, pixels within a few
-            levels of a full decode and resize); `False`: decode every image in full first.
+        fast: let a JPEG at least twice the target's size (four times without
+            libjpeg-turbo's SIMD) decode at 1/2, 1/4 or 1/8 scale, as
+            `pixmo_stream.image.decode` does by default: faster, pixels within a few levels
+            of a full decode and resize; `False`: decode every image in full first.
         max_pixels: an image whose header declares more pixels is a bad sample (a
             decompression bomb); `None`: no limit.
         device: `"cpu"` (on the read-ahead threads) or `"cuda"` (nvJPEG, in the iterating

@@ -155,8 +155,9 @@ def decode(
     - ``pad=(h, w)``: scaled to fit keeping the aspect ratio, then zero-padded, centred.
 
     Resampling is antialiased bilinear. A JPEG at least twice the target's size on both sides
-    is decoded at 1/2, 1/4 or 1/8 scale (libjpeg-turbo's DCT scaling, as PIL's ``draft``),
-    never below the target: faster, and within a few levels of a full decode and resize.
+    (four times where libjpeg-turbo lacks its SIMD, see ``jpeg_decoder``) is decoded at 1/2,
+    1/4 or 1/8 scale (libjpeg-turbo's DCT scaling, as PIL's ``draft``), never below the
+    target: faster, and within a few levels of a full decode and resize.
     ``fast=False`` decodes every image in full first.
     ``max_pixels`` (None: no limit) is checked from the header before decoding.
 
