@@ -147,7 +147,7 @@ def _streaming_loader(path: str, workers: int) -> tuple[Iterable[Any] | None, st
     return loader, (
         f"{name} over ps.StreamingDataset(shuffle=True, batch_size=32, "
         f"decode=ps.Decode(resize=({h}, {w}))): images decoded and resized on the read-ahead "
-        f"threads, {where}"
+        f"threads, {where}; JPEG decoder: {ps.image.jpeg_decoder()}"
     )
 
 
