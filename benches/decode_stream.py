@@ -118,18 +118,25 @@ def _cuda() -> bool:
 FAST_KEY = "pixmo-stream, 0 workers, default (reduced-scale decodes)"
 
 
-def limit_rate(images: list[bytes], size: int, fast: bool) -> dict[str, float]:
-    """The same decoder on the same images held in memory, 2 threads, nothing else (the best
-    of two runs: other processes on the machine only slow it down)."""
-    from pixmo_stream import image
-
-    image.decode_many(images[:8], resize=(size, size), fast=fast, threads=2)  # warm
+def best_rate(images: list[bytes], decode_all: Callable[[list[bytes]], object]) -> dict[str, float]:
+    """`decode_all` over the images in memory, warmed on a few first: the best of two runs
+    (other processes on the machine only slow it down)."""
+    decode_all(images[:BATCH])
     best = 0.0
     for _ in range(2):
         t = time.perf_counter()
-        image.decode_many(images, resize=(size, size), fast=fast, threads=2)
+        decode_all(images)
         best = max(best, len(images) / (time.perf_counter() - t))
     return {"images_per_s": best, "images": len(images)}
+
+
+def limit_rate(images: list[bytes], size: int, fast: bool) -> dict[str, float]:
+    """The same decoder on the same images held in memory, 2 threads, nothing else."""
+    from pixmo_stream import image
+
+    return best_rate(
+        images, lambda b: image.decode_many(b, resize=(size, size), fast=fast, threads=2)
+    )
 
 
 def ours(path: Path, size: int, workers: int, fast: bool, limit: int) -> dict[str, float]:
@@ -151,7 +158,7 @@ def ours(path: Path, size: int, workers: int, fast: bool, limit: int) -> dict[st
 
 def gpu_limit(images: list[bytes], size: int, device: str = "cuda") -> dict[str, float]:
     """nvJPEG and the GPU resize on the encoded images in memory, batches of 32, as
-    `decode="cuda"` runs them (the best of two runs)."""
+    `decode="cuda"` runs them (the warm-up also sets up nvJPEG's handles and buffers)."""
     import torch
 
     import pixmo_stream as ps
@@ -159,22 +166,13 @@ def gpu_limit(images: list[bytes], size: int, device: str = "cuda") -> dict[str,
 
     spec = ps.Decode(resize=(size, size), device="cuda")
 
-    def one_pass(batch_images: list[bytes]) -> int:
-        n = 0
+    def one_pass(batch_images: list[bytes]) -> None:
         for i in range(0, len(batch_images), BATCH):
-            out = decode_on_gpu({"image": batch_images[i : i + BATCH]}, spec, "raise", device)
-            n += len(out["image"])
+            decode_on_gpu({"image": batch_images[i : i + BATCH]}, spec, "raise", device)
         if device == "cuda":
             torch.cuda.synchronize()
-        return n
 
-    one_pass(images[:BATCH])  # warm: nvJPEG's handles and buffers
-    best = 0.0
-    for _ in range(2):
-        t = time.perf_counter()
-        n = one_pass(images)
-        best = max(best, n / (time.perf_counter() - t))
-    return {"images_per_s": best, "images": len(images)}
+    return best_rate(images, one_pass)
 
 
 def ours_gpu(path: Path, size: int, workers: int, limit: int) -> dict[str, float]:

@@ -1,7 +1,8 @@
 //! Image decoding, resizing and Molmo's multi-crop preprocessing for pixmo-stream.
 //!
 //! Rust, but for libjpeg-turbo's decoder (C, vendored by `mozjpeg-sys` and compiled by the
-//! `cc` crate, without SIMD), used only for reduced-size JPEG decodes. No PyO3, no global
+//! `cc` crate, with its SIMD where NASM is found at build time): reduced-size JPEG decodes
+//! always, full-size ones where it has the SIMD (see `libjpeg.rs`). No PyO3, no global
 //! state and no thread pool: every function runs on the calling thread, except
 //! [`decode_many`], which starts scoped threads per call, so processes forked by a data
 //! loader inherit nothing running.
