@@ -243,6 +243,7 @@ def test_docs_are_always_prefixed_with_their_type() -> None:
 def test_clocks_ask_the_time_from_the_rendering_metadata(tmp_path: Path) -> None:
     f = Formatter("pixmo-clocks", templates=ONE)
     q = " User: clocks: What time is it? Assistant:"
+    assert f.columns == ("text",)  # the published answer
     assert messages(f.format({"text": "7:57:39 AM"}, rng())) == [(q, " 7:57:39 AM")]
     # Without the published `text`, the answer is written from the time fields.
     convert(str(F.pixmo_clocks(tmp_path / "c.parquet", False)), str(tmp_path / "o"),
