@@ -146,7 +146,7 @@ def _set_total(bar: Any, total: int) -> None:
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     from pixmo_stream.ingest import convert
-    from pixmo_stream.ingest.pipeline import summarize
+    from pixmo_stream.ingest.report import summarize
 
     must_exist = [*args.inputs, *args.exclude]
     if args.fetch:
