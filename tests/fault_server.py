@@ -91,6 +91,7 @@ class FaultServer:
         self.lifetime = lifetime
         self.image_size = image_size
         self.requests: Counter[str] = Counter()
+        self.user_agents: Counter[str] = Counter()
         self._served = 0  # sum(self.requests.values()), kept as a count: O(1) per request
         self.arrivals: list[tuple[float, str]] = []
         self.in_flight = 0
@@ -202,6 +203,7 @@ class FaultServer:
         kind = request.match_info["kind"]
         with self._lock:
             self.requests[path] += 1
+            self.user_agents[request.headers.get("User-Agent", "")] += 1
             self._served += 1
             served = self._served
             self.arrivals.append((time.monotonic(), path))

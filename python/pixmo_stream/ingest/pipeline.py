@@ -181,6 +181,7 @@ def convert_table(
     engine: Engine = "local",
     address: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    fetch_report: dict[str, Any] | None = None,
 ) -> ConvertReport:
     """Converts an annotation table already in memory; see `convert` for the options.
     ``inline`` reads the preset's inline image column (left out of ``table``) lazily.
@@ -188,7 +189,8 @@ def convert_table(
     preset of one record per row, so that an input of many files (WebDataset tars, parquet
     with inline images) is never in memory all at once; their rows count on from
     ``table``'s, and each must have ``table``'s columns. ``engine="ray"`` runs the batches
-    as Ray tasks (`pixmo_stream.ray.convert`; ``address`` the cluster's)."""
+    as Ray tasks (`pixmo_stream.ray.convert`; ``address`` the cluster's). ``fetch_report``
+    (the fetch's, when the images were downloaded first) goes into the report as it is."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if check not in CHECKS:
@@ -205,6 +207,7 @@ def convert_table(
         preset.name, list(inputs), output, split, workers=workers, engine=engine, check=check
     )
     report.input_rows = table.num_rows
+    report.fetch = fetch_report
     index = group_rows(table.column(preset.key)) if preset.key else single_rows(table.num_rows)
     report.images = len(index)
     groups = _selected_groups(preset, table, index, split, seed, set(exclude_urls), report)
