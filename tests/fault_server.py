@@ -5,6 +5,11 @@ and shuts itself down after ``lifetime`` seconds so no test can leave it running
 request first waits ``delay`` plus, with ``latency=(low, high)``, a per-path amount between
 the two (the same for a path on every run, so contenders in a bench see the same latencies).
 
+A test that must act while a client is mid-run (interrupt it, kill it) holds the server
+instead of racing it: with ``hold_after=N`` every request after the first N to this server
+waits, unanswered, until ``release()``; ``wait_for_requests(n)`` blocks until n requests
+have arrived. Whatever the machine's load, the client cannot finish before the test acts.
+
 Paths (``<k>`` is any token, so each URL is distinct):
   /img/<k>            a small JPEG, different per path (every path waits ``delay`` first)
   /404/<k>, /410/<k>  not found / gone                     /503-once/<k>   503 first, then JPEG
@@ -16,6 +21,7 @@ Paths (``<k>`` is any token, so each URL is distinct):
   /html/<k>           an HTML page labelled image/jpeg    /loop/<k>       redirects to itself
   /huge/<k>           2 MB, chunked (no Content-Length)   /huge-cl/<k>    2 MB with its length
   /noai/<k>           a JPEG with ``X-Robots-Tag: noai``  /broken/<k>     a JPEG cut in half
+  /hops/<n>-<k>       a chain of exactly n redirects (to /hops/<n-1>-<k>), then a JPEG
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ class FaultServer:
         image_pool: int = 0,
         drip_interval: float = 0.2,
         hosts: int = 1,
+        hold_after: int | None = None,
     ) -> None:
         self.hosts = hosts
         self.ports: list[int] = []
@@ -84,11 +91,15 @@ class FaultServer:
         self.lifetime = lifetime
         self.image_size = image_size
         self.requests: Counter[str] = Counter()
+        self.user_agents: Counter[str] = Counter()
         self._served = 0  # sum(self.requests.values()), kept as a count: O(1) per request
         self.arrivals: list[tuple[float, str]] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # notified on every request
+        self.hold_after = hold_after
+        self._gate: asyncio.Event | None = None  # made on the server's loop
         self._seen_once: set[str] = set()
         self._images: dict[str, bytes] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -129,6 +140,17 @@ class FaultServer:
         with self._lock:
             return self._served
 
+    def wait_for_requests(self, n: int, timeout: float = 60.0) -> bool:
+        """Blocks until ``n`` requests have arrived (False if ``timeout`` s pass first)."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: self._served >= n, timeout)
+
+    def release(self) -> None:
+        """Answers the requests ``hold_after`` holds, and every later one at once."""
+        loop, gate = self._loop, self._gate
+        if loop is not None and gate is not None:
+            loop.call_soon_threadsafe(gate.set)
+
     def _serve(self) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
@@ -138,6 +160,7 @@ class FaultServer:
             loop.close()
 
     async def _main(self) -> None:
+        self._gate = asyncio.Event()
         app = web.Application()
         app.router.add_get("/{kind}/{key}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
@@ -180,12 +203,17 @@ class FaultServer:
         kind = request.match_info["kind"]
         with self._lock:
             self.requests[path] += 1
+            self.user_agents[request.headers.get("User-Agent", "")] += 1
             self._served += 1
             served = self._served
             self.arrivals.append((time.monotonic(), path))
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self._arrived.notify_all()
         try:
+            if self.hold_after is not None and served > self.hold_after:
+                assert self._gate is not None
+                await self._gate.wait()
             delay = self.delay
             if self.latency is not None:
                 low, high = self.latency
@@ -225,6 +253,11 @@ class FaultServer:
             return web.Response(body=page, headers=jpeg)
         if kind == "loop":
             raise web.HTTPFound(location=path)
+        if kind == "hops":
+            left, _, key = request.match_info["key"].partition("-")
+            if int(left) > 0:
+                raise web.HTTPFound(location=f"/hops/{int(left) - 1}-{key}")
+            return web.Response(body=self._image(path), headers=jpeg)
         if kind == "noai":
             return web.Response(body=self._image(path), headers={**jpeg, "X-Robots-Tag": "noai"})
         if kind == "broken":

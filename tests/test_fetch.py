@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +17,7 @@ from fault_server import FaultServer, image_for
 from pixmo_stream.ingest.fetch import (
     FetchError,
     FetchOptions,
+    FetchReport,
     FetchState,
     Outcome,
     cache_name,
@@ -22,9 +25,10 @@ from pixmo_stream.ingest.fetch import (
 )
 from pixmo_stream.ingest.fetch.attempt import opt_out_directive
 from pixmo_stream.ingest.fetch.backoff import parse_retry_after
+from pixmo_stream.ingest.fetch.hosts import HostGates
 
 FAST = FetchOptions(
-    request_timeout=3.0,  # the drip times out; on a loaded machine an image must not
+    request_timeout=60.0,  # never reached here: a loaded machine must not time an image out
     retries=2,
     backoff_base=0.01,
     backoff_max=0.05,
@@ -39,7 +43,6 @@ FAULTS = {
     "404": Outcome.NOT_FOUND,
     "410": Outcome.NOT_FOUND,
     "429-days": Outcome.DEFERRED,
-    "drip": Outcome.TIMEOUT,
     "reset": Outcome.TRUNCATED,
     "truncated": Outcome.TRUNCATED,
     "html": Outcome.BAD_CONTENT,
@@ -95,8 +98,27 @@ def test_every_fault_ends_in_its_outcome_and_only_images_are_cached(server, tmp_
     assert server.count("/429-days/x") == 1
     assert server.count("/html/x") == server.count("/noai/x") == 1
     assert server.count("/reset/x") == server.count("/truncated/x") == 1 + FAST.retries
-    assert server.count("/drip/x") == 1  # its deadline spent: left for the next run
     assert report.requests == server.total_requests() - (server.count("/loop/x") - 1)
+
+
+def test_ten_redirects_are_followed_and_eleven_are_a_loop(server, tmp_path):
+    # /hops/<n>-k answers with exactly n redirects before its image: the docs' limit is
+    # "more than 10", so 10 hops end in the image and the 11th redirect is not followed.
+    ten, eleven = server.url("/hops/10-a"), server.url("/hops/11-b")
+    report = fetch_images([ten, eleven], tmp_path, options=FAST, progress=False)
+    assert report.count(Outcome.OK) == 1 and report.count(Outcome.REDIRECT_LOOP) == 1
+    state = FetchState(tmp_path)
+    assert state.get(ten).outcome is Outcome.OK
+    assert (tmp_path / cache_name(ten)).read_bytes() == image_for("/hops/0-a")
+    loop = state.get(eleven)
+    assert loop.outcome is Outcome.REDIRECT_LOOP and "more than 10 redirects" in loop.detail
+    assert server.count("/hops/1-b") == 1 and server.count("/hops/0-b") == 0
+    # max_redirects=0 means what it says: no redirect is followed (not "no limit").
+    none = dataclasses.replace(FAST, max_redirects=0)
+    direct, one = server.url("/hops/0-c"), server.url("/hops/1-c")
+    report = fetch_images([direct, one], tmp_path, options=none, progress=False)
+    assert report.count(Outcome.OK) == 1 and report.count(Outcome.REDIRECT_LOOP) == 1
+    assert FetchState(tmp_path).get(one).outcome is Outcome.REDIRECT_LOOP
 
 
 def test_sha_policies(server, tmp_path):
@@ -172,23 +194,65 @@ def test_a_deleted_or_replaced_cache_file_is_fetched_again(server, tmp_path):
     assert (tmp_path / cache_name(url)).read_bytes() == image_for("/img/d")
 
 
+def test_a_dripping_body_ends_at_the_request_timeout(server, tmp_path):
+    # The drip sends its 1,000 bytes over 200 s: the attempt's deadline covers the body.
+    url = server.url("/drip/x")
+    opts = dataclasses.replace(FAST, request_timeout=0.5)
+    report = fetch_images([url], tmp_path, options=opts, progress=False)
+    assert report.count(Outcome.TIMEOUT) == 1
+    rec = FetchState(tmp_path).get(url)
+    assert rec is not None and "within 0.5 s (reading the body)" in rec.detail
+    assert server.count("/drip/x") == 1  # its deadline spent: left for the next run
+    assert cache_files(tmp_path) == set()
+
+
 def test_throttled_host_does_not_slow_the_other(tmp_path):
     opts = FetchOptions(per_host=4, retries=3, backoff_base=0.01, retry_after_cap=5.0)
-    with FaultServer(throttle_first=4) as slow, FaultServer() as fast:
+    # The throttled host answers its first 4 requests 429 (Retry-After 1 s) and holds every
+    # later one unanswered until the fast host has had all of its requests: the run can only
+    # get there if the fast host's URLs do not wait behind the throttled host's.
+    with FaultServer(throttle_first=4, hold_after=4) as slow, FaultServer() as fast:
         slow_urls = [slow.url(f"/throttle/{i}") for i in range(8)]
         fast_urls = [fast.url(f"/img/{i}") for i in range(40)]
         # Interleaved, so the fast host's URLs queue behind the throttled host's.
         items = [u for pair in zip(slow_urls, fast_urls[:8], strict=True) for u in pair]
         items += fast_urls[8:]
-        report = fetch_images(items, tmp_path, options=opts, progress=False)
+        done: dict[str, FetchReport] = {}
+        run = threading.Thread(
+            target=lambda: done.update(
+                r=fetch_images(items, tmp_path, options=opts, progress=False)
+            )
+        )
+        run.start()
+        try:
+            fast_served = fast.wait_for_requests(40, timeout=120)
+        finally:
+            slow.release()
+            run.join(120)
+        assert fast_served, "the fast host's URLs waited for the throttled host"
+        report = done["r"]
 
         assert report.count(Outcome.OK) == 48
         assert list(report.throttled_hosts) == [f"127.0.0.1:{slow.port}"]
-        # The throttled host's requests resumed only after its Retry-After of 1 s; by then
-        # the fast host had served every one of its URLs.
+        # The throttled host's requests resumed only after its Retry-After of 1 s.
         resumed = min(t for t, _ in slow.arrivals[4:])
-        assert max(t for t, _ in fast.arrivals) < resumed
         assert resumed - min(t for t, _ in slow.arrivals) >= 1.0
+
+
+def test_a_throttle_pauses_its_own_host_only():
+    gates = HostGates(per_host=4, rate=None)
+    gates["http://slow.example/a"].throttled(3600.0)
+
+    async def enter(url: str) -> bool:
+        async with gates[url]:
+            return True
+
+    async def main() -> None:
+        assert await asyncio.wait_for(enter("http://fast.example/b"), 60)  # at once
+        with pytest.raises(TimeoutError):  # paused for an hour
+            await asyncio.wait_for(enter("http://slow.example/c"), 0.05)
+
+    asyncio.run(main())
 
 
 def test_per_host_concurrency_is_capped(tmp_path):
@@ -203,6 +267,9 @@ def test_per_host_concurrency_is_capped(tmp_path):
 
 def test_overall_deadline_ends_the_run_and_keeps_nothing_partial(server, tmp_path):
     urls = [server.url(f"/drip/{i}") for i in range(3)] + [server.url("/img/fine")]
+    # The image is cached by a first run, so the deadline run's answer for it cannot depend
+    # on how fast this machine is; the drips (200 s each) cannot finish before it.
+    fetch_images(urls[-1:], tmp_path, progress=False)
     opts = FetchOptions(request_timeout=60, deadline=0.8)
     report = fetch_images(urls, tmp_path, options=opts, progress=False)
     assert report.deadline_reached

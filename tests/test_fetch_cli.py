@@ -176,27 +176,33 @@ def _fetch_subprocess(parquet: Path, cache: Path) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for_requests(srv: FaultServer, n: int, proc: subprocess.Popen[str]) -> None:
-    for _ in range(400):
-        if srv.total_requests() >= n or proc.poll() is not None:
+def _wait_until_cached(cache: Path, n: int, proc: subprocess.Popen[str]) -> None:
+    """Until ``n`` images are in the cache. The server answers only the first ``n`` requests
+    and holds the rest, so the run cannot finish before the test acts, however loaded the
+    machine is, and once those ``n`` are cached nothing else is under way."""
+    deadline = time.monotonic() + 120  # a guard: only a broken fetcher waits this long
+    while time.monotonic() < deadline and proc.poll() is None:
+        if cache.is_dir() and sum(not p.name.startswith(".") for p in cache.iterdir()) >= n:
             return
-        time.sleep(0.05)
+        time.sleep(0.02)
+    raise AssertionError(f"{n} images were not cached (exit {proc.poll()})")
 
 
 def test_rerun_after_kill_9_finishes_without_downloading_twice(tmp_path):
     n = 60
-    with FaultServer(delay=0.05) as srv:
+    with FaultServer(hold_after=24) as srv:
         urls = [srv.url(f"/img/{i}") for i in range(n)]
         write_pixmo_parquet(tmp_path / "p.parquet", urls, None)
         cache = tmp_path / "cache"
         proc = _fetch_subprocess(tmp_path / "p.parquet", cache)
-        _wait_for_requests(srv, 24, proc)
+        _wait_until_cached(cache, 24, proc)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
         assert proc.returncode == -signal.SIGKILL
+        srv.release()
 
         done_before = {u for u in urls if (cache / cache_name(u)).exists()}
-        assert 0 < len(done_before) < n
+        assert len(done_before) == 24
         requested_before = {u: srv.count(u.split(str(srv.port), 1)[1]) for u in urls}
 
         report = fetch_images(urls, cache, progress=False)
@@ -212,21 +218,23 @@ def test_rerun_after_kill_9_finishes_without_downloading_twice(tmp_path):
 
 def test_ctrl_c_stops_cleanly_and_keeps_what_is_done(tmp_path):
     n = 60
-    with FaultServer(delay=0.05) as srv:
+    with FaultServer(hold_after=16) as srv:
         urls = [srv.url(f"/img/{i}") for i in range(n)]
         write_pixmo_parquet(tmp_path / "p.parquet", urls, None)
         cache = tmp_path / "cache"
         proc = _fetch_subprocess(tmp_path / "p.parquet", cache)
-        _wait_for_requests(srv, 16, proc)
+        # Requests after the 16th wait unanswered until the signal has been sent.
+        _wait_until_cached(cache, 16, proc)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=60)
+        srv.release()
         assert proc.returncode == 130, err
         assert "interrupted" in out
 
         report = json.loads((cache / ".pixmo-fetch-report.json").read_text())
         assert report["interrupted"]
         done = [u for u in urls if (cache / cache_name(u)).exists()]
-        assert report["outcomes"]["ok"] == len(done) > 0
+        assert report["outcomes"]["ok"] == len(done) == 16
         assert report["outcomes"]["not_attempted"] == n - len(done)
         state = FetchState(cache)
         assert all(state.get(u) is not None for u in done)  # committed before it exited

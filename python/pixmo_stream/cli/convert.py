@@ -7,6 +7,7 @@ import json
 import os
 from typing import Any, TextIO
 
+from pixmo_stream.ingest.fetch.command import UsageError, add_fetch_options, options_from_args
 from pixmo_stream.storage import is_url
 
 from .common import (
@@ -70,8 +71,10 @@ def add_parser(subparsers: Any) -> None:
         "--fetch",
         action="store_true",
         help="first download the images of the input's image_url column into --images (a "
-        "Molmo-compatible cache, resumable: what is there costs no request) with the "
-        "fetcher's defaults; run 'pixmo-stream fetch' first to tune it",
+        "Molmo-compatible cache, resumable: what is there costs no request), as 'pixmo-stream "
+        "fetch' does with the --fetch options below, its JSON report written there too; an "
+        "image that could not be downloaded is skipped under its fetch outcome (not_found, "
+        "timeout, ...)",
     )
     p.add_argument(
         "--naming",
@@ -137,16 +140,32 @@ def add_parser(subparsers: Any) -> None:
         "anyway for a local OUT, but not uploaded to a URL (only the dataset is)",
     )  # fmt: skip
     add_storage_arguments(p, cache=False)
+    # Converting decodes (or checks, as --check says) every image right after, so the fetch
+    # checks only that each body is a whole image file: no --no-decode here.
+    add_fetch_options(p, title="--fetch ", decode_option=False)
 
 
-def _set_total(bar: Any, total: int) -> None:
-    bar.total = total
-    bar.refresh()
+def _fetch_options(args: argparse.Namespace) -> Any:
+    """The `FetchOptions` of --fetch, or ``None``; fetch options without --fetch are refused."""
+    from pixmo_stream.ingest.fetch import FetchOptions
+
+    try:
+        options = options_from_args(args, decode=False)
+    except UsageError as e:
+        raise CommandError(str(e), EXIT_USAGE) from None
+    if args.fetch:
+        return options
+    if options != FetchOptions(decode=False):
+        raise CommandError(
+            "the fetch options (--timeout, --sha, --concurrency, ...) are for --fetch", EXIT_USAGE
+        )
+    return None
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     from pixmo_stream.ingest import convert
-    from pixmo_stream.ingest.pipeline import summarize
+    from pixmo_stream.ingest.fetch import FetchInterrupted, FetchReport
+    from pixmo_stream.ingest.report import summarize
 
     must_exist = [*args.inputs, *args.exclude]
     if args.fetch:
@@ -158,6 +177,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             )
     elif args.images:
         must_exist.append(args.images)
+    fetch = _fetch_options(args)
     for path in must_exist:
         if is_url(path):
             raise CommandError(
@@ -192,9 +212,17 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             f"{args.out} already exists and is not empty; pass --overwrite to replace it",
             EXIT_USAGE,
         )
-    if args.fetch:
-        _fetch(args, out)
-    with progress(desc="convert", unit="img", quiet=args.quiet) as bar:
+    if fetch is not None and not any(
+        p.endswith(".parquet") or os.path.isdir(p) for p in args.inputs
+    ):
+        raise CommandError("--fetch reads image URLs from parquet inputs; none given", EXIT_USAGE)
+    # The bar starts once the images to convert are counted, after any fetch and its own bar.
+    bars: list[Any] = []
+
+    def on_total(total: int) -> None:
+        bars.append(progress(total=total, desc="convert", unit="img", quiet=args.quiet))
+
+    try:
         report = convert(
             args.inputs,
             args.out,
@@ -209,12 +237,20 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             keep_missing=args.keep_missing,
             shard_bytes=args.shard_size,
             overwrite=args.overwrite,
-            progress=bar.update,
-            on_total=lambda total: _set_total(bar, total),
+            progress=lambda n: bars[0].update(n) if bars else None,
+            on_total=on_total,
             engine=args.engine,
             address=args.address,
             storage_options=write_options(args),
+            fetch=fetch,
+            fetch_progress=not args.quiet,
         )
+    except FetchInterrupted as stop:
+        out.write(stop.report.format() + "\n")
+        raise CommandError("interrupted while fetching; what was downloaded is kept") from None
+    finally:
+        for bar in bars:
+            bar.close()
     if args.report:
         report.write(args.report)
     if args.json:
@@ -222,6 +258,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         out.write("\n")
     else:
         p = printer(out)
+        if report.fetch is not None:
+            for line in FetchReport.from_dict(report.fetch).format().splitlines():
+                p(line)
         for line in summarize(report):
             p(line)
     if report.records_written == 0 and report.selected_images > 0:
@@ -252,28 +291,3 @@ def _check_url_is_free(url: str, storage_options: dict[str, str] | None) -> None
             EXIT_USAGE,
         ) from None
     writer.abort()
-
-
-def _fetch(args: argparse.Namespace, out: TextIO) -> None:
-    """Downloads the inputs' images into ``args.images`` and prints the fetch report."""
-    from pixmo_stream.ingest.fetch import FetchOptions, fetch_images
-    from pixmo_stream.ingest.fetch.errors import FetchInterrupted
-    from pixmo_stream.ingest.fetch.parquet import parquet_urls
-    from pixmo_stream.ingest.pipeline import parquet_files
-
-    parquets = [p for p in args.inputs if p.endswith(".parquet") or os.path.isdir(p)]
-    if not parquets:
-        raise CommandError("--fetch reads image URLs from parquet inputs; none given", EXIT_USAGE)
-    files = parquet_files(parquets)
-    try:
-        # Converting decodes every image (or checks it as --check says) right after, so the
-        # fetcher checks only that each body is a whole image file, not its pixels again.
-        opts = FetchOptions(decode=False)
-        report = fetch_images(
-            parquet_urls(files), args.images, options=opts, progress=not args.quiet
-        )
-    except FetchInterrupted as stop:
-        out.write(stop.report.format() + "\n")
-        raise CommandError("interrupted while fetching; what was downloaded is kept") from None
-    out.write(report.format() + "\n")
-    out.flush()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -33,6 +33,9 @@ from .pipeline import (
 from .presets import PRESETS, Preset, get_preset
 from .sources import FolderImages, ImageSource, InlineImages, Naming, NoImages
 from .split import MOLMO_SPLIT_SEED, Split
+
+if TYPE_CHECKING:
+    from .fetch import FetchOptions
 
 CLOCKS = "pixmo-clocks"
 PRESET_NAMES = (*sorted(PRESETS), CLOCKS)
@@ -140,6 +143,8 @@ def convert(
     engine: Engine = "local",
     address: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    fetch: FetchOptions | None = None,
+    fetch_progress: bool = False,
 ) -> ConvertReport:
     """Converts ``inputs`` into a dataset at ``output`` and returns the report (also written
     to ``output/convert-report.json`` when ``output`` is a local directory).
@@ -162,6 +167,14 @@ def convert(
     tasks (``pip install 'pixmo-stream[ray]'``), on the cluster at ``address`` (or the one
     this process is connected to, or a new local one): the records and their order are a
     local run's (docs/RAY.md).
+
+    ``fetch`` (a `pixmo_stream.ingest.fetch.FetchOptions`) first downloads the images the
+    parquet inputs' ``image_url`` column names into ``images`` as ``pixmo-stream fetch`` does
+    (resumable; its JSON report written there too, a progress bar with ``fetch_progress``),
+    then converts them: an image that could not be downloaded is skipped (or kept without
+    image) under its fetch outcome (``not_found``, ``timeout``, ...) instead of ``missing``,
+    and the report holds the fetch report under ``fetch``. Ctrl-C while fetching raises
+    `pixmo_stream.ingest.fetch.FetchInterrupted`.
     """
     if engine not in ENGINES:  # before the input is read
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
@@ -171,6 +184,9 @@ def convert(
     paths = [inputs] if isinstance(inputs, str) else list(inputs)
     if not paths:
         raise InputError("no inputs")
+    fetched = None
+    if fetch is not None:
+        source, fetched = _fetch(paths, images, naming, source, fetch, fetch_progress)
     src: ImageSource
     inline: ParquetColumn | None = None
     more: Iterator[tuple[str, pa.Table]] = iter(())
@@ -221,4 +237,30 @@ def convert(
         engine=engine,
         address=address,
         storage_options=storage_options,
+        fetch_report=fetched,
     )
+
+
+def _fetch(
+    paths: Sequence[str],
+    images: str | None,
+    naming: Naming,
+    source: ImageSource | None,
+    options: FetchOptions,
+    progress: bool,
+) -> tuple[ImageSource, dict[str, Any]]:
+    """Downloads the inputs' images into ``images``; the source that reads them back."""
+    from .fetch import FetchedImages, fetch_parquet_images
+
+    if not images:
+        raise InputError("fetching needs images=DIR, the folder to download into")
+    if naming != "url-sha256" or source is not None:
+        raise InputError(
+            "fetching reads the images it downloads, named as Molmo's cache names them: "
+            "leave naming and source as they are"
+        )
+    parquets = [p for p in paths if p.endswith(".parquet") or os.path.isdir(p)]
+    if not parquets:
+        raise InputError("fetching reads image URLs from parquet inputs; none given")
+    report = fetch_parquet_images(parquet_files(parquets), images, options, progress=progress)
+    return FetchedImages(images), report.to_dict()

@@ -10,13 +10,11 @@ and is counted and named in the report; it never stops the conversion.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -27,6 +25,7 @@ import pixmo_stream as ps
 from ..storage import is_url
 from . import columns as C
 from .errors import InputError
+from .finishing import Finished, FinishOptions, Job, Pending, finish_batch
 from .grouping import (
     GroupBatch,
     GroupIndex,
@@ -35,73 +34,16 @@ from .grouping import (
     iter_batches,
     single_rows,
 )
-from .images import CHECKS, BrokenImage, Check, check_image, sha256_hex
+from .images import CHECKS, Check
 from .lazy_column import ParquetColumn
 from .presets import Preset, check_columns
-from .sources import ImageRef, ImageSource, MissingImage, NoImages
+from .report import REPORT_NAME, ConvertReport, count_failure
+from .sources import ImageRef, ImageSource
 from .split import SPLITS, Split, select_groups
 
-REPORT_NAME = "convert-report.json"
 Engine = Literal["local", "ray"]
 ENGINES: tuple[Engine, ...] = ("local", "ray")
 BATCH_GROUPS = 64  # images per worker task: large enough to amortise pickling, small for order
-MAX_NAMED_FAILURES = 100_000
-
-
-@dataclass
-class Failure:
-    cause: str
-    image_url: str | None
-    input_rows: list[int]
-    detail: str
-
-
-@dataclass
-class ConvertReport:
-    """What a conversion did; printed by the CLI and written as ``convert-report.json``."""
-
-    preset: str
-    inputs: list[str]
-    output: str
-    split: str
-    input_rows: int = 0
-    images: int = 0
-    excluded_images: int = 0
-    selected_images: int = 0
-    records_written: int = 0
-    kept_without_image: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-    sha256_mismatches: int = 0
-    failures: list[Failure] = field(default_factory=list)
-    failures_not_named: int = 0
-    workers: int = 0
-    engine: str = "local"
-    check: str = "decode"
-    seconds: float = 0.0
-
-    @property
-    def records_per_second(self) -> float:
-        return self.records_written / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["records_per_second"] = round(self.records_per_second, 1)
-        return d
-
-    def write(self, path: str) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2)
-            f.write("\n")
-
-
-@dataclass(frozen=True)
-class Pending:
-    """A record whose image is not read yet."""
-
-    record: dict[str, Any]
-    ref: ImageRef
-    published_sha256: str | None
-    input_rows: tuple[int, ...]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,59 +135,6 @@ def pending_records(
 
 
 # ---------------------------------------------------------------------------------------------
-# Finishing records: this part runs in the worker processes.
-
-
-@dataclass(frozen=True)
-class FinishOptions:
-    source: ImageSource
-    check: Check
-    keep_missing: bool
-    finish: Callable[[dict[str, Any], Any], None] | None
-
-
-Outcome = tuple[dict[str, Any] | None, Failure | None]
-
-
-def finish_record(item: Pending, opts: FinishOptions) -> Outcome:
-    rec: dict[str, Any] = {
-        "image": None,
-        "image_url": item.ref.url,
-        "image_sha256": None,
-        "source_sha256": item.published_sha256,
-        "sha256_mismatch": False,
-        "width": None,
-        "height": None,
-    }
-    failure = None
-    info = None
-    if not isinstance(opts.source, NoImages):
-        try:
-            data = opts.source.read(item.ref)
-            info = check_image(data, opts.check)
-        except MissingImage as e:
-            failure = Failure("missing", item.ref.url, list(item.input_rows), str(e))
-        except BrokenImage as e:
-            failure = Failure(e.cause, item.ref.url, list(item.input_rows), e.detail)
-        else:
-            digest = sha256_hex(data)
-            rec.update(image=data, image_sha256=digest, width=info.width, height=info.height)
-            published = (item.published_sha256 or "").strip().lower()
-            rec["sha256_mismatch"] = bool(published) and published != digest
-    rec.update(item.record)
-    if opts.finish is not None:
-        opts.finish(rec, info)
-    if failure is not None and not opts.keep_missing:
-        return None, failure
-    return rec, failure
-
-
-def _finish_batch(job: tuple[list[Pending], FinishOptions]) -> list[Outcome]:
-    items, opts = job
-    return [finish_record(item, opts) for item in items]
-
-
-# ---------------------------------------------------------------------------------------------
 # The pipeline.
 
 
@@ -292,6 +181,7 @@ def convert_table(
     engine: Engine = "local",
     address: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    fetch_report: dict[str, Any] | None = None,
 ) -> ConvertReport:
     """Converts an annotation table already in memory; see `convert` for the options.
     ``inline`` reads the preset's inline image column (left out of ``table``) lazily.
@@ -299,7 +189,8 @@ def convert_table(
     preset of one record per row, so that an input of many files (WebDataset tars, parquet
     with inline images) is never in memory all at once; their rows count on from
     ``table``'s, and each must have ``table``'s columns. ``engine="ray"`` runs the batches
-    as Ray tasks (`pixmo_stream.ray.convert`; ``address`` the cluster's)."""
+    as Ray tasks (`pixmo_stream.ray.convert`; ``address`` the cluster's). ``fetch_report``
+    (the fetch's, when the images were downloaded first) goes into the report as it is."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if check not in CHECKS:
@@ -316,6 +207,7 @@ def convert_table(
         preset.name, list(inputs), output, split, workers=workers, engine=engine, check=check
     )
     report.input_rows = table.num_rows
+    report.fetch = fetch_report
     index = group_rows(table.column(preset.key)) if preset.key else single_rows(table.num_rows)
     report.images = len(index)
     groups = _selected_groups(preset, table, index, split, seed, set(exclude_urls), report)
@@ -364,7 +256,7 @@ def check_output(output: str, engine: Engine) -> None:
 
 
 def _write_local(
-    jobs: Iterator[tuple[list[Pending], FinishOptions]],
+    jobs: Iterator[Job],
     workers: int,
     output: str,
     schema: ps.Schema,
@@ -376,7 +268,7 @@ def _write_local(
         for outcomes in _run_jobs(jobs, workers):
             for rec, failure in outcomes:
                 if failure is not None:
-                    _count_failure(report, failure, kept=rec is not None)
+                    count_failure(report, failure, kept=rec is not None)
                 if rec is not None:
                     writer.write(rec)
                     report.records_written += 1
@@ -395,7 +287,7 @@ def _jobs(
     more_tables: Iterable[tuple[str, pa.Table]],
     exclude_urls: set[str],
     report: ConvertReport,
-) -> Iterator[tuple[list[Pending], FinishOptions]]:
+) -> Iterator[Job]:
     for batch in iter_batches(table, index, groups, BATCH_GROUPS):
         yield pending_records(preset, batch, inline), opts
     base = table.num_rows
@@ -427,23 +319,10 @@ def _jobs(
         base += n
 
 
-def _count_failure(report: ConvertReport, failure: Failure, kept: bool) -> None:
-    if kept:
-        report.kept_without_image += 1
-    else:
-        report.skipped[failure.cause] = report.skipped.get(failure.cause, 0) + 1
-    if len(report.failures) < MAX_NAMED_FAILURES:
-        report.failures.append(failure)
-    else:
-        report.failures_not_named += 1
-
-
-def _run_jobs(
-    jobs: Iterator[tuple[list[Pending], FinishOptions]], workers: int
-) -> Iterator[list[Outcome]]:
+def _run_jobs(jobs: Iterator[Job], workers: int) -> Iterator[list[Finished]]:
     if workers <= 1:
         for job in jobs:
-            yield _finish_batch(job)
+            yield finish_batch(job)
         return
     # spawn, not fork: the parent may hold threads (a Writer's, torch's) that fork would
     # copy mid-flight. At most 2 batches per worker are in flight (Pool.imap would read the
@@ -452,48 +331,8 @@ def _run_jobs(
     with ctx.Pool(workers) as pool:
         in_flight: deque[Any] = deque()
         for job in jobs:
-            in_flight.append(pool.apply_async(_finish_batch, (job,)))
+            in_flight.append(pool.apply_async(finish_batch, (job,)))
             if len(in_flight) >= 2 * workers:
                 yield in_flight.popleft().get()
         while in_flight:
             yield in_flight.popleft().get()
-
-
-def _where(report: ConvertReport) -> str:
-    if report.engine == "ray":
-        return "Ray tasks"
-    return f"{report.workers} worker{'s' if report.workers != 1 else ''}"
-
-
-def summarize(report: ConvertReport) -> list[str]:
-    """The report as lines for a terminal."""
-    lines = [
-        f"preset      {report.preset} (split: {report.split})",
-        f"input       {report.input_rows:,} rows over {report.images:,} images",
-    ]
-    if report.excluded_images:
-        lines.append(f"excluded    {report.excluded_images:,} images (held-out evaluation images)")
-    lines.append(
-        f"written     {report.records_written:,} records to {report.output} "
-        f"in {report.seconds:.2f} s ({report.records_per_second:,.0f} rec/s, "
-        f"{_where(report)}, check: {report.check})"
-    )
-    if report.skipped:
-        causes = ", ".join(f"{k} {v:,}" for k, v in sorted(Counter(report.skipped).items()))
-        lines.append(f"skipped     {sum(report.skipped.values()):,} ({causes})")
-    if report.kept_without_image:
-        lines.append(f"no image    {report.kept_without_image:,} records kept without image")
-    if report.sha256_mismatches:
-        lines.append(
-            f"sha256      {report.sha256_mismatches:,} images differ from the published hash "
-            "(kept; sha256_mismatch is true)"
-        )
-    for f in report.failures[:10]:
-        rows = ", ".join(str(r) for r in f.input_rows[:5])
-        more = ", …" if len(f.input_rows) > 5 else ""
-        lines.append(
-            f"  {f.cause}: {f.image_url or '(no url)'} (input rows {rows}{more}): {f.detail}"
-        )
-    if len(report.failures) > 10:
-        lines.append(f"  … {len(report.failures) - 10:,} more in {REPORT_NAME}")
-    return lines

@@ -18,7 +18,16 @@ Naming = Literal["url-sha256", "filename"]
 
 
 class MissingImage(PixmoError):
-    """No bytes for this image (no such file, an empty inline value)."""
+    """No bytes for this image (no such file, an empty inline value). ``cause`` is what the
+    conversion report counts it as: ``missing``, or why its download failed (``not_found``,
+    ``timeout``, ... as `pixmo_stream.ingest.fetch.Outcome` names them)."""
+
+    def __init__(self, message: str, cause: str = "missing") -> None:
+        super().__init__(message)
+        self.cause = cause
+
+    def __reduce__(self) -> tuple[type[MissingImage], tuple[str, str]]:
+        return type(self), (str(self), self.cause)
 
 
 @dataclass(frozen=True)
@@ -104,6 +113,6 @@ class NoImages:
 class ImageSource(Protocol):
     """What convert reads images through. Any picklable object with this method fits (the
     HTTP fetcher's source, for one); ``read`` raises `MissingImage` for an image it cannot
-    provide, and `convert` counts that as ``missing``."""
+    provide, and `convert` counts that under the error's ``cause`` (``missing``)."""
 
     def read(self, ref: ImageRef) -> bytes: ...

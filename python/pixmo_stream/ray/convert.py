@@ -1,13 +1,14 @@
 """``convert --engine ray``: the conversion's ordered batches run as Ray tasks.
 
 The driver reads the annotations and makes the same batches of pending records as a local
-run (`pixmo_stream.ingest.pipeline`). Consecutive batches form a partition (`partition_images`
-images, as far as the images known when the conversion starts allow); each partition is
-one Ray task that reads and checks its images and writes its records into a staging
-directory of its own (`staging`). Results are taken in partition order and the partitions
-are committed in that order, so the output holds the records of a local run in the same
-order, and the report counts and names the same failures. A task that Ray retries writes a
-fresh directory; only attempts that returned are committed.
+run (`pixmo_stream.ingest.pipeline`, which calls this module; this module uses only what both
+engines share, `pixmo_stream.ingest.finishing` and `pixmo_stream.ingest.report`). Consecutive
+batches form a partition (`partition_images` images, as far as the images known when the
+conversion starts allow); each partition is one Ray task that reads and checks its images and
+writes its records into a staging directory of its own (`staging`). Results are taken in
+partition order and the partitions are committed in that order, so the output holds the
+records of a local run in the same order, and the report counts and names the same failures.
+A task that Ray retries writes a fresh directory; only attempts that returned are committed.
 
 Every node must see the image folder (when there is one) and the output's parent directory
 at the same paths: a shared file system.
@@ -23,14 +24,8 @@ from typing import Any
 
 import ray
 
-from ..ingest.pipeline import (
-    ConvertReport,
-    Failure,
-    FinishOptions,
-    Pending,
-    _count_failure,
-    _finish_batch,
-)
+from ..ingest.finishing import Job, finish_batch
+from ..ingest.report import ConvertReport, Failure, count_failure
 from ..schema import Schema
 from ..writer import Writer
 from .staging import StagedPart, check_output, commit, discard, new_attempt, open_root
@@ -38,8 +33,6 @@ from .staging import StagedPart, check_output, commit, discard, new_attempt, ope
 # Images per Ray task at most (whole batches of 64): each task writes shards of its own, so a
 # task should hold enough images for shards of a useful size.
 PARTITION_IMAGES = 1024
-
-Job = tuple[list[Pending], FinishOptions]
 
 
 @dataclass
@@ -59,7 +52,7 @@ def convert_partition(
     written = 0
     with Writer(where, schema, **options) as writer:
         for job in jobs:
-            for rec, failure in _finish_batch(job):
+            for rec, failure in finish_batch(job):
                 result.outcomes += 1
                 if failure is not None:
                     result.failures.append((failure, rec is not None))
@@ -127,7 +120,7 @@ def write_on_ray(
         def take() -> None:
             result: PartitionResult = ray.get(in_flight.popleft())
             for failure, kept in result.failures:
-                _count_failure(report, failure, kept=kept)
+                count_failure(report, failure, kept=kept)
             report.records_written += result.part.num_rows
             report.sha256_mismatches += result.sha256_mismatches
             parts.append(result.part)

@@ -57,8 +57,11 @@ async def attempt(session: aiohttp.ClientSession, url: str, opts: FetchOptions) 
     status: int | None = None
     try:
         async with asyncio.timeout(opts.request_timeout):
+            # aiohttp raises once its count of redirects *reaches* max_redirects (and reads 0
+            # as no limit), so the 10th redirect would fail; ours is a limit on how many are
+            # followed: one more than it is what must fail.
             async with session.get(
-                url, allow_redirects=True, max_redirects=opts.max_redirects
+                url, allow_redirects=True, max_redirects=opts.max_redirects + 1
             ) as resp:
                 status = resp.status
                 early = _refuse_by_headers(resp, opts)

@@ -19,10 +19,9 @@ from .errors import FetchError, FetchInterrupted
 from .options import DEFAULT_USER_AGENT, SHA_POLICIES, FetchOptions
 from .outcome import Outcome
 from .parquet import SHA_COLUMN, URL_COLUMN, parquet_urls
-from .report import FetchReport
+from .report import REPORT_FILE, FetchReport
 
 NAME = "fetch"
-REPORT_FILE = ".pixmo-fetch-report.json"
 _DEFAULTS = FetchOptions()
 
 
@@ -67,7 +66,27 @@ def add_parser(
         help="expected-sha256 column, used where present (default: %(default)s)",
     )
     p.add_argument("--limit", type=_positive(int), metavar="N", help="only the first N URLs")
-    net = p.add_argument_group("network")
+    add_fetch_options(p)
+    out = p.add_argument_group("output")
+    out.add_argument(
+        "--report",
+        metavar="FILE",
+        default=None,
+        help=f"write the JSON report here (default: DIR/{REPORT_FILE})",
+    )
+    out.add_argument("--json", action="store_true", help="print the JSON report, not a table")
+    p.set_defaults(func=run)
+    return p
+
+
+def add_fetch_options(
+    parser: argparse.ArgumentParser, *, title: str = "", decode_option: bool = True
+) -> None:
+    """How to fetch: the network and check options, one definition for ``pixmo-stream fetch``
+    and ``pixmo-stream convert --fetch`` (read back by `options_from_args`). ``title``
+    prefixes the groups' titles; ``decode_option=False`` leaves out ``--no-decode`` for a
+    command that checks every image itself afterwards."""
+    net = parser.add_argument_group(f"{title}network")
     net.add_argument(
         "--concurrency",
         metavar="N",
@@ -157,7 +176,7 @@ def add_parser(
         default=DEFAULT_USER_AGENT,
         help="User-Agent header (default: %(default)s)",
     )
-    checks = p.add_argument_group("checks")
+    checks = parser.add_argument_group(f"{title}checks")
     checks.add_argument(
         "--sha",
         choices=SHA_POLICIES,
@@ -165,12 +184,13 @@ def add_parser(
         help="sha256 policy: strict rejects a mismatch; flag keeps a mismatching image that "
         "decodes and counts it as sha_flagged; off does not check (default: %(default)s)",
     )
-    checks.add_argument(
-        "--no-decode",
-        action="store_true",
-        help="skip the decode of each image (the bytes must still open as an image and reach "
-        "their format's end, so a body cut short is never cached)",
-    )
+    if decode_option:
+        checks.add_argument(
+            "--no-decode",
+            action="store_true",
+            help="skip the decode of each image (the bytes must still open as an image and "
+            "reach their format's end, so a body cut short is never cached)",
+        )
     checks.add_argument(
         "--opt-out",
         default=",".join(_DEFAULTS.opt_out_directives),
@@ -183,19 +203,11 @@ def add_parser(
         action="store_true",
         help="also retry URLs a previous run found permanently failed (404, bad content, ...)",
     )
-    out = p.add_argument_group("output")
-    out.add_argument(
-        "--report",
-        metavar="FILE",
-        default=None,
-        help=f"write the JSON report here (default: DIR/{REPORT_FILE})",
-    )
-    out.add_argument("--json", action="store_true", help="print the JSON report, not a table")
-    p.set_defaults(func=run)
-    return p
 
 
-def options_from_args(args: argparse.Namespace) -> FetchOptions:
+def options_from_args(args: argparse.Namespace, *, decode: bool | None = None) -> FetchOptions:
+    """The `FetchOptions` of options `add_fetch_options` defined; ``decode`` overrides
+    ``--no-decode`` (or stands for it where it was left out)."""
     directives = tuple(d.strip() for d in args.opt_out.split(",") if d.strip())
     try:
         return FetchOptions(
@@ -211,7 +223,7 @@ def options_from_args(args: argparse.Namespace) -> FetchOptions:
             backoff_max=args.backoff_max,
             retry_after_cap=args.retry_after_cap,
             sha_policy=args.sha,
-            decode=not args.no_decode,
+            decode=(not args.no_decode) if decode is None else decode,
             opt_out_directives=directives,
             user_agent=args.user_agent,
             retry_permanent=args.retry_permanent,
@@ -257,7 +269,7 @@ def _emit(report: FetchReport, args: argparse.Namespace, out: TextIO) -> None:
     path = Path(args.report) if args.report else Path(args.cache) / REPORT_FILE
     text = report.to_json()
     try:
-        path.write_text(text + "\n")
+        report.write(path)
     except OSError as exc:
         sys.stderr.write(f"pixmo-stream fetch: cannot write the report to {path}: {exc}\n")
     out.write(text + "\n" if args.json else report.format() + "\n")

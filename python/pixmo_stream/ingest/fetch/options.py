@@ -41,6 +41,7 @@ class FetchOptions:
     retry_after_cap: float = 60.0
     """A ``Retry-After`` up to this is waited out; a longer one defers the URL to a later run."""
     max_redirects: int = 10
+    """Redirects followed for one request; a chain of more is ``redirect_loop``."""
     sha_policy: ShaPolicy = "flag"
     """``strict``: a sha256 mismatch is a failure, not cached. ``flag``: an image that decodes
     but whose hash differs is kept and reported as ``sha_flagged``. ``off``: no check."""

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from .outcome import Outcome
+
+REPORT_FILE = ".pixmo-fetch-report.json"
+"""Where a run writes its report, in the cache directory (unless told otherwise)."""
 
 
 @dataclasses.dataclass
@@ -58,6 +63,25 @@ class FetchReport:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FetchReport:
+        """The report `to_dict` gave (``convert-report.json`` holds one under ``fetch``)."""
+        return cls(
+            total=d["total"],
+            counts=Counter({k: v for k, v in d["outcomes"].items() if v}),
+            reused=d["reused"],
+            requests=d["requests"],
+            bytes_downloaded=d["bytes_downloaded"],
+            elapsed_s=d["elapsed_s"],
+            interrupted=d["interrupted"],
+            deadline_reached=d["deadline_reached"],
+            throttled_hosts=dict(d["throttled_hosts"]),
+        )
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Writes the JSON report (what ``pixmo-stream fetch`` writes) to ``path``."""
+        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
 
     def format(self) -> str:
         """A short table for people: outcomes that occurred, then the totals."""
