@@ -1,9 +1,8 @@
 """convert's other promises: the held-out split, worker-count independence, generic inputs,
-merge, Molmo's point text, and modules that depend on each other one way."""
+merge, and Molmo's point text."""
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import tarfile
@@ -334,64 +333,3 @@ def test_many_tars_are_read_one_at_a_time_and_rows_count_on(tmp_path: Path) -> N
     assert [r["n"] for r in ps.Dataset(str(tmp_path / "o"))] == [0, 1, 2, 4, 5]
     assert report.input_rows == 6 and report.skipped == {"not_an_image": 1}
     assert report.failures[0].input_rows == [3]  # row 1 of the second tar: row 3 overall
-
-
-PACKAGE = Path(__file__).resolve().parent.parent / "python"
-
-
-def _imports(path: Path, module: str) -> set[str]:
-    """The modules ``path`` imports, at the top or inside a function (a deferred import is a
-    dependency too), as dotted names, with ``from a import b`` counted as ``a`` and ``a.b``."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parts, *([node.module] if node.module else [])])
-            found.add(base)
-            found.update(f"{base}.{a.name}" for a in node.names)
-    return found
-
-
-def _first_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    state: dict[str, int] = {}
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                return [*path[path.index(nxt) :], nxt]
-            if nxt not in state and (cycle := visit(nxt)):
-                return cycle
-        path.pop()
-        state[node] = 2
-        return None
-
-    for node in sorted(graph):
-        if node not in state and (cycle := visit(node)):
-            return cycle
-    return None
-
-
-def test_ingest_and_ray_modules_depend_on_each_other_one_way() -> None:
-    # The two engines share what they both need from modules below them (ingest.finishing,
-    # ingest.report); the local pipeline calls the Ray engine, never the other way round.
-    modules = {}
-    for sub in ("ingest", "ray"):
-        for path in (PACKAGE / "pixmo_stream" / sub).rglob("*.py"):
-            parts = path.relative_to(PACKAGE).with_suffix("").parts
-            modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    packages = {"pixmo_stream.ingest", "pixmo_stream.ray"}  # their __init__s only re-export
-    graph = {
-        m: {d for d in _imports(p, m) if d in modules and d != m and d not in packages}
-        for m, p in modules.items()
-    }
-    assert "pixmo_stream.ray.convert" in graph["pixmo_stream.ingest.pipeline"], graph
-    cycle = _first_cycle(graph)
-    assert cycle is None, "modules import each other in a cycle: " + " -> ".join(cycle or [])
