@@ -246,8 +246,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             fetch_progress=not args.quiet,
         )
     except FetchInterrupted as stop:
+        # What was downloaded is kept (a re-run resumes); exit as for any Ctrl-C, 130.
         out.write(stop.report.format() + "\n")
-        raise CommandError("interrupted while fetching; what was downloaded is kept") from None
+        raise KeyboardInterrupt from None
     finally:
         for bar in bars:
             bar.close()
