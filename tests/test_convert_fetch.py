@@ -8,6 +8,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -145,3 +150,31 @@ def test_convert_shares_fetchs_option_definitions(
             "-o", str(tmp_path / "out")]  # fmt: skip
     assert main(argv) == 2
     assert "are for --fetch" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_fetching_keeps_the_downloads_and_exits_130(tmp_path: Path) -> None:
+    # The server answers 3 requests and holds the rest until the signal has been sent.
+    with FaultServer(hold_after=3) as server:
+        urls = [server.url(f"/img/{i}") for i in range(12)]
+        parquet = _cap_parquet(tmp_path / "cap.parquet", urls)
+        cache, out = tmp_path / "cache", tmp_path / "out"
+        root = Path(__file__).resolve().parent.parent
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pixmo_stream.cli", "--quiet", "convert", str(parquet),
+             "--preset", "pixmo-cap", "--fetch", "--images", str(cache), "-o", str(out),
+             "--concurrency", "2"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(root / "python")},
+        )  # fmt: skip
+        guard = time.monotonic() + 120  # only a broken fetcher waits this long
+        while sum(1 for u in urls if (cache / molmo_cache_name(u)).exists()) < 3:
+            assert proc.poll() is None and time.monotonic() < guard, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+        server.release()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stdout and "interrupted" in stderr
+    fetched = json.loads((cache / ".pixmo-fetch-report.json").read_text())
+    assert fetched["interrupted"] and fetched["outcomes"]["ok"] == 3
+    assert not (out / "manifest.json").exists()  # nothing converted

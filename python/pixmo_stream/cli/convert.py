@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any, TextIO
 
 from pixmo_stream.ingest.fetch.command import UsageError, add_fetch_options, options_from_args
@@ -243,11 +244,12 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             address=args.address,
             storage_options=write_options(args),
             fetch=fetch,
-            fetch_progress=not args.quiet,
+            fetch_progress=not args.quiet and sys.stderr.isatty(),
         )
     except FetchInterrupted as stop:
+        # What was downloaded is kept (a re-run resumes); exit as for any Ctrl-C, 130.
         out.write(stop.report.format() + "\n")
-        raise CommandError("interrupted while fetching; what was downloaded is kept") from None
+        raise KeyboardInterrupt from None
     finally:
         for bar in bars:
             bar.close()

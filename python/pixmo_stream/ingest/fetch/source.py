@@ -38,14 +38,14 @@ class FetchedImages:
     def read(self, ref: ImageRef) -> bytes:
         try:
             return FolderImages(self.root, "url-sha256").read(ref)
-        except MissingImage as missing:
+        except MissingImage:
             state = self._state()
             rec = state.get(ref.url) if state is not None and ref.url else None
             if rec is None or rec.outcome.cached:
                 raise
             tries = f"{rec.attempts} attempt{'s' if rec.attempts != 1 else ''}"
             raise MissingImage(
-                f"not downloaded: {rec.detail} ({tries}); {missing}", cause=rec.outcome.value
+                f"not downloaded: {rec.detail} ({tries})", cause=rec.outcome.value
             ) from None
 
     def _state(self) -> FetchState | None:
