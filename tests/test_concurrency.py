@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import sys
 import threading
 import time
 
@@ -24,6 +25,11 @@ def big(tmp_path_factory):
 
 
 def test_verify_releases_the_gil(big):
+    # No timing: with an hour-long switch interval the interpreter never takes the GIL from
+    # the main thread, so the counter thread (which hands the GIL back after every tick) can
+    # tick during verify() only if verify() releases the GIL itself. Held, it never ticks
+    # there; released, it ticks as soon as the OS runs it (tried on up to 50 calls, so a
+    # loaded machine that does not schedule it during one call cannot fail the test).
     ds = ps.Dataset(big)
     ticks = 0
     stop = threading.Event()
@@ -34,21 +40,26 @@ def test_verify_releases_the_gil(big):
         started.set()
         while not stop.is_set():
             ticks += 1
+            time.sleep(0)  # hands the GIL back
 
+    old = sys.getswitchinterval()
     t = threading.Thread(target=counter)
     t.start()
     started.wait()
-    # With the GIL held for the whole call, the counter thread could not run at all while
-    # verify() works; released, it keeps counting.
-    before = ticks
-    t0 = time.perf_counter()
-    assert ds.verify().ok
-    elapsed = time.perf_counter() - t0
-    during = ticks - before
-    stop.set()
-    t.join()
-    assert elapsed > 0.01, "the dataset is too small to tell"
-    assert during > 1000, f"only {during} ticks in {elapsed:.3f}s: the GIL was held"
+    sys.setswitchinterval(3600)
+    try:
+        during = 0
+        for _ in range(50):
+            before = ticks
+            assert ds.verify().ok
+            during = ticks - before
+            if during:
+                break
+    finally:
+        sys.setswitchinterval(old)
+        stop.set()
+        t.join()
+    assert during > 0, "the counter never ran during verify(): the GIL was held"
 
 
 def test_threads_read_in_parallel_and_agree(big):
