@@ -29,8 +29,8 @@ use std::sync::OnceLock;
 
 use mozjpeg_sys as j;
 
-use crate::decode::RgbImage;
 use crate::error::{Format, ImageError, Result};
+use crate::rgb::RgbImage;
 
 /// What unwinds out of libjpeg: its message code and text.
 struct Failure {
