@@ -278,10 +278,26 @@ GEOMETRY = [
 ]
 
 
+def edges(h: int, w: int) -> np.ndarray:
+    """Dark and white rectangles (never black, so the padding shows): the worst case."""
+    img = np.full((h, w, 3), 60, dtype=np.uint8)
+    for k in range(6):
+        y, x = (k * 97) % (h // 2), (k * 211) % (w // 2)
+        img[y : y + h // 3, x : x + w // 4] = 255 if k % 2 else 60
+    return img
+
+
+# Reduced-scale decoding against a full decode and resize (docs/IMAGES.md): at most 20 levels
+# on photos, 80 at hard edges, 3 on average.
+FAST = {"smooth": (20, 3.0), "edges": (80, 3.0)}
+
+
+@pytest.mark.parametrize("content", sorted(FAST))
 @pytest.mark.parametrize("size,opt", GEOMETRY)
-def test_reduced_scale_decoding_lands_where_placement_says(size, opt) -> None:  # type: ignore[no-untyped-def]
+def test_reduced_scale_decoding_lands_where_placement_says(size, opt, content) -> None:  # type: ignore[no-untyped-def]
     h, w = size
-    data = encode(PIL.Image.fromarray(smooth(h, w, lo=60)), "JPEG", quality=90)
+    pixels = smooth(h, w, lo=60) if content == "smooth" else edges(h, w)
+    data = encode(PIL.Image.fromarray(pixels), "JPEG", quality=90)
     p = ps.image.placement(h, w, **opt)
     if size == (531, 800):
         # The reported case: 100x66 (its 1/8-scale decode, 100x67, gave 100x67), and padded
@@ -294,7 +310,8 @@ def test_reduced_scale_decoding_lands_where_placement_says(size, opt) -> None:  
     cols = np.nonzero(fast.any(axis=(0, 2)))[0]
     assert (rows[0], len(rows), cols[0], len(cols)) == (p.top, p.height, p.left, p.width)
     diff = np.abs(fast.astype(np.int16) - full)
-    assert diff.max() <= 40 and diff.mean() <= 2.0
+    max_abs, mean_abs = FAST[content]
+    assert diff.max() <= max_abs and diff.mean() <= mean_abs, (diff.max(), diff.mean())
 
 
 @pytest.mark.parametrize("size", [(3891, 10), (5000, 14)])
@@ -305,7 +322,8 @@ def test_thin_images_keep_their_short_side(size: tuple[int, int]) -> None:
     fast = ps.image.decode(data, pad=(336, 336))
     full = ps.image.decode(data, pad=(336, 336), fast=False)
     diff = np.abs(fast.astype(np.int16) - full)
-    assert diff.max() <= 40 and diff.mean() <= 2.0, (diff.max(), diff.mean())
+    max_abs, mean_abs = FAST["edges"]
+    assert diff.max() <= max_abs and diff.mean() <= mean_abs, (diff.max(), diff.mean())
     exact = ps.image.molmo_preprocess(data)
     quick = ps.image.molmo_preprocess(data, ps.image.MolmoConfig(exact=False))
     level = 1 / 255 / float(ps.image.CLIP_STD.min())

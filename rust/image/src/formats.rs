@@ -137,9 +137,12 @@ fn small_jpeg(h: &Header) -> bool {
     h.width.min(h.height) < SMALL_JPEG_SIDE
 }
 
-/// The frame size and the marker segments (marker, body) up to the first scan, read as
-/// libjpeg reads them: bytes that are not a marker between segments are skipped.
-pub(crate) fn jpeg_segments(bytes: &[u8]) -> Result<(u32, u32, Vec<(u8, &[u8])>)> {
+/// A JPEG marker segment: its marker (the byte after 0xFF) and body.
+pub(crate) type Segment<'a> = (u8, &'a [u8]);
+
+/// The frame size and the marker segments up to the first scan, read as libjpeg reads them:
+/// bytes that are not a marker between segments are skipped.
+pub(crate) fn jpeg_segments(bytes: &[u8]) -> Result<(u32, u32, Vec<Segment<'_>>)> {
     let f = Format::Jpeg;
     let mut segments = Vec::new();
     let mut size = None;
