@@ -329,3 +329,24 @@ def test_thin_images_keep_their_short_side(size: tuple[int, int]) -> None:
     level = 1 / 255 / float(ps.image.CLIP_STD.min())
     d = np.abs(quick.crops - exact.crops)
     assert d.max() <= 2 * level and d.mean() <= 0.4 * level, (d.max() / level, d.mean() / level)
+
+
+def test_the_gpu_path_and_the_default_cpu_decode_share_one_layout() -> None:
+    # decode="cuda" decodes in full (nvJPEG; torchvision's CPU decoder stands in for it here)
+    # and places the content by `placement`; the CPU decoder's default reduced-scale decode
+    # must put it at the same rows and columns.
+    pytest.importorskip("torchvision")
+    from pixmo_stream.decoding import decode_on_gpu
+
+    datas = [
+        encode(PIL.Image.fromarray(smooth(h, w, lo=60)), "JPEG", quality=90)
+        for h, w in ((531, 800), (1079, 1919))
+    ]
+    for opt in ({"pad": (100, 100)}, {"max_side": 100}):
+        spec = ps.Decode(device="cuda", **opt)  # type: ignore[arg-type]
+        gpu = decode_on_gpu({"image": list(datas)}, spec, "raise", device="cpu")["image"]
+        for data, g in zip(datas, gpu, strict=True):
+            cpu = ps.image.decode(data, **opt)  # type: ignore[arg-type]
+            g = np.asarray(g)
+            assert g.shape == cpu.shape
+            np.testing.assert_array_equal(g.any(axis=2), cpu.any(axis=2))
