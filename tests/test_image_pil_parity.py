@@ -106,6 +106,13 @@ def test_exif_payloads_that_begin_with_the_jpeg_prefix_are_read(fmt: str) -> Non
             data = encode(asymmetric(), fmt, exif=exif, **kw)
             assert_same(data)
             assert ps.image.probe(data).orientation == o
+            if fmt == "WEBP" and o > 1:
+                # libwebp reads the EXIF chunk only where the VP8X header flags it.
+                unflagged = bytearray(data)
+                assert unflagged[12:16] == b"VP8X" and unflagged[20] & 0x08
+                unflagged[20] &= ~0x08
+                assert_same(bytes(unflagged))
+                assert ps.image.probe(bytes(unflagged)).orientation == 1
 
 
 def test_orientation_held_only_in_xmp_is_applied() -> None:
@@ -122,6 +129,7 @@ def test_orientation_held_only_in_xmp_is_applied() -> None:
             assert_same(encode(asymmetric(), "PNG", pnginfo=info))
             # Also as a tEXt chunk after the image data (PIL reads the whole file).
             assert_same(png_with_chunk(png, b"tEXt", b"XML:com.adobe.xmp\0" + packet, True))
+            assert_same(encode(asymmetric(), "WEBP", lossless=True, xmp=packet))
 
 
 def test_exif_takes_precedence_over_xmp_as_in_pil() -> None:
@@ -167,6 +175,11 @@ def palette_gif(transparency: int | None) -> bytes:
 def test_transparent_gif_pixels_keep_their_palette_colour() -> None:
     for t in (0, 1, 3):
         assert_same(palette_gif(t))
+        # The colour table cut to 2 entries: indices past its end are black, as in PIL.
+        data = bytearray(palette_gif(t))
+        data[10] &= ~7
+        del data[13 + 6 : 13 + 12]
+        assert_same(bytes(data))
 
 
 def test_gif_screen_larger_than_its_frame_is_filled_as_pil_fills_it() -> None:

@@ -79,8 +79,15 @@ pub(crate) fn png_orientation(bytes: &[u8]) -> u8 {
     resolve(&s)
 }
 
-/// The orientation of a WebP, from its `EXIF` and `XMP ` chunks.
+/// The orientation of a WebP, from its `EXIF` and `XMP ` chunks. libwebp (PIL's reader) takes
+/// them only from an extended file whose VP8X header flags them.
 pub(crate) fn webp_orientation(bytes: &[u8]) -> u8 {
+    const XMP_FLAG: u8 = 0x04;
+    const EXIF_FLAG: u8 = 0x08;
+    let flags = match (bytes.get(12..16), bytes.get(20)) {
+        (Some(b"VP8X"), Some(&flags)) => flags,
+        _ => return 1,
+    };
     let mut s = Sources::default();
     let mut pos = 12;
     while pos + 8 <= bytes.len() {
@@ -99,8 +106,8 @@ pub(crate) fn webp_orientation(bytes: &[u8]) -> u8 {
             break;
         };
         match kind {
-            b"EXIF" => s.exif = Some(bytes[start..end].to_vec()),
-            b"XMP " => s.xmp = Some(bytes[start..end].to_vec()),
+            b"EXIF" if flags & EXIF_FLAG != 0 => s.exif = Some(bytes[start..end].to_vec()),
+            b"XMP " if flags & XMP_FLAG != 0 => s.xmp = Some(bytes[start..end].to_vec()),
             _ => {}
         }
         pos = end + (len as usize & 1); // chunks are padded to an even length
