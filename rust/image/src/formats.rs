@@ -520,3 +520,25 @@ fn check_len(format: Format, img: &RgbImage) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jpeg_segments_skip_stray_bytes_and_say_where_headers_end() {
+        let app14 = [0xFF, 0xEE, 0, 9, b'A', b'd', b'o', b'b', b'e', 0, 100]; // 7 of 12 bytes
+        let sof = [0xFF, 0xC0, 0, 11, 8, 0, 3, 0, 5, 1, 1, 0x11, 0];
+        let sos = [0xFF, 0xDA, 0, 2];
+        let data = [&[0xFF, 0xD8][..], &app14, &[0, 0], &sof, &sos].concat();
+        let (w, h, segments) = jpeg_segments(&data).unwrap();
+        assert_eq!((w, h), (5, 3));
+        assert_eq!(segments[0], (0xEE, &b"Adobe\0d"[..]));
+        for cut in 2..data.len() {
+            let err = jpeg_segments(&data[..cut]).unwrap_err();
+            assert_eq!(err.reason(), "truncated", "cut at {cut}: {err}");
+        }
+        let no_frame = [&[0xFF, 0xD8][..], &sos].concat();
+        assert_eq!(jpeg_segments(&no_frame).unwrap_err().reason(), "corrupt");
+    }
+}
