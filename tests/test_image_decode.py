@@ -252,11 +252,16 @@ def test_max_side_and_pad_sizes() -> None:
     assert rows.sum() == 251 and rows.argmax() == 42
 
 
+# Reduced-scale decoding against a full decode and resize, on photos (docs/IMAGES.md: measured
+# at most 18 levels, under 2.6 on average; hard edges in tests/test_image_pil_parity.py).
+FAST_MAX, FAST_MEAN = 20, 3.0
+
+
 def test_fast_decode_is_close_to_full_decode() -> None:
     data = encode(PIL.Image.fromarray(photo(1080, 1920)), "JPEG", quality=90)
     full = ps.image.decode(data, resize=(189, 336), fast=False)
     fast = ps.image.decode(data, resize=(189, 336), fast=True)
-    assert_close(fast, full, max_abs=40, mean_abs=2.0)
+    assert_close(fast, full, max_abs=FAST_MAX, mean_abs=FAST_MEAN)
 
 
 def test_a_much_smaller_target_is_decoded_at_reduced_scale_by_default() -> None:
@@ -266,13 +271,13 @@ def test_a_much_smaller_target_is_decoded_at_reduced_scale_by_default() -> None:
     full = ps.image.decode(data, max_side=336, fast=False)
     assert default.shape == full.shape == (189, 336, 3)
     assert not np.array_equal(default, full)  # 1/4 scale, then resized: other pixels
-    assert_close(default, full, max_abs=40, mean_abs=2.0)
+    assert_close(default, full, max_abs=FAST_MAX, mean_abs=FAST_MEAN)
     # Half the size is decoded at 1/2 only where libjpeg-turbo has its SIMD (it pays there).
     half = ps.image.decode(data, max_side=900)
     half_full = ps.image.decode(data, max_side=900, fast=False)
     assert half.shape == half_full.shape == (506, 900, 3)
     assert np.array_equal(half, half_full) != LIBJPEG
-    assert_close(half, half_full, max_abs=40, mean_abs=2.0)
+    assert_close(half, half_full, max_abs=FAST_MAX, mean_abs=FAST_MEAN)
     # No reduction below the target: an image under twice its size is decoded in full.
     near = ps.image.decode(data, max_side=1000)
     np.testing.assert_array_equal(near, ps.image.decode(data, max_side=1000, fast=False))
@@ -292,7 +297,7 @@ def test_fast_decode_of_each_jpeg_kind(mode: str) -> None:
     full = ps.image.decode(data, max_side=120, fast=False)
     fast = ps.image.decode(data, max_side=120, fast=True)
     assert fast.shape == full.shape == (120, 90, 3)
-    assert_close(fast, full, max_abs=40, mean_abs=2.0)
+    assert_close(fast, full, max_abs=FAST_MAX, mean_abs=FAST_MEAN)
     for cut in (len(data) // 2, len(data) - 20):
         with pytest.raises(ps.ImageDecodeError) as e:
             ps.image.decode(data[:cut], max_side=120, fast=True)

@@ -116,9 +116,12 @@ def test_a_sliver_is_clamped_instead_of_crashing() -> None:
 # ---- fast mode and uint8 crops -----------------------------------------------------------
 
 # Fast mode resizes in uint8 (rounded to the nearest level) with a fixed-point kernel: at most
-# two levels from exact mode, under half a level on average (one level is ~0.015 normalised).
+# two levels from exact mode on photos, under 0.4 of a level on average (one level is ~0.015
+# normalised); at hard black-and-white edges a 1/2-scale decode puts a few pixels up to 40
+# levels off (docs/IMAGES.md: measured 15.1 and 36.6 on two 12 MP images).
 LEVEL = 1 / 255 / float(STD.min())
 FAST_MAX_ABS = 2 * LEVEL
+FAST_EDGES_MAX_ABS = 40 * LEVEL
 FAST_MEAN_ABS = 0.4 * LEVEL
 
 
@@ -132,10 +135,12 @@ def hard_edges(h: int, w: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    "size", [(480, 640), (1080, 1920), (2000, 300), (50, 50), (3024, 4032), (1999, 2999)]
+    "size",
+    [(480, 640), (1080, 1920), (2000, 300), (50, 50), (3024, 4032), (1999, 2999), (3023, 4031)],
 )
 def test_fast_mode_is_within_the_stated_tolerance(size: tuple[int, int]) -> None:
-    data = jpeg(photo(*size, seed=size[1]) if size[0] % 2 == 0 else hard_edges(*size))
+    edges = size[0] % 2 == 1
+    data = jpeg(hard_edges(*size) if edges else photo(*size, seed=size[1]))
     exact = ps.image.molmo_preprocess(data)
     fast = ps.image.molmo_preprocess(data, ps.image.MolmoConfig(exact=False))
     assert fast.tiling == exact.tiling
@@ -143,7 +148,8 @@ def test_fast_mode_is_within_the_stated_tolerance(size: tuple[int, int]) -> None
     np.testing.assert_array_equal(fast.patch_mask, exact.patch_mask)
     np.testing.assert_array_equal(fast.image_tokens, exact.image_tokens)
     diff = np.abs(fast.crops - exact.crops)
-    assert diff.max() <= FAST_MAX_ABS and diff.mean() <= FAST_MEAN_ABS, (diff.max(), diff.mean())
+    bound = FAST_EDGES_MAX_ABS if edges else FAST_MAX_ABS
+    assert diff.max() <= bound and diff.mean() <= FAST_MEAN_ABS, (diff.max(), diff.mean())
 
 
 @pytest.mark.parametrize("exact", [True, False])

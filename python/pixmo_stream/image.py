@@ -157,7 +157,9 @@ def decode(
     Resampling is antialiased bilinear. A JPEG at least twice the target's size on both sides
     (four times where libjpeg-turbo lacks its SIMD, see ``jpeg_decoder``) is decoded at 1/2,
     1/4 or 1/8 scale (libjpeg-turbo's DCT scaling, as PIL's ``draft``), never below the
-    target: faster, and within a few levels of a full decode and resize.
+    target nor below 32 px a side: faster, with pixels close to a full decode and resize
+    (docs/IMAGES.md gives the measured bounds). The output's size and offsets are always
+    ``placement(...)`` of the original size, whatever scale was decoded.
     ``fast=False`` decodes every image in full first.
     ``max_pixels`` (None: no limit) is checked from the header before decoding.
 

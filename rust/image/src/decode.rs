@@ -4,6 +4,7 @@ use crate::error::{Format, ImageError, Result};
 use crate::formats::{self, Header};
 use crate::orientation;
 use crate::resize::{self, Resize};
+use crate::rgb::RgbImage;
 
 /// PIL's default `Image.MAX_IMAGE_PIXELS` times two: the size at which PIL refuses to open.
 pub const DEFAULT_MAX_PIXELS: u64 = 178_956_970;
@@ -27,14 +28,6 @@ impl Default for DecodeOptions {
             fast: false,
         }
     }
-}
-
-/// Interleaved 8-bit RGB, row-major: `data.len() == height * width * 3`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RgbImage {
-    pub width: u32,
-    pub height: u32,
-    pub data: Vec<u8>,
 }
 
 /// What an image's header says.
@@ -73,7 +66,8 @@ pub fn decode_rgb(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage> {
         1
     };
     let img = decode_upright_with(bytes, &header, reduce)?;
-    Ok(resize::apply(img, &opts.resize))
+    // The layout is the original size's (what `placement` says), whatever size was decoded.
+    Ok(resize::apply(img, &p))
 }
 
 /// Decodes upright pixels at least `min_width` x `min_height` in size where the format allows
@@ -120,8 +114,16 @@ fn upright_size(h: &Header) -> (u32, u32) {
     }
 }
 
+/// A reduced decode keeps at least this many pixels a side. Its last row and column of pixels
+/// stand for whatever is left of the image past the last whole 8x8 block (one to eight pixels
+/// of it, padded), yet resampling weighs them as full ones: on a side of few pixels that
+/// shifts the content (a 10 px wide image decoded at 1/8 is 2 px, one of them made of 2
+/// columns; padded into 336x336 it differed from the full decode by up to 54 levels).
+const MIN_REDUCED_SIDE: u32 = 32;
+
 /// The largest JPEG DCT reduction (8, 4 or 2; 1 for none) whose output still covers an
-/// upright target of `tw` x `th`, so resampling only ever shrinks. 2 only where libjpeg-turbo
+/// upright target of `tw` x `th`, so resampling only ever shrinks, and keeps at least
+/// `MIN_REDUCED_SIDE` pixels on each side. 2 only where libjpeg-turbo
 /// has its SIMD: built from plain C, its 1/2-scale decode saves nothing over zune-jpeg's full
 /// decode (per 1.6 MP photo, decode and resize: 8.9 ms against 8.9), with SIMD it does (6.4
 /// ms against 7.4 for a 700 px view).
@@ -142,7 +144,10 @@ fn reduction_with(header: &Header, tw: u32, th: u32, half: bool) -> u32 {
     scales
         .iter()
         .copied()
-        .find(|&r| header.width.div_ceil(r) >= tw && header.height.div_ceil(r) >= th)
+        .find(|&r| {
+            let (w, h) = (header.width.div_ceil(r), header.height.div_ceil(r));
+            w >= tw.max(MIN_REDUCED_SIDE) && h >= th.max(MIN_REDUCED_SIDE)
+        })
         .unwrap_or(1)
 }
 
@@ -173,6 +178,10 @@ mod tests {
             assert_eq!(r(1080, 1920, 1, 336, 189), if half { 2 } else { 1 });
             assert_eq!(r(4000, 3000, 1, 1008, 756), if half { 2 } else { 1 });
             assert_eq!(r(4032, 3024, 1, 1008, 756), 4);
+            // A thin image keeps its short side: no reduction leaves it 32 px.
+            assert_eq!(r(10, 3891, 1, 1, 336), 1);
+            assert_eq!(r(14, 5000, 1, 1, 336), 1);
+            assert_eq!(r(300, 5000, 1, 20, 336), 8);
         }
     }
 

@@ -8,9 +8,9 @@ use zune_core::bytestream::ZCursor;
 use zune_core::colorspace::ColorSpace;
 use zune_jpeg::errors::DecodeErrors;
 
-use crate::decode::RgbImage;
 use crate::error::{Format, ImageError, Result};
-use crate::orientation;
+use crate::metadata;
+use crate::rgb::RgbImage;
 
 /// What a header says, before any pixel is decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,33 +44,23 @@ pub(crate) fn read_header(bytes: &[u8]) -> Result<Header> {
     let format = sniff(bytes)?;
     let (width, height, orientation) = match format {
         Format::Jpeg => {
-            let mut d = zune_decoder(bytes, u64::MAX, false);
-            d.decode_headers().map_err(jpeg_error)?;
-            let info = d.info().ok_or_else(|| corrupt(format, "no frame header"))?;
-            (
-                info.width as u32,
-                info.height as u32,
-                orientation::from_exif(d.exif().cloned()),
-            )
+            let (w, h, segments) = jpeg_segments(bytes)?;
+            (w, h, metadata::jpeg_orientation(&segments))
         }
         Format::Png => {
             let reader = png_reader(bytes, png::Limits::default().bytes)?;
             let info = reader.info();
-            let exif = info.exif_metadata.as_ref().map(|e| e.to_vec());
-            (info.width, info.height, orientation::from_exif(exif))
+            (info.width, info.height, metadata::png_orientation(bytes))
         }
         Format::Gif => {
             let d = gif_decoder(bytes, u64::MAX)?;
             (u32::from(d.width()), u32::from(d.height()), 1)
         }
         Format::WebP => {
-            let mut d = webp_decoder(bytes)?;
+            check_webp_size(bytes)?;
+            let d = webp_decoder(bytes)?;
             let (w, h) = d.dimensions();
-            (
-                w,
-                h,
-                orientation::from_exif(d.exif_metadata().ok().flatten()),
-            )
+            (w, h, metadata::webp_orientation(bytes))
         }
     };
     if width == 0 || height == 0 {
@@ -97,13 +87,27 @@ pub(crate) fn decode_stored(bytes: &[u8], header: &Header, reduce: u32) -> Resul
         // libjpeg-turbo when scaling (zune-jpeg cannot) or when it has its SIMD (faster than
         // zune-jpeg then; slower without); zune-jpeg for the rest, and for whatever
         // libjpeg-turbo hands back as not handled.
-        Format::Jpeg if reduce > 1 || crate::libjpeg::has_simd() => {
+        // Small images go to libjpeg-turbo too, whatever the build: zune-jpeg upsamples the
+        // chroma of an image under two MCUs a side from the encoder's padding, PIL (libjpeg)
+        // from the image's own samples, up to 62 levels apart on a 4x4 4:2:0 image; at that
+        // size plain C costs nothing.
+        Format::Jpeg if reduce > 1 || crate::libjpeg::has_simd() || small_jpeg(header) => {
             match decode_jpeg_libjpeg(bytes, header, reduce)? {
                 Some(img) => Ok(img),
                 None => decode_jpeg(bytes, pixels),
             }
         }
-        Format::Jpeg => decode_jpeg(bytes, pixels),
+        // zune-jpeg refuses some files libjpeg (PIL's decoder) reads to a correct picture (an
+        // Adobe APP14 segment shorter than its 12 bytes): those get libjpeg-turbo's answer.
+        Format::Jpeg => match decode_jpeg(bytes, pixels) {
+            Err(e @ (ImageError::Corrupt { .. } | ImageError::Unsupported { .. })) => {
+                match decode_jpeg_libjpeg(bytes, header, 1) {
+                    Ok(Some(img)) => Ok(img),
+                    _ => Err(e),
+                }
+            }
+            other => other,
+        },
         Format::Png => decode_png(bytes, pixels),
         Format::Gif => decode_gif(bytes, pixels),
         Format::WebP => decode_webp(bytes),
@@ -125,6 +129,71 @@ fn truncated(format: Format, detail: impl Into<String>) -> ImageError {
 }
 
 // ---- JPEG -------------------------------------------------------------------------------
+
+/// Below this many pixels a side (two 4:2:0 MCUs), a JPEG is decoded by libjpeg-turbo.
+const SMALL_JPEG_SIDE: u32 = 32;
+
+fn small_jpeg(h: &Header) -> bool {
+    h.width.min(h.height) < SMALL_JPEG_SIDE
+}
+
+/// A JPEG marker segment: its marker (the byte after 0xFF) and body.
+pub(crate) type Segment<'a> = (u8, &'a [u8]);
+
+/// The frame size and the marker segments up to the first scan, read as libjpeg reads them:
+/// bytes that are not a marker between segments are skipped.
+pub(crate) fn jpeg_segments(bytes: &[u8]) -> Result<(u32, u32, Vec<Segment<'_>>)> {
+    let f = Format::Jpeg;
+    let mut segments = Vec::new();
+    let mut size = None;
+    let mut pos = 2;
+    loop {
+        while pos < bytes.len() && bytes[pos] != 0xFF {
+            pos += 1;
+        }
+        while pos < bytes.len() && bytes[pos] == 0xFF {
+            pos += 1;
+        }
+        let Some(&marker) = bytes.get(pos) else {
+            return Err(truncated(f, "the data ends in the headers"));
+        };
+        pos += 1;
+        match marker {
+            0x01 | 0xD0..=0xD8 => continue, // no length
+            0xD9 => return Err(corrupt(f, "the image ends before its frame header")),
+            _ => {}
+        }
+        let Some(len) = bytes.get(pos..pos + 2) else {
+            return Err(truncated(f, "the data ends in the headers"));
+        };
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        if len < 2 {
+            return Err(corrupt(
+                f,
+                format!("marker segment {marker:#04x} of length {len}"),
+            ));
+        }
+        let Some(body) = bytes.get(pos + 2..pos + len) else {
+            return Err(truncated(f, "the data ends in the headers"));
+        };
+        pos += len;
+        if marker == 0xDA {
+            return match size {
+                Some((w, h)) => Ok((w, h, segments)),
+                None => Err(corrupt(f, "a scan before the frame header")),
+            };
+        }
+        if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            if body.len() < 6 {
+                return Err(corrupt(f, "frame header too short"));
+            }
+            let h = u32::from(u16::from_be_bytes([body[1], body[2]]));
+            let w = u32::from(u16::from_be_bytes([body[3], body[4]]));
+            size = Some((w, h));
+        }
+        segments.push((marker, body));
+    }
+}
 
 /// Strict: a cut or damaged entropy stream is an error, not an image filled with grey.
 fn zune_decoder(
@@ -259,7 +328,8 @@ fn decode_png(bytes: &[u8], pixels: u64) -> Result<RgbImage> {
 
 fn gif_decoder(bytes: &[u8], max_bytes: u64) -> Result<gif::Decoder<Cursor<&[u8]>>> {
     let mut opts = gif::DecodeOptions::new();
-    opts.set_color_output(gif::ColorOutput::RGBA);
+    // Palette indices, looked up here as PIL does (a transparent index keeps its colour).
+    opts.set_color_output(gif::ColorOutput::Indexed);
     if let Some(limit) = std::num::NonZeroU64::new(max_bytes) {
         opts.set_memory_limit(gif::MemoryLimit::Bytes(limit));
     }
@@ -283,42 +353,108 @@ fn gif_error(e: gif::DecodingError) -> ImageError {
     }
 }
 
+/// The first frame as PIL's `convert("RGB")` gives it: every index looked up in the frame's
+/// colour table (local, else global), the transparent one included (PIL keeps transparency
+/// aside, and `convert("RGB")` drops it); a GIF with no colour table is greyscale, the index
+/// its level. The screen outside the frame holds the transparent index where the frame has
+/// one, else index 0.
 fn decode_gif(bytes: &[u8], pixels: u64) -> Result<RgbImage> {
+    // The `gif` crate refuses a frame with no colour table at all; given an identity grey
+    // table in the screen descriptor's place, it reads each index as that level, as PIL does.
+    let grey;
+    let bytes = match bytes.get(10) {
+        Some(flags) if flags & 0x80 == 0 => {
+            grey = [
+                &bytes[..10],
+                &[flags | 0x87],
+                &bytes[11..13.min(bytes.len())],
+                &(0..=255u8).flat_map(|i| [i; 3]).collect::<Vec<u8>>(),
+                &bytes[13.min(bytes.len())..],
+            ]
+            .concat();
+            &grey[..]
+        }
+        _ => bytes,
+    };
     let mut d = gif_decoder(bytes, pixels.saturating_mul(4).saturating_add(1 << 20))?;
-    let (width, height) = (u32::from(d.width()), u32::from(d.height()));
+    let (width, height) = (usize::from(d.width()), usize::from(d.height()));
+    let global = d.global_palette().map(<[u8]>::to_vec);
     let frame = d
         .read_next_frame()
         .map_err(gif_error)?
         .ok_or_else(|| truncated(Format::Gif, "no frame"))?;
-    // The first frame, placed on a black screen of the image's size (pixels it leaves
-    // uncovered or transparent stay black).
-    let mut data = vec![0u8; width as usize * height as usize * 3];
+    let table = frame.palette.clone().or(global);
+    let colour = |i: u8| -> [u8; 3] {
+        match &table {
+            // An index past the table's end is black, as in PIL's palette.
+            Some(t) => t
+                .get(usize::from(i) * 3..usize::from(i) * 3 + 3)
+                .map_or([0; 3], |c| [c[0], c[1], c[2]]),
+            None => [i; 3],
+        }
+    };
+    let lut: Vec<[u8; 3]> = (0..=255u8).map(colour).collect();
+    let background = lut[usize::from(frame.transparent.unwrap_or(0))];
+    let mut data: Vec<u8> = std::iter::repeat_n(background, width * height)
+        .flatten()
+        .collect();
     let (fl, ft, fw) = (
-        frame.left as usize,
-        frame.top as usize,
-        frame.width as usize,
+        usize::from(frame.left),
+        usize::from(frame.top),
+        usize::from(frame.width),
     );
-    for (row, src) in frame.buffer.chunks_exact(fw.max(1) * 4).enumerate() {
+    for (row, src) in frame.buffer.chunks_exact(fw.max(1)).enumerate() {
         let y = ft + row;
-        if y >= height as usize {
+        if y >= height {
             break;
         }
-        for (col, px) in src.chunks_exact(4).enumerate() {
+        for (col, &i) in src.iter().enumerate() {
             let x = fl + col;
-            if x < width as usize && px[3] != 0 {
-                let o = (y * width as usize + x) * 3;
-                data[o..o + 3].copy_from_slice(&px[..3]);
+            if x < width {
+                let o = (y * width + x) * 3;
+                data[o..o + 3].copy_from_slice(&lut[usize::from(i)]);
             }
         }
     }
     Ok(RgbImage {
-        width,
-        height,
+        width: width as u32,
+        height: height as u32,
         data,
     })
 }
 
 // ---- WebP ------------------------------------------------------------------------------
+
+/// WebP's largest side: 16,383 px (libwebp's `WEBP_MAX_DIMENSION`; lossy data cannot say
+/// more). A lossless (VP8L) header can declare 16,384, which libwebp's encoder never writes and
+/// the decoder used here reads as 0 px: refused here, saying so.
+const WEBP_MAX_SIDE: u32 = 16_383;
+
+fn check_webp_size(bytes: &[u8]) -> Result<()> {
+    let mut pos = 12;
+    while let Some(head) = bytes.get(pos..pos + 8) {
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        if &head[..4] == b"VP8L" {
+            let Some(b) = bytes.get(pos + 9..pos + 13) else {
+                return Ok(()); // cut short: the decoder says so
+            };
+            let bits = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let (w, h) = (1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF));
+            if w > WEBP_MAX_SIDE || h > WEBP_MAX_SIDE {
+                return Err(ImageError::Unsupported {
+                    format: Format::WebP,
+                    detail: format!(
+                        "the lossless header declares {w}x{h} px, over WebP's limit of \
+                         {WEBP_MAX_SIDE} px a side (libwebp writes no larger)"
+                    ),
+                });
+            }
+            return Ok(());
+        }
+        pos += 8 + len + (len & 1);
+    }
+    Ok(())
+}
 
 fn webp_decoder(bytes: &[u8]) -> Result<image_webp::WebPDecoder<Cursor<&[u8]>>> {
     image_webp::WebPDecoder::new(Cursor::new(bytes)).map_err(webp_error)
@@ -383,4 +519,26 @@ fn check_len(format: Format, img: &RgbImage) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jpeg_segments_skip_stray_bytes_and_say_where_headers_end() {
+        let app14 = [0xFF, 0xEE, 0, 9, b'A', b'd', b'o', b'b', b'e', 0, 100]; // 7 of 12 bytes
+        let sof = [0xFF, 0xC0, 0, 11, 8, 0, 3, 0, 5, 1, 1, 0x11, 0];
+        let sos = [0xFF, 0xDA, 0, 2];
+        let data = [&[0xFF, 0xD8][..], &app14, &[0, 0], &sof, &sos].concat();
+        let (w, h, segments) = jpeg_segments(&data).unwrap();
+        assert_eq!((w, h), (5, 3));
+        assert_eq!(segments[0], (0xEE, &b"Adobe\0d"[..]));
+        for cut in 2..data.len() {
+            let err = jpeg_segments(&data[..cut]).unwrap_err();
+            assert_eq!(err.reason(), "truncated", "cut at {cut}: {err}");
+        }
+        let no_frame = [&[0xFF, 0xD8][..], &sos].concat();
+        assert_eq!(jpeg_segments(&no_frame).unwrap_err().reason(), "corrupt");
+    }
 }

@@ -13,13 +13,15 @@ mod error;
 mod formats;
 mod libjpeg;
 mod many;
+mod metadata;
 pub mod molmo;
 mod orientation;
 mod resize;
+mod rgb;
 
 pub use resize::{fit_scaled, Placement};
 
-pub use decode::{decode_rgb, probe, DecodeOptions, ImageInfo, RgbImage, DEFAULT_MAX_PIXELS};
+pub use decode::{decode_rgb, probe, DecodeOptions, ImageInfo, DEFAULT_MAX_PIXELS};
 pub use error::{Format, ImageError, Result};
 pub use libjpeg::has_simd as jpeg_simd;
 pub use many::{decode_many, decode_many_into};
@@ -27,3 +29,4 @@ pub use molmo::{
     molmo_preprocess, molmo_preprocess_many, Crops, MolmoConfig, MolmoGeometry, MolmoImage,
 };
 pub use resize::Resize;
+pub use rgb::RgbImage;

@@ -29,8 +29,8 @@ use std::sync::OnceLock;
 
 use mozjpeg_sys as j;
 
-use crate::decode::RgbImage;
 use crate::error::{Format, ImageError, Result};
+use crate::rgb::RgbImage;
 
 /// What unwinds out of libjpeg: its message code and text.
 struct Failure {
@@ -344,7 +344,6 @@ mod tests {
     use std::ffi::CStr;
 
     use super::*;
-    use crate::formats::{decode_stored, read_header};
     use j::J_COLOR_SPACE as Cs;
 
     /// Encodes `px` (`channels` bytes a pixel in `space`, stored as `stored`) with libjpeg's
@@ -392,13 +391,38 @@ mod tests {
             .collect()
     }
 
-    fn full(data: &[u8]) -> RgbImage {
-        decode_stored(data, &read_header(data).unwrap(), 1).unwrap()
+    /// Width and height from the frame header libjpeg's encoder writes (SOF0 or SOF2; its
+    /// segments before it hold no 0xFF 0xC0/0xC2 pair at these qualities). Read here, not
+    /// with `formats`, which depends on this module.
+    fn size(data: &[u8]) -> (u32, u32) {
+        let at = data
+            .windows(2)
+            .position(|m| m[0] == 0xFF && matches!(m[1], 0xC0 | 0xC2))
+            .expect("a frame header");
+        let b = &data[at + 5..at + 9];
+        let be = |i: usize| u32::from(u16::from_be_bytes([b[i], b[i + 1]]));
+        (be(2), be(0))
+    }
+
+    /// A full-size decode by the other decoder, zune-jpeg.
+    fn full(jpeg: &[u8]) -> RgbImage {
+        let opts = zune_core::options::DecoderOptions::default()
+            .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::RGB);
+        let mut d = zune_jpeg::JpegDecoder::new_with_options(
+            zune_core::bytestream::ZCursor::new(jpeg),
+            opts,
+        );
+        let (width, height) = size(jpeg);
+        RgbImage {
+            width,
+            height,
+            data: d.decode().unwrap(),
+        }
     }
 
     fn scaled(data: &[u8], reduce: u32) -> Result<Option<RgbImage>> {
-        let h = read_header(data).unwrap();
-        decode_scaled(data, h.width, h.height, reduce)
+        let (w, h) = size(data);
+        decode_scaled(data, w, h, reduce)
     }
 
     /// Largest difference between `img` and the full-size decode sampled at the centres of

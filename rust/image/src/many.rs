@@ -4,9 +4,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::decode::{decode_rgb, DecodeOptions, RgbImage};
+use crate::decode::{decode_rgb, DecodeOptions};
 use crate::error::{ImageError, Result};
 use crate::resize::Resize;
+use crate::rgb::RgbImage;
 
 /// `f(0..n)` on up to `threads` threads (0 or 1: the calling thread), results in order.
 /// Work is handed out one item at a time, so one slow image does not hold up a fixed share.

@@ -1,24 +1,7 @@
-//! EXIF orientation: read the tag, and turn decoded pixels upright as `ImageOps.exif_transpose`
-//! does.
+//! EXIF orientation: turn decoded pixels upright as `ImageOps.exif_transpose` does (where the
+//! orientation comes from: `metadata`).
 
-use crate::decode::RgbImage;
-
-/// EXIF orientation (1..=8) from a raw TIFF-structured EXIF block; 1 (upright) when the
-/// block is absent, unreadable or holds an out-of-range value, as PIL's `exif_transpose`
-/// leaves such images alone.
-pub(crate) fn from_exif(raw: Option<Vec<u8>>) -> u8 {
-    let Some(raw) = raw else { return 1 };
-    let Ok(exif) = exif::Reader::new().read_raw(raw) else {
-        return 1;
-    };
-    match exif
-        .get_field(exif::Tag::Orientation, exif::In::PRIMARY)
-        .and_then(|f| f.value.get_uint(0))
-    {
-        Some(v @ 1..=8) => v as u8,
-        _ => 1,
-    }
-}
+use crate::rgb::RgbImage;
 
 /// Whether an orientation swaps width and height (the transposing ones, 5..=8).
 pub(crate) fn swaps_axes(orientation: u8) -> bool {
@@ -98,11 +81,5 @@ mod tests {
             assert_eq!((out.width, out.height), (w, h), "orientation {o}");
             assert_eq!(values(&out), want, "orientation {o}");
         }
-    }
-
-    #[test]
-    fn garbage_exif_reads_as_upright() {
-        assert_eq!(from_exif(None), 1);
-        assert_eq!(from_exif(Some(b"not tiff at all".to_vec())), 1);
     }
 }

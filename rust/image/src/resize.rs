@@ -4,8 +4,8 @@
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
-use crate::decode::RgbImage;
 use crate::error::{ImageError, Result};
+use crate::rgb::RgbImage;
 
 /// How [`crate::decode_rgb`] sizes its output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -151,9 +151,9 @@ pub(crate) fn pad(content: &RgbImage, p: &Placement) -> RgbImage {
     }
 }
 
-/// Resizes (and pads) a decoded image as `resize` says.
-pub(crate) fn apply(img: RgbImage, resize: &Resize) -> RgbImage {
-    let p = resize.placement(img.width, img.height);
+/// Resizes (and pads) a decoded image to the placement `p`, computed from the image's original
+/// size: a reduced-scale decode of it lands exactly where a full one does.
+pub(crate) fn apply(img: RgbImage, p: &Placement) -> RgbImage {
     let scaled = if (p.width, p.height) == (img.width, img.height) {
         img
     } else {
@@ -162,7 +162,7 @@ pub(crate) fn apply(img: RgbImage, resize: &Resize) -> RgbImage {
     if (p.canvas_width, p.canvas_height) == (p.width, p.height) {
         scaled
     } else {
-        pad(&scaled, &p)
+        pad(&scaled, p)
     }
 }
 
@@ -205,13 +205,12 @@ mod tests {
             height: 1,
             data: vec![255; 6],
         };
-        let out = apply(
-            img,
-            &Resize::Pad {
-                width: 2,
-                height: 3,
-            },
-        );
+        let p = Resize::Pad {
+            width: 2,
+            height: 3,
+        }
+        .placement(2, 1);
+        let out = apply(img, &p);
         assert_eq!(
             out.data,
             [0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0]

@@ -15,8 +15,9 @@ pub use layout::ImageTokenIds;
 use crate::antialias::{resize_clipped, RgbU8};
 use crate::decode::{checked_header, decode_at_least, DEFAULT_MAX_PIXELS};
 use crate::error::{ImageError, Result};
+use crate::orientation;
 use crate::resize::resample;
-use crate::{orientation, RgbImage};
+use crate::rgb::RgbImage;
 
 /// OpenAI CLIP's per-channel mean and std, which Molmo normalises with.
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
