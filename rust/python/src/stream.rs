@@ -358,6 +358,13 @@ impl PyReadAhead {
     }
 }
 
+impl Drop for PyReadAhead {
+    /// Joining the read threads may wait for the store: done with the GIL released.
+    fn drop(&mut self) {
+        Python::attach(|py| self.close(py));
+    }
+}
+
 /// What `next_batch` returns: `(records, sources, rows, bad, images)`.
 type NextBatch<'py> = (
     Bound<'py, PyList>,
