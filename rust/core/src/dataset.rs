@@ -95,10 +95,15 @@ pub struct Dataset {
     /// The first pages (buffer table and offsets) of image chunks read sparsely, verified:
     /// each batch that reads such a chunk before it is in the node cache needs them again.
     pub(crate) sparse_heads: Memo<ChunkKey>,
+    /// The other pages of those chunks read so far (by page number), until the chunk is in
+    /// the node cache: later batches need some of them again.
+    pub(crate) sparse_pages: Memo<(ChunkKey, usize)>,
 }
 
 /// What `sparse_heads` may hold: a 64 KiB page for each of 1,024 chunks.
 const SPARSE_HEADS_BYTES: usize = 64 << 20;
+/// What `sparse_pages` may hold (the oldest pages go first).
+const SPARSE_PAGES_BYTES: usize = 64 << 20;
 
 /// A dataset on object storage: its directory, the node cache, and the XXH3-64 of its
 /// manifest's bytes (None for a single shard).
@@ -291,6 +296,7 @@ impl Dataset {
             }),
             in_flight: Mutex::new(HashMap::new()),
             sparse_heads: Memo::new(SPARSE_HEADS_BYTES),
+            sparse_pages: Memo::new(SPARSE_PAGES_BYTES),
         }
     }
 

@@ -176,8 +176,10 @@ impl Dataset {
             }
         }
         self.read_heads(&dir, &mut work, again);
-        // Round 2: the pages of the rows asked for.
+        // Round 2: the pages of the rows asked for, but those an earlier batch read (a page
+        // often holds the end of one image and the start of the next).
         let mut pages: Vec<Vec<Range<u64>>> = Vec::with_capacity(work.len());
+        let mut fetched: Vec<Vec<usize>> = Vec::with_capacity(work.len());
         for w in &mut work {
             let m = &w.reader.footer.row_groups[w.key.1].columns[w.key.2];
             let spans = match &w.failed {
@@ -186,6 +188,7 @@ impl Dataset {
             };
             let Some(spans) = spans else {
                 pages.push(vec![]);
+                fetched.push(vec![]);
                 continue;
             };
             let mut wanted_pages = BTreeSet::new();
@@ -196,6 +199,14 @@ impl Dataset {
                     }
                 }
             }
+            wanted_pages.retain(|&p| match self.sparse_pages.get(&(w.key, p)) {
+                Some(page) if (p * PAGE_LEN + page.len()) <= w.buf.len() => {
+                    w.buf[p * PAGE_LEN..p * PAGE_LEN + page.len()].copy_from_slice(&page);
+                    false
+                }
+                _ => true,
+            });
+            fetched.push(wanted_pages.iter().copied().collect());
             let mut ranges: Vec<Range<u64>> = Vec::new();
             for p in wanted_pages {
                 let a = m.offset + (p * PAGE_LEN) as u64;
@@ -208,6 +219,15 @@ impl Dataset {
             pages.push(ranges);
         }
         fetch_into(&dir, &mut work, pages);
+        for (w, fetched) in work.iter().zip(fetched) {
+            if w.failed.is_some() {
+                continue;
+            }
+            for p in fetched {
+                let page = &w.buf[p * PAGE_LEN..((p + 1) * PAGE_LEN).min(w.buf.len())];
+                self.sparse_pages.put((w.key, p), Arc::from(page));
+            }
+        }
         for (w, i) in work.into_iter().zip(index) {
             out[i] = Some(match w.failed {
                 Some(e) => Err(e),
@@ -286,7 +306,7 @@ impl Dataset {
         let mut ranges: Vec<Vec<Range<u64>>> = vec![vec![]; work.len()];
         for (k, _) in &which {
             let (w, off) = (&work[*k], offset(&work[*k]));
-            ranges[*k] = vec![off..off + w.head];
+            ranges[*k] = std::iter::once(off..off + w.head).collect();
         }
         fetch_into(dir, work, ranges);
         let mut more: Vec<Vec<Range<u64>>> = vec![vec![]; work.len()];
@@ -307,7 +327,7 @@ impl Dataset {
             if need > w.head {
                 let end =
                     (need.div_ceil(PAGE_LEN as u64) * PAGE_LEN as u64).min(w.buf.len() as u64);
-                more[*k] = vec![offset(w) + w.head..offset(w) + end];
+                more[*k] = std::iter::once(offset(w) + w.head..offset(w) + end).collect();
                 w.head = end;
             }
         }
@@ -353,6 +373,7 @@ impl Dataset {
                     // the chunk sparsely a moment before: it is evicted as any entry is.)
                     if res.is_ok() {
                         ds.sparse_heads.remove(k);
+                        ds.sparse_pages.remove_if(|(key, _)| key == k);
                     }
                 }
                 let mut f = FILLING.lock().unwrap_or_else(|e| e.into_inner());

@@ -68,6 +68,20 @@ impl<K: Hash + Eq + Clone> Memo<K> {
         }
     }
 
+    /// Removes every entry whose key `drop` picks.
+    pub fn remove_if(&self, drop: impl Fn(&K) -> bool) {
+        let mut e = self.lock();
+        let Entries { map, order, bytes } = &mut *e;
+        map.retain(|k, v| {
+            let keep = !drop(k);
+            if !keep {
+                *bytes -= v.len();
+            }
+            keep
+        });
+        order.retain(|k| map.contains_key(k));
+    }
+
     /// Bytes kept.
     pub fn bytes(&self) -> usize {
         self.lock().bytes
@@ -92,6 +106,9 @@ mod tests {
         m.put(3, Arc::from(&[0u8; 4][..]));
         assert!(m.get(&1).is_none() && m.get(&2).is_some() && m.get(&3).is_some());
         m.remove(&2);
+        assert_eq!(m.bytes(), 4);
+        m.put(5, Arc::from(&[0u8; 2][..]));
+        m.remove_if(|&k| k == 5);
         assert_eq!(m.bytes(), 4);
         m.put(4, Arc::from(&[0u8; 11][..])); // over the limit alone
         assert!(m.get(&4).is_none() && m.get(&3).is_some());

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod memo;
+mod refusal;
 pub mod remote;
 
 use std::collections::BTreeMap;

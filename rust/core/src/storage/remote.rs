@@ -16,6 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, RetryConfig};
 
+use super::refusal::{refused, store_answer};
 use crate::error::{Error, RemoteErrorKind, Result};
 
 /// Gaps up to this many bytes between requested ranges are read too, to save a request.
@@ -578,42 +579,6 @@ impl RemoteDir {
     }
 }
 
-/// Did the store refuse the request (HTTP 401 or 403), as an error message says?
-fn refused(e: &object_store::Error) -> bool {
-    let mut at: Option<&dyn std::error::Error> = Some(e);
-    while let Some(err) = at {
-        let text = err.to_string();
-        if text.contains("status code: 403") || text.contains("status code: 401") {
-            return true;
-        }
-        at = err.source();
-    }
-    false
-}
-
-/// The store's answer in a few words: the status, and the code and message of an S3-style
-/// XML error body, instead of the body itself.
-fn store_answer(text: &str) -> String {
-    let tag = |name: &str| {
-        let open = format!("<{name}>");
-        let start = text.find(&open)? + open.len();
-        let end = text[start..].find(&format!("</{name}>"))? + start;
-        Some(text[start..end].trim().to_string())
-    };
-    let Some(xml) = text.find("<?xml").or_else(|| text.find("<Error>")) else {
-        return text.trim().to_string();
-    };
-    let before = text[..xml].trim().trim_end_matches(':').trim();
-    let status = before
-        .rfind("status code: ")
-        .map_or(before, |i| &before[i + "status code: ".len()..]);
-    match (tag("Code"), tag("Message")) {
-        (Some(c), Some(m)) => format!("{status} {c}: {m}"),
-        (Some(c), None) => format!("{status} {c}"),
-        _ => status.to_string(),
-    }
-}
-
 fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     use std::io::Read;
     let mut n = 0;
@@ -684,18 +649,6 @@ mod tests {
         );
         assert_eq!(parse_duration("k", "2").unwrap(), Duration::from_secs(2));
         assert!(parse_duration("k", "soon").is_err());
-    }
-
-    #[test]
-    fn a_refusal_is_told_in_a_few_words() {
-        let text = "Error performing list request: Server returned non-2xx status code: \
-                    403 Forbidden: <?xml version=\"1.0\"?><Error><Code>InvalidAccessKeyId</Code>\
-                    <Message>No such key.</Message></Error>";
-        assert_eq!(
-            store_answer(text),
-            "403 Forbidden InvalidAccessKeyId: No such key."
-        );
-        assert_eq!(store_answer("timed out"), "timed out");
     }
 
     #[test]
