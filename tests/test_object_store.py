@@ -473,7 +473,7 @@ def test_dropping_a_scan_lets_other_threads_run_while_the_store_is_stalled(store
     s3, _, _ = store
     # A request held past its deadline fails (max_retries=0): a GIL held would show as the
     # wrong order below rather than as a hang.
-    opts = dict(s3.storage_options(), timeout="10s", max_retries="0")
+    opts = dict(s3.storage_options(), timeout="20s", max_retries="0")
     ds = ps.Dataset("s3://bkt/ds", storage_options=opts, cache=False)
     gate = s3.gate("bkt/ds/shard-00001.pxs")
     try:
@@ -487,7 +487,7 @@ def test_dropping_a_scan_lets_other_threads_run_while_the_store_is_stalled(store
 
 def test_a_scan_into_a_missing_shard_lets_other_threads_run(store: Any, tmp_path: Path) -> None:
     s3, root, _ = store
-    opts = dict(s3.storage_options(), timeout="10s", max_retries="0")
+    opts = dict(s3.storage_options(), timeout="20s", max_retries="0")
     # One row group a shard: the scan's threads read one shard each.
     with ps.Writer("s3://bkt/holes", synthetic.pixmo_schema(), row_group_rows=4,
                    shard_bytes=1 << 16, storage_options=opts) as w:  # fmt: skip
