@@ -4,6 +4,7 @@ LitData reading the same records from the same local S3 server.
     python -m benches.object_store                  # ~4,000 records (~0.6 GB of JPEG)
     python -m benches.object_store --quick          # ~600 records, for development
     python -m benches.object_store --records 40 --latency 0.005   # the smoke test's size
+    python -m benches.object_store --served 300,1200,4000   # bytes served by dataset size
 
 The same synthetic records (``pixmo_stream.synthetic``) are written as pixmo-stream, MDS and
 LitData into one bucket of ``tests/s3_server/`` (prefixes ``pxs``, ``mds``, ``litdata``),
@@ -374,6 +375,55 @@ def _short(e: BaseException) -> str:
     return (first + (f" ... {cause}" if cause else ""))[:400]
 
 
+# ---- bytes served, by dataset size (pixmo-stream only) -----------------------------------------
+def served(sizes: list[int], args: argparse.Namespace) -> list[str]:
+    """What a cold epoch with the node cache on and a captions-only scan cost in bytes served,
+    as a multiple (share) of the dataset's bytes, for datasets of `sizes` records: the sparse
+    reads of the batches that come before their chunks are cached add to the whole chunks."""
+    import pixmo_stream as ps
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from s3_server import S3ServerProcess
+
+    synthetic = load_synthetic()
+    lines = [
+        f"{'records':>8} {'MB':>7} {'workers':>7} {'cold epoch x data':>17} {'captions %':>10}"
+    ]
+    with tempfile.TemporaryDirectory(prefix="served-", dir=DATA) as tmp:
+        root = Path(tmp)
+        with S3ServerProcess(root, latency=args.latency) as server:
+            opts = _storage_options(server.endpoint)
+            for n in sizes:
+                local = root / BUCKET / f"served-{n}"
+                with ps.Writer(str(local), synthetic.pixmo_schema()) as w:
+                    w.write_many(synthetic.make_record(i) for i in range(n))
+                size = dir_bytes(local)
+                url = f"s3://{BUCKET}/served-{n}"
+                server.reset()
+                ds = ps.Dataset(url, storage_options=opts, cache=False)
+                sum(1 for _ in ds.iter(columns=["captions"]))
+                captions = server.stats()["bytes_sent"] / size
+                for workers in (0, args.workers):
+                    server.reset()
+                    cache = tempfile.mkdtemp(prefix="cache-", dir=root)
+                    sds = ps.StreamingDataset(
+                        url,
+                        storage_options=opts,
+                        cache=cache,
+                        seed=args.seed,
+                        batch_size=args.batch_size,
+                        collate_fn=collate_list,
+                    )
+                    loader = ps.DataLoader(sds, batch_size=None, num_workers=workers)
+                    assert sum(len(b) for b in loader) == n
+                    x = server.stats()["bytes_sent"] / size
+                    lines.append(f"{n:>8} {size / 1e6:>7.1f} {workers:>7} {x:>17.2f} "
+                                 f"{100 * captions:>10.2f}")  # fmt: skip
+                    print(lines[-1], flush=True)
+                    shutil.rmtree(cache, ignore_errors=True)
+    return lines
+
+
 # ---- the parent ------------------------------------------------------------------------------
 def run_child(
     contender: str, phases: list[str], args: argparse.Namespace, endpoint: str, local: Path
@@ -437,10 +487,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated, of " + ",".join(CONTENDERS))
     ap.add_argument("--out", type=Path, default=None, help="folder for object_store.json/.md")
     ap.add_argument("--fresh", action="store_true", help="rewrite the data (kept otherwise)")
+    ap.add_argument(
+        "--served",
+        default="",
+        metavar="N,N,...",
+        help="only measure bytes served (cold epoch, captions scan) at these dataset sizes",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         child_main(json.loads(args.child))
+        return 0
+    if args.served:
+        DATA.mkdir(parents=True, exist_ok=True)
+        lines = served([int(x) for x in args.served.split(",")], args)
+        print("\n".join(lines))
         return 0
     n = args.records or (600 if args.quick else 4000)
     out_dir = args.out or (QUICK_RESULTS if args.quick or n < 4000 else RESULTS)

@@ -288,6 +288,16 @@ def test_a_refusal_and_a_failing_store_are_one_line_each(s3: S3Server, local: Pa
     assert err.count("\n") == 1
 
 
+def test_a_refused_write_exits_as_a_refused_read_does(s3: S3Server, local: Path, capsys) -> None:
+    (s3.root / "locked").mkdir(exist_ok=True)
+    s3.forbid("locked*")
+    url = "s3://locked/merged"
+    code, out, err = run(capsys, "merge", str(local), "-o", url, *flags(s3))
+    assert code == 1, (out, err)
+    assert err.startswith(f"pixmo-stream: error: permission denied: {url} (")
+    assert err.count("\n") == 1 and "<?xml" not in err and "Traceback" not in err
+
+
 def test_bad_storage_flags_are_usage_errors(s3: S3Server, local: Path, capsys) -> None:
     url = put(s3, local, "flags")
     assert run(capsys, "inspect", url, "--storage-option", "endpoint")[0] == 2

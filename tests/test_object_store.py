@@ -4,6 +4,7 @@ node cache shared by processes, failing servers, and crash-safe writes to a buck
 
 from __future__ import annotations
 
+import collections
 import json
 import multiprocessing
 import os
@@ -14,13 +15,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from tests.s3_server import S3Server
+from tests.s3_server import Gate, S3Server
 
 import pixmo_stream as ps
 from pixmo_stream import synthetic
@@ -418,3 +421,124 @@ def test_environment_configuration(store: Any, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     ds = ps.Dataset("s3://bkt/ds", cache=False)
     assert plain(ds[3]) == plain(ps.Dataset(local)[3])
+
+
+def test_a_captions_scan_opens_each_shard_once(store: Any, records: list[dict[str, Any]]) -> None:
+    """The scan's reading threads start on the same shard: one of them reads its header and
+    footer, the others wait for it (they used to read them once per row group)."""
+    s3, root, local = store
+    ds = ps.Dataset("s3://bkt/ds", storage_options=s3.storage_options(), cache=False)
+    assert ds.num_row_groups >= 8 * ds.num_shards / 2  # several row groups a shard
+    s3.reset()
+    assert [r["captions"] for r in ds.iter(columns=["captions"])] == [
+        r["captions"] for r in records
+    ]
+    opened = collections.Counter(key for key, start, _ in served_ranges(s3) if start == 0)
+    assert opened == {f"bkt/ds/{f.name}": 1 for f in local.glob("*.pxs")}
+    # What is read: each shard's first 64 bytes and end, and the captions' chunks.
+    captions = sum(b - a for spans in chunk_ranges(local).values() for _, a, b, c in spans
+                   if c == "captions")  # fmt: skip
+    ends = sum(min(64 << 10, max(8 << 10, f.stat().st_size // 256)) + 64
+               for f in local.glob("*.pxs"))  # fmt: skip
+    assert s3.bytes_sent <= 1.1 * (captions + ends) + 64 * ds.num_row_groups
+
+
+def _finishes_after_another_thread(gate: Gate, call: Callable[[], None]) -> list[str]:
+    """Runs `call`, which waits on the store behind `gate`, while another Python thread takes
+    200 turns and then releases the gate: the order the two finish in. Had `call` held the
+    GIL while it waited, the other thread could not run until the store answered."""
+    order: list[str] = []
+    go = threading.Event()
+
+    def other() -> None:
+        go.wait()
+        for _ in range(200):
+            time.sleep(0)
+        order.append("other thread")
+        gate.release()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    go.set()
+    try:
+        call()
+    finally:
+        order.append("call")
+        gate.release()
+        thread.join()
+    return order
+
+
+def test_dropping_a_scan_lets_other_threads_run_while_the_store_is_stalled(store: Any) -> None:
+    s3, _, _ = store
+    # A request held past its deadline fails (max_retries=0): a GIL held would show as the
+    # wrong order below rather than as a hang.
+    opts = dict(s3.storage_options(), timeout="20s", max_retries="0")
+    ds = ps.Dataset("s3://bkt/ds", storage_options=opts, cache=False)
+    gate = s3.gate("bkt/ds/shard-00001.pxs")
+    try:
+        scans = [ds.iter(columns=["captions"])]
+        next(scans[0])  # shard 0; the reading threads run ahead into shard 1
+        assert gate.arrived.wait(60), "no reading thread asked for shard 1"
+        assert _finishes_after_another_thread(gate, scans.clear) == ["other thread", "call"]
+    finally:
+        s3.clear_faults()
+
+
+def test_a_scan_into_a_missing_shard_lets_other_threads_run(store: Any, tmp_path: Path) -> None:
+    s3, root, _ = store
+    opts = dict(s3.storage_options(), timeout="20s", max_retries="0")
+    # One row group a shard: the scan's threads read one shard each.
+    with ps.Writer("s3://bkt/holes", synthetic.pixmo_schema(), row_group_rows=4,
+                   shard_bytes=1 << 16, storage_options=opts) as w:  # fmt: skip
+        w.write_many(synthetic.make_record(i) for i in range(16))
+    ds = ps.Dataset("s3://bkt/holes", storage_options=opts, cache=False)
+    assert ds.num_shards == ds.num_row_groups > 2
+    (root / "bkt" / "holes" / "shard-00000.pxs").unlink()
+    gate = s3.gate("bkt/holes/shard-00001.pxs")
+    try:
+        scans = [ds.iter(columns=["captions"])]
+        with pytest.raises(FileNotFoundError) as e:
+            next(scans[0])
+        assert e.value.filename == "s3://bkt/holes/shard-00000.pxs"
+        assert gate.arrived.wait(60), "no reading thread asked for shard 1"
+        assert _finishes_after_another_thread(gate, scans.clear) == ["other thread", "call"]
+    finally:
+        s3.clear_faults()
+        shutil.rmtree(root / "bkt" / "holes")
+
+
+def test_a_refused_writer_raises_permission_error_naming_the_url(store: Any) -> None:
+    s3, root, _ = store
+    (root / "locked").mkdir(exist_ok=True)
+    s3.forbid("locked*")
+    try:
+        with pytest.raises(PermissionError) as e:
+            write(
+                "s3://locked/ds", [synthetic.make_record(0)], storage_options=s3.storage_options()
+            )
+        assert not isinstance(e.value, ps.StorageError)
+        assert e.value.url == e.value.filename == "s3://locked/ds"
+        assert "s3://locked/ds" in str(e.value) and "AccessDenied" in str(e.value)
+        assert "<?xml" not in str(e.value)
+    finally:
+        s3.clear_faults()
+
+
+def test_a_cold_epoch_reads_each_image_chunks_first_pages_once(store: Any, tmp_path: Path) -> None:
+    """Batches that read an image chunk sparsely before it is in the node cache share its
+    buffer table and offsets (they used to fetch them once a batch): the chunk's first byte
+    is served at most twice, once for them and once when the whole chunk is cached."""
+    s3, _, local = store
+    sds = ps.StreamingDataset("s3://bkt/ds", storage_options=s3.storage_options(),
+                              cache=tmp_path / "cache", seed=4, shuffle_window=N, batch_size=8,
+                              collate_fn=lambda b: b)  # fmt: skip
+    s3.reset()
+    assert sum(len(b) for b in sds) == N
+    served = served_ranges(s3)
+    firsts = {(f"bkt/ds/{f}", a) for f, spans in chunk_ranges(local).items()
+              for _, a, _, c in spans if c == "image"}  # fmt: skip
+    times = collections.Counter(
+        (key, a) for key, start, end in served for k, a in firsts if k == key and start <= a < end
+    )
+    assert times and max(times.values()) <= 2, times.most_common(3)

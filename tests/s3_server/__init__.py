@@ -19,7 +19,8 @@ What tests need on top of S3:
 - faults for the next N requests (optionally only keys matching a glob): ``503`` (SlowDown),
   ``429``, ``500`` (InternalError), ``drop`` (headers and part of the body, then the connection
   is cut), ``close`` (the connection is cut before any response), ``stall`` (wait T seconds,
-  before the response or after part of the body); and ``forbidden`` globs answering 403.
+  before the response or after part of the body); ``forbidden`` globs answering 403; and
+  gates (in process only: ``s3.gate(glob)``) that hold requests until the test releases them.
 
 In process (its own event loop in a daemon thread)::
 
@@ -37,7 +38,7 @@ and from another process: ``GET /_admin/stats`` (JSON; ``?log=1`` adds the reque
 ``S3ServerProcess`` wraps all of that.
 """
 
-from .faults import Fault
+from .faults import Fault, Gate
 from .process import S3ServerProcess
 from .process import main as main
 from .protocol import S3Error as S3Error
@@ -45,4 +46,4 @@ from .protocol import parse_range as parse_range
 from .protocol import storage_options as storage_options
 from .server import S3Server
 
-__all__ = ["Fault", "S3Server", "S3ServerProcess"]
+__all__ = ["Fault", "Gate", "S3Server", "S3ServerProcess"]

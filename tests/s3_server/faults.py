@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import fnmatch
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +45,25 @@ class Fault:
         )
 
 
+class Gate:
+    """Holds every request whose ``bucket/key`` matches ``match`` until ``release()``: a store
+    that has stalled, for as long as a test needs, with no clock involved. ``arrived`` is set
+    once a request waits at the gate."""
+
+    def __init__(self, match: str) -> None:
+        self.match = match
+        self.arrived = threading.Event()
+        self.opened = threading.Event()
+
+    def release(self) -> None:
+        self.opened.set()
+
+    async def wait(self) -> None:
+        self.arrived.set()
+        while not self.opened.is_set():
+            await asyncio.sleep(0.005)
+
+
 def _fault_json(f: Fault) -> dict[str, Any]:
     return {
         "kind": f.kind,
@@ -57,7 +78,7 @@ def _fault_json(f: Fault) -> dict[str, Any]:
 
 class Instrumentation:
     """Counters, the request log, faults and forbidden globs of ``S3Server`` (mixed into it;
-    it sets ``_lock``, ``_faults``, ``forbidden``, ``_log`` and ``latency``)."""
+    it sets ``_lock``, ``_faults``, ``_gates``, ``forbidden``, ``_log`` and ``latency``)."""
 
     def reset(self) -> None:
         """Zero every counter and clear the request log (faults stay)."""
@@ -86,6 +107,25 @@ class Instrumentation:
             self._faults.append(fault)
         return fault
 
+    def gate(self, match: str) -> Gate:
+        """Hold the requests for ``match`` (a glob of ``bucket/key``) until the gate's
+        ``release()``; ``clear_faults`` releases and removes every gate."""
+        gate = Gate(match)
+        with self._lock:
+            self._gates.append(gate)
+        return gate
+
+    def _gate_of(self, name: str) -> Gate | None:
+        with self._lock:
+            return next(
+                (
+                    g
+                    for g in self._gates
+                    if not g.opened.is_set() and fnmatch.fnmatchcase(name, g.match)
+                ),
+                None,
+            )
+
     def forbid(self, pattern: str) -> None:
         """Answer 403 AccessDenied to every request whose ``bucket/key`` matches ``pattern``."""
         with self._lock:
@@ -95,6 +135,9 @@ class Instrumentation:
         with self._lock:
             self._faults.clear()
             self.forbidden.clear()
+            for gate in self._gates:
+                gate.release()
+            self._gates.clear()
 
     @property
     def faults(self) -> list[Fault]:

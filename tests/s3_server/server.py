@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .faults import Fault, Instrumentation
+from .faults import Fault, Gate, Instrumentation
 from .listing import BucketHandlers
 from .multipart import MultipartHandlers
 from .objects import ObjectHandlers
@@ -58,6 +58,7 @@ class S3Server(Instrumentation, ObjectHandlers, MultipartHandlers, BucketHandler
         self.ssl_context = ssl_context
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
+        self._gates: list[Gate] = []
         self.forbidden: list[str] = []
         self._uploads: dict[str, dict[str, Any]] = {}
         # What a file cannot hold: the S3 ETag (an MD5) and headers of objects put through the
@@ -190,6 +191,9 @@ class S3Server(Instrumentation, ObjectHandlers, MultipartHandlers, BucketHandler
                 denied = any(fnmatch.fnmatchcase(name, p) for p in self.forbidden)
             if denied:
                 raise S3Error(403, "AccessDenied")
+            gate = self._gate_of(name)
+            if gate is not None:
+                await gate.wait()
             ctx.fault = self._take_fault(request.method, name)
             if ctx.fault is not None:
                 entry["fault"] = ctx.fault.kind

@@ -24,7 +24,8 @@ MANIFEST_NAME = "manifest.json"
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 bad data or a failed command (a failed checksum, a corrupt file, "
-    "a directory that exists but holds no manifest.json); 2 usage error or a path that does "
+    "a directory that exists but holds no manifest.json, a store that refuses the credentials "
+    "for a read or a write); 2 usage error or a path that does "
     "not exist (or a URL with no dataset there); 3 object storage failed (a request still "
     "failed after its retries: try again later)."
 )

@@ -8,7 +8,7 @@ use crate::manifest::Manifest;
 use crate::mapped::FileId;
 use crate::schema::Schema;
 use crate::shard::ShardReader;
-use crate::storage::{is_url, NodeCache, OpenOptions, RemoteDir};
+use crate::storage::{is_url, Memo, NodeCache, OpenOptions, RemoteDir};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -22,6 +22,9 @@ struct ShardSlot {
     /// Cumulative row offsets of the row groups within the shard (len = groups + 1).
     rg_starts: Vec<u64>,
     reader: OnceLock<ShardReader>,
+    /// Held by the thread opening the shard: the others wait for it rather than read the
+    /// same header and footer again (a scan's reading threads all start on one shard).
+    opening: Mutex<()>,
 }
 
 /// Key of a decoded chunk: (shard, row group, column).
@@ -89,7 +92,18 @@ pub struct Dataset {
     cache: Mutex<ChunkCache>,
     /// One gate per chunk being read (see `chunk`).
     in_flight: Mutex<HashMap<ChunkKey, Arc<Mutex<()>>>>,
+    /// The first pages (buffer table and offsets) of image chunks read sparsely, verified:
+    /// each batch that reads such a chunk before it is in the node cache needs them again.
+    pub(crate) sparse_heads: Memo<ChunkKey>,
+    /// The other pages of those chunks read so far (by page number), until the chunk is in
+    /// the node cache: later batches need some of them again.
+    pub(crate) sparse_pages: Memo<(ChunkKey, usize)>,
 }
+
+/// What `sparse_heads` may hold: a 64 KiB page for each of 1,024 chunks.
+const SPARSE_HEADS_BYTES: usize = 64 << 20;
+/// What `sparse_pages` may hold (the oldest pages go first).
+const SPARSE_PAGES_BYTES: usize = 64 << 20;
 
 /// A dataset on object storage: its directory, the node cache, and the XXH3-64 of its
 /// manifest's bytes (None for a single shard).
@@ -111,6 +125,7 @@ impl ShardSlot {
                 num_bytes: Some(s.num_bytes),
                 rg_starts: starts(s.row_groups.iter().copied()),
                 reader: OnceLock::new(),
+                opening: Mutex::new(()),
             })
             .collect()
     }
@@ -124,6 +139,7 @@ impl ShardSlot {
             num_bytes: Some(r.file_len()),
             rg_starts: r.row_group_starts.clone(),
             reader: OnceLock::new(),
+            opening: Mutex::new(()),
         };
         let _ = slot.reader.set(r);
         slot
@@ -279,6 +295,8 @@ impl Dataset {
                 tick: 0,
             }),
             in_flight: Mutex::new(HashMap::new()),
+            sparse_heads: Memo::new(SPARSE_HEADS_BYTES),
+            sparse_pages: Memo::new(SPARSE_PAGES_BYTES),
         }
     }
 
@@ -295,6 +313,11 @@ impl Dataset {
     /// Is chunk `key` in the in-memory chunk cache?
     pub(crate) fn in_memory(&self, key: ChunkKey) -> bool {
         self.cache.lock().unwrap().entries.contains_key(&key)
+    }
+
+    /// The node cache of a dataset on object storage, if it has one.
+    pub(crate) fn node_cache(&self) -> Option<&Arc<NodeCache>> {
+        self.remote.as_ref().and_then(|r| r.cache.as_ref())
     }
 
     /// Does this dataset on object storage have a node cache?
@@ -327,9 +350,15 @@ impl Dataset {
         &self.shards[shard].path
     }
 
-    /// Opens (once) and returns a shard, checking it against the manifest.
+    /// Opens (once) and returns a shard, checking it against the manifest. Threads asking
+    /// at once wait for the first one's open; a failed open is not kept (the next read tries
+    /// again: the store may have been down for a while).
     pub fn shard(&self, i: usize) -> Result<&ShardReader> {
         let slot = &self.shards[i];
+        if let Some(r) = slot.reader.get() {
+            return Ok(r);
+        }
+        let _opening = slot.opening.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = slot.reader.get() {
             return Ok(r);
         }

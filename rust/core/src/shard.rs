@@ -9,7 +9,6 @@ use crate::format::*;
 use crate::mapped::FileId;
 use crate::pages::{page_count, PageCheck};
 use crate::schema::{DataType, Schema};
-use crate::shard_remote::RemoteShard;
 use memmap2::Mmap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,7 +71,23 @@ pub(crate) fn decompress(src: &[u8], raw_len: u64) -> Result<Vec<u8>, String> {
 /// Where a shard's bytes are.
 pub(crate) enum Source {
     Local { map: Arc<Mmap>, file: Arc<FileId> },
-    Remote(RemoteShard),
+    Remote(Box<dyn StoredChunks>),
+}
+
+/// The stored bytes of a shard that is not a local file (object storage: `shard_remote.rs`).
+/// Declared here so that this module needs no store: readers of a store build on it.
+pub(crate) trait StoredChunks: Send + Sync {
+    /// The stored bytes of chunks `wanted` of `shard`, each verified (CRC and padding); with
+    /// `recheck`, bytes this process already verified are verified again.
+    fn stored(
+        &self,
+        shard: &ShardReader,
+        wanted: &[(usize, usize)],
+        recheck: bool,
+    ) -> Vec<Result<ChunkBytes>>;
+
+    /// Is chunk `(g, c)` at hand without a request (in the node cache)?
+    fn at_hand(&self, shard: &ShardReader, g: usize, c: usize) -> bool;
 }
 
 /// A checked shard. Chunks are verified (CRC, padding) the first time they are read.
@@ -132,7 +147,7 @@ impl ShardReader {
     /// A shard read from object storage, its footer already checked (`shard_remote.rs`).
     pub(crate) fn from_remote(
         path: PathBuf,
-        remote: RemoteShard,
+        remote: Box<dyn StoredChunks>,
         len: u64,
         footer: Footer,
         starts: Vec<u64>,
@@ -171,7 +186,7 @@ impl ShardReader {
         match &self.src {
             Source::Local { map, file } => self.read_local(map, file, row_group, column),
             Source::Remote(r) => {
-                let stored = self.remote_stored(r, &[(row_group, column)], false).pop();
+                let stored = r.stored(self, &[(row_group, column)], false).pop();
                 self.decode_stored(row_group, column, stored.expect("one chunk asked")?)
             }
         }
@@ -182,8 +197,8 @@ impl ShardReader {
     pub fn read_chunks(&self, wanted: &[(usize, usize)]) -> Vec<Result<ColumnChunk>> {
         match &self.src {
             Source::Local { .. } => wanted.iter().map(|&(g, c)| self.read_chunk(g, c)).collect(),
-            Source::Remote(r) => self
-                .remote_stored(r, wanted, false)
+            Source::Remote(r) => r
+                .stored(self, wanted, false)
                 .into_iter()
                 .zip(wanted)
                 .map(|(stored, &(g, c))| self.decode_stored(g, c, stored?))
@@ -194,6 +209,14 @@ impl ShardReader {
     /// Is this shard read from object storage?
     pub fn is_remote(&self) -> bool {
         matches!(self.src, Source::Remote(_))
+    }
+
+    /// Is chunk `(g, c)` at hand without a request (a local file, or in the node cache)?
+    pub(crate) fn in_node_cache(&self, g: usize, c: usize) -> bool {
+        match &self.src {
+            Source::Remote(r) => r.at_hand(self, g, c),
+            Source::Local { .. } => true,
+        }
     }
 
     fn read_local(
@@ -283,8 +306,8 @@ impl ShardReader {
                 let pad_end = align_up((m.offset + m.stored_len) as usize, CHUNK_ALIGNMENT);
                 self.check_bytes(row_group, column, &map[start..pad_end])
             }
-            Source::Remote(r) => self
-                .remote_stored(r, &[(row_group, column)], true)
+            Source::Remote(r) => r
+                .stored(self, &[(row_group, column)], true)
                 .pop()
                 .expect("one chunk asked")
                 .map(|_| ()),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::chunk::ChunkBytes;
 use crate::error::{Error, Location, Result};
 use crate::format::{align_up, CHUNK_ALIGNMENT, TRAILER_LEN};
-use crate::shard::{parse_layout, ShardReader};
+use crate::shard::{parse_layout, ShardReader, StoredChunks};
 use crate::storage::cache::{Filler, Mapped, Slot};
 use crate::storage::{NodeCache, RemoteDir};
 
@@ -20,15 +20,33 @@ fn tail_guess(len: u64) -> u64 {
     (len / 256).clamp(8 << 10, 64 << 10)
 }
 
-pub(crate) struct RemoteShard {
-    pub dir: RemoteDir,
-    pub name: String,
-    pub cache: Option<Arc<NodeCache>>,
+/// Where a shard on object storage is, and the node cache its chunks are kept in.
+struct RemoteShard {
+    dir: RemoteDir,
+    name: String,
+    cache: Option<Arc<NodeCache>>,
 }
 
 impl RemoteShard {
     fn url(&self) -> String {
         self.dir.url_of(&self.name)
+    }
+}
+
+impl StoredChunks for RemoteShard {
+    fn stored(
+        &self,
+        shard: &ShardReader,
+        wanted: &[(usize, usize)],
+        recheck: bool,
+    ) -> Vec<Result<ChunkBytes>> {
+        shard.remote_stored(self, wanted, recheck)
+    }
+
+    fn at_hand(&self, shard: &ShardReader, g: usize, c: usize) -> bool {
+        self.cache
+            .as_ref()
+            .is_some_and(|cache| cache.contains(&shard.chunk_key(self, g, c)))
     }
 }
 
@@ -78,13 +96,19 @@ impl ShardReader {
             name: name.to_string(),
             cache,
         };
-        Ok(ShardReader::from_remote(path, remote, len, footer, starts))
+        Ok(ShardReader::from_remote(
+            path,
+            Box::new(remote),
+            len,
+            footer,
+            starts,
+        ))
     }
 
     /// The stored bytes of chunks `wanted` (each verified: CRC and padding), from the node
     /// cache where they are there, else from the store in one batch. With `recheck`, bytes
     /// already verified by this process are verified again (`verify`).
-    pub(crate) fn remote_stored(
+    fn remote_stored(
         &self,
         r: &RemoteShard,
         wanted: &[(usize, usize)],
@@ -137,17 +161,6 @@ impl ShardReader {
         out.into_iter()
             .map(|o| o.expect("every chunk is answered"))
             .collect()
-    }
-
-    /// Is chunk `(g, c)` of this shard on object storage in the node cache?
-    pub(crate) fn in_node_cache(&self, g: usize, c: usize) -> bool {
-        match &self.src {
-            crate::shard::Source::Remote(r) => r
-                .cache
-                .as_ref()
-                .is_some_and(|cache| cache.contains(&self.chunk_key(r, g, c))),
-            crate::shard::Source::Local { .. } => true,
-        }
     }
 
     fn chunk_key(&self, r: &RemoteShard, g: usize, c: usize) -> String {

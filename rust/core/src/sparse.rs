@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::chunk::{buffer_layout, ChunkBytes, Codec};
@@ -21,6 +22,7 @@ use crate::error::{Error, Location, Result};
 use crate::format::PAGE_LEN;
 use crate::schema::DataType;
 use crate::shard::ShardReader;
+use crate::storage::cache::{Filler, Slot};
 use crate::Dataset;
 use memmap2::MmapMut;
 
@@ -142,43 +144,42 @@ impl Dataset {
                 Err(e) => out[i] = Some(Err(e)),
             }
         }
-        // Round 1: each chunk's first pages (buffer table and offsets); a few need more.
-        let heads: Vec<Vec<Range<u64>>> = work
-            .iter()
-            .map(|w| {
-                let off = w.reader.footer.row_groups[w.key.1].columns[w.key.2].offset;
-                std::iter::once(off..off + w.head).collect()
-            })
-            .collect();
-        fetch_into(&dir, &mut work, heads);
-        let mut more: Vec<Vec<Range<u64>>> = Vec::with_capacity(work.len());
-        for w in &mut work {
-            let off = w.reader.footer.row_groups[w.key.1].columns[w.key.2].offset;
-            let need = match (&w.failed, buffer_layout(&w.buf)) {
-                (None, Ok(layout)) => layout.last().map_or(0, |(r, _)| r.start as u64),
-                (None, Err(e)) => {
-                    let name = &w.reader.footer.schema.fields[w.key.2].name;
-                    w.failed = Some(Error::corrupt(
-                        Location::chunk(&w.reader.path, w.key.1, name),
-                        e,
-                    ));
-                    0
-                }
-                _ => 0,
-            };
-            more.push(if need > w.head {
-                let end =
-                    (need.div_ceil(PAGE_LEN as u64) * PAGE_LEN as u64).min(w.buf.len() as u64);
-                let r = std::iter::once(off + w.head..off + end).collect();
-                w.head = end;
-                r
-            } else {
-                vec![]
-            });
+        // Round 1: each chunk's first pages (buffer table and offsets). Every batch that
+        // reads a chunk before it is in the node cache needs them: they are read once and
+        // shared, through the node cache by the node's processes and in memory by this one.
+        let mut mine = Vec::new();
+        let mut later = Vec::new();
+        for (k, w) in work.iter_mut().enumerate() {
+            match self.known_head(w) {
+                Head::Known => {}
+                Head::Mine(filler) => mine.push((k, filler)),
+                Head::Later(path) => later.push((k, path)),
+            }
         }
-        fetch_into(&dir, &mut work, more);
-        // Round 2: the pages of the rows asked for.
+        self.read_heads(&dir, &mut work, mine);
+        // Those another thread or process was reading: from the node cache now, else here.
+        let mut again = Vec::new();
+        if let Some(cache) = self.node_cache() {
+            for (k, path) in later {
+                let w = &mut work[k];
+                match cache.wait(path) {
+                    Ok(Ok((_, map))) if take_head(w, &map) => {
+                        self.sparse_heads.put(w.key, Arc::from(&map[..]));
+                    }
+                    Ok(Ok(_)) => {
+                        cache.remove(&head_key(w.reader, w.key.1, w.key.2));
+                        again.push((k, None));
+                    }
+                    Ok(Err(filler)) => again.push((k, Some(filler))),
+                    Err(_) => again.push((k, None)),
+                }
+            }
+        }
+        self.read_heads(&dir, &mut work, again);
+        // Round 2: the pages of the rows asked for, but those an earlier batch read (a page
+        // often holds the end of one image and the start of the next).
         let mut pages: Vec<Vec<Range<u64>>> = Vec::with_capacity(work.len());
+        let mut fetched: Vec<Vec<usize>> = Vec::with_capacity(work.len());
         for w in &mut work {
             let m = &w.reader.footer.row_groups[w.key.1].columns[w.key.2];
             let spans = match &w.failed {
@@ -187,6 +188,7 @@ impl Dataset {
             };
             let Some(spans) = spans else {
                 pages.push(vec![]);
+                fetched.push(vec![]);
                 continue;
             };
             let mut wanted_pages = BTreeSet::new();
@@ -197,6 +199,14 @@ impl Dataset {
                     }
                 }
             }
+            wanted_pages.retain(|&p| match self.sparse_pages.get(&(w.key, p)) {
+                Some(page) if (p * PAGE_LEN + page.len()) <= w.buf.len() => {
+                    w.buf[p * PAGE_LEN..p * PAGE_LEN + page.len()].copy_from_slice(&page);
+                    false
+                }
+                _ => true,
+            });
+            fetched.push(wanted_pages.iter().copied().collect());
             let mut ranges: Vec<Range<u64>> = Vec::new();
             for p in wanted_pages {
                 let a = m.offset + (p * PAGE_LEN) as u64;
@@ -209,6 +219,15 @@ impl Dataset {
             pages.push(ranges);
         }
         fetch_into(&dir, &mut work, pages);
+        for (w, fetched) in work.iter().zip(fetched) {
+            if w.failed.is_some() {
+                continue;
+            }
+            for p in fetched {
+                let page = &w.buf[p * PAGE_LEN..((p + 1) * PAGE_LEN).min(w.buf.len())];
+                self.sparse_pages.put((w.key, p), Arc::from(page));
+            }
+        }
         for (w, i) in work.into_iter().zip(index) {
             out[i] = Some(match w.failed {
                 Some(e) => Err(e),
@@ -244,6 +263,88 @@ impl Dataset {
             .collect()
     }
 
+    /// Copies chunk `w`'s first pages into its buffer if this process or the node cache has
+    /// them; else says who reads them.
+    fn known_head(&self, w: &mut Work) -> Head {
+        if let Some(head) = self.sparse_heads.get(&w.key) {
+            if take_head(w, &head) {
+                return Head::Known;
+            }
+            self.sparse_heads.remove(&w.key);
+        }
+        let Some(cache) = self.node_cache() else {
+            return Head::Mine(None);
+        };
+        let key = head_key(w.reader, w.key.1, w.key.2);
+        match cache.lock(&key) {
+            Ok(Slot::Hit((_, map))) if take_head(w, &map) => {
+                self.sparse_heads.put(w.key, Arc::from(&map[..]));
+                Head::Known
+            }
+            Ok(Slot::Hit(_)) => {
+                cache.remove(&key); // damaged: read again
+                Head::Mine(None)
+            }
+            Ok(Slot::Fill(filler)) => Head::Mine(Some(filler)),
+            Ok(Slot::Busy(path)) => Head::Later(path),
+            Err(_) => Head::Mine(None),
+        }
+    }
+
+    /// Reads the first pages of chunks `which` (indices into `work`): a guess first, then
+    /// the rest of the offsets where the guess fell short; keeps them for later batches.
+    fn read_heads(
+        &self,
+        dir: &crate::storage::RemoteDir,
+        work: &mut [Work],
+        which: Vec<(usize, Option<Filler>)>,
+    ) {
+        if which.is_empty() {
+            return;
+        }
+        let offset = |w: &Work| w.reader.footer.row_groups[w.key.1].columns[w.key.2].offset;
+        let mut ranges: Vec<Vec<Range<u64>>> = vec![vec![]; work.len()];
+        for (k, _) in &which {
+            let (w, off) = (&work[*k], offset(&work[*k]));
+            ranges[*k] = std::iter::once(off..off + w.head).collect();
+        }
+        fetch_into(dir, work, ranges);
+        let mut more: Vec<Vec<Range<u64>>> = vec![vec![]; work.len()];
+        for (k, _) in &which {
+            let w = &mut work[*k];
+            let need = match (&w.failed, buffer_layout(&w.buf)) {
+                (None, Ok(layout)) => layout.last().map_or(0, |(r, _)| r.start as u64),
+                (None, Err(e)) => {
+                    let name = &w.reader.footer.schema.fields[w.key.2].name;
+                    w.failed = Some(Error::corrupt(
+                        Location::chunk(&w.reader.path, w.key.1, name),
+                        e,
+                    ));
+                    0
+                }
+                _ => 0,
+            };
+            if need > w.head {
+                let end =
+                    (need.div_ceil(PAGE_LEN as u64) * PAGE_LEN as u64).min(w.buf.len() as u64);
+                more[*k] = std::iter::once(offset(w) + w.head..offset(w) + end).collect();
+                w.head = end;
+            }
+        }
+        fetch_into(dir, work, more);
+        for (k, filler) in which {
+            let w = &work[k];
+            if w.failed.is_some() {
+                continue; // dropping the filler lets another process try
+            }
+            let head = &w.buf[..w.head as usize];
+            self.sparse_heads.put(w.key, Arc::from(head));
+            if let (Some(f), Some(cache)) = (filler, self.node_cache()) {
+                let _ = cache.fill(f, head);
+            }
+        }
+    }
+
     /// Reads `keys` whole into the node cache on a background thread (once per key at a time),
     /// so that later batches find them there.
     pub fn fill_in_background(self: &Arc<Self>, keys: Vec<ChunkKey>) {
@@ -266,7 +367,15 @@ impl Dataset {
         let spawned = std::thread::Builder::new()
             .name("pixmo-fill".into())
             .spawn(move || {
-                let _ = ds.read_chunks(&todo);
+                for (k, res) in todo.iter().zip(ds.read_chunks(&todo)) {
+                    // Later batches read the whole chunk: its first pages are not needed in
+                    // memory. (The node cache's copy stays, for a batch that chose to read
+                    // the chunk sparsely a moment before: it is evicted as any entry is.)
+                    if res.is_ok() {
+                        ds.sparse_heads.remove(k);
+                        ds.sparse_pages.remove_if(|(key, _)| key == k);
+                    }
+                }
                 let mut f = FILLING.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some((p, set)) = f.as_mut() {
                     if *p == std::process::id() {
@@ -298,6 +407,44 @@ impl Dataset {
             Err(_) => false,
         }
     }
+}
+
+/// Who reads a chunk's first pages for a batch.
+enum Head {
+    /// They are in its buffer already (read by an earlier batch).
+    Known,
+    /// This batch, filling the node cache's entry for them when it holds its lock.
+    Mine(Option<Filler>),
+    /// Another process or thread is reading them into the node cache (this lock file).
+    Later(PathBuf),
+}
+
+/// The node cache's key of a chunk's first pages (the chunk named as its cache entry is).
+fn head_key(r: &ShardReader, g: usize, c: usize) -> String {
+    let m = &r.footer.row_groups[g].columns[c];
+    format!(
+        "head\0{}\0{}\0{}\0{:08x}",
+        r.path.display(),
+        m.offset,
+        m.stored_len,
+        m.crc32c
+    )
+}
+
+/// Copies `head` (a chunk's first pages, kept earlier) into `w`'s buffer, verifying each page
+/// against the footer; false if it does not fit or is damaged.
+fn take_head(w: &mut Work, head: &[u8]) -> bool {
+    let (g, c) = (w.key.1, w.key.2);
+    let off = w.reader.footer.row_groups[g].columns[c].offset;
+    if head.is_empty() || head.len() > w.buf.len() {
+        return false;
+    }
+    if w.reader.put_pages(g, c, &mut w.buf, off, head).is_err() {
+        w.buf[..head.len()].fill(0);
+        return false;
+    }
+    w.head = head.len() as u64;
+    true
 }
 
 /// Where the values of `w.rows` lie in the chunk, from its offsets (read in round 1); the

@@ -291,6 +291,7 @@ impl PyDataset {
             cols,
             rx: Vec::new(),
             workers: Vec::new(),
+            pid: std::process::id(),
             next: 0,
             by_row,
             current: None,
@@ -316,6 +317,8 @@ pub struct PyRowGroupIter {
     /// waited on with the GIL released.
     rx: Vec<std::sync::Mutex<std::sync::mpsc::Receiver<Prefetched>>>,
     workers: Vec<std::thread::JoinHandle<()>>,
+    /// The process that started the workers.
+    pid: u32,
     next: usize,
     /// One record per `next` (else one list per row group)...
     by_row: bool,
@@ -326,6 +329,7 @@ pub struct PyRowGroupIter {
 impl PyRowGroupIter {
     fn start(&mut self) {
         let ds = self.dataset.get();
+        self.pid = std::process::id();
         // On object storage the threads mostly wait for the store: more of them hide latency.
         let n = if ds.inner.is_remote() {
             REMOTE_THREADS
@@ -416,8 +420,18 @@ impl Drop for PyRowGroupIter {
     fn drop(&mut self) {
         // Closing the channel stops the worker after the row group it is reading.
         self.rx.clear();
-        for w in self.workers.drain(..) {
-            let _ = w.join();
+        let workers = std::mem::take(&mut self.workers);
+        if workers.is_empty() || self.pid != std::process::id() {
+            return; // a forked child: the threads are the parent's
         }
+        // A worker may be waiting for the store (up to its request timeout): the GIL is
+        // released meanwhile, so the interpreter's other threads go on.
+        Python::attach(|py| {
+            py.detach(|| {
+                for w in workers {
+                    let _ = w.join();
+                }
+            })
+        });
     }
 }

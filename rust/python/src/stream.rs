@@ -38,6 +38,13 @@ pub struct PyReadAhead {
     image_key: Option<Py<PyString>>,
 }
 
+impl Drop for PyReadAhead {
+    /// Joining the read threads may wait for the store: done with the GIL released.
+    fn drop(&mut self) {
+        Python::attach(|py| self.close(py));
+    }
+}
+
 /// How a dataset on object storage is opened, as Python gives it: the store's options, and
 /// the node cache's directory and size limit (None: no cache).
 pub type StorageArg = (BTreeMap<String, String>, Option<(PathBuf, u64)>);

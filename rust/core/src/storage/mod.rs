@@ -3,6 +3,8 @@
 //! stream see the same chunks either way.
 
 pub mod cache;
+pub mod memo;
+mod refusal;
 pub mod remote;
 
 use std::collections::BTreeMap;
@@ -10,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use cache::NodeCache;
+pub use memo::Memo;
 pub use remote::{is_url, RemoteDir};
 
 use crate::error::Result;

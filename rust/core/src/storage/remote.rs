@@ -16,6 +16,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, RetryConfig};
 
+use super::refusal::{refused, store_answer};
 use crate::error::{Error, RemoteErrorKind, Result};
 
 /// Gaps up to this many bytes between requested ranges are read too, to save a request.
@@ -354,14 +355,26 @@ impl RemoteDir {
     }
 
     fn error(&self, name: &str, e: object_store::Error) -> Error {
-        let url = self.url_of(name);
+        // A listing is named by the directory's URL, not by "URL/".
+        let url = match name {
+            "" => self.url.clone(),
+            _ => self.url_of(name),
+        };
         match e {
             object_store::Error::NotFound { .. } => Error::NotFound { path: url.into() },
             object_store::Error::PermissionDenied { source, .. }
             | object_store::Error::Unauthenticated { source, .. } => Error::Remote {
                 url,
                 kind: RemoteErrorKind::Forbidden,
-                reason: format!("access denied: {source}"),
+                reason: format!("access denied: {}", store_answer(&source.to_string())),
+            },
+            // The client maps 401/403 to the errors above for reads and plain writes only: a
+            // refused listing or multipart upload (what a writer does first) arrives as a
+            // generic error whose message holds the status.
+            other if refused(&other) => Error::Remote {
+                url,
+                kind: RemoteErrorKind::Forbidden,
+                reason: format!("access denied: {}", store_answer(&other.to_string())),
             },
             other => {
                 let reason = other.to_string();
