@@ -3,7 +3,7 @@ strings, bytes and free-form values stay Python lists."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,7 @@ def collate(
     pin_memory: bool = False,
     mask_suffix: str = "_mask",
     nulls: dict[str, tuple] | None = None,
+    zeros: Callable[[tuple[int, ...], Any], np.ndarray] = np.zeros,
 ) -> dict[str, Any]:
     """Collate a list of records (dicts with the same keys) into one batch.
 
@@ -66,6 +67,8 @@ def collate(
     True where a value is present; a null array is an empty one (its mask row all False).
 
     With `pin_memory`, tensors are placed in page-locked memory (when CUDA is available).
+    `zeros(shape, dtype)` makes the zero-filled arrays the tensors of arrays are made of (in
+    a DataLoader worker, shared memory that reaches the main process without a copy).
     """
     import torch
 
@@ -107,11 +110,11 @@ def collate(
             for v in values
         ):
             if first.ndim == 0:
-                out[key] = torch.from_numpy(np.stack(values))
+                out[key] = torch.from_numpy(np.stack(values, out=zeros((len(values),), first.dtype)))
                 continue
             longest = max(v.shape[0] for v in values)
-            padded = np.zeros((len(values), longest, *first.shape[1:]), dtype=first.dtype)
-            mask = np.zeros((len(values), longest), dtype=bool)
+            padded = zeros((len(values), longest, *first.shape[1:]), first.dtype)
+            mask = zeros((len(values), longest), bool)
             for i, v in enumerate(values):
                 padded[i, : v.shape[0]] = v
                 mask[i, : v.shape[0]] = True

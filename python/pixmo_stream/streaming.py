@@ -8,15 +8,17 @@ rows with the GIL released. See `docs/STREAMING.md`.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch.utils.data
 
-from . import _native
+from . import _native, _transport
 from . import bad_samples as bad
 from ._loader_check import check_torch_loader
 from ._native import SchemaError
@@ -288,12 +290,23 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
     def _generate(
         self, reader: Any, cfg: dict[str, Any], in_main: bool, rank_len: int, world: int
     ) -> Iterator[Any]:
-        collate = self.collate_fn
-        if collate is None:
-            nulls = self._null_fills()
+        # In a DataLoader worker, a batch's arrays are made in (or copied once into) shared
+        # memory, and cross to the main process as references (see `_transport`).
+        shared = not in_main and _transport.enabled()
+        if shared:
+            _transport.install()
+        user_collate = self.collate_fn
+        nulls = self._null_fills() if user_collate is None else {}
 
-            def collate(records: list[dict[str, Any]]) -> Any:
-                return default_collate(records, pin_memory=self.pin_memory, nulls=nulls)
+        def collate_into(zeros: Any) -> Callable[[list[dict[str, Any]]], Any]:
+            if user_collate is not None:
+                return user_collate
+            return functools.partial(
+                default_collate,
+                pin_memory=self.pin_memory,
+                nulls=nulls,
+                zeros=np.zeros if zeros is None else zeros,
+            )
 
         replacing = self.on_bad_sample == "replace"
         decode = self.decode
@@ -307,9 +320,16 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         on_gpu = decode is not None and decode.device == "cuda" and in_main
 
         def finished(out: list[dict[str, Any]], replaced: list[bad.BadSample], images: Any) -> Any:
+            arena = _transport.Arena() if shared else None
+            zeros = None if arena is None else arena.zeros
+            if arena is not None and user_collate is not None:
+                # The user's collate_fn gets arrays that travel as references, whatever
+                # it does with them.
+                out = arena.records(out)
+            collate = collate_into(zeros)
             if on_cpu:
                 assert decode is not None
-                batch = collate_decoded(out, images, decode, collate, self.pin_memory)
+                batch = collate_decoded(out, images, decode, collate, self.pin_memory, zeros)
             else:
                 batch = collate(out)
             if replacing and isinstance(batch, dict):

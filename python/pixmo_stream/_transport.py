@@ -1,0 +1,259 @@
+"""Arrays from DataLoader workers to the main process without pickling their bytes.
+
+A worker puts the arrays of one batch in one anonymous shared-memory file (`memfd_create`),
+mapped in the worker. When torch's worker queue pickles the batch (`ForkingPickler`), each
+array or tensor lying in such a file becomes a reference: the file (sent once per batch as a
+file descriptor, as torch sends its own shared tensors) and the array's offset, dtype, shape
+and strides. The main process maps the same pages; nothing is copied on the way, and no
+arena has a name, so nothing is left behind in /dev/shm when a process ends or is killed: the
+pages are freed when the last mapping of them is gone.
+
+Only worker processes register the reducers (`install`); arrays elsewhere in the worker still
+pickle as before (numpy's bytes, torch's own shared memory). `PIXMO_STREAM_WORKER_IPC=copy`
+turns the arenas off.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+# Address space reserved per arena: a memfd is sparse, so pages exist only where written, and
+# the receiver maps only the bytes used. An array larger than this gets an arena of its own.
+RESERVE = 1 << 34
+ALIGN = 64
+# madvise(MADV_POPULATE_WRITE) (Linux 5.14): the pages of an allocation are made in one call
+# instead of one page fault each while they are written.
+_MADV_POPULATE_WRITE = 23
+_PAGE = mmap.PAGESIZE
+
+
+def enabled() -> bool:
+    return hasattr(os, "memfd_create") and os.environ.get("PIXMO_STREAM_WORKER_IPC") != "copy"
+
+
+class _Segment(mmap.mmap):
+    """One memfd mapped in this process. In the worker that made it, `fd` stays open (to send
+    it) and `used` grows as arrays are placed in it."""
+
+    fd: int
+    used: int
+    address: int
+
+
+# The worker's live segments, to find the one a tensor lies in (tensors keep no Python
+# reference to what owns their memory).
+_live: weakref.WeakSet[_Segment] = weakref.WeakSet()
+
+
+def _address(seg: _Segment) -> int:
+    return int(np.frombuffer(seg, np.uint8, count=1).ctypes.data)
+
+
+def _new_segment(size: int) -> _Segment:
+    fd = os.memfd_create("pixmo-stream-batch", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(fd, size)
+        seg = _Segment(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    seg.fd = fd
+    seg.used = 0
+    seg.address = _address(seg)
+    weakref.finalize(seg, os.close, fd)
+    _live.add(seg)
+    return seg
+
+
+class Arena:
+    """Shared memory for one batch's arrays. `zeros` / `copy` return numpy arrays over it."""
+
+    def __init__(self) -> None:
+        self._seg: _Segment | None = None
+
+    def zeros(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
+        """A zero-filled array in shared memory (a new memfd reads as zeros)."""
+        dtype = np.dtype(dtype)
+        shape = tuple(int(s) for s in shape)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        seg = self._seg
+        start = 0 if seg is None else -(-seg.used // ALIGN) * ALIGN
+        if seg is None or start + nbytes > len(seg):
+            seg = self._seg = _new_segment(max(RESERVE, -(-max(nbytes, 1) // _PAGE) * _PAGE))
+            start = 0
+        seg.used = start + nbytes
+        if nbytes >= 16 * _PAGE:
+            first = start // _PAGE * _PAGE
+            try:
+                seg.madvise(_MADV_POPULATE_WRITE, first, seg.used - first)
+            except OSError:  # (a kernel without it: the pages come one fault at a time)
+                pass
+        return np.ndarray(shape, dtype, buffer=seg, offset=start)
+
+    def copy(self, a: np.ndarray) -> np.ndarray:
+        out = self.zeros(a.shape, a.dtype)
+        np.copyto(out, a, casting="no")
+        return out
+
+    def records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`records` with their numpy values (top level) copied into this arena."""
+        return [
+            {
+                k: self.copy(v) if type(v) is np.ndarray and v.dtype.kind in _KINDS else v
+                for k, v in r.items()
+            }
+            for r in records
+        ]
+
+
+# bool, ints, unsigned ints, floats, complex: the dtypes rebuilt from their `str`.
+_KINDS = frozenset("biufc")
+
+
+# ---- reduction (worker side) ---------------------------------------------------------------
+def _segment_of(a: np.ndarray) -> _Segment | None:
+    base: Any = a
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return base if isinstance(base, _Segment) and hasattr(base, "fd") else None
+
+
+def _segment_at(start: int, end: int) -> _Segment | None:
+    for seg in list(_live):
+        if seg.address <= start and end <= seg.address + seg.used:
+            return seg
+    return None
+
+
+def _extent(address: int, shape: Sequence[int], strides: Sequence[int], itemsize: int) -> tuple:
+    """First and one-past-last byte of an array's elements."""
+    lo = hi = address
+    if any(s == 0 for s in shape):
+        return address, address
+    for n, s in zip(shape, strides, strict=True):
+        if s < 0:
+            lo += (n - 1) * s
+        else:
+            hi += (n - 1) * s
+    return lo, hi + itemsize
+
+
+def _reduce_segment(seg: _Segment) -> tuple[Any, tuple[Any, ...]]:
+    from multiprocessing.reduction import DupFd
+
+    return _rebuild_segment, (DupFd(seg.fd), -(-max(seg.used, 1) // _PAGE) * _PAGE)
+
+
+def _array_ref(a: np.ndarray) -> tuple[Any, ...] | None:
+    if a.dtype.kind not in _KINDS or a.dtype.hasobject:
+        return None
+    seg = _segment_of(a)
+    if seg is None:
+        return None
+    address = a.__array_interface__["data"][0]
+    lo, hi = _extent(address, a.shape, a.strides, a.itemsize)
+    if lo < seg.address or hi > seg.address + seg.used:
+        return None
+    return (seg, address - seg.address, a.dtype.str, a.shape, a.strides)
+
+
+def _reduce_ndarray(a: np.ndarray) -> Any:
+    ref = _array_ref(a)
+    if ref is None:
+        return a.__reduce__()
+    return _rebuild_array, ref
+
+
+_TORCH_TO_NUMPY = {
+    "torch.bool": "|b1",
+    "torch.uint8": "|u1",
+    "torch.int8": "|i1",
+    "torch.int16": "<i2",
+    "torch.int32": "<i4",
+    "torch.int64": "<i8",
+    "torch.float16": "<f2",
+    "torch.float32": "<f4",
+    "torch.float64": "<f8",
+}
+
+
+def _tensor_ref(t: Any) -> tuple[Any, ...] | None:
+    import torch
+
+    dtype = _TORCH_TO_NUMPY.get(str(t.dtype))
+    if (
+        type(t) is not torch.Tensor
+        or dtype is None
+        or t.device.type != "cpu"
+        or t.layout != torch.strided
+        or t.requires_grad
+        or not _live
+    ):
+        return None
+    itemsize = t.element_size()
+    strides = tuple(s * itemsize for s in t.stride())
+    lo, hi = _extent(t.data_ptr(), tuple(t.shape), strides, itemsize)
+    seg = _segment_at(lo, hi)
+    if seg is None:
+        return None
+    return (seg, t.data_ptr() - seg.address, dtype, tuple(t.shape), strides)
+
+
+def _reducer_for_tensor(previous: Any) -> Any:
+    def reduce_tensor(t: Any) -> Any:
+        ref = _tensor_ref(t)
+        if ref is None:
+            return previous(t) if previous is not None else t.__reduce_ex__(2)
+        return _rebuild_tensor, ref
+
+    return reduce_tensor
+
+
+_installed = False
+
+
+def install() -> None:
+    """Registers the reducers in this process (a DataLoader worker), once."""
+    global _installed
+    if _installed:
+        return
+    from multiprocessing.reduction import ForkingPickler
+
+    ForkingPickler.register(_Segment, _reduce_segment)
+    ForkingPickler.register(np.ndarray, _reduce_ndarray)
+    import sys
+
+    if "torch" in sys.modules:
+        import torch
+        import torch.multiprocessing  # noqa: F401  (registers torch's reducers first)
+
+        previous = ForkingPickler._extra_reducers.get(torch.Tensor)
+        ForkingPickler.register(torch.Tensor, _reducer_for_tensor(previous))
+    _installed = True
+
+
+# ---- rebuilding (receiver side) ------------------------------------------------------------
+def _rebuild_segment(fd: Any, length: int) -> mmap.mmap:
+    n = fd.detach()
+    try:
+        return mmap.mmap(n, length)
+    finally:
+        os.close(n)
+
+
+def _rebuild_array(
+    seg: mmap.mmap, offset: int, dtype: str, shape: tuple, strides: tuple
+) -> np.ndarray:
+    return np.ndarray(shape, np.dtype(dtype), buffer=seg, offset=offset, strides=strides)
+
+
+def _rebuild_tensor(seg: mmap.mmap, offset: int, dtype: str, shape: tuple, strides: tuple) -> Any:
+    import torch
+
+    return torch.from_numpy(_rebuild_array(seg, offset, dtype, shape, strides))
