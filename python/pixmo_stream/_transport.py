@@ -15,6 +15,7 @@ turns the arenas off.
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import weakref
@@ -23,13 +24,11 @@ from typing import Any
 
 import numpy as np
 
-# Address space reserved per arena: a memfd is sparse, so pages exist only where written, and
-# the receiver maps only the bytes used. An array larger than this gets an arena of its own.
+# Address space reserved per segment: a memfd is sparse, so pages exist only where written,
+# and the receiver maps only the bytes used. A batch larger than this gets a segment of its
+# own size.
 RESERVE = 1 << 34
 ALIGN = 64
-# madvise(MADV_POPULATE_WRITE) (Linux 5.14): the pages of an allocation are made in one call
-# instead of one page fault each while they are written.
-_MADV_POPULATE_WRITE = 23
 _PAGE = mmap.PAGESIZE
 
 
@@ -37,67 +36,104 @@ def enabled() -> bool:
     return hasattr(os, "memfd_create") and os.environ.get("PIXMO_STREAM_WORKER_IPC") != "copy"
 
 
-class _Segment(mmap.mmap):
-    """One memfd mapped in this process. In the worker that made it, `fd` stays open (to send
-    it) and `used` grows as arrays are placed in it."""
+class _Segment:
+    """One memfd of this worker, mapped here for as long as it lives. Its first bytes count
+    the times it was sent (written here) and returned (written by the receivers, when their
+    last array over it is gone); it is reused for another batch once every receiver has
+    returned it and no array of this process lies in it (its lease is gone)."""
 
-    fd: int
-    used: int
-    address: int
+    def __init__(self, size: int) -> None:
+        self.fd = os.memfd_create("pixmo-stream-batch", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, size)
+            self.map = mmap.mmap(self.fd, size)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.size = size
+        self.address = int(np.frombuffer(self.map, np.uint8, count=1).ctypes.data)
+        self.sent = 0
+        self.lease: weakref.ref[Any] | None = None
+        self.used = HEADER
+
+    def free(self) -> bool:
+        if self.lease is not None and self.lease() is not None:
+            return False
+        return int.from_bytes(self.map[8:16], "little") == self.sent
+
+    def close(self) -> None:
+        try:
+            self.map.close()
+        except BufferError:  # (an array of this process still lies in it: leave it be)
+            return
+        os.close(self.fd)
 
 
-# The worker's live segments, to find the one a tensor lies in (tensors keep no Python
-# reference to what owns their memory).
-_live: weakref.WeakSet[_Segment] = weakref.WeakSet()
+# The first bytes of a segment: times sent, times returned.
+HEADER = ALIGN
 
 
-def _address(seg: _Segment) -> int:
-    return int(np.frombuffer(seg, np.uint8, count=1).ctypes.data)
+class _Lease(ctypes.c_char * RESERVE):
+    """What the arrays of one batch are made over: while one of them lives, the segment is
+    not reused. `segment` is the segment, for the reducers."""
+
+    segment: _Segment
 
 
-def _new_segment(size: int) -> _Segment:
-    fd = os.memfd_create("pixmo-stream-batch", os.MFD_CLOEXEC)
-    try:
-        os.ftruncate(fd, size)
-        seg = _Segment(fd, size)
-    except BaseException:
-        os.close(fd)
-        raise
-    seg.fd = fd
-    seg.used = 0
-    seg.address = _address(seg)
-    weakref.finalize(seg, os.close, fd)
-    _live.add(seg)
+# This worker's segments.
+_pool: list[_Segment] = []
+# Free segments kept for reuse beyond those in flight.
+MAX_IDLE = 4
+
+
+def _take(nbytes: int) -> _Segment:
+    free = [s for s in _pool if s.free()]
+    for extra in free[MAX_IDLE:]:
+        _pool.remove(extra)
+        extra.close()
+    for seg in free:
+        if seg.size >= HEADER + nbytes:
+            return seg
+    seg = _Segment(max(RESERVE, -(-(HEADER + nbytes) // _PAGE) * _PAGE))
+    _pool.append(seg)
     return seg
 
 
 class Arena:
-    """Shared memory for one batch's arrays. `zeros` / `copy` return numpy arrays over it."""
+    """Shared memory for one batch's arrays: `empty` / `zeros` / `copy` return numpy arrays
+    over it."""
 
     def __init__(self) -> None:
-        self._seg: _Segment | None = None
+        self._lease: _Lease | None = None
 
-    def zeros(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
-        """A zero-filled array in shared memory (a new memfd reads as zeros)."""
+    def empty(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
         dtype = np.dtype(dtype)
         shape = tuple(int(s) for s in shape)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        seg = self._seg
-        start = 0 if seg is None else -(-seg.used // ALIGN) * ALIGN
-        if seg is None or start + nbytes > len(seg):
-            seg = self._seg = _new_segment(max(RESERVE, -(-max(nbytes, 1) // _PAGE) * _PAGE))
-            start = 0
+        lease = self._lease
+        if lease is not None:
+            seg = lease.segment
+            start = -(-seg.used // ALIGN) * ALIGN
+        if lease is None or start + nbytes > seg.size:
+            seg = _take(nbytes)
+            lease = self._lease = _Lease.from_buffer(seg.map) if seg.size == RESERVE else None
+            if lease is None:  # (larger than the reserve: a lease type of its own size)
+                lease = self._lease = type("_BigLease", (ctypes.c_char * seg.size,), {}).from_buffer(
+                    seg.map
+                )
+            lease.segment = seg
+            seg.lease = weakref.ref(lease)
+            seg.used = start = HEADER
         seg.used = start + nbytes
-        if nbytes >= 16 * _PAGE:
-            first = start // _PAGE * _PAGE
-            try:
-                seg.madvise(_MADV_POPULATE_WRITE, first, seg.used - first)
-            except OSError:  # (a kernel without it: the pages come one fault at a time)
-                pass
-        return np.ndarray(shape, dtype, buffer=seg, offset=start)
+        return np.ndarray(shape, dtype, buffer=lease, offset=start)
+
+    def zeros(self, shape: Sequence[int], dtype: Any) -> np.ndarray:
+        out = self.empty(shape, dtype)
+        out.fill(0)
+        return out
 
     def copy(self, a: np.ndarray) -> np.ndarray:
-        out = self.zeros(a.shape, a.dtype)
+        out = self.empty(a.shape, a.dtype)
         np.copyto(out, a, casting="no")
         return out
 
@@ -121,12 +157,12 @@ def _segment_of(a: np.ndarray) -> _Segment | None:
     base: Any = a
     while isinstance(base, np.ndarray):
         base = base.base
-    return base if isinstance(base, _Segment) and hasattr(base, "fd") else None
+    return getattr(base, "segment", None) if isinstance(base, ctypes.Array) else None
 
 
 def _segment_at(start: int, end: int) -> _Segment | None:
-    for seg in list(_live):
-        if seg.address <= start and end <= seg.address + seg.used:
+    for seg in _pool:
+        if seg.address <= start and end <= seg.address + seg.used and not seg.free():
             return seg
     return None
 
@@ -147,7 +183,9 @@ def _extent(address: int, shape: Sequence[int], strides: Sequence[int], itemsize
 def _reduce_segment(seg: _Segment) -> tuple[Any, tuple[Any, ...]]:
     from multiprocessing.reduction import DupFd
 
-    return _rebuild_segment, (DupFd(seg.fd), -(-max(seg.used, 1) // _PAGE) * _PAGE)
+    seg.sent += 1
+    seg.map[0:8] = seg.sent.to_bytes(8, "little")
+    return _rebuild_segment, (DupFd(seg.fd), -(-seg.used // _PAGE) * _PAGE)
 
 
 def _array_ref(a: np.ndarray) -> tuple[Any, ...] | None:
@@ -193,7 +231,7 @@ def _tensor_ref(t: Any) -> tuple[Any, ...] | None:
         or t.device.type != "cpu"
         or t.layout != torch.strided
         or t.requires_grad
-        or not _live
+        or not _pool
     ):
         return None
     itemsize = t.element_size()
@@ -239,10 +277,21 @@ def install() -> None:
 
 
 # ---- rebuilding (receiver side) ------------------------------------------------------------
+class _Received(mmap.mmap):
+    """A worker's segment mapped here; when its last array is gone, it tells the worker."""
+
+    def __del__(self) -> None:
+        try:
+            returned = int.from_bytes(self[8:16], "little") + 1
+            self[8:16] = returned.to_bytes(8, "little")
+        except (ValueError, BufferError):  # (closed already)
+            pass
+
+
 def _rebuild_segment(fd: Any, length: int) -> mmap.mmap:
     n = fd.detach()
     try:
-        return mmap.mmap(n, length)
+        return _Received(n, length)
     finally:
         os.close(n)
 

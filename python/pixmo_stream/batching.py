@@ -51,7 +51,7 @@ def collate(
     pin_memory: bool = False,
     mask_suffix: str = "_mask",
     nulls: dict[str, tuple] | None = None,
-    zeros: Callable[[tuple[int, ...], Any], np.ndarray] = np.zeros,
+    empty: Callable[[tuple[int, ...], Any], np.ndarray] = np.empty,
 ) -> dict[str, Any]:
     """Collate a list of records (dicts with the same keys) into one batch.
 
@@ -67,8 +67,8 @@ def collate(
     True where a value is present; a null array is an empty one (its mask row all False).
 
     With `pin_memory`, tensors are placed in page-locked memory (when CUDA is available).
-    `zeros(shape, dtype)` makes the zero-filled arrays the tensors of arrays are made of (in
-    a DataLoader worker, shared memory that reaches the main process without a copy).
+    `empty(shape, dtype)` makes the arrays that the tensors of arrays are made over (in a
+    DataLoader worker, shared memory that reaches the main process without a copy).
     """
     import torch
 
@@ -94,8 +94,8 @@ def collate(
             out[_mask_name(key, keys, mask_suffix)] = torch.tensor([v is not None for v in values])
             continue
         if fill is not None:
-            empty = np.zeros((0, *fill[2]), dtype=fill[1])
-            values = [empty if v is None else v for v in values]
+            none = np.zeros((0, *fill[2]), dtype=fill[1])
+            values = [none if v is None else v for v in values]
         first = values[0]
         if isinstance(first, bool) and all(isinstance(v, bool) for v in values):
             out[key] = torch.tensor(values, dtype=torch.bool)
@@ -110,14 +110,17 @@ def collate(
             for v in values
         ):
             if first.ndim == 0:
-                out[key] = torch.from_numpy(np.stack(values, out=zeros((len(values),), first.dtype)))
+                out[key] = torch.from_numpy(np.stack(values, out=empty((len(values),), first.dtype)))
                 continue
             longest = max(v.shape[0] for v in values)
-            padded = zeros((len(values), longest, *first.shape[1:]), first.dtype)
-            mask = zeros((len(values), longest), bool)
+            padded = empty((len(values), longest, *first.shape[1:]), first.dtype)
+            mask = empty((len(values), longest), bool)
             for i, v in enumerate(values):
-                padded[i, : v.shape[0]] = v
-                mask[i, : v.shape[0]] = True
+                n = v.shape[0]
+                padded[i, :n] = v
+                padded[i, n:] = 0
+                mask[i, :n] = True
+                mask[i, n:] = False
             out[key] = torch.from_numpy(padded)
             out[_mask_name(key, keys, mask_suffix)] = torch.from_numpy(mask)
         else:

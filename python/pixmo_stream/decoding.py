@@ -156,11 +156,11 @@ def collate_decoded(
     decode: Decode,
     collate: Callable[[list[dict[str, Any]]], Any],
     pin_memory: bool,
-    zeros: Callable[[tuple[int, ...], Any], np.ndarray] | None = None,
+    empty: Callable[[tuple[int, ...], Any], np.ndarray] | None = None,
 ) -> Any:
     """A batch whose image column is one `[B, H, W, 3]` uint8 tensor (over the read thread's
     buffer when `images` is it), or a list of `[H_i, W_i, 3]` tensors for images of varying
-    size; the other columns as `collate` makes them. With `zeros` (a DataLoader worker's
+    size; the other columns as `collate` makes them. With `empty` (a DataLoader worker's
     shared memory, see `pixmo_stream._transport`), the pixels are placed in arrays it makes,
     which reach the main process without another copy."""
     import torch
@@ -173,16 +173,16 @@ def collate_decoded(
             r[col] = p
 
     def placed(a: np.ndarray) -> np.ndarray:
-        if zeros is None:
+        if empty is None:
             return a
-        out = zeros(a.shape, a.dtype)
+        out = empty(a.shape, a.dtype)
         np.copyto(out, a, casting="no")
         return out
 
     if images is not None and len(images) == len(records):
         value: Any = torch.from_numpy(placed(images))
     elif pixels and all(isinstance(p, np.ndarray) for p in pixels) and decode.size is not None:
-        stacked = None if zeros is None else zeros((len(pixels), *pixels[0].shape), np.uint8)
+        stacked = None if empty is None else empty((len(pixels), *pixels[0].shape), np.uint8)
         value = torch.from_numpy(np.stack(pixels, out=stacked))
     else:
         value = [torch.from_numpy(placed(p)) if isinstance(p, np.ndarray) else p for p in pixels]

@@ -298,14 +298,14 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         user_collate = self.collate_fn
         nulls = self._null_fills() if user_collate is None else {}
 
-        def collate_into(zeros: Any) -> Callable[[list[dict[str, Any]]], Any]:
+        def collate_into(empty: Any) -> Callable[[list[dict[str, Any]]], Any]:
             if user_collate is not None:
                 return user_collate
             return functools.partial(
                 default_collate,
                 pin_memory=self.pin_memory,
                 nulls=nulls,
-                zeros=np.zeros if zeros is None else zeros,
+                empty=np.empty if empty is None else empty,
             )
 
         replacing = self.on_bad_sample == "replace"
@@ -321,15 +321,15 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
 
         def finished(out: list[dict[str, Any]], replaced: list[bad.BadSample], images: Any) -> Any:
             arena = _transport.Arena() if shared else None
-            zeros = None if arena is None else arena.zeros
+            empty = None if arena is None else arena.empty
             if arena is not None and user_collate is not None:
                 # The user's collate_fn gets arrays that travel as references, whatever
                 # it does with them.
                 out = arena.records(out)
-            collate = collate_into(zeros)
+            collate = collate_into(empty)
             if on_cpu:
                 assert decode is not None
-                batch = collate_decoded(out, images, decode, collate, self.pin_memory, zeros)
+                batch = collate_decoded(out, images, decode, collate, self.pin_memory, empty)
             else:
                 batch = collate(out)
             if replacing and isinstance(batch, dict):
