@@ -20,6 +20,14 @@ Everything is measured in the same run on the same images (``pixmo_stream.synthe
   peer loader (MDS, 2 workers) doing what Molmo's loader does in Python: PIL decode, torch
   antialiased bilinear resize (what torchvision's ``resize`` runs on tensors), numpy crops.
 
+- **workers** (what most training scripts run): ``decode="rgb"``, ``Decode(resize=...)``,
+  ``decode="molmo"`` (float32 crops) and Molmo's fast mode (uint8 crops) through
+  ``pixmo_stream.DataLoader`` with 0 workers, 2 workers with the default collate, and 2
+  workers with a ``collate_fn`` of the user's that returns the records, each set against its
+  0-worker row measured right before it (best of two rounds each).
+
+    python -m benches.decode_stream --preset small --only-workers   # 0.5 MP photos, workers only
+
 Rates count images after the first batch. Results: ``benches/results/decode_stream.{json,md,png}``.
 """
 
@@ -312,6 +320,93 @@ def molmo_rows(args: argparse.Namespace, paths: dict[str, Path]) -> dict[str, An
     return out
 
 
+# ---- DataLoader workers --------------------------------------------------------------------
+def records_as_they_are(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A user's collate_fn (module level, so that spawned workers can import it)."""
+    return records
+
+
+def worker_decodes(size: int) -> dict[str, tuple[Any, int]]:
+    """The decodes of the worker rows, with their batch sizes (13 float32 Molmo crops are
+    17.6 MB an image: batches of 8)."""
+    import pixmo_stream as ps
+    from pixmo_stream import image
+
+    out: dict[str, tuple[Any, int]] = {
+        '"rgb"': ("rgb", BATCH),
+        f"Decode(resize=({size}, {size}))": (ps.Decode(resize=(size, size)), BATCH),
+    }
+    if hasattr(image, "molmo_preprocess"):
+        out['"molmo" (float32)'] = ("molmo", 8)
+        fast = ps.Decode(molmo=image.MolmoConfig(exact=False, normalize=False))
+        out["Molmo fast mode (uint8)"] = (fast, 8)
+    return out
+
+
+WORKER_SETUPS = {
+    "0 workers": (0, False),
+    "2 workers, default collate": (2, False),
+    "2 workers, collate_fn returning the records": (2, True),
+}
+
+
+def ours_workers(
+    path: Path, decode: Any, batch: int, workers: int, user: bool, limit: int
+) -> dict[str, float]:
+    import pixmo_stream as ps
+
+    ds = ps.StreamingDataset(
+        str(path),
+        seed=0,
+        batch_size=batch,
+        columns=["image", "captions"],
+        decode=decode,
+        collate_fn=records_as_they_are if user else None,
+    )
+
+    def count(b: Any) -> int:
+        return len(b) if isinstance(b, list) else len(b["image"])
+
+    return rate(ps.DataLoader(ds, num_workers=workers), count, limit)
+
+
+def worker_rows(args: argparse.Namespace, paths: dict[str, Path]) -> dict[str, Any]:
+    """Each decode with 0 and 2 workers, rates and ratios against the 0-worker row of the same
+    round; two rounds, the best rate of each row kept (other processes only slow a run)."""
+    out: dict[str, Any] = {}
+    for name, (decode, batch) in worker_decodes(args.size).items():
+        n = args.records if batch == BATCH else max(96, args.records // 8)
+        best: dict[str, dict[str, float]] = {}
+        for _ in range(2):
+            for setup, (workers, user) in WORKER_SETUPS.items():
+                r = ours_workers(paths["pixmo"], decode, batch, workers, user, n)
+                if setup not in best or r["images_per_s"] > best[setup]["images_per_s"]:
+                    best[setup] = r
+        base = best["0 workers"]["images_per_s"]
+        for setup, r in best.items():
+            r["vs_0_workers"] = r["images_per_s"] / base
+            print(
+                f"workers, {name}, {setup}: {r['images_per_s']:.1f} images/s "
+                f"({r['vs_0_workers']:.2f}x)"
+            )
+        out[name] = {"batch": batch, **best}
+    return out
+
+
+def worker_markdown(rows: dict[str, Any]) -> list[str]:
+    setups = list(WORKER_SETUPS)
+    lines = [
+        "| decode (batch) | " + " | ".join(setups) + " |",
+        "|---|" + "---|" * len(setups),
+    ]
+    for name, row in rows.items():
+        cells = [f"{row['0 workers']['images_per_s']:,.1f}"] + [
+            f"{row[s]['images_per_s']:,.1f} ({row[s]['vs_0_workers']:.2f}x)" for s in setups[1:]
+        ]
+        lines.append(f"| {name} ({row['batch']}) | " + " | ".join(cells) + " |")
+    return lines
+
+
 # ---- report ------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -319,6 +414,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--preset", default="pixmo-cap")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only-workers", action="store_true", help="only the DataLoader worker rows")
     args = ap.parse_args()
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
@@ -330,6 +426,19 @@ def main() -> None:
     from pixmo_stream import image
 
     print(f"full-size JPEG decoder: {image.jpeg_decoder()}")
+    if args.only_workers:
+        workers = worker_rows(args, paths)
+        lines = [
+            f"# DataLoader workers ({args.records} {args.preset} images, {mean_kb:.0f} KB mean "
+            "JPEG, shuffled; images/s, and against 0 workers in the same round)",
+            "",
+            *worker_markdown(workers),
+        ]
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "decode_stream_workers.md").write_text("\n".join(lines) + "\n")
+        (RESULTS / "decode_stream_workers.json").write_text(json.dumps(workers, indent=2))
+        print("\n".join(lines))
+        return
     size, n = args.size, args.records
     rows: dict[str, dict[str, float]] = {}
 
@@ -379,6 +488,7 @@ def main() -> None:
             lambda w=w: rate(peer_wds(paths["wds"], resize, w, stack_images), len, n),
         )
     molmo = molmo_rows(args, paths)
+    workers = worker_rows(args, paths)
 
     peers = {k: v for k, v in rows.items() if k.startswith(("MDS", "WebDataset"))}
     best_peer = max(peers, key=lambda k: peers[k]["images_per_s"]) if peers else None
@@ -422,6 +532,7 @@ def main() -> None:
         "best_peer": best_peer,
         "ratios": ratios,
         "molmo": molmo,
+        "workers": workers,
         "bytes_per_image_13_crops": {"float32": crop_bytes * 4, "uint8": crop_bytes},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -448,6 +559,8 @@ def write_markdown(r: dict[str, Any]) -> None:
     else:
         lines += ["", "| Molmo preprocessing | images/s |", "|---|---|"]
         lines += [f"| {k} | {v['images_per_s']:,.1f} |" for k, v in m.items()]
+    lines += ["", "DataLoader workers (images/s, and against 0 workers in the same round):", ""]
+    lines += worker_markdown(r["workers"])
     b = r["bytes_per_image_13_crops"]
     lines += [
         "",

@@ -80,6 +80,12 @@ class _Lease(ctypes.c_char * RESERVE):
     segment: _Segment
 
 
+def _lease_type(size: int) -> type[Any]:
+    if size == RESERVE:
+        return _Lease
+    return type("_Lease", (ctypes.c_char * size,), {})  # (a batch larger than the reserve)
+
+
 # This worker's segments.
 _pool: list[_Segment] = []
 # Free segments kept for reuse beyond those in flight.
@@ -116,14 +122,10 @@ class Arena:
             start = -(-seg.used // ALIGN) * ALIGN
         if lease is None or start + nbytes > seg.size:
             seg = _take(nbytes)
-            lease = self._lease = _Lease.from_buffer(seg.map) if seg.size == RESERVE else None
-            if lease is None:  # (larger than the reserve: a lease type of its own size)
-                lease = self._lease = type("_BigLease", (ctypes.c_char * seg.size,), {}).from_buffer(
-                    seg.map
-                )
+            lease = self._lease = _lease_type(seg.size).from_buffer(seg.map)
             lease.segment = seg
             seg.lease = weakref.ref(lease)
-            seg.used = start = HEADER
+            start = HEADER
         seg.used = start + nbytes
         return np.ndarray(shape, dtype, buffer=lease, offset=start)
 

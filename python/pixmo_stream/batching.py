@@ -110,7 +110,8 @@ def collate(
             for v in values
         ):
             if first.ndim == 0:
-                out[key] = torch.from_numpy(np.stack(values, out=empty((len(values),), first.dtype)))
+                stacked = np.stack(values, out=empty((len(values),), first.dtype))
+                out[key] = torch.from_numpy(stacked)
                 continue
             longest = max(v.shape[0] for v in values)
             padded = empty((len(values), longest, *first.shape[1:]), first.dtype)

@@ -83,6 +83,9 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         self.bad_sample_log: list[bad.BadSample] = []
         # Samples per worker block when the DataLoader batches (set by pixmo_stream.DataLoader).
         self._block = 1
+        # Whether a DataLoader worker puts records' arrays in shared memory before the
+        # loader's own collate_fn batches them (set by pixmo_stream.DataLoader).
+        self._records_shared = False
         # Passes started by this object in this process since its state was last set.
         self._passes = 0
         self._pid = os.getpid()
@@ -355,6 +358,9 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
                 self._decorate(records, sources)
                 replaced = bad.reports(native_bad)
                 if self.batch_size is None:
+                    if shared and self._records_shared:
+                        # pixmo_stream.DataLoader batches them with the user's collate_fn.
+                        records = _transport.Arena().records(records)
                     marks = dict(replaced)
                     for i, rec in enumerate(records):
                         self._count(cfg, 1, in_main, world, [marks[i]] if i in marks else [])
