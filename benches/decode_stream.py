@@ -86,7 +86,29 @@ def encoded_images(path: Path, n: int) -> list[bytes]:
 
 
 # ---- timing ------------------------------------------------------------------------------
-def rate(batches: Iterable[Any], count: Callable[[Any], int], limit: int) -> dict[str, float]:
+def tree_cpu_s() -> float:
+    """CPU seconds used so far by this process and its live child processes (DataLoader
+    workers), all threads: the work a loader costs, whatever else the machine runs."""
+    import multiprocessing
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in [os.getpid()] + [c.pid for c in multiprocessing.active_children()]:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def rate(
+    batches: Iterable[Any],
+    count: Callable[[Any], int],
+    limit: int,
+    cpu: Callable[[], float] | None = None,
+) -> dict[str, float]:
     """Images per second over up to `limit` images, timed from the first quarter on: by then
     every loader's queues (read-ahead, worker prefetch) are as full as they stay, so the
     images taken after it were made after it (timing from the first batch would credit a
@@ -98,12 +120,15 @@ def rate(batches: Iterable[Any], count: Callable[[Any], int], limit: int) -> dic
     while n < limit // 4:
         n += count(next(it))
     t1, n1 = time.perf_counter(), n
+    c1 = cpu() if cpu is not None else 0.0
     for b in it:
         n += count(b)
         if n >= limit:
             break
     t2 = time.perf_counter()
+    extra = {} if cpu is None else {"cpu_ms_per_image": 1000 * (cpu() - c1) / (n - n1)}
     return {
+        **extra,
         "images_per_s": (n - n1) / (t2 - t1),
         "overall_images_per_s": n / (t2 - t0),
         "first_batch_s": t_first,
@@ -367,7 +392,8 @@ def ours_workers(
     def count(b: Any) -> int:
         return len(b) if isinstance(b, list) else len(b["image"])
 
-    return rate(ps.DataLoader(ds, num_workers=workers), count, limit)
+    cpu = tree_cpu_s if os.path.exists("/proc/self/stat") else None
+    return rate(ps.DataLoader(ds, num_workers=workers), count, limit, cpu)
 
 
 def worker_rows(args: argparse.Namespace, paths: dict[str, Path]) -> dict[str, Any]:
@@ -385,15 +411,18 @@ def worker_rows(args: argparse.Namespace, paths: dict[str, Path]) -> dict[str, A
         base = best["0 workers"]["images_per_s"]
         for setup, r in best.items():
             r["vs_0_workers"] = r["images_per_s"] / base
+            cpu = r.get("cpu_ms_per_image")
             print(
                 f"workers, {name}, {setup}: {r['images_per_s']:.1f} images/s "
-                f"({r['vs_0_workers']:.2f}x)"
+                f"({r['vs_0_workers']:.2f}x)" + (f", {cpu:.2f} CPU-ms an image" if cpu else "")
             )
         out[name] = {"batch": batch, **best}
     return out
 
 
 def worker_markdown(rows: dict[str, Any]) -> list[str]:
+    """Rates (and against 0 workers), then CPU time an image of the loader's processes: on a
+    machine shared with other work, rates move with the others' load, CPU time much less."""
     setups = list(WORKER_SETUPS)
     lines = [
         "| decode (batch) | " + " | ".join(setups) + " |",
@@ -404,6 +433,16 @@ def worker_markdown(rows: dict[str, Any]) -> list[str]:
             f"{row[s]['images_per_s']:,.1f} ({row[s]['vs_0_workers']:.2f}x)" for s in setups[1:]
         ]
         lines.append(f"| {name} ({row['batch']}) | " + " | ".join(cells) + " |")
+    if all("cpu_ms_per_image" in row[s] for row in rows.values() for s in setups):
+        lines += ["", "CPU milliseconds an image (all processes and threads of the loader):", ""]
+        lines += ["| decode | " + " | ".join(setups) + " |", "|---|" + "---|" * len(setups)]
+        for name, row in rows.items():
+            base = row["0 workers"]["cpu_ms_per_image"]
+            cells = [f"{base:.2f}"] + [
+                f"{row[s]['cpu_ms_per_image']:.2f} ({row[s]['cpu_ms_per_image'] / base:.2f}x)"
+                for s in setups[1:]
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
