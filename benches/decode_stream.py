@@ -24,7 +24,10 @@ Everything is measured in the same run on the same images (``pixmo_stream.synthe
   ``decode="molmo"`` (float32 crops) and Molmo's fast mode (uint8 crops) through
   ``pixmo_stream.DataLoader`` with 0 workers, 2 workers with the default collate, and 2
   workers with a ``collate_fn`` of the user's that returns the records, each set against its
-  0-worker row measured right before it (best of two rounds each).
+  0-worker row measured right before it (best of two rounds each), and the two worker rows
+  again with ``PIXMO_STREAM_WORKER_IPC=copy`` (arrays pickled, tensors through torch's shared
+  memory: the transport before shared-memory arenas); with the CPU time an image of the
+  loader's processes, which other work on the machine moves much less than rates.
 
     python -m benches.decode_stream --preset small --only-workers   # 0.5 MP photos, workers only
 
@@ -86,28 +89,31 @@ def encoded_images(path: Path, n: int) -> list[bytes]:
 
 
 # ---- timing ------------------------------------------------------------------------------
-def tree_cpu_s() -> float:
-    """CPU seconds used so far by this process and its live child processes (DataLoader
-    workers), all threads: the work a loader costs, whatever else the machine runs."""
+def tree_cpu_s(pids: list[int] | None = None) -> tuple[list[int], float]:
+    """CPU seconds used so far by `pids` (default: this process and its child processes, the
+    DataLoader workers), all threads: the work a loader costs, whatever else the machine runs.
+    Returns the pids too, to read the same processes again."""
     import multiprocessing
 
+    if pids is None:
+        pids = [os.getpid()] + [c.pid for c in multiprocessing.active_children()]
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
-    for pid in [os.getpid()] + [c.pid for c in multiprocessing.active_children()]:
+    for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
+    return pids, total / tick
 
 
 def rate(
     batches: Iterable[Any],
     count: Callable[[Any], int],
     limit: int,
-    cpu: Callable[[], float] | None = None,
+    cpu: Callable[..., tuple[list[int], float]] | None = None,
 ) -> dict[str, float]:
     """Images per second over up to `limit` images, timed from the first quarter on: by then
     every loader's queues (read-ahead, worker prefetch) are as full as they stay, so the
@@ -120,13 +126,13 @@ def rate(
     while n < limit // 4:
         n += count(next(it))
     t1, n1 = time.perf_counter(), n
-    c1 = cpu() if cpu is not None else 0.0
+    pids, c1 = cpu() if cpu is not None else ([], 0.0)
     for b in it:
         n += count(b)
         if n >= limit:
             break
     t2 = time.perf_counter()
-    extra = {} if cpu is None else {"cpu_ms_per_image": 1000 * (cpu() - c1) / (n - n1)}
+    extra = {} if cpu is None else {"cpu_ms_per_image": 1000 * (cpu(pids)[1] - c1) / (n - n1)}
     return {
         **extra,
         "images_per_s": (n - n1) / (t2 - t1),
@@ -368,15 +374,18 @@ def worker_decodes(size: int) -> dict[str, tuple[Any, int]]:
     return out
 
 
+# (workers, the user's collate_fn, arrays pickled as before: PIXMO_STREAM_WORKER_IPC=copy)
 WORKER_SETUPS = {
-    "0 workers": (0, False),
-    "2 workers, default collate": (2, False),
-    "2 workers, collate_fn returning the records": (2, True),
+    "0 workers": (0, False, False),
+    "2 workers, default collate": (2, False, False),
+    "2 workers, collate_fn returning the records": (2, True, False),
+    "2 workers, default collate, IPC=copy": (2, False, True),
+    "2 workers, collate_fn returning the records, IPC=copy": (2, True, True),
 }
 
 
 def ours_workers(
-    path: Path, decode: Any, batch: int, workers: int, user: bool, limit: int
+    path: Path, decode: Any, batch: int, workers: int, user: bool, copy: bool, limit: int
 ) -> dict[str, float]:
     import pixmo_stream as ps
 
@@ -393,7 +402,15 @@ def ours_workers(
         return len(b) if isinstance(b, list) else len(b["image"])
 
     cpu = tree_cpu_s if os.path.exists("/proc/self/stat") else None
-    return rate(ps.DataLoader(ds, num_workers=workers), count, limit, cpu)
+    before = os.environ.pop("PIXMO_STREAM_WORKER_IPC", None)
+    if copy:  # (read by the workers, which inherit this process's environment)
+        os.environ["PIXMO_STREAM_WORKER_IPC"] = "copy"
+    try:
+        return rate(ps.DataLoader(ds, num_workers=workers), count, limit, cpu)
+    finally:
+        os.environ.pop("PIXMO_STREAM_WORKER_IPC", None)
+        if before is not None:
+            os.environ["PIXMO_STREAM_WORKER_IPC"] = before
 
 
 def worker_rows(args: argparse.Namespace, paths: dict[str, Path]) -> dict[str, Any]:
@@ -401,11 +418,12 @@ def worker_rows(args: argparse.Namespace, paths: dict[str, Path]) -> dict[str, A
     round; two rounds, the best rate of each row kept (other processes only slow a run)."""
     out: dict[str, Any] = {}
     for name, (decode, batch) in worker_decodes(args.size).items():
-        n = args.records if batch == BATCH else max(96, args.records // 8)
+        # (short of the whole epoch, whose end drains the queues)
+        n = args.records * 9 // 10 if batch == BATCH else max(96, args.records // 8)
         best: dict[str, dict[str, float]] = {}
         for _ in range(2):
-            for setup, (workers, user) in WORKER_SETUPS.items():
-                r = ours_workers(paths["pixmo"], decode, batch, workers, user, n)
+            for setup, (workers, user, copy) in WORKER_SETUPS.items():
+                r = ours_workers(paths["pixmo"], decode, batch, workers, user, copy, n)
                 if setup not in best or r["images_per_s"] > best[setup]["images_per_s"]:
                     best[setup] = r
         base = best["0 workers"]["images_per_s"]
