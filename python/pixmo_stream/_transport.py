@@ -8,6 +8,11 @@ and strides. The main process maps the same pages; nothing is copied on the way,
 arena has a name, so nothing is left behind in /dev/shm when a process ends or is killed: the
 pages are freed when the last mapping of them is gone.
 
+Making shared-memory pages and freeing them costs more than copying into them (each page is
+allocated, zeroed and charged on first touch), so a worker reuses its files: the first bytes
+of each count the times it was sent and the times a receiver dropped its last array over it,
+and a file whose counts agree and whose arrays in the worker are gone takes the next batch.
+
 Only worker processes register the reducers (`install`); arrays elsewhere in the worker still
 pickle as before (numpy's bytes, torch's own shared memory). `PIXMO_STREAM_WORKER_IPC=copy`
 turns the arenas off.
@@ -27,7 +32,7 @@ import numpy as np
 # Address space reserved per segment: a memfd is sparse, so pages exist only where written,
 # and the receiver maps only the bytes used. A batch larger than this gets a segment of its
 # own size.
-RESERVE = 1 << 34
+RESERVE = 1 << 32
 ALIGN = 64
 _PAGE = mmap.PAGESIZE
 
