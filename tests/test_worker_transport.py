@@ -151,14 +151,22 @@ def test_molmo_batches_with_workers_equal_without(photos):
         assert_same(expected, list(stream(photos, 2, decode, user=user)))
 
 
+def named_shm(pids: set[int]) -> list[str]:
+    """Names in /dev/shm made by these processes (torch's names hold the pid) or by us."""
+    names = os.listdir("/dev/shm") if os.path.isdir("/dev/shm") else []
+    return [n for n in names if "pixmo" in n or any(f"_{p}_" in n for p in pids)]
+
+
 def test_no_shared_memory_is_left_when_the_loader_ends(photos):
-    shm = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
-    batches = list(stream(photos, 2, "rgb", user=True))
+    loader = stream(photos, 2, "rgb", user=True)
+    it = iter(loader)
+    batches = [next(it)]
+    pids = {os.getpid()} | {w.pid for w in it.gi_frame.f_locals["it"]._workers}
+    batches += list(it)
     assert memfd_maps()  # (the batches lie in the workers' memory)
-    del batches
+    del batches, it
     assert memfd_maps() == []
-    if os.path.isdir("/dev/shm"):
-        assert set(os.listdir("/dev/shm")) <= shm
+    assert named_shm(pids) == []
 
 
 def test_no_shared_memory_is_left_when_a_worker_is_killed(photos):
@@ -166,7 +174,9 @@ def test_no_shared_memory_is_left_when_a_worker_is_killed(photos):
     it = iter(loader)
     first = next(it)
     os.kill(it.gi_frame.f_locals["it"]._workers[0].pid, signal.SIGKILL)
-    with pytest.raises(RuntimeError, match="exited unexpectedly|killed"):
+    # torch names the dead worker; or, when its death is not visible yet, the batch it was
+    # sending fails to arrive (as with torch's own shared tensors).
+    with pytest.raises((RuntimeError, ConnectionError)):
         for _ in it:
             pass
     assert_same(list(stream(photos, 0, "rgb", user=True))[0], first)
