@@ -47,14 +47,17 @@ def as_records(batch: list[dict]) -> list[dict]:
     return batch
 
 
-def stream(photos: str, workers: int, decode, *, user: bool, loader_batches: bool = False):
+def stream(
+    photos: str, workers: int, decode, *, user: bool, loader_batches: bool = False, **kwargs
+):
     collate = as_records if user else None
     if loader_batches:
         ds = ps.StreamingDataset(photos, seed=3, decode=decode)
-        kwargs = {"collate_fn": collate} if user else {}
+        if user:
+            kwargs["collate_fn"] = collate
         return ps.DataLoader(ds, batch_size=8, num_workers=workers, **kwargs)
     ds = ps.StreamingDataset(photos, seed=3, batch_size=8, decode=decode, collate_fn=collate)
-    return ps.DataLoader(ds, num_workers=workers)
+    return ps.DataLoader(ds, num_workers=workers, **kwargs)
 
 
 def assert_same(a, b):
@@ -118,6 +121,32 @@ def test_a_user_collate_fns_arrays_arrive_unpickled_and_equal(
     assert pixels > 100_000
     # The records' other values and the references: a few hundred bytes a record.
     assert received.bytes < pixels / 10, (received.bytes, pixels)
+
+
+def test_spawned_workers_send_references_too(photos, monkeypatch):
+    expected = list(stream(photos, 0, "rgb", user=True))
+    received = Received(monkeypatch)
+    got = list(stream(photos, 2, "rgb", user=True, multiprocessing_context="spawn"))
+    assert_same(expected, got)
+    assert received.bytes < pixel_bytes(got) / 10
+
+
+def test_a_child_forked_while_a_batch_lives_does_not_release_it(photos):
+    """Only the receiving process tells the worker a batch is dropped: a process forked from
+    it (the workers of another loader) exits without doing so, and the batch stays intact."""
+    decode = ps.Decode(resize=(32, 48))
+    loader = stream(photos, 2, decode, user=False, persistent_workers=True)
+    kept = list(loader)
+    pid = os.fork()
+    if pid == 0:
+        del kept
+        gc.collect()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    loader.set_epoch(1)  # (the same workers, reading another order into what is released)
+    for _ in loader:
+        pass
+    assert_same(list(stream(photos, 0, decode, user=False)), kept)
 
 
 @pytest.mark.parametrize("loader_batches", [False, True], ids=["dataset batches", "loader"])

@@ -285,9 +285,14 @@ def install() -> None:
 
 # ---- rebuilding (receiver side) ------------------------------------------------------------
 class _Received(mmap.mmap):
-    """A worker's segment mapped here; when its last array is gone, it tells the worker."""
+    """A worker's segment mapped here; when its last array is gone, it tells the worker (only
+    the process that received it: a child forked while it lived holds copies of nothing)."""
+
+    pid = 0
 
     def __del__(self) -> None:
+        if self.pid != os.getpid():
+            return
         try:
             returned = int.from_bytes(self[8:16], "little") + 1
             self[8:16] = returned.to_bytes(8, "little")
@@ -298,9 +303,11 @@ class _Received(mmap.mmap):
 def _rebuild_segment(fd: Any, length: int) -> mmap.mmap:
     n = fd.detach()
     try:
-        return _Received(n, length)
+        received = _Received(n, length)
     finally:
         os.close(n)
+    received.pid = os.getpid()
+    return received
 
 
 def _rebuild_array(
