@@ -20,6 +20,17 @@ Everything is measured in the same run on the same images (``pixmo_stream.synthe
   peer loader (MDS, 2 workers) doing what Molmo's loader does in Python: PIL decode, torch
   antialiased bilinear resize (what torchvision's ``resize`` runs on tensors), numpy crops.
 
+- **workers** (what most training scripts run): ``decode="rgb"``, ``Decode(resize=...)``,
+  ``decode="molmo"`` (float32 crops) and Molmo's fast mode (uint8 crops) through
+  ``pixmo_stream.DataLoader`` with 0 workers, 2 workers with the default collate, and 2
+  workers with a ``collate_fn`` of the user's that returns the records, each set against its
+  0-worker row measured right before it (best of two rounds each), and the two worker rows
+  again with ``PIXMO_STREAM_WORKER_IPC=copy`` (arrays pickled, tensors through torch's shared
+  memory: the transport before shared-memory arenas); with the CPU time an image of the
+  loader's processes, which other work on the machine moves much less than rates.
+
+    python -m benches.decode_stream --preset small --only-workers   # 0.5 MP photos, workers only
+
 Rates count images after the first batch. Results: ``benches/results/decode_stream.{json,md,png}``.
 """
 
@@ -78,7 +89,32 @@ def encoded_images(path: Path, n: int) -> list[bytes]:
 
 
 # ---- timing ------------------------------------------------------------------------------
-def rate(batches: Iterable[Any], count: Callable[[Any], int], limit: int) -> dict[str, float]:
+def tree_cpu_s(pids: list[int] | None = None) -> tuple[list[int], float]:
+    """CPU seconds used so far by `pids` (default: this process and its child processes, the
+    DataLoader workers), all threads: the work a loader costs, whatever else the machine runs.
+    Returns the pids too, to read the same processes again."""
+    import multiprocessing
+
+    if pids is None:
+        pids = [os.getpid()] + [c.pid for c in multiprocessing.active_children()]
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return pids, total / tick
+
+
+def rate(
+    batches: Iterable[Any],
+    count: Callable[[Any], int],
+    limit: int,
+    cpu: Callable[..., tuple[list[int], float]] | None = None,
+) -> dict[str, float]:
     """Images per second over up to `limit` images, timed from the first quarter on: by then
     every loader's queues (read-ahead, worker prefetch) are as full as they stay, so the
     images taken after it were made after it (timing from the first batch would credit a
@@ -90,12 +126,15 @@ def rate(batches: Iterable[Any], count: Callable[[Any], int], limit: int) -> dic
     while n < limit // 4:
         n += count(next(it))
     t1, n1 = time.perf_counter(), n
+    pids, c1 = cpu() if cpu is not None else ([], 0.0)
     for b in it:
         n += count(b)
         if n >= limit:
             break
     t2 = time.perf_counter()
+    extra = {} if cpu is None else {"cpu_ms_per_image": 1000 * (cpu(pids)[1] - c1) / (n - n1)}
     return {
+        **extra,
         "images_per_s": (n - n1) / (t2 - t1),
         "overall_images_per_s": n / (t2 - t0),
         "first_batch_s": t_first,
@@ -312,6 +351,119 @@ def molmo_rows(args: argparse.Namespace, paths: dict[str, Path]) -> dict[str, An
     return out
 
 
+# ---- DataLoader workers --------------------------------------------------------------------
+def records_as_they_are(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A user's collate_fn (module level, so that spawned workers can import it)."""
+    return records
+
+
+def worker_decodes(size: int) -> dict[str, tuple[Any, int]]:
+    """The decodes of the worker rows, with their batch sizes (13 float32 Molmo crops are
+    17.6 MB an image: batches of 8)."""
+    import pixmo_stream as ps
+    from pixmo_stream import image
+
+    out: dict[str, tuple[Any, int]] = {
+        '"rgb"': ("rgb", BATCH),
+        f"Decode(resize=({size}, {size}))": (ps.Decode(resize=(size, size)), BATCH),
+    }
+    if hasattr(image, "molmo_preprocess"):
+        out['"molmo" (float32)'] = ("molmo", 8)
+        fast = ps.Decode(molmo=image.MolmoConfig(exact=False, normalize=False))
+        out["Molmo fast mode (uint8)"] = (fast, 8)
+    return out
+
+
+# (workers, the user's collate_fn, arrays pickled as before: PIXMO_STREAM_WORKER_IPC=copy)
+WORKER_SETUPS = {
+    "0 workers": (0, False, False),
+    "2 workers, default collate": (2, False, False),
+    "2 workers, collate_fn returning the records": (2, True, False),
+    "2 workers, default collate, IPC=copy": (2, False, True),
+    "2 workers, collate_fn returning the records, IPC=copy": (2, True, True),
+}
+
+
+def ours_workers(
+    path: Path, decode: Any, batch: int, workers: int, user: bool, copy: bool, limit: int
+) -> dict[str, float]:
+    import pixmo_stream as ps
+
+    ds = ps.StreamingDataset(
+        str(path),
+        seed=0,
+        batch_size=batch,
+        columns=["image", "captions"],
+        decode=decode,
+        collate_fn=records_as_they_are if user else None,
+    )
+
+    def count(b: Any) -> int:
+        return len(b) if isinstance(b, list) else len(b["image"])
+
+    cpu = tree_cpu_s if os.path.exists("/proc/self/stat") else None
+    before = os.environ.pop("PIXMO_STREAM_WORKER_IPC", None)
+    if copy:  # (read by the workers, which inherit this process's environment)
+        os.environ["PIXMO_STREAM_WORKER_IPC"] = "copy"
+    try:
+        return rate(ps.DataLoader(ds, num_workers=workers), count, limit, cpu)
+    finally:
+        os.environ.pop("PIXMO_STREAM_WORKER_IPC", None)
+        if before is not None:
+            os.environ["PIXMO_STREAM_WORKER_IPC"] = before
+
+
+def worker_rows(args: argparse.Namespace, paths: dict[str, Path]) -> dict[str, Any]:
+    """Each decode with 0 and 2 workers, rates and ratios against the 0-worker row of the same
+    round; two rounds, the best rate of each row kept (other processes only slow a run)."""
+    out: dict[str, Any] = {}
+    for name, (decode, batch) in worker_decodes(args.size).items():
+        # (short of the whole epoch, whose end drains the queues)
+        n = args.records * 9 // 10 if batch == BATCH else max(96, args.records // 8)
+        best: dict[str, dict[str, float]] = {}
+        for _ in range(2):
+            for setup, (workers, user, copy) in WORKER_SETUPS.items():
+                r = ours_workers(paths["pixmo"], decode, batch, workers, user, copy, n)
+                if setup not in best or r["images_per_s"] > best[setup]["images_per_s"]:
+                    best[setup] = r
+        base = best["0 workers"]["images_per_s"]
+        for setup, r in best.items():
+            r["vs_0_workers"] = r["images_per_s"] / base
+            cpu = r.get("cpu_ms_per_image")
+            print(
+                f"workers, {name}, {setup}: {r['images_per_s']:.1f} images/s "
+                f"({r['vs_0_workers']:.2f}x)" + (f", {cpu:.2f} CPU-ms an image" if cpu else "")
+            )
+        out[name] = {"batch": batch, **best}
+    return out
+
+
+def worker_markdown(rows: dict[str, Any]) -> list[str]:
+    """Rates (and against 0 workers), then CPU time an image of the loader's processes: on a
+    machine shared with other work, rates move with the others' load, CPU time much less."""
+    setups = list(WORKER_SETUPS)
+    lines = [
+        "| decode (batch) | " + " | ".join(setups) + " |",
+        "|---|" + "---|" * len(setups),
+    ]
+    for name, row in rows.items():
+        cells = [f"{row['0 workers']['images_per_s']:,.1f}"] + [
+            f"{row[s]['images_per_s']:,.1f} ({row[s]['vs_0_workers']:.2f}x)" for s in setups[1:]
+        ]
+        lines.append(f"| {name} ({row['batch']}) | " + " | ".join(cells) + " |")
+    if all("cpu_ms_per_image" in row[s] for row in rows.values() for s in setups):
+        lines += ["", "CPU milliseconds an image (all processes and threads of the loader):", ""]
+        lines += ["| decode | " + " | ".join(setups) + " |", "|---|" + "---|" * len(setups)]
+        for name, row in rows.items():
+            base = row["0 workers"]["cpu_ms_per_image"]
+            cells = [f"{base:.2f}"] + [
+                f"{row[s]['cpu_ms_per_image']:.2f} ({row[s]['cpu_ms_per_image'] / base:.2f}x)"
+                for s in setups[1:]
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 # ---- report ------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -319,6 +471,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--preset", default="pixmo-cap")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only-workers", action="store_true", help="only the DataLoader worker rows")
     args = ap.parse_args()
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
@@ -330,6 +483,19 @@ def main() -> None:
     from pixmo_stream import image
 
     print(f"full-size JPEG decoder: {image.jpeg_decoder()}")
+    if args.only_workers:
+        workers = worker_rows(args, paths)
+        lines = [
+            f"# DataLoader workers ({args.records} {args.preset} images, {mean_kb:.0f} KB mean "
+            "JPEG, shuffled; images/s, and against 0 workers in the same round)",
+            "",
+            *worker_markdown(workers),
+        ]
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "decode_stream_workers.md").write_text("\n".join(lines) + "\n")
+        (RESULTS / "decode_stream_workers.json").write_text(json.dumps(workers, indent=2))
+        print("\n".join(lines))
+        return
     size, n = args.size, args.records
     rows: dict[str, dict[str, float]] = {}
 
@@ -379,6 +545,7 @@ def main() -> None:
             lambda w=w: rate(peer_wds(paths["wds"], resize, w, stack_images), len, n),
         )
     molmo = molmo_rows(args, paths)
+    workers = worker_rows(args, paths)
 
     peers = {k: v for k, v in rows.items() if k.startswith(("MDS", "WebDataset"))}
     best_peer = max(peers, key=lambda k: peers[k]["images_per_s"]) if peers else None
@@ -422,6 +589,7 @@ def main() -> None:
         "best_peer": best_peer,
         "ratios": ratios,
         "molmo": molmo,
+        "workers": workers,
         "bytes_per_image_13_crops": {"float32": crop_bytes * 4, "uint8": crop_bytes},
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -448,6 +616,8 @@ def write_markdown(r: dict[str, Any]) -> None:
     else:
         lines += ["", "| Molmo preprocessing | images/s |", "|---|---|"]
         lines += [f"| {k} | {v['images_per_s']:,.1f} |" for k, v in m.items()]
+    lines += ["", "DataLoader workers (images/s, and against 0 workers in the same round):", ""]
+    lines += worker_markdown(r["workers"])
     b = r["bytes_per_image_13_crops"]
     lines += [
         "",

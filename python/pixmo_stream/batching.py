@@ -3,7 +3,7 @@ strings, bytes and free-form values stay Python lists."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,7 @@ def collate(
     pin_memory: bool = False,
     mask_suffix: str = "_mask",
     nulls: dict[str, tuple] | None = None,
+    empty: Callable[[tuple[int, ...], Any], np.ndarray] = np.empty,
 ) -> dict[str, Any]:
     """Collate a list of records (dicts with the same keys) into one batch.
 
@@ -66,6 +67,8 @@ def collate(
     True where a value is present; a null array is an empty one (its mask row all False).
 
     With `pin_memory`, tensors are placed in page-locked memory (when CUDA is available).
+    `empty(shape, dtype)` makes the arrays that the tensors of arrays are made over (in a
+    DataLoader worker, shared memory that reaches the main process without a copy).
     """
     import torch
 
@@ -91,8 +94,8 @@ def collate(
             out[_mask_name(key, keys, mask_suffix)] = torch.tensor([v is not None for v in values])
             continue
         if fill is not None:
-            empty = np.zeros((0, *fill[2]), dtype=fill[1])
-            values = [empty if v is None else v for v in values]
+            none = np.zeros((0, *fill[2]), dtype=fill[1])
+            values = [none if v is None else v for v in values]
         first = values[0]
         if isinstance(first, bool) and all(isinstance(v, bool) for v in values):
             out[key] = torch.tensor(values, dtype=torch.bool)
@@ -107,14 +110,18 @@ def collate(
             for v in values
         ):
             if first.ndim == 0:
-                out[key] = torch.from_numpy(np.stack(values))
+                stacked = np.stack(values, out=empty((len(values),), first.dtype))
+                out[key] = torch.from_numpy(stacked)
                 continue
             longest = max(v.shape[0] for v in values)
-            padded = np.zeros((len(values), longest, *first.shape[1:]), dtype=first.dtype)
-            mask = np.zeros((len(values), longest), dtype=bool)
+            padded = empty((len(values), longest, *first.shape[1:]), first.dtype)
+            mask = empty((len(values), longest), bool)
             for i, v in enumerate(values):
-                padded[i, : v.shape[0]] = v
-                mask[i, : v.shape[0]] = True
+                n = v.shape[0]
+                padded[i, :n] = v
+                padded[i, n:] = 0
+                mask[i, :n] = True
+                mask[i, n:] = False
             out[key] = torch.from_numpy(padded)
             out[_mask_name(key, keys, mask_suffix)] = torch.from_numpy(mask)
         else:

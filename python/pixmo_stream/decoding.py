@@ -156,10 +156,13 @@ def collate_decoded(
     decode: Decode,
     collate: Callable[[list[dict[str, Any]]], Any],
     pin_memory: bool,
+    empty: Callable[[tuple[int, ...], Any], np.ndarray] | None = None,
 ) -> Any:
     """A batch whose image column is one `[B, H, W, 3]` uint8 tensor (over the read thread's
     buffer when `images` is it), or a list of `[H_i, W_i, 3]` tensors for images of varying
-    size; the other columns as `collate` makes them."""
+    size; the other columns as `collate` makes them. With `empty` (a DataLoader worker's
+    shared memory, see `pixmo_stream._transport`), the pixels are placed in arrays it makes,
+    which reach the main process without another copy."""
     import torch
 
     col = decode.column
@@ -168,12 +171,21 @@ def collate_decoded(
     for r, p in zip(records, pixels, strict=True):
         if p is not None:
             r[col] = p
+
+    def placed(a: np.ndarray) -> np.ndarray:
+        if empty is None:
+            return a
+        out = empty(a.shape, a.dtype)
+        np.copyto(out, a, casting="no")
+        return out
+
     if images is not None and len(images) == len(records):
-        value: Any = torch.from_numpy(images)
+        value: Any = torch.from_numpy(placed(images))
     elif pixels and all(isinstance(p, np.ndarray) for p in pixels) and decode.size is not None:
-        value = torch.from_numpy(np.stack(pixels))
+        stacked = None if empty is None else empty((len(pixels), *pixels[0].shape), np.uint8)
+        value = torch.from_numpy(np.stack(pixels, out=stacked))
     else:
-        value = [torch.from_numpy(p) if isinstance(p, np.ndarray) else p for p in pixels]
+        value = [torch.from_numpy(placed(p)) if isinstance(p, np.ndarray) else p for p in pixels]
     if pin_memory and isinstance(value, torch.Tensor) and torch.cuda.is_available():
         value = value.pin_memory()
     if isinstance(batch, dict):

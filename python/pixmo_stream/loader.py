@@ -16,6 +16,8 @@ from typing import Any
 
 import torch.utils.data
 
+from . import _transport
+from ._split import in_worker
 from .bad_samples import BATCH_KEY
 from .batching import collate
 from .decoding import decode_on_gpu
@@ -24,6 +26,14 @@ from .streaming import _PlannedIterable
 
 def _as_is(x: Any) -> Any:
     return x
+
+
+def _shared_collate(records: list[dict[str, Any]]) -> Any:
+    """`collate`, whose tensors are made in shared memory in a DataLoader worker."""
+    if not (in_worker() and _transport.enabled()):
+        return collate(records)
+    _transport.install()
+    return collate(records, empty=_transport.Arena().empty)
 
 
 class DataLoader(torch.utils.data.DataLoader):
@@ -45,7 +55,10 @@ class DataLoader(torch.utils.data.DataLoader):
             raise ValueError("drop_last breaks exact resumption; use remainder='drop'")
         if batch_size is not None:
             dataset._block = batch_size
-            kwargs.setdefault("collate_fn", collate)
+            # In a worker, records' arrays reach a collate_fn of the user's in shared memory,
+            # and pixmo_stream.collate makes its tensors there (see `_transport`).
+            dataset._records_shared = kwargs.get("collate_fn") is not None
+            kwargs.setdefault("collate_fn", _shared_collate)
         else:
             # The dataset yields finished batches (or records); torch's default would walk
             # every value of every batch again (default_convert), which costs more than reading.

@@ -8,15 +8,17 @@ rows with the GIL released. See `docs/STREAMING.md`.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch.utils.data
 
-from . import _native
+from . import _native, _transport
 from . import bad_samples as bad
 from ._loader_check import check_torch_loader
 from ._native import SchemaError
@@ -81,6 +83,9 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         self.bad_sample_log: list[bad.BadSample] = []
         # Samples per worker block when the DataLoader batches (set by pixmo_stream.DataLoader).
         self._block = 1
+        # Whether a DataLoader worker puts records' arrays in shared memory before the
+        # loader's own collate_fn batches them (set by pixmo_stream.DataLoader).
+        self._records_shared = False
         # Passes started by this object in this process since its state was last set.
         self._passes = 0
         self._pid = os.getpid()
@@ -288,12 +293,23 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
     def _generate(
         self, reader: Any, cfg: dict[str, Any], in_main: bool, rank_len: int, world: int
     ) -> Iterator[Any]:
-        collate = self.collate_fn
-        if collate is None:
-            nulls = self._null_fills()
+        # In a DataLoader worker, a batch's arrays are made in (or copied once into) shared
+        # memory, and cross to the main process as references (see `_transport`).
+        shared = not in_main and _transport.enabled()
+        if shared:
+            _transport.install()
+        user_collate = self.collate_fn
+        nulls = self._null_fills() if user_collate is None else {}
 
-            def collate(records: list[dict[str, Any]]) -> Any:
-                return default_collate(records, pin_memory=self.pin_memory, nulls=nulls)
+        def collate_into(empty: Any) -> Callable[[list[dict[str, Any]]], Any]:
+            if user_collate is not None:
+                return user_collate
+            return functools.partial(
+                default_collate,
+                pin_memory=self.pin_memory,
+                nulls=nulls,
+                empty=np.empty if empty is None else empty,
+            )
 
         replacing = self.on_bad_sample == "replace"
         decode = self.decode
@@ -307,9 +323,16 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         on_gpu = decode is not None and decode.device == "cuda" and in_main
 
         def finished(out: list[dict[str, Any]], replaced: list[bad.BadSample], images: Any) -> Any:
+            arena = _transport.Arena() if shared else None
+            empty = None if arena is None else arena.empty
+            if arena is not None and user_collate is not None:
+                # The user's collate_fn gets arrays that travel as references, whatever
+                # it does with them.
+                out = arena.records(out)
+            collate = collate_into(empty)
             if on_cpu:
                 assert decode is not None
-                batch = collate_decoded(out, images, decode, collate, self.pin_memory)
+                batch = collate_decoded(out, images, decode, collate, self.pin_memory, empty)
             else:
                 batch = collate(out)
             if replacing and isinstance(batch, dict):
@@ -335,6 +358,9 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
                 self._decorate(records, sources)
                 replaced = bad.reports(native_bad)
                 if self.batch_size is None:
+                    if shared and self._records_shared:
+                        # pixmo_stream.DataLoader batches them with the user's collate_fn.
+                        records = _transport.Arena().records(records)
                     marks = dict(replaced)
                     for i, rec in enumerate(records):
                         self._count(cfg, 1, in_main, world, [marks[i]] if i in marks else [])
