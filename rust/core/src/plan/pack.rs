@@ -20,6 +20,7 @@
 use std::sync::Arc;
 
 use super::order::{EpochPlan, PlanCursor};
+use super::pack_fit::Fit;
 use super::rng::{derive_seed, Rng, STREAM_PACK};
 use super::split::{ConsumerSplit, LocalWalk};
 use crate::error::{Error, Result};
@@ -109,13 +110,8 @@ impl PackedWindow {
 /// Packs `rows` (the row ids of one window, in epoch order) into rows within both budgets,
 /// then shuffles the rows with `seed` (none when `shuffle` is false).
 ///
-/// Decreasing fit in two dimensions: examples by decreasing size (tokens and crops, each as a
-/// fraction of its budget, weighted by how much that budget binds in the window), each into the
-/// best of the first rows where both fit (the one left with the least room, by the weighted
-/// L2 norm, so rows do not end full in one dimension and empty in the other). Rows are the
-/// leaves of a tree holding, per subtree, the most tokens and the most crops any of its rows has
-/// left, so the rows that fit are found without walking the rows one by one (and a row full in
-/// one dimension never hides the rows after it).
+/// Two heuristics of two-dimensional bin packing run (see [`Fit`]); the one that makes fewer
+/// rows is kept.
 pub fn pack_window(
     rows: &[u64],
     costs: &PackCosts,
@@ -132,57 +128,19 @@ pub fn pack_window(
             .ok_or_else(|| Error::InvalidArgument(format!("no cost for row {r}")))?;
         items.push((costs.tokens[i], costs.crops[i] as u32));
     }
-    // Each dimension weighs as much as it binds in this window (its total over its budget),
-    // so the scarcer resource decides both the order and where an example goes.
-    let (mut sum_t, mut sum_c) = (0u64, 0u64);
-    for &(t, c) in &items {
-        sum_t += t.min(max_t) as u64;
-        sum_c += c.min(max_c) as u64;
-    }
-    let w_t = sum_t as f64 / max_t as f64 / max_t as f64;
-    let w_c = sum_c as f64 / max_c as f64 / max_c as f64;
-    let size = |t: u32, c: u32| w_t * t.min(max_t) as f64 + w_c * c.min(max_c) as f64;
-    // Largest first; ties by epoch order (a total order: the plan is deterministic).
-    let sizes: Vec<f64> = items.iter().map(|&(t, c)| size(t, c)).collect();
-    let mut by_size: Vec<u32> = (0..m as u32).collect();
-    by_size.sort_unstable_by(|&a, &b| {
-        sizes[b as usize]
-            .total_cmp(&sizes[a as usize])
-            .then(a.cmp(&b))
-    });
-    let mut bin_of = vec![0u32; m];
-    let mut oversize: Vec<bool> = Vec::new();
-    let mut tree = FitTree::new(m, max_t, max_c);
-    let mut used = 0usize; // rows opened so far (a prefix of the tree's leaves)
-    let mut over_rows: Vec<u32> = Vec::new();
-    let mut candidates = Vec::with_capacity(CANDIDATES);
-    for &it in &by_size {
-        let (t, c) = items[it as usize];
-        if t > max_t || c > max_c {
-            over_rows.push(it);
-            continue;
+    let fit = Fit::new(&items, max_t, max_c);
+    // Two ways to pack; the one with fewer rows wins (the first on a tie).
+    let (mut bin_of, mut used) = fit.decreasing();
+    if let Some((rows_first, n)) = fit.row_by_row() {
+        if n < used {
+            (bin_of, used) = (rows_first, n);
         }
-        // Best fit among the first rows that fit: the one left with the least weighted room.
-        tree.first_fits(t, c, CANDIDATES, &mut candidates);
-        let bin = candidates
-            .iter()
-            .copied()
-            .min_by(|&a, &b| {
-                let room = |l: usize| {
-                    let rt = w_t * (tree.tokens_left(l) - t) as f64;
-                    let rc = w_c * (tree.crops_left(l) - c) as f64;
-                    rt * rt + rc * rc
-                };
-                room(a).total_cmp(&room(b)).then(a.cmp(&b))
-            })
-            .expect("an empty row fits any example within budget");
-        tree.take(bin, t, c);
-        used = used.max(bin + 1);
-        bin_of[it as usize] = bin as u32;
     }
+    let mut oversize: Vec<bool> = Vec::with_capacity(used);
+    let over_rows: Vec<usize> = (0..m).filter(|&i| bin_of[i] == u32::MAX).collect();
     oversize.resize(used, false);
     for it in over_rows {
-        bin_of[it as usize] = oversize.len() as u32;
+        bin_of[it] = oversize.len() as u32;
         oversize.push(true);
     }
     let nb = oversize.len();
@@ -215,70 +173,6 @@ pub fn pack_window(
         examples,
         oversize,
     })
-}
-
-/// Rows that fit an example compared before placing it (the leftmost ones).
-const CANDIDATES: usize = 8;
-
-/// Rows as the leaves of a max-tree: per node, the most tokens and the most crops left in any
-/// row below it. Unopened rows are empty, so the first fit is a new row when no open one fits.
-struct FitTree {
-    leaves: usize,
-    tokens: Vec<u32>,
-    crops: Vec<u32>,
-}
-
-impl FitTree {
-    fn new(n: usize, max_t: u32, max_c: u32) -> Self {
-        let leaves = n.max(1).next_power_of_two();
-        FitTree {
-            leaves,
-            tokens: vec![max_t; 2 * leaves],
-            crops: vec![max_c; 2 * leaves],
-        }
-    }
-
-    /// The leftmost `k` rows with at least `t` tokens and `c` crops left, into `out`.
-    fn first_fits(&self, t: u32, c: u32, k: usize, out: &mut Vec<usize>) {
-        out.clear();
-        let fits = |n: usize| self.tokens[n] >= t && self.crops[n] >= c;
-        // Depth-first, left first; a subtree whose maxima both suffice may still hold no row
-        // where both do, so the walk backs up (rarely far: rows fill in order).
-        let mut stack = vec![1usize];
-        while let Some(n) = stack.pop() {
-            if !fits(n) {
-                continue;
-            }
-            if n >= self.leaves {
-                out.push(n - self.leaves);
-                if out.len() == k {
-                    return;
-                }
-                continue;
-            }
-            stack.push(2 * n + 1);
-            stack.push(2 * n);
-        }
-    }
-
-    fn tokens_left(&self, leaf: usize) -> u32 {
-        self.tokens[leaf + self.leaves]
-    }
-
-    fn crops_left(&self, leaf: usize) -> u32 {
-        self.crops[leaf + self.leaves]
-    }
-
-    fn take(&mut self, leaf: usize, t: u32, c: u32) {
-        let mut n = leaf + self.leaves;
-        self.tokens[n] -= t;
-        self.crops[n] -= c;
-        while n > 1 {
-            n /= 2;
-            self.tokens[n] = self.tokens[2 * n].max(self.tokens[2 * n + 1]);
-            self.crops[n] = self.crops[2 * n].max(self.crops[2 * n + 1]);
-        }
-    }
 }
 
 /// The packed rows of one epoch.
