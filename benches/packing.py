@@ -216,6 +216,8 @@ def vm(field):
 tokens, crops = np.load(sys.argv[1]), np.load(sys.argv[2])
 window, max_crops = int(sys.argv[3]), int(sys.argv[4])
 groups = [4096] * (len(tokens) // 4096) + ([len(tokens) % 4096] if len(tokens) % 4096 else [])
+# A small plan first, so the native code's pages are resident before measuring.
+_native.PackPlan([100], tokens[:100], crops[:100], max_tokens=16384, max_crops=max_crops)
 base = vm("VmHWM")
 plan = _native.PackPlan(groups, tokens, crops, max_tokens=16384, max_crops=max_crops,
                         pack_window=window)

@@ -307,3 +307,22 @@ def test_mixture_sample_ids_name_source_row_and_epoch(tmp_path):
         assert all(Counter(epochs)[e] == n for e in range(epochs[-1]))
     two = sorted(draws(0, 2, 2) + draws(1, 2, 0))
     assert two == sorted(one)
+
+
+def test_stateful_dataloader_resumes_each_worker(data):
+    stateful = pytest.importorskip("torchdata.stateful_dataloader")
+
+    def loader():
+        ds = dataset(data)
+        return stateful.StatefulDataLoader(ds, batch_size=None, num_workers=2)
+
+    whole = [rows_of(s) for s in loader()]
+    assert len(whole) == len(dataset(data))
+    first = loader()
+    it = iter(first)
+    head = [rows_of(next(it)) for _ in range(3)]
+    state = first.state_dict()
+    del it
+    again = loader()
+    again.load_state_dict(state)
+    assert head + [rows_of(s) for s in again] == whole
