@@ -326,3 +326,19 @@ def test_stateful_dataloader_resumes_each_worker(data):
     again = loader()
     again.load_state_dict(state)
     assert head + [rows_of(s) for s in again] == whole
+
+
+def test_bench_costs_and_molmo2_baseline_run():
+    # benches/packing.py's cost model and its Molmo2 baseline, on a few examples (so the
+    # bench cannot rot): Molmo's crop counts, and both packers keep every example.
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benches import packing as bench
+
+    tokens, crops = bench.mix_costs(bench.MIXES["Molmo-like mix"], 300, 0)
+    assert 2 <= crops.min() and crops.max() <= 13 and tokens.min() > 100
+    rows = bench.molmo2_rows(tokens, crops, 128, buffer=16)
+    plan, _ = bench.plan(tokens, crops, 128, 16384)
+    bound = max(-(-int(tokens.sum()) // bench.MAX_TOKENS), -(-int(crops.sum()) // 128))
+    assert bound <= plan.num_rows <= rows
