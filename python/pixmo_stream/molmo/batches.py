@@ -289,6 +289,7 @@ class Batches:
 
     def __repr__(self) -> str:
         return (
-            f"Batches({self.names}, seq_len={self.seq_len}, max_crops={self.image_config.max_crops}, "
-            f"normalize={self.image_config.normalize}, pack={self.pack is not None})"
+            f"Batches({self.names}, seq_len={self.seq_len}, "
+            f"max_crops={self.image_config.max_crops}, normalize={self.image_config.normalize}, "
+            f"pack={self.pack is not None})"
         )
