@@ -282,3 +282,25 @@ def test_packed_rows_from_records(tok, qa, cap):
     assert b["seq_lens"].tolist() == [lens[:3], [*lens[3:5], 0]]
     flat = molmo.collate(batches.examples(recs[:5]), 2304, 13)["loss_masks"]
     assert torch.isclose(b["loss_weight_sum"], flat[flat > 0].sum())
+
+
+def test_a_packed_row_over_its_budget_loses_whole_annotations(tok, qa):
+    batches = molmo.Batches(
+        tok, molmo.Formatter("pixmo-ask-model-anything"), pack=_Packing(4096, 26)
+    )
+    recs = records(qa, batches)[:2]
+    full = [len(e["input_tokens"]) for e in batches.examples(recs)]
+    budget = sum(full) - 3
+    batches.pack = _Packing(budget, 26)
+    b = batches([recs])
+    lens = b["seq_lens"][0].tolist()
+    assert sum(lens) <= budget and batches.stats.dropped_annotations == 1
+    # The shortened example is a single conversation now: one subsegment, loss weight 1.
+    short = int(np.argmax(np.array(full) - np.array(lens)))
+    start = sum(lens[:short])
+    sub = b["subsegment_ids"][0, start : start + lens[short]]
+    assert (sub == 100000 * short).all()
+    # Each fits alone with one annotation, the two together do not.
+    batches.pack = _Packing(max(lens) + 1, 26)
+    with pytest.raises(ValueError, match="no example can lose"):
+        batches([recs])

@@ -25,7 +25,14 @@ from .collate import collate, collate_packed
 from .formatting import Formatter
 from .rng import example_rng
 from .tokenizer import MolmoTokenizer
-from .tokens import LayoutStats, Special, check_options, layout, tokenize_messages
+from .tokens import (
+    ExampleTooLong,
+    LayoutStats,
+    Special,
+    check_options,
+    layout,
+    tokenize_messages,
+)
 
 SAMPLE_KEY = "__sample__"
 SOURCE_KEY = "__source__"
@@ -156,10 +163,17 @@ class Batches:
         return source, example_rng(self.seed, epoch, self.names[source], row)
 
     def examples(
-        self, records: Sequence[dict[str, Any]], max_tokens: int | None = None
+        self,
+        records: Sequence[dict[str, Any]],
+        max_tokens: int | None = None,
+        *,
+        row_budget: int | None = None,
     ) -> list[dict[str, np.ndarray]]:
         """Molmo's per-example arrays (``input_tokens``, ..., ``images``, ``image_masks``,
-        ``image_input_idx``) of records decoded with `decode`."""
+        ``image_input_idx``) of records decoded with `decode`, each at most `max_tokens`
+        (default ``seq_len``) long. With `row_budget` (a packed row), examples lose whole
+        annotations until they fit it together (costs are bounds of the text in characters,
+        which a tokenizer may exceed by a few tokens)."""
         formatted = []
         for r in records:
             source, rng = self._rng(r)
@@ -171,34 +185,62 @@ class Batches:
                 )
             formatted.append(ex)
         ids = tokenize_messages(self.tokenizer, formatted)
-        out = []
         limit = max_tokens if max_tokens is not None else self.seq_len
-        for r, anns in zip(records, ids, strict=True):
+        truncate = "annotations" if row_budget is not None else self.truncate
+        for r in records:
             if IMAGE + "_tokens" not in r:
                 raise ValueError(
                     "records lack Molmo's image outputs: read them with decode=batches.decode"
                 )
+
+        def lay(i: int, budget: int, stats: LayoutStats) -> dict[str, np.ndarray]:
+            r = records[i]
             arrays = layout(
-                anns,
+                ids[i],
                 r[IMAGE + "_tokens"],
                 r[IMAGE + "_input_idx"],
                 self.special,
-                max_tokens=limit,
-                truncate=self.truncate,
+                max_tokens=budget,
+                truncate=truncate,
                 weighting=self.weighting,
-                stats=self.stats,
+                stats=stats,
             )
             arrays["images"] = r[IMAGE]
             arrays["image_masks"] = r[IMAGE + "_patch_mask"]
-            out.append(arrays)
+            return arrays
+
+        out = [lay(i, limit, self.stats) for i in range(len(records))]
+        if row_budget is not None:
+            self._fit_row(out, row_budget, lay)
         return out
+
+    def _fit_row(self, out: list[dict[str, np.ndarray]], budget: int, lay: Any) -> None:
+        """Shortens the longest examples of a packed row (whole annotations) until it fits."""
+        while (over := sum(len(e["input_tokens"]) for e in out) - budget) > 0:
+            for i in sorted(range(len(out)), key=lambda j: -len(out[j]["input_tokens"])):
+                try:
+                    trial = LayoutStats()
+                    out[i] = lay(i, len(out[i]["input_tokens"]) - over, trial)
+                except ExampleTooLong:
+                    continue
+                trial.examples = 0  # counted already
+                self.stats.add(trial)
+                break
+            else:
+                raise ValueError(
+                    f"a packed row of {len(out)} examples needs {budget + over} tokens, more "
+                    f"than its {budget}, and no example can lose an annotation"
+                )
 
     def __call__(self, records: Sequence[Any]) -> dict[str, Any]:
         """The batch of `records` (a list of records), or of packed rows (a list of lists)."""
         if records and isinstance(records[0], list):
             if self.pack is None:
                 raise ValueError("packed rows given to a Batches made without pack=")
-            rows = [self.examples(row, self.pack.max_tokens) for row in records]
+            rows = [
+                self.examples(row, self.pack.max_tokens, row_budget=self.pack.max_tokens)
+                for row in records
+            ]
             crops = (
                 self.pack.max_crops
                 if self.pack.max_crops is not None
