@@ -304,3 +304,15 @@ def test_a_packed_row_over_its_budget_loses_whole_annotations(tok, qa):
     batches.pack = _Packing(max(lens) + 1, 26)
     with pytest.raises(ValueError, match="no example can lose"):
         batches([recs])
+
+
+def test_batches_pickle_for_spawned_workers(tok, qa):
+    import pickle
+
+    f = molmo.Formatter("pixmo-ask-model-anything", templates={"user_qa": ["{question}"]})
+    batches = molmo.Batches(tok, f, pack=_Packing(4096, 26), seed=3)
+    again = pickle.loads(pickle.dumps(batches))
+    assert again.pack.costs.__self__ is again
+    recs = records(qa, batches)
+    for a, b in zip(batches.examples(recs), again.examples(recs), strict=True):
+        assert all(np.array_equal(a[k], b[k]) for k in a)
