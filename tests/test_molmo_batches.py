@@ -316,3 +316,15 @@ def test_batches_pickle_for_spawned_workers(tok, qa):
     recs = records(qa, batches)
     for a, b in zip(batches.examples(recs), again.examples(recs), strict=True):
         assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1920, 1080), (300, 2000), (50, 50), (3000, 100)])
+def test_image_costs_from_the_stored_size_equal_the_preprocessing(size):
+    from pixmo_stream.molmo.costs import image_cost
+
+    width, height = size
+    im = image.molmo_preprocess(jpeg(width, height))
+    assert image_cost(height, width) == (len(im.image_tokens), im.n_crops)
+    # Unknown size: the most any image may cost (12 crops and the global view).
+    tokens, crops = image_cost(None, None)
+    assert crops == 13 and tokens >= len(im.image_tokens)
