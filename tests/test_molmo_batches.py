@@ -3,7 +3,6 @@ the `Batches` stream option, from small PixMo-shaped datasets and a BPE trained 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -262,12 +261,8 @@ def test_costs_bound_every_example_and_are_cached(tok, qa, tmp_path):
         )
 
 
-@dataclass(frozen=True)
-class _Packing:  # the fields of pixmo_stream.packing.Packing that Batches reads
-    max_tokens: int
-    max_crops: int | None
-    rows_per_batch: int = 2
-    costs: Any = None
+def _Packing(max_tokens: int, max_crops: int | None) -> ps.Packing:
+    return ps.Packing(max_tokens, max_crops, rows_per_batch=2, costs=molmo.costs)
 
 
 def test_packed_rows_from_records(tok, qa, cap):
@@ -291,7 +286,7 @@ def test_a_packed_row_over_its_budget_loses_whole_annotations(tok, qa):
     recs = records(qa, batches)[:2]
     full = [len(e["input_tokens"]) for e in batches.examples(recs)]
     budget = sum(full) - 3
-    batches.pack = _Packing(budget, 26)
+    batches.pack = batches._packing(_Packing(budget, 26))
     b = batches([recs])
     lens = b["seq_lens"][0].tolist()
     assert sum(lens) <= budget and batches.stats.dropped_annotations == 1
@@ -301,7 +296,7 @@ def test_a_packed_row_over_its_budget_loses_whole_annotations(tok, qa):
     sub = b["subsegment_ids"][0, start : start + lens[short]]
     assert (sub == 100000 * short).all()
     # Each fits alone with one annotation, the two together do not.
-    batches.pack = _Packing(max(lens) + 1, 26)
+    batches.pack = batches._packing(_Packing(max(lens) + 1, 26))
     with pytest.raises(ValueError, match="no example can lose"):
         batches([recs])
 
@@ -328,3 +323,32 @@ def test_image_costs_from_the_stored_size_equal_the_preprocessing(size):
     # Unknown size: the most any image may cost (12 crops and the global view).
     tokens, crops = image_cost(None, None)
     assert crops == 13 and tokens >= len(im.image_tokens)
+
+
+def test_a_packed_stream_gives_every_example_once_in_rows_within_budget(tok, qa, tmp_path):
+    pack = ps.Packing(max_tokens=1200, max_crops=6, rows_per_batch=2, costs=molmo.costs)
+    f = molmo.Formatter("pixmo-ask-model-anything")
+    batches = molmo.Batches(tok, f, max_crops=2, pack=pack, cost_cache=tmp_path)
+    answers = []
+    for epoch in range(2):
+        ds = batches.stream(str(qa), seed=1)
+        ds.set_epoch(epoch)
+        seen = []
+        for b in ps.DataLoader(ds):
+            assert b["input_ids"].shape[1] == 1200 and b["images"].shape[1] == 6
+            for r in range(b["input_ids"].shape[0]):
+                lens = [n for n in b["seq_lens"][r].tolist() if n]
+                assert sum(lens) <= 1200
+                start = 0
+                for n in lens:
+                    t = b["labels"][r, start : start + n]
+                    m = b["loss_masks"][r, start : start + n] > 0
+                    seen.append(tok.decode(t[m].tolist()))
+                    start += n
+        answers.append(sorted(seen))
+    # Each record once per epoch (its two answers in either order).
+    for got in answers:
+        assert len(got) == 6
+        assert all(f"It is {i}." in "".join(got) for i in range(6))
+    # Every image here is one tile and the global view (costs from the stored sizes).
+    assert batches.costs(ps.Dataset(str(qa)))[1].tolist() == [2, 2, 2, 2, 2, 2]
