@@ -352,3 +352,23 @@ def test_a_packed_stream_gives_every_example_once_in_rows_within_budget(tok, qa,
         assert all(f"It is {i}." in "".join(got) for i in range(6))
     # Every image here is one tile and the global view (costs from the stored sizes).
     assert batches.costs(ps.Dataset(str(qa)))[1].tolist() == [2, 2, 2, 2, 2, 2]
+
+
+def test_records_with_nothing_to_train_on_are_replaced_in_a_batch_and_left_out_of_a_row(
+    tok, tmp_path
+):
+    anns = [{"captions": [f"A dog number {i}."], "transcripts": [[]]} for i in range(4)]
+    anns[1] = {"captions": [], "transcripts": []}
+    path = write_preset(tmp_path / "cap", "pixmo-cap", anns)
+    batches = molmo.Batches(tok, molmo.Formatter("pixmo-cap"), seq_len=1600)
+    recs = records(path, batches)
+    b = batches(recs)
+    texts = [tok.decode(b["labels"][i][b["loss_masks"][i] > 0].tolist()) for i in range(4)]
+    assert [t.split(".")[0] for t in texts] == [f" A dog number {i}" for i in (0, 2, 2, 3)]
+    assert torch.equal(b["images"][1], b["images"][2]) and batches.stats.empty_records == 1
+    batches.pack = batches._packing(_Packing(4096, 26))
+    p = batches([recs[:2], recs[1:2]])
+    assert p["seq_lens"].tolist() == [[len(batches.examples(recs[:1])[0]["input_tokens"])], [0]]
+    assert (p["input_ids"][1] == -1).all() and batches.stats.empty_records == 3
+    with pytest.raises(ValueError, match="no record of this batch"):
+        batches(recs[1:2] * 2)

@@ -229,13 +229,8 @@ class Batches:
         formatted = []
         for r in records:
             source, rng = self._rng(r)
-            ex = self.formatters[source].format(r, rng)
-            if not ex.annotations:
-                raise ValueError(
-                    f"a record of {self.names[source]} (sample {r.get(SAMPLE_KEY)}) has nothing "
-                    "to train on (no annotation)"
-                )
-            formatted.append(ex)
+            formatted.append(self.formatters[source].format(r, rng))
+        records, formatted = self._without_empty(records, formatted, row_budget is None)
         ids = tokenize_messages(self.tokenizer, formatted)
         limit = max_tokens if max_tokens is not None else self.seq_len
         truncate = "annotations" if row_budget is not None else self.truncate
@@ -265,6 +260,35 @@ class Batches:
         if row_budget is not None:
             self._fit_row(out, row_budget, lay)
         return out
+
+    def _without_empty(
+        self, records: Sequence[dict[str, Any]], formatted: list[Any], keep_size: bool
+    ) -> tuple[Sequence[dict[str, Any]], list[Any]]:
+        """Records with nothing to train on (e.g. a point explanation whose responses are all
+        null) are counted in `stats` and, in a batch, replaced by the next record of the
+        batch that has something (as the same on every rank as the batch itself); in a
+        packed row they are left out."""
+        empty = [i for i, ex in enumerate(formatted) if not ex.annotations]
+        if not empty:
+            return records, formatted
+        self.stats.empty_records += len(empty)
+        good = [i for i, ex in enumerate(formatted) if ex.annotations]
+        if not keep_size:
+            return [records[i] for i in good], [formatted[i] for i in good]
+        if not good:
+            r = records[0]
+            raise ValueError(
+                f"no record of this batch has anything to train on (no annotation; the first "
+                f"is sample {r.get(SAMPLE_KEY)} of source {r.get(SOURCE_KEY, 0)})"
+            )
+        n = len(records)
+        pick = [
+            i
+            if formatted[i].annotations
+            else next(j % n for j in range(i + 1, i + n) if formatted[j % n].annotations)
+            for i in range(n)
+        ]
+        return [records[i] for i in pick], [formatted[i] for i in pick]
 
     def _fit_row(self, out: list[dict[str, np.ndarray]], budget: int, lay: Any) -> None:
         """Shortens the longest examples of a packed row (whole annotations) until it fits."""
