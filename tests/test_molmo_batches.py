@@ -297,8 +297,16 @@ def test_a_packed_row_over_its_budget_loses_whole_annotations(tok, qa):
     assert (sub == 100000 * short).all()
     # Each fits alone with one annotation, the two together do not.
     batches.pack = batches._packing(_Packing(max(lens) + 1, 26))
-    with pytest.raises(ValueError, match="no example can lose"):
-        batches([recs])
+    b = batches([recs])
+    assert len([n for n in b["seq_lens"][0].tolist() if n]) == 1 and batches.stats.too_long == 1
+    # An example whose image and first turn exceed the row alone is left out likewise.
+    batches.pack = batches._packing(_Packing(min(lens) - 10, 26))
+    with pytest.raises(ValueError, match="no record of this batch"):
+        batches([recs, recs[:1]])
+    assert batches.stats.too_long == 4
+    # Unpacked, it is replaced by the batch's next example that fits (none here).
+    with pytest.raises(ValueError, match="no record of this batch"):
+        molmo.Batches(tok, molmo.Formatter("pixmo-ask-model-anything"), seq_len=50)(recs)
 
 
 def test_batches_pickle_for_spawned_workers(tok, qa):

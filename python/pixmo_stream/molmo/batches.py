@@ -76,6 +76,28 @@ def _portable(formatter: Formatter) -> Any:
         return {"dataset": formatter.dataset, **settings}
 
 
+def _replaced(items: list[Any], *, keep_size: bool, records: Sequence[dict[str, Any]]) -> list[Any]:
+    """`items` with each None replaced by the next item that is not (cyclically, so the
+    same on every rank) or, without `keep_size`, left out."""
+    good = [x for x in items if x is not None]
+    if not keep_size:
+        return good
+    if not good:
+        r = records[0] if records else {}
+        raise ValueError(
+            "no record of this batch has anything to train on that fits (no annotation, or "
+            f"an image and first turn over the row; the first is sample {r.get(SAMPLE_KEY)} "
+            f"of source {r.get(SOURCE_KEY, 0)})"
+        )
+    n = len(items)
+    return [
+        x
+        if x is not None
+        else next(items[j % n] for j in range(i + 1, i + n) if items[j % n] is not None)
+        for i, x in enumerate(items)
+    ]
+
+
 def _same(path: str, dataset: Any) -> bool:
     """Whether `dataset` (a ``pixmo_stream.Dataset``) is the one at `path`."""
     theirs = str(getattr(dataset, "path", ""))
@@ -256,9 +278,19 @@ class Batches:
             arrays["image_masks"] = r[IMAGE + "_patch_mask"]
             return arrays
 
-        out = [lay(i, limit, self.stats) for i in range(len(records))]
-        if row_budget is not None:
-            self._fit_row(out, row_budget, lay)
+        laid: list[dict[str, np.ndarray] | None] = []
+        for i in range(len(records)):
+            try:
+                laid.append(lay(i, limit, self.stats))
+            except ExampleTooLong:
+                # The image and first turn alone exceed the row: replaced as an empty record.
+                self.stats.too_long += 1
+                laid.append(None)
+        if row_budget is None:
+            return _replaced(laid, keep_size=True, records=records)
+        which = [i for i, x in enumerate(laid) if x is not None]
+        out = [x for x in laid if x is not None]
+        self._fit_row(out, which, row_budget, lay)
         return out
 
     def _without_empty(
@@ -272,41 +304,33 @@ class Batches:
         if not empty:
             return records, formatted
         self.stats.empty_records += len(empty)
-        good = [i for i, ex in enumerate(formatted) if ex.annotations]
-        if not keep_size:
-            return [records[i] for i in good], [formatted[i] for i in good]
-        if not good:
-            r = records[0]
-            raise ValueError(
-                f"no record of this batch has anything to train on (no annotation; the first "
-                f"is sample {r.get(SAMPLE_KEY)} of source {r.get(SOURCE_KEY, 0)})"
-            )
-        n = len(records)
-        pick = [
-            i
-            if formatted[i].annotations
-            else next(j % n for j in range(i + 1, i + n) if formatted[j % n].annotations)
-            for i in range(n)
-        ]
-        return [records[i] for i in pick], [formatted[i] for i in pick]
+        kept = _replaced(
+            [None if not ex.annotations else i for i, ex in enumerate(formatted)],
+            keep_size=keep_size,
+            records=records,
+        )
+        return [records[i] for i in kept], [formatted[i] for i in kept]
 
-    def _fit_row(self, out: list[dict[str, np.ndarray]], budget: int, lay: Any) -> None:
-        """Shortens the longest examples of a packed row (whole annotations) until it fits."""
+    def _fit_row(
+        self, out: list[dict[str, np.ndarray]], which: list[int], budget: int, lay: Any
+    ) -> None:
+        """Shortens the longest examples of a packed row (whole annotations) until it fits;
+        where none can lose an annotation, the longest leaves the row."""
         while (over := sum(len(e["input_tokens"]) for e in out) - budget) > 0:
             for i in sorted(range(len(out)), key=lambda j: -len(out[j]["input_tokens"])):
                 try:
                     trial = LayoutStats()
-                    out[i] = lay(i, len(out[i]["input_tokens"]) - over, trial)
+                    out[i] = lay(which[i], len(out[i]["input_tokens"]) - over, trial)
                 except ExampleTooLong:
                     continue
                 trial.examples = 0  # counted already
                 self.stats.add(trial)
                 break
             else:
-                raise ValueError(
-                    f"a packed row of {len(out)} examples needs {budget + over} tokens, more "
-                    f"than its {budget}, and no example can lose an annotation"
-                )
+                # No example can lose an annotation: the longest leaves the row (counted).
+                longest = max(range(len(out)), key=lambda j: len(out[j]["input_tokens"]))
+                del out[longest], which[longest]
+                self.stats.too_long += 1
 
     def __call__(self, records: Sequence[Any]) -> dict[str, Any]:
         """The batch of `records` (a list of records), or of packed rows (a list of lists)."""
@@ -317,6 +341,8 @@ class Batches:
                 self.examples(row, self.pack.max_tokens, row_budget=self.pack.max_tokens)
                 for row in records
             ]
+            if not any(rows):
+                _replaced([None], keep_size=True, records=records[0])  # raises: nothing fits
             crops = (
                 self.pack.max_crops
                 if self.pack.max_crops is not None
