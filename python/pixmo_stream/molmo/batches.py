@@ -393,7 +393,9 @@ class Batches:
 
     def stream(self, path: Any, *, batch_size: int | None = None, **kwargs: Any) -> Any:
         """A `StreamingDataset` over one dataset (this `Batches` must have one formatter)
-        yielding Molmo's batches of `batch_size` examples (or packed rows)."""
+        yielding Molmo's batches of `batch_size` examples, or with ``pack`` its
+        ``rows_per_batch`` packed rows (`batch_size` is then not used). Other arguments go
+        to `StreamingDataset` (``seed``, ``shuffle``, ``rank``, ``on_bad_sample``, ...)."""
         from ..streaming import StreamingDataset
 
         if len(self.formatters) != 1:
@@ -401,6 +403,8 @@ class Batches:
         self._paths = [str(path)]
         kwargs.setdefault("columns", self.columns(0))
         if self.pack is None:
+            if batch_size is None:
+                raise ValueError("give batch_size (examples per step), or pack=")
             kwargs["batch_size"] = batch_size
         return StreamingDataset(path, **self._stream_kwargs(kwargs))
 
@@ -427,6 +431,8 @@ class Batches:
         ]
         kwargs.setdefault("source_key", SOURCE_KEY)
         if self.pack is None:
+            if batch_size is None:
+                raise ValueError("give batch_size (examples per step)")
             kwargs["batch_size"] = batch_size
         kw = self._stream_kwargs(kwargs)
         params = inspect.signature(Mixture).parameters
