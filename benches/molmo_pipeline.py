@@ -24,7 +24,7 @@ EXTRA_TOKENS = ("<im_start>", "<im_end>", "<im_patch>", "<im_col>", "<|image|>")
 EOS = "<|endoftext|>"
 POINTING_TEMPLATES = (
     "Point to {label}\nPlease say 'There are none.' if it is not in the image.",
-    "Point to all occurrences of \"{label}\"",
+    'Point to all occurrences of "{label}"',
     "Point to any {label} in the image",
     "Where are the {label}? Point to them.",
     "Show me where the {label} are",
@@ -67,9 +67,7 @@ def points_text(points: np.ndarray, label: str, style: str) -> str:
     if len(p) == 1:
         txt = f'<point x="{p[0, 0]:0.1f}" y="{p[0, 1]:0.1f}" alt="{label}">{label}</point>'
     else:
-        xy = " ".join(
-            f'x{i}="{x:0.1f}" y{i}="{y:0.1f}"' for i, (x, y) in enumerate(p, start=1)
-        )
+        xy = " ".join(f'x{i}="{x:0.1f}" y{i}="{y:0.1f}"' for i, (x, y) in enumerate(p, start=1))
         txt = f'<points {xy} alt="{label}">{label}</points>'
     if style == "point_count":
         return f"Counting the {txt} shows a total of {len(p)}."

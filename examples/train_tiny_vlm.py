@@ -1,6 +1,13 @@
-"""A tiny VLM that consumes Molmo's batch exactly as Molmo's model does (``olmo/model.py``).
+"""Train a tiny VLM on pixmo-stream's Molmo batches, on CPU, in under a minute.
 
-What a Molmo-class model reads from the batch, and how:
+    python examples/train_tiny_vlm.py              # unpacked rows, as Molmo v1 trains
+    python examples/train_tiny_vlm.py --packed     # several examples per row
+
+It writes the demo's data (a small pixmo-points-shaped parquet and its images, converted with
+the ``pixmo-points`` preset, as ``pixmo-stream demo`` does), trains a small byte-level BPE
+with Molmo's extra tokens, streams Molmo's batch with ``pixmo_stream.molmo.Batches`` and
+trains a few dozen steps, printing the loss. The model consumes the batch exactly as Molmo's
+model does (``olmo/model.py`` and the loss of ``olmo/train.py``):
 
 - ``input_ids`` [B, L]: -1 is padding; ``attention_mask = input_ids != -1`` (ids are then
   clamped to 0 before the embedding lookup);
@@ -24,7 +31,11 @@ way it reads the batch matters.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -138,3 +149,139 @@ def molmo_loss(logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch
     labels = batch["labels"].clamp(min=0)
     ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
     return (ce * weights.flatten()).sum() / loss_weight_sum(batch)
+
+
+# ---- data --------------------------------------------------------------------------------
+EXTRA_TOKENS = ("<im_start>", "<im_end>", "<im_patch>", "<im_col>", "<|image|>")
+
+
+def demo_dataset(root: str, records: int = 64, seed: int = 0) -> str:
+    """The demo's data: a pixmo-points-shaped parquet and its images, converted with the
+    ``pixmo-points`` preset (``pixmo-stream convert --preset pixmo-points`` on the real one)."""
+    from pixmo_stream.demo_source import make_source
+    from pixmo_stream.ingest import convert
+
+    src = make_source(os.path.join(root, "src"), records, seed, "small", set())
+    path = os.path.join(root, "dataset")
+    convert(src.parquet, path, preset="pixmo-points", images=src.images)
+    return path
+
+
+def tiny_tokenizer(path: str, vocab_size: int = 512) -> Any:
+    """A byte-level BPE trained in-process on the dataset's labels and the prompt words
+    (deterministic), ``<|endoftext|>`` as EOS (and BOS), then Molmo's five extra tokens.
+    A real run passes its model's tokenizer (``tokenizers.Tokenizer.from_file(...)``)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    import pixmo_stream as ps
+
+    labels = [label for r in ps.Dataset(path).iter(columns=["labels"]) for label in r["labels"]]
+    corpus = (
+        labels
+        + [
+            " User: Point to all Where are the Assistant: There are none. Counting the shows a"
+            ' total of <points x1="12.5" y1="45.0" x2="3.1" y2="99.9" alt=""></points>'
+            '<point x="50.0" y="7.5" alt=""></point> 0123456789'
+        ]
+        * 8
+    )
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    tok.add_special_tokens(list(EXTRA_TOKENS))
+    return tok
+
+
+def molmo_batches(
+    path: str,
+    tokenizer: Any,
+    *,
+    packed: bool,
+    batch_size: int,
+    seq_len: int,
+    max_crops: int,
+    seed: int = 0,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Molmo's batch from pixmo-stream: this is all a trainer changes to use it."""
+    import pixmo_stream as ps
+    from pixmo_stream import molmo
+
+    batches = molmo.Batches(
+        molmo.MolmoTokenizer(tokenizer),
+        molmo.Formatter("pixmo-points", "pointing"),
+        seq_len=seq_len,
+        max_crops=max_crops,
+        packed=packed,
+    )
+    ds = ps.StreamingDataset(path, seed=seed, batch_size=batch_size, **batches.stream_options())
+    loader = ps.DataLoader(ds, num_workers=0)
+    while True:  # epochs, until the caller stops
+        yield from loader
+
+
+# ---- training ----------------------------------------------------------------------------
+def train(
+    batches: Iterator[Mapping[str, torch.Tensor]],
+    vocab_size: int,
+    steps: int = 40,
+    lr: float = 3e-3,
+    seed: int = 0,
+    log: Any = print,
+) -> list[float]:
+    """``steps`` optimizer steps on ``batches``; the loss of each step."""
+    torch.manual_seed(seed)
+    model = TinyVLM(vocab_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for step, batch in zip(range(steps), batches, strict=False):
+        loss = molmo_loss(model(batch), batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        if step % 10 == 0 or step == steps - 1:
+            log(f"step {step:3d}  loss {losses[-1]:.3f}")
+    return losses
+
+
+def main(argv: list[str] | None = None) -> list[float]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--packed", action="store_true", help="several examples per row")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--records", type=int, default=64, help="images in the demo's data")
+    ap.add_argument("--batch-size", type=int, default=8, help="rows per step")
+    ap.add_argument("--seq-len", type=int, default=512, help="tokens per row (unpacked)")
+    ap.add_argument("--max-crops", type=int, default=2, help="crops per image (+ the global)")
+    ap.add_argument("--data", help="an existing pixmo-points dataset (default: the demo's)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    with tempfile.TemporaryDirectory(prefix="tiny-vlm-") as tmp:
+        t0 = time.perf_counter()
+        path = args.data or demo_dataset(tmp, args.records)
+        tok = tiny_tokenizer(path)
+        batches = molmo_batches(
+            path,
+            tok,
+            packed=args.packed,
+            batch_size=args.batch_size,
+            seq_len=args.seq_len,
+            max_crops=args.max_crops,
+        )
+        losses = train(batches, tok.get_vocab_size(), steps=args.steps)
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    print(
+        f"{'packed' if args.packed else 'unpacked'}: loss {first:.3f} -> {last:.3f} "
+        f"(mean of the first and last 5 steps), {time.perf_counter() - t0:.1f} s"
+    )
+    return losses
+
+
+if __name__ == "__main__":
+    main()

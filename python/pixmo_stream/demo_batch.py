@@ -1,0 +1,82 @@
+"""The demo's look at one training batch: Molmo's batch from the demo's dataset, each row's
+tokens detokenized, the image-token spans shown as ``<image: 7 crops, 1,009 tokens>`` and the
+tokens the model is trained on (loss mask > 0) in ``[[ ]]``.
+
+``describe_row`` works on any Molmo v1 batch (numpy arrays or torch tensors), so it is also a
+way to look at a batch in a notebook."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+IMAGE_TOKENS = ("<im_start>", "<im_end>", "<im_patch>", "<im_col>")
+LOSS_OPEN, LOSS_CLOSE = "[[", "]]"
+EXAMPLE_STRIDE = 100000  # packed rows: example k's subsegment ids are offset by k x this
+
+
+def _np(x: Any) -> np.ndarray:
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
+def describe_row(
+    batch: dict[str, Any],
+    row: int,
+    decode: Callable[[list[int]], str],
+    image_ids: Sequence[int],
+) -> str:
+    """Row ``row`` of a Molmo batch as text: its ``labels`` (the tokens themselves;
+    ``input_ids`` are the same behind BOS) detokenized by ``decode``, runs of image tokens
+    (``image_ids``) as ``<image: N crops, T tokens>``, tokens with loss in ``[[ ]]``, and
+    where annotations (``subsegment_ids``) and packed examples begin."""
+    labels = _np(batch["labels"])[row]
+    loss = _np(batch["loss_masks"])[row]
+    n = int((labels != -1).sum())
+    sub = None
+    if "subsegment_ids" in batch:
+        # subsegment ids (like image_input_idx) go with input_ids, one place behind labels
+        s = _np(batch["subsegment_ids"])[row]
+        sub = np.concatenate([s[1:n], s[n - 1 : n]])
+    idx = _np(batch["image_input_idx"])[row].reshape(_np(batch["image_input_idx"]).shape[1], -1)
+    is_image = np.isin(labels[:n], np.asarray(image_ids))
+    packed = sub is not None and bool((sub[:n] >= EXAMPLE_STRIDE).any())
+    parts: list[str] = []
+    i = 0
+    where: tuple[int, int] = (-1, -1)  # (example, annotation) of the last token shown
+    while i < n:
+        if sub is not None:
+            example, part = divmod(int(sub[i]), EXAMPLE_STRIDE)
+            if packed and example != where[0]:
+                parts.append(f"\n  -- example {example} of the packed row --\n  ")
+            elif part != 10000 and part != where[1] and where[1] not in (-1, 10000):
+                parts.append(f"\n  -- annotation {part} --\n  ")
+            where = (example, part)
+        j = i + 1
+        if is_image[i]:
+            while j < n and is_image[j]:
+                j += 1
+            crops = int(((idx > i) & (idx <= j)).any(axis=1).sum())
+            parts.append(f"<image: {crops:,} crops, {j - i:,} tokens>")
+        else:
+            trained = loss[i] > 0
+            while (
+                j < n
+                and not is_image[j]
+                and (loss[j] > 0) == trained
+                and (sub is None or sub[j] == sub[i])
+            ):
+                j += 1
+            text = decode([int(t) for t in labels[i:j]])
+            parts.append(f"{LOSS_OPEN}{text}{LOSS_CLOSE}" if trained else text)
+        i = j
+    pad = len(labels) - n
+    tail = f" <pad x {pad:,}>" if pad else ""
+    return "".join(parts) + tail
+
+
+def image_token_ids(tokenizer: Any) -> list[int]:
+    """Ids of Molmo's image tokens in a ``tokenizers.Tokenizer``."""
+    ids = [tokenizer.token_to_id(t) for t in IMAGE_TOKENS]
+    return [i for i in ids if i is not None]
