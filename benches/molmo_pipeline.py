@@ -2,12 +2,12 @@
 
 What Molmo's loader does for one pixmo-points example, in a torch DataLoader worker:
 PIL decode (``benches.molmo_reference``: Molmo's ``overlap-and-resize-c2`` preprocessing
-step by step, torchvision's float32 resize), the conversation (one pointing annotation per
-label, a template, the style prefix 10 % of the time, the points as text), the annotations
-shuffled, each message tokenized, the image's tokens spliced in front, and v1's
-``MMCollator(pad="to_max")``. The text side is a plain reimplementation that follows Molmo's
-``data_formatter.py`` / ``model_preprocessor.py`` / ``collator.py`` (read, not copied); its
-cost, not its exact strings, is what the bench needs. Needs torch, torchvision, tokenizers.
+step by step, torchvision's float32 resize), the conversations (``pixmo_stream.molmo``'s
+``Formatter``, pure Python like Molmo's formatter: one pointing annotation per label, in a
+shuffled order), each message tokenized, the image's tokens spliced in front, and v1's
+``MMCollator(pad="to_max")``. Tokens and collation are a plain reimplementation following
+Molmo's ``model_preprocessor.py`` / ``collator.py`` (read, not copied). Needs torch,
+torchvision, tokenizers.
 """
 
 from __future__ import annotations
@@ -22,15 +22,6 @@ from benches import molmo_reference as ref
 
 EXTRA_TOKENS = ("<im_start>", "<im_end>", "<im_patch>", "<im_col>", "<|image|>")
 EOS = "<|endoftext|>"
-POINTING_TEMPLATES = (
-    "Point to {label}\nPlease say 'There are none.' if it is not in the image.",
-    'Point to all occurrences of "{label}"',
-    "Point to any {label} in the image",
-    "Where are the {label}? Point to them.",
-    "Show me where the {label} are",
-    "Locate every {label} in the image by pointing.",
-)
-DEMO_STYLES = ("point_count", "pointing", "user_qa", "long_caption")
 
 
 def tiny_bpe(vocab_size: int = 600) -> Any:
@@ -41,7 +32,9 @@ def tiny_bpe(vocab_size: int = 600) -> Any:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    corpus = [t.format(label="dog") for t in POINTING_TEMPLATES] + [
+    corpus = [
+        "Point to all occurrences of dog. Please say 'There are none.' if it is not in the "
+        "image. Where are the Locate every Show me where",
         ' User: Assistant: <points x1="12.5" y1="45.0" x2="3.1" y2="99.9" alt="cat">cat</points>',
         '<point x="50.0" y="7.5" alt="a red car">a red car</point> There are none.',
         "the a of and in on with person tree window car sign people building 0123456789",
@@ -55,36 +48,6 @@ def tiny_bpe(vocab_size: int = 600) -> Any:
     tok.train_from_iterator(corpus * 4, trainer=trainer)
     tok.add_special_tokens(list(EXTRA_TOKENS))
     return tok
-
-
-def points_text(points: np.ndarray, label: str, style: str) -> str:
-    """Molmo's ``points_to_text`` / ``format_points``: 0-100, one decimal (numpy's rounding
-    on float64), sorted by x then y."""
-    if len(points) == 0:
-        return "There are none."
-    p = np.round(np.asarray(points, dtype=np.float64), 1)
-    p = p[np.argsort(p[:, 0] * 10000 + p[:, 1], kind="stable")]
-    if len(p) == 1:
-        txt = f'<point x="{p[0, 0]:0.1f}" y="{p[0, 1]:0.1f}" alt="{label}">{label}</point>'
-    else:
-        xy = " ".join(f'x{i}="{x:0.1f}" y{i}="{y:0.1f}"' for i, (x, y) in enumerate(p, start=1))
-        txt = f'<points {xy} alt="{label}">{label}</points>'
-    if style == "point_count":
-        return f"Counting the {txt} shows a total of {len(p)}."
-    return txt
-
-
-def conversations(record: dict[str, Any], rng: np.random.RandomState) -> list[list[str]]:
-    """One pointing conversation per label, as v1's formatter builds them, then shuffled."""
-    out = []
-    for label, pts in zip(record["labels"], record["points"], strict=True):
-        label = label.lower()
-        prompt = POINTING_TEMPLATES[rng.randint(0, len(POINTING_TEMPLATES))].format(label=label)
-        if rng.random() > 0.9:  # demo_or_style: the style prefix 10 % of the time
-            prompt = f"pointing: {prompt}"
-        out.append([f" User: {prompt} Assistant:", " " + points_text(pts, label, "pointing")])
-    rng.shuffle(out)
-    return out
 
 
 class TextSide:
@@ -180,8 +143,11 @@ class MolmoV1Dataset:
     then Molmo's preprocessing in Python."""
 
     def __init__(self, path: str, tokenizer: Any, seed: int = 0, epoch: int = 0) -> None:
+        from pixmo_stream.molmo.formatting import Formatter
+
         self.path, self.seed, self.epoch = path, seed, epoch
         self.text = TextSide(tokenizer)
+        self.formatter = Formatter("pixmo-points", "pointing")
         self._ds: Any = None
         import pixmo_stream as ps
 
@@ -196,9 +162,11 @@ class MolmoV1Dataset:
 
             self._ds = ps.Dataset(self.path)
         rec = self._ds[idx]
-        rng = np.random.RandomState(self.seed + idx + self.n * self.epoch)
+        from pixmo_stream.molmo.rng import example_rng
+
         image = ref.preprocess(bytes(rec["image"]))
-        return self.text.example(image, conversations(rec, rng))
+        conv = self.formatter.format(rec, example_rng(self.seed, self.epoch, "pixmo-points", idx))
+        return self.text.example(image, [a.messages for a in conv.annotations])
 
 
 def loader(

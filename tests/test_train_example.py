@@ -21,7 +21,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("tokenizers")
-molmo = pytest.importorskip("pixmo_stream.molmo")
+collation = pytest.importorskip("pixmo_stream.molmo.collate")
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,8 +79,8 @@ def test_packed_rows_give_the_loss_of_the_same_examples_unpacked() -> None:
     rng = np.random.default_rng(0)
     vocab = 50
     examples = [example(rng, 2, 3, vocab), example(rng, 1, 1, vocab), example(rng, 1, 2, vocab)]
-    unpacked = molmo.collate(examples, seq_len=400, max_crops=3)
-    packed = molmo.collate_packed([examples[:2], examples[2:]], max_tokens=800, max_crops=4)
+    unpacked = collation.collate(examples, seq_len=400, max_crops=3)
+    packed = collation.collate_packed([examples[:2], examples[2:]], max_tokens=800, max_crops=4)
     torch.manual_seed(0)
     model = T.TinyVLM(vocab).eval()
     with torch.no_grad():
@@ -98,7 +98,7 @@ def test_packed_rows_give_the_loss_of_the_same_examples_unpacked() -> None:
 def test_packed_attention_never_crosses_examples() -> None:
     rng = np.random.default_rng(1)
     examples = [example(rng, 1, 1, 20), example(rng, 1, 2, 20), example(rng, 1, 1, 20)]
-    packed = molmo.collate_packed([examples], max_tokens=600, max_crops=3)
+    packed = collation.collate_packed([examples], max_tokens=600, max_crops=3)
     allowed = T.attention_allowed(packed)[0]
     lens = packed["seq_lens"][0].tolist()
     owner = np.repeat(np.arange(len(lens)), lens)
