@@ -167,24 +167,22 @@ def demo_dataset(root: str, records: int = 64, seed: int = 0) -> str:
     return path
 
 
-def tiny_tokenizer(path: str, vocab_size: int = 512) -> Any:
-    """A byte-level BPE trained in-process on the dataset's labels and the prompt words
-    (deterministic), ``<|endoftext|>`` as EOS (and BOS), then Molmo's five extra tokens.
-    A real run passes its model's tokenizer (``tokenizers.Tokenizer.from_file(...)``)."""
+def tiny_tokenizer(path: str, vocab_size: int = 1024) -> Any:
+    """A byte-level BPE trained in-process (deterministic) on the dataset's conversations,
+    ``<|endoftext|>`` as EOS (and BOS), then Molmo's five extra tokens. A real run passes
+    its model's tokenizer instead (a ``tokenizer.json`` path, or a transformers tokenizer)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     import pixmo_stream as ps
+    from pixmo_stream import molmo
 
-    labels = [label for r in ps.Dataset(path).iter(columns=["labels"]) for label in r["labels"]]
-    corpus = (
-        labels
-        + [
-            " User: Point to all Where are the Assistant: There are none. Counting the shows a"
-            ' total of <points x1="12.5" y1="45.0" x2="3.1" y2="99.9" alt=""></points>'
-            '<point x="50.0" y="7.5" alt=""></point> 0123456789'
-        ]
-        * 8
-    )
+    fmt = molmo.Formatter("pixmo-points", "pointing")
+    corpus = [
+        message
+        for record in ps.Dataset(path).iter(columns=list(fmt.columns))
+        for annotation in fmt.bound(record).annotations
+        for message in annotation.messages
+    ]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -209,18 +207,29 @@ def molmo_batches(
     max_crops: int,
     seed: int = 0,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Molmo's batch from pixmo-stream: this is all a trainer changes to use it."""
+    """Molmo's batch from pixmo-stream: all a trainer changes to use it. Unpacked: rows of
+    ``seq_len`` tokens, one example each (Molmo v1); packed: rows of ``2 * seq_len`` tokens
+    holding as many examples as fit, ``batch_size // 2`` rows per step."""
     import pixmo_stream as ps
     from pixmo_stream import molmo
 
+    pack = None
+    if packed:
+        from pixmo_stream.packing import Packing
+
+        rows = max(1, batch_size // 2)
+        pack = Packing(
+            max_tokens=2 * seq_len, max_crops=3 * (max_crops + 1), rows_per_batch=rows, costs=None
+        )
     batches = molmo.Batches(
-        molmo.MolmoTokenizer(tokenizer),
+        tokenizer,
         molmo.Formatter("pixmo-points", "pointing"),
         seq_len=seq_len,
         max_crops=max_crops,
-        packed=packed,
+        pack=pack,
+        seed=seed,
     )
-    ds = ps.StreamingDataset(path, seed=seed, batch_size=batch_size, **batches.stream_options())
+    ds = batches.stream(path, batch_size=batch_size, seed=seed)
     loader = ps.DataLoader(ds, num_workers=0)
     while True:  # epochs, until the caller stops
         yield from loader
@@ -256,12 +265,12 @@ def main(argv: list[str] | None = None) -> list[float]:
     ap.add_argument("--packed", action="store_true", help="several examples per row")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--records", type=int, default=64, help="images in the demo's data")
-    ap.add_argument("--batch-size", type=int, default=8, help="rows per step")
+    ap.add_argument("--batch-size", type=int, default=4, help="rows per step")
     ap.add_argument("--seq-len", type=int, default=512, help="tokens per row (unpacked)")
-    ap.add_argument("--max-crops", type=int, default=2, help="crops per image (+ the global)")
+    ap.add_argument("--max-crops", type=int, default=1, help="crops per image (+ the global)")
     ap.add_argument("--data", help="an existing pixmo-points dataset (default: the demo's)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(1)  # a toy: the other core decodes images (read-ahead threads)
     with tempfile.TemporaryDirectory(prefix="tiny-vlm-") as tmp:
         t0 = time.perf_counter()
         path = args.data or demo_dataset(tmp, args.records)
