@@ -36,7 +36,7 @@ def test_points_grouped_per_image_in_input_order(points_input, tmp_path: Path) -
     assert first["collection_methods"] == ["pointing", "counting", "pointing"]
     assert first["counts"] == [1, 0, 3]
     assert [p.shape for p in first["points"]] == [(1, 2), (0, 2), (3, 2)]
-    assert all(p.dtype == np.float32 for p in first["points"])
+    assert all(p.dtype == np.float64 for p in first["points"])
     np.testing.assert_array_equal(first["points"][2], [[1, 2], [3, 4], [1, 1]])
     assert bytes(first["image"]) == images[0]
     assert first["image_sha256"] == F.sha(images[0]) == first["source_sha256"]

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-EMPTY_POINTS = np.zeros((0, 2), dtype=np.float32)
+EMPTY_POINTS = np.zeros((0, 2), dtype=np.float64)
 
 
 def _array(col: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -42,7 +42,7 @@ def _list_parts(arr: pa.Array) -> tuple[np.ndarray, pa.Array]:
 
 
 def _xy_values(values: pa.Array) -> np.ndarray:
-    """``(M, 2)`` float32 from a list's values: structs ``{x, y}`` or ``[x, y]`` pairs."""
+    """``(M, 2)`` float64 from a list's values: structs ``{x, y}`` or ``[x, y]`` pairs."""
     if pa.types.is_struct(values.type):
         xy = np.stack([_floats(values.field("x")), _floats(values.field("y"))], axis=1)
     else:
@@ -50,7 +50,7 @@ def _xy_values(values: pa.Array) -> np.ndarray:
         if len(values) and not np.all(np.diff(offsets) == 2):
             raise ValueError("a point is not an [x, y] pair")
         xy = _floats(flat)[offsets[0] : offsets[-1]].reshape(-1, 2)
-    return xy.astype(np.float32, copy=False)
+    return xy
 
 
 def _rows_of(offsets: np.ndarray, xy: np.ndarray, valid: np.ndarray | None) -> list[np.ndarray]:
@@ -70,7 +70,7 @@ def _validity(arr: pa.Array) -> np.ndarray | None:
 
 def point_lists(col: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
     """``list<{x, y}>`` (pixmo-points, points-eval) or ``list<[x, y]>``: one ``(N, 2)``
-    float32 array per row; a null list is empty."""
+    float64 array per row (the published precision); a null list is empty."""
     arr = _array(col)
     offsets, values = _list_parts(arr)
     xy = _xy_values(values[offsets[0] : offsets[-1]] if len(arr) else values[:0])
@@ -88,7 +88,7 @@ def struct_of_lists_points(col: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
         raise ValueError("points.x and points.y have different lengths in a row")
     x = _floats(x_val)[x_off[0] : x_off[-1]]
     y = _floats(y_val)[y_off[0] : y_off[-1]]
-    xy = np.stack([x, y], axis=1).astype(np.float32)
+    xy = np.stack([x, y], axis=1)
     valid = _validity(arr)
     for part in (_validity(xs), _validity(ys)):
         if part is not None:

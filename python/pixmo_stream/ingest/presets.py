@@ -20,7 +20,9 @@ from .grouping import GroupBatch
 from .images import ImageInfo
 
 POINT_UNIT = "percent"  # stored in every dataset's metadata as point_unit
-POINTS = ps.array("float32", (2,))
+# float64, as published: float32 would print some points differently in Molmo's text
+# (45.65 -> "45.6" from float64, "45.7" from float32).
+POINTS = ps.array("float64", (2,))
 
 IMAGE_FIELDS = (
     ps.Field("image", ps.binary(), nullable=True),
@@ -177,8 +179,10 @@ def _count_to_percent(record: dict[str, Any], info: ImageInfo | None) -> None:
         # Without the image there is no size to divide by: no points rather than wrong ones.
         record["points"] = [C.EMPTY_POINTS for _ in record["points"]]
         return
-    scale = np.array([100.0 / info.width, 100.0 / info.height], dtype=np.float64)
-    record["points"] = [(p.astype(np.float64) * scale).astype(np.float32) for p in record["points"]]
+    # Divided by (width / 100, height / 100) in float64, as Molmo's formatter divides: the
+    # same quotient to the last bit.
+    scale = np.array([info.width / 100, info.height / 100], dtype=np.float64)
+    record["points"] = [np.asarray(p, dtype=np.float64) / scale for p in record["points"]]
 
 
 def _docs(batch: GroupBatch) -> list[dict[str, Any]]:

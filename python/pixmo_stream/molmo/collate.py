@@ -151,7 +151,9 @@ def collate_packed(
     out["image_masks"] = torch.from_numpy(masks)
     out["cu_seqlens"] = torch.tensor(bounds, dtype=torch.int32)
     out["seq_lens"] = torch.from_numpy(seq_lens)
-    out["loss_weight_sum"] = torch.tensor(float(loss[loss > 0].sum(dtype=np.float64)), dtype=torch.float32)
+    out["loss_weight_sum"] = torch.tensor(
+        float(loss[loss > 0].sum(dtype=np.float64)), dtype=torch.float32
+    )
     return out
 
 

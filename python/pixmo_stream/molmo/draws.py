@@ -60,7 +60,7 @@ class Longest:
     def length_hint(self, n_chars: int) -> str:
         # The hint's length grows with |n_chars + noise| // 15, so the longest is at an end of
         # the noise's (bounded) range.
-        ends = (f" {(n_chars + s * int(NOISE_BOUND)) // 15}" for s in (-1, 1))
+        ends = (f" {(n_chars + s * int(NOISE_BOUND)) // 15}" for s in (1, -1))
         return max(ends, key=len)
 
     def order(self, n: int) -> list[int]:

@@ -97,7 +97,9 @@ class MolmoTokenizer:
         tok, own_bos, own_eos = _as_backend(tokenizer)
         eos_id = _token_id(tok, eos, "eos") if eos is not None else own_eos
         if eos_id is None:
-            eos_id = next((tok.token_to_id(t) for t in _EOS_GUESSES if tok.token_to_id(t) is not None), None)
+            eos_id = next(
+                (tok.token_to_id(t) for t in _EOS_GUESSES if tok.token_to_id(t) is not None), None
+            )
         if eos_id is None:
             raise ValueError(
                 f"the tokenizer has none of the usual EOS tokens {_EOS_GUESSES}: pass eos="
@@ -111,7 +113,9 @@ class MolmoTokenizer:
         else:
             from tokenizers import AddedToken
 
-            tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in EXTRA_TOKENS])
+            tok.add_special_tokens(
+                [AddedToken(t, special=True, normalized=False) for t in EXTRA_TOKENS]
+            )
             ids = [int(tok.token_to_id(t)) for t in EXTRA_TOKENS]
             if extra_ids is not None:
                 wanted = self._given_ids(extra_ids)
@@ -175,7 +179,9 @@ class MolmoTokenizer:
         return self.extra_ids[IMAGE_PROMPT]
 
     def __len__(self) -> int:
-        return max(self._tok.get_vocab_size(with_added_tokens=True), max(self.extra_ids.values()) + 1)
+        return max(
+            self._tok.get_vocab_size(with_added_tokens=True), max(self.extra_ids.values()) + 1
+        )
 
     @property
     def fingerprint(self) -> str:

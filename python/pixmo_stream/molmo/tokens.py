@@ -114,6 +114,13 @@ def _fit(
     return kept
 
 
+def check_options(truncate: str, weighting: str | None) -> None:
+    if truncate not in TRUNCATIONS:
+        raise ValueError(f"truncate must be one of {TRUNCATIONS}, not {truncate!r}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
+
+
 def layout(
     annotations: list[list[np.ndarray]],
     image_tokens: np.ndarray,
@@ -129,10 +136,7 @@ def layout(
     ``position_ids``, ``subsegment_ids`` (several annotations only) and the shifted
     ``image_input_idx``. `annotations`: per annotation, the ids of each message (user,
     assistant, user, ...)."""
-    if truncate not in TRUNCATIONS:
-        raise ValueError(f"truncate must be one of {TRUNCATIONS}, not {truncate!r}")
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
+    check_options(truncate, weighting)
     if not annotations or any(len(msgs) == 0 for msgs in annotations):
         raise ValueError("an example needs at least one annotation with messages")
     stats = stats if stats is not None else LayoutStats()

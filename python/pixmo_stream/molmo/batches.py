@@ -1,0 +1,337 @@
+"""`Batches`: records of one or several PixMo datasets -> Molmo's training batch, per step.
+
+A `Batches` is the ``collate_fn`` of a `StreamingDataset` or `Mixture` that decodes images
+with Molmo's preprocessing (``decode=batches.decode``); `stream` and `mixture` build those.
+Per batch it formats every record into its conversations (each source's own `Formatter`),
+tokenizes all messages in one call, lays each example out as Molmo does (`tokens.layout`),
+and collates them (`collate.collate`, or `collate.collate_packed` for packed rows).
+
+Every random choice of an example is drawn from ``example_rng(seed, epoch, name, row)``
+with ``(source, row, epoch)`` from the record's sample id (``pixmo_stream.SAMPLE_KEY``), so a
+batch is the same on any number of ranks and workers and after resumption.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .collate import collate, collate_packed
+from .formatting import Formatter
+from .rng import example_rng
+from .tokenizer import MolmoTokenizer
+from .tokens import (
+    ExampleTooLong,
+    LayoutStats,
+    Special,
+    check_options,
+    layout,
+    tokenize_messages,
+)
+
+SAMPLE_KEY = "__sample__"
+SOURCE_KEY = "__source__"
+IMAGE = "image"
+
+
+def _names(formatters: Sequence[Formatter]) -> list[str]:
+    """Each source's name in the RNG: its dataset, with the style where a dataset repeats
+    (Molmo lists pixmo-points once per style)."""
+    datasets = [f.dataset for f in formatters]
+    names = [
+        d if datasets.count(d) == 1 else f"{d}:{f.style}"
+        for d, f in zip(datasets, formatters, strict=True)
+    ]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two mixture sources have the same name {names}: pass names=")
+    return names
+
+
+class Batches:
+    """Molmo's batch from records decoded with Molmo's image preprocessing.
+
+    Args:
+        tokenizer: a `MolmoTokenizer`, or anything it accepts (a ``tokenizers.Tokenizer``, a
+            tokenizer.json path, a transformers fast tokenizer).
+        formatters: one `Formatter`, or one per mixture source (in the mixture's order).
+        seq_len: tokens per row (Molmo v1: 2304).
+        max_crops: Molmo's crop limit (12; rows have ``max_crops + 1`` crops with the global
+            view).
+        normalize: float32 CLIP-normalised crops (Molmo's); ``False``: uint8 crops, 0-padded,
+            to normalise on the GPU with `pixmo_stream.molmo.normalize_images`.
+        exact: Molmo's exact pixels; ``False``: the fast decode (pixels within a few levels).
+        pack: a ``pixmo_stream.packing.Packing``: rows of several examples (see
+            `collate_packed`); its ``costs`` may be ``None``: `Batches` computes them
+            (`pixmo_stream.molmo.costs`, cached on disk).
+        seed: the run's seed for `example_rng`.
+        truncate: ``"annotations"`` (drop whole annotations that do not fit, counted in
+            `stats`) or ``"cut"`` (keep everything; the collator cuts at ``seq_len``, as v1).
+        weighting: ``"root_subsegments"`` (loss of each of n annotations times
+            ``sqrt(1/n)``, Molmo's released setting) or ``None``.
+        names: each source's name in `example_rng` (default: its dataset, with the style when
+            a dataset appears twice).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        formatters: Formatter | Sequence[Formatter],
+        *,
+        seq_len: int = 2304,
+        max_crops: int = 12,
+        normalize: bool = True,
+        exact: bool = True,
+        pack: Any = None,
+        seed: int = 0,
+        truncate: str = "annotations",
+        weighting: str | None = "root_subsegments",
+        names: Sequence[str] | None = None,
+        cost_cache: str | None = None,
+    ) -> None:
+        from ..image import MolmoConfig
+
+        self.tokenizer = (
+            tokenizer if isinstance(tokenizer, MolmoTokenizer) else MolmoTokenizer(tokenizer)
+        )
+        self.formatters = [formatters] if isinstance(formatters, Formatter) else list(formatters)
+        if not self.formatters:
+            raise ValueError("give at least one Formatter")
+        self.names = list(names) if names is not None else _names(self.formatters)
+        if len(self.names) != len(self.formatters):
+            raise ValueError("give one name per formatter")
+        self.seq_len = int(seq_len)
+        self.image_config = MolmoConfig(
+            max_crops=int(max_crops),
+            normalize=bool(normalize),
+            exact=bool(exact),
+            token_ids=self.tokenizer.image_token_ids,
+        )
+        self.seed = int(seed)
+        self.truncate = truncate
+        self.weighting = weighting
+        self.cost_cache = cost_cache
+        self.special = Special(
+            bos=self.tokenizer.bos_id,
+            eos=self.tokenizer.eos_id,
+            image_prompt=self.tokenizer.image_prompt_id,
+        )
+        self.pack = pack
+        if pack is not None and getattr(pack, "costs", None) is None:
+            self.pack = dataclasses.replace(pack, costs=self.costs)
+        #: What truncation removed in this process (see `tokens.LayoutStats`).
+        self.stats = LayoutStats()
+        check_options(truncate, weighting)
+
+    # ---- what the stream reads ------------------------------------------------------------
+    @property
+    def decode(self) -> Any:
+        """The `pixmo_stream.Decode` the stream needs (Molmo's preprocessing of ``image``)."""
+        from ..decoding import Decode
+
+        return Decode(column=IMAGE, molmo=self.image_config)
+
+    @property
+    def n_crops(self) -> int:
+        """Crops per row of the batch: ``max_crops`` plus the global view."""
+        return self.image_config.max_crops + 1
+
+    def columns(self, source: int = 0) -> list[str]:
+        """The columns a source's records need: its formatter's and the image."""
+        return [IMAGE, *[c for c in self.formatters[source].columns if c != IMAGE]]
+
+    # ---- records -> per-example arrays -----------------------------------------------------
+    def _rng(self, record: dict[str, Any]) -> tuple[int, np.random.Generator]:
+        sample = record.get(SAMPLE_KEY)
+        if sample is not None:
+            source, row, epoch = (int(x) for x in sample)
+        else:
+            # Without sample ids (a stream made without `sample_ids=True`): the draws
+            # depend on the record's text, the same every epoch.
+            source = int(record.get(SOURCE_KEY, 0))
+            cols = self.formatters[source].columns
+            row = zlib.crc32(repr([record.get(c) for c in cols]).encode())
+            epoch = 0
+        if not 0 <= source < len(self.formatters):
+            raise ValueError(
+                f"record of source {source}, but this Batches has {len(self.formatters)} formatters"
+            )
+        return source, example_rng(self.seed, epoch, self.names[source], row)
+
+    def examples(
+        self,
+        records: Sequence[dict[str, Any]],
+        max_tokens: int | None = None,
+        *,
+        row_budget: int | None = None,
+    ) -> list[dict[str, np.ndarray]]:
+        """Molmo's per-example arrays (``input_tokens``, ..., ``images``, ``image_masks``,
+        ``image_input_idx``) of records decoded with `decode`, each at most `max_tokens`
+        (default ``seq_len``) long. With `row_budget` (a packed row), examples lose whole
+        annotations until they fit it together (costs are bounds of the text in characters,
+        which a tokenizer may exceed by a few tokens)."""
+        formatted = []
+        for r in records:
+            source, rng = self._rng(r)
+            ex = self.formatters[source].format(r, rng)
+            if not ex.annotations:
+                raise ValueError(
+                    f"a record of {self.names[source]} (sample {r.get(SAMPLE_KEY)}) has nothing "
+                    "to train on (no annotation)"
+                )
+            formatted.append(ex)
+        ids = tokenize_messages(self.tokenizer, formatted)
+        limit = max_tokens if max_tokens is not None else self.seq_len
+        truncate = "annotations" if row_budget is not None else self.truncate
+        for r in records:
+            if IMAGE + "_tokens" not in r:
+                raise ValueError(
+                    "records lack Molmo's image outputs: read them with decode=batches.decode"
+                )
+
+        def lay(i: int, budget: int, stats: LayoutStats) -> dict[str, np.ndarray]:
+            r = records[i]
+            arrays = layout(
+                ids[i],
+                r[IMAGE + "_tokens"],
+                r[IMAGE + "_input_idx"],
+                self.special,
+                max_tokens=budget,
+                truncate=truncate,
+                weighting=self.weighting,
+                stats=stats,
+            )
+            arrays["images"] = r[IMAGE]
+            arrays["image_masks"] = r[IMAGE + "_patch_mask"]
+            return arrays
+
+        out = [lay(i, limit, self.stats) for i in range(len(records))]
+        if row_budget is not None:
+            self._fit_row(out, row_budget, lay)
+        return out
+
+    def _fit_row(self, out: list[dict[str, np.ndarray]], budget: int, lay: Any) -> None:
+        """Shortens the longest examples of a packed row (whole annotations) until it fits."""
+        while (over := sum(len(e["input_tokens"]) for e in out) - budget) > 0:
+            for i in sorted(range(len(out)), key=lambda j: -len(out[j]["input_tokens"])):
+                try:
+                    trial = LayoutStats()
+                    out[i] = lay(i, len(out[i]["input_tokens"]) - over, trial)
+                except ExampleTooLong:
+                    continue
+                trial.examples = 0  # counted already
+                self.stats.add(trial)
+                break
+            else:
+                raise ValueError(
+                    f"a packed row of {len(out)} examples needs {budget + over} tokens, more "
+                    f"than its {budget}, and no example can lose an annotation"
+                )
+
+    def __call__(self, records: Sequence[Any]) -> dict[str, Any]:
+        """The batch of `records` (a list of records), or of packed rows (a list of lists)."""
+        if records and isinstance(records[0], list):
+            if self.pack is None:
+                raise ValueError("packed rows given to a Batches made without pack=")
+            rows = [
+                self.examples(row, self.pack.max_tokens, row_budget=self.pack.max_tokens)
+                for row in records
+            ]
+            crops = (
+                self.pack.max_crops
+                if self.pack.max_crops is not None
+                else max(sum(len(e["images"]) for e in row) for row in rows)
+            )
+            return collate_packed(rows, self.pack.max_tokens, crops)
+        return collate(self.examples(records), self.seq_len, self.n_crops)
+
+    # ---- costs for packing -----------------------------------------------------------------
+    def costs(self, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Per row of `dataset`: (tokens, crops) under the formatter of the source reading it
+        (the largest of them where several sources read one path)."""
+        from .costs import costs
+
+        path = getattr(dataset, "path", None)
+        which = [i for i, p in enumerate(getattr(self, "_paths", [])) if p == path] or [0]
+        got = [
+            costs(
+                dataset,
+                self.formatters[i],
+                self.tokenizer,
+                config=self.image_config,
+                max_tokens=self.pack.max_tokens if self.pack is not None else self.seq_len,
+                cache_dir=self.cost_cache,
+            )
+            for i in which
+        ]
+        tokens = np.maximum.reduce([g[0] for g in got])
+        crops = np.maximum.reduce([g[1] for g in got])
+        return tokens, crops
+
+    # ---- streams ---------------------------------------------------------------------------
+    def _stream_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        from ..streaming import StreamingDataset
+
+        kwargs.setdefault("decode", self.decode)
+        kwargs.setdefault("collate_fn", self)
+        if self.pack is not None:
+            kwargs.setdefault("pack", self.pack)
+        if "sample_ids" in inspect.signature(StreamingDataset).parameters:
+            kwargs.setdefault("sample_ids", True)
+        return kwargs
+
+    def stream(self, path: Any, *, batch_size: int | None = None, **kwargs: Any) -> Any:
+        """A `StreamingDataset` over one dataset (this `Batches` must have one formatter)
+        yielding Molmo's batches of `batch_size` examples (or packed rows)."""
+        from ..streaming import StreamingDataset
+
+        if len(self.formatters) != 1:
+            raise ValueError("stream() reads one dataset; use mixture() for several formatters")
+        self._paths = [str(path)]
+        kwargs.setdefault("columns", self.columns(0))
+        if self.pack is None:
+            kwargs["batch_size"] = batch_size
+        return StreamingDataset(path, **self._stream_kwargs(kwargs))
+
+    def mixture(
+        self,
+        paths: Sequence[Any],
+        rates: Sequence[float],
+        *,
+        batch_size: int | None = None,
+        source_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """A `Mixture` of one dataset per formatter (``paths`` in the same order) at `rates`
+        (e.g. from `pixmo_stream.root_size_rates`), yielding Molmo's batches."""
+        from ..mixture import Mixture
+        from ..streaming import StreamingDataset
+
+        if len(paths) != len(self.formatters):
+            raise ValueError(f"give one path per formatter ({len(self.formatters)})")
+        self._paths = [str(p) for p in paths]
+        extra = dict(source_kwargs or {})
+        sources = [
+            StreamingDataset(p, columns=self.columns(i), **extra) for i, p in enumerate(paths)
+        ]
+        kwargs.setdefault("source_key", SOURCE_KEY)
+        if self.pack is None:
+            kwargs["batch_size"] = batch_size
+        kw = self._stream_kwargs(kwargs)
+        params = inspect.signature(Mixture).parameters
+        if "sample_ids" in kw and "sample_ids" not in params:
+            kw.pop("sample_ids")
+        if "pack" in kw and "pack" not in params:
+            raise ValueError("this version's Mixture does not pack; use stream() per dataset")
+        return Mixture(sources, rates, **kw)
+
+    def __repr__(self) -> str:
+        return (
+            f"Batches({self.names}, seq_len={self.seq_len}, "
+            f"max_crops={self.image_config.max_crops}, normalize={self.image_config.normalize}, "
+            f"pack={self.pack is not None})"
+        )
