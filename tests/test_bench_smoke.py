@@ -32,7 +32,7 @@ def test_synthetic_records_are_deterministic_and_pixmo_shaped() -> None:
         assert r["image"][:3] == b"\xff\xd8\xff"
         assert 1 <= len(r["captions"]) <= 3
         assert all(100 <= len(c.split()) <= 310 for c in r["captions"])
-        assert r["points"].dtype == np.float64 and r["points"].shape[1:] == (2,)
+        assert r["points"].dtype == np.float32 and r["points"].shape[1:] == (2,)
         assert sum(r["point_counts"]) == len(r["points"]) <= 40
         assert len(r["point_labels"]) == len(r["point_counts"])
         assert 0 <= len(r["qa"]) <= 5

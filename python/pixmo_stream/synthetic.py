@@ -7,7 +7,7 @@ One record is one image with all its annotations, the way training code groups P
 ``image_url``     a URL under ``example.com`` (nothing is ever fetched)
 ``width``/``height``  the JPEG's size in pixels
 ``captions``      1-3 dense captions of 100-300 words (PixMo-Cap's transcripts)
-``points``        float64 array of shape (N, 2), x and y in percent of width and height (0-100),
+``points``        float32 array of shape (N, 2), x and y in percent of width and height (0-100),
                   N from 0 to 40, listed group by group
 ``point_labels``  one label per point group (PixMo-Points' ``label``)
 ``point_counts``  points in each group (PixMo-Points' ``count``); they add up to N
@@ -161,7 +161,7 @@ def _qa(rng: np.random.Generator) -> list[dict[str, str]]:
 
 def _points(rng: np.random.Generator) -> tuple[np.ndarray, list[str], list[int]]:
     if rng.random() < 0.15:  # like PixMo-Points' rows with nothing to point at
-        return np.zeros((0, 2), np.float64), [], []
+        return np.zeros((0, 2), np.float32), [], []
     groups = int(rng.integers(1, 5))
     counts = [int(rng.integers(0, 11)) for _ in range(groups)]
     labels = [
@@ -171,7 +171,7 @@ def _points(rng: np.random.Generator) -> tuple[np.ndarray, list[str], list[int]]
         for _ in range(groups)
     ]
     n = sum(counts)
-    pts = (rng.random((n, 2)) * 100.0).round(1)  # float64, as PixMo publishes points
+    pts = (rng.random((n, 2)) * 100.0).round(1).astype(np.float32)
     return pts, labels, counts
 
 
@@ -309,7 +309,7 @@ def pixmo_schema() -> Schema:
             ps.Field("width", ps.int32()),
             ps.Field("height", ps.int32()),
             ps.Field("captions", ps.list_(ps.string())),
-            ps.Field("points", ps.array("float64", (2,))),
+            ps.Field("points", ps.array("float32", (2,))),
             ps.Field("point_labels", ps.list_(ps.string())),
             ps.Field("point_counts", ps.list_(ps.int32())),
             ps.Field(
