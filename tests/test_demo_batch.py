@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import re
+
 import numpy as np
+import pytest
 
 from pixmo_stream.demo_batch import describe_row
 
@@ -70,3 +74,20 @@ def test_annotations_and_packed_examples_are_marked() -> None:
     assert got.index("example 0") < got.index("annotation 2") < got.index("example 1")
     assert got.count("[[ yes<eos>]]") == 2 and got.count("[[ no<eos>]]") == 1
     assert got.endswith("<pad x 5>")
+
+
+def test_the_demo_shows_one_molmo_batch() -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("tokenizers")
+    from pixmo_stream import demo
+
+    out = io.StringIO()
+    assert demo.run(records=8, workers=0, quiet=True, out=out) == 0
+    text = out.getvalue()
+    view = text[text.index("one Molmo training batch") :]
+    assert "input_ids [2, 2304] int64" in view and "images [2, 13, 576, 588] float32" in view
+    rows = [line for line in view.splitlines() if line.lstrip().startswith("row ")]
+    assert len(rows) == 2
+    for row in rows:
+        assert re.search(r"row \d: <image: \d+ crops, [\d,]+ tokens> User: ", row), row
+        assert "Assistant:[[ " in row
