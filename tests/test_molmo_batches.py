@@ -304,3 +304,27 @@ def test_a_packed_row_over_its_budget_loses_whole_annotations(tok, qa):
     batches.pack = _Packing(max(lens) + 1, 26)
     with pytest.raises(ValueError, match="no example can lose"):
         batches([recs])
+
+
+def test_batches_pickle_for_spawned_workers(tok, qa):
+    import pickle
+
+    f = molmo.Formatter("pixmo-ask-model-anything", templates={"user_qa": ["{question}"]})
+    batches = molmo.Batches(tok, f, pack=_Packing(4096, 26), seed=3)
+    again = pickle.loads(pickle.dumps(batches))
+    assert again.pack.costs.__self__ is again
+    recs = records(qa, batches)
+    for a, b in zip(batches.examples(recs), again.examples(recs), strict=True):
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1920, 1080), (300, 2000), (50, 50), (3000, 100)])
+def test_image_costs_from_the_stored_size_equal_the_preprocessing(size):
+    from pixmo_stream.molmo.costs import image_cost
+
+    width, height = size
+    im = image.molmo_preprocess(jpeg(width, height))
+    assert image_cost(height, width) == (len(im.image_tokens), im.n_crops)
+    # Unknown size: the most any image may cost (12 crops and the global view).
+    tokens, crops = image_cost(None, None)
+    assert crops == 13 and tokens >= len(im.image_tokens)

@@ -230,3 +230,12 @@ def test_layout_with_a_real_image_and_tokenizer(tok):
         == (out["input_tokens"] == tok.extra_ids["<im_patch>"]).sum()
     )
     assert tok.decode(out["target_tokens"][out["loss_masks"] > 0]) == " A dog runs.<|endoftext|>"
+
+
+def test_a_tokenizer_json_file_or_folder(tmp_path, tok):
+    bpe().save(str(tmp_path / "tokenizer.json"))
+    for given in (tmp_path / "tokenizer.json", str(tmp_path)):
+        t = MolmoTokenizer(given)
+        assert t.extra_ids == tok.extra_ids and t.fingerprint == tok.fingerprint
+    with pytest.raises(ValueError, match="not a tokenizers tokenizer.json"):
+        MolmoTokenizer(tmp_path / "missing.json")

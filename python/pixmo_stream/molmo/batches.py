@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
+import pickle
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +52,37 @@ def _names(formatters: Sequence[Formatter]) -> list[str]:
     if len(set(names)) != len(names):
         raise ValueError(f"two mixture sources have the same name {names}: pass names=")
     return names
+
+
+_FORMATTER_SETTINGS = (
+    "style",
+    "system_prompt",
+    "message_format",
+    "templates",
+    "always_start_with_space",
+    "prompt_templates",
+    "how_many_prefix",
+)
+
+
+def _portable(formatter: Formatter) -> Any:
+    """`formatter` itself where it pickles, else its settings (a Formatter's dataset rules
+    may hold lambdas); `Batches.__setstate__` rebuilds it from them."""
+    try:
+        pickle.dumps(formatter)
+        return formatter
+    except Exception:
+        settings = {k: getattr(formatter, k) for k in _FORMATTER_SETTINGS}
+        return {"dataset": formatter.dataset, **settings}
+
+
+def _same(path: str, dataset: Any) -> bool:
+    """Whether `dataset` (a ``pixmo_stream.Dataset``) is the one at `path`."""
+    theirs = str(getattr(dataset, "path", ""))
+    if theirs == path:
+        return True
+    local = "://" not in path and "://" not in theirs
+    return local and os.path.realpath(path) == os.path.realpath(theirs)
 
 
 class Batches:
@@ -120,12 +153,30 @@ class Batches:
             eos=self.tokenizer.eos_id,
             image_prompt=self.tokenizer.image_prompt_id,
         )
-        self.pack = pack
-        if pack is not None and getattr(pack, "costs", None) is None:
-            self.pack = dataclasses.replace(pack, costs=self.costs)
+        self.pack = self._packing(pack)
         #: What truncation removed in this process (see `tokens.LayoutStats`).
         self.stats = LayoutStats()
         check_options(truncate, weighting)
+
+    def _packing(self, pack: Any) -> Any:
+        """`pack` as a ``Packing`` whose costs are this `Batches`' where it asks for them
+        (``costs=molmo.costs`` or ``None``, or a mapping of ``Packing``'s other fields)."""
+        from .costs import costs as molmo_costs
+
+        if pack is None:
+            return None
+        if isinstance(pack, Mapping):
+            from ..packing import Packing
+
+            return Packing(**{**pack, "costs": self.costs})
+        if getattr(pack, "costs", None) in (None, molmo_costs):
+            pack = dataclasses.replace(pack, costs=self.costs)
+        if pack.max_crops is not None and pack.max_crops < self.n_crops:
+            raise ValueError(
+                f"pack.max_crops={pack.max_crops} is below one image's most crops "
+                f"({self.n_crops} with max_crops={self.image_config.max_crops})"
+            )
+        return pack
 
     # ---- what the stream reads ------------------------------------------------------------
     @property
@@ -234,7 +285,7 @@ class Batches:
 
     def __call__(self, records: Sequence[Any]) -> dict[str, Any]:
         """The batch of `records` (a list of records), or of packed rows (a list of lists)."""
-        if records and isinstance(records[0], list):
+        if records and isinstance(records[0], (list, tuple)):
             if self.pack is None:
                 raise ValueError("packed rows given to a Batches made without pack=")
             rows = [
@@ -255,8 +306,13 @@ class Batches:
         (the largest of them where several sources read one path)."""
         from .costs import costs
 
-        path = getattr(dataset, "path", None)
-        which = [i for i, p in enumerate(getattr(self, "_paths", [])) if p == path] or [0]
+        which = [i for i, p in enumerate(getattr(self, "_paths", [])) if _same(p, dataset)]
+        if not which:
+            if len(self.formatters) > 1:
+                raise ValueError(
+                    f"{dataset.path} is none of this Batches' sources {getattr(self, '_paths', [])}"
+                )
+            which = [0]
         got = [
             costs(
                 dataset,
@@ -328,6 +384,19 @@ class Batches:
         if "pack" in kw and "pack" not in params:
             raise ValueError("this version's Mixture does not pack; use stream() per dataset")
         return Mixture(sources, rates, **kw)
+
+    # ---- pickling (DataLoader workers started with spawn) ----------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["formatters"] = [_portable(f) for f in self.formatters]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        state["formatters"] = [
+            Formatter(**f) if isinstance(f, dict) else f for f in state["formatters"]
+        ]
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return (

@@ -72,13 +72,15 @@ def collate(
             arr[i, :n] = v[:n]
         out[_OUT.get(key, key)] = torch.from_numpy(arr)
     first = examples[0]["images"]
-    images = np.full((b, max_crops, *first.shape[1:]), _image_pad(first.dtype), dtype=first.dtype)
+    # The crops are most of the bytes: write each once (no fill first, then copy).
+    images = np.empty((b, max_crops, *first.shape[1:]), dtype=first.dtype)
     masks = np.full((b, max_crops, first.shape[1]), PAD, dtype=np.float32)
     idx = np.full((b, max_crops, examples[0]["image_input_idx"].shape[1]), PAD, dtype=np.int32)
     for i, ex in enumerate(examples):
         n = len(ex["images"])
         _check_crops(n, max_crops, f"example {i}")
         images[i, :n] = ex["images"]
+        images[i, n:] = _image_pad(first.dtype)
         masks[i, :n] = ex["image_masks"]
         idx[i, :n] = ex["image_input_idx"]
     out["images"] = torch.from_numpy(images)
@@ -114,7 +116,7 @@ def collate_packed(
         for k in TEXT_KEYS
     }
     img0 = first["images"]
-    images = np.full((r_n, max_crops, *img0.shape[1:]), _image_pad(img0.dtype), dtype=img0.dtype)
+    images = np.empty((r_n, max_crops, *img0.shape[1:]), dtype=img0.dtype)
     masks = np.full((r_n, max_crops, img0.shape[1]), PAD, dtype=np.float32)
     idx = np.full((r_n, max_crops, first["image_input_idx"].shape[1]), PAD, dtype=np.int32)
     seq_lens = np.zeros((r_n, max(len(r) for r in rows)), dtype=np.int32)
@@ -142,6 +144,7 @@ def collate_packed(
             bounds.append(i * max_tokens + t + n)
             t += n
             c += m
+        images[i, c:] = _image_pad(img0.dtype)
         if t < max_tokens:
             bounds.append((i + 1) * max_tokens)
     loss = text["loss_masks"]
