@@ -10,6 +10,7 @@ the first user message, points rounded by numpy's ``round`` on the stored floats
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -340,6 +341,13 @@ def test_same_key_same_example_other_epoch_other_draws() -> None:
     assert sorted(answers) == sorted(m[1] for m in messages(a))
     with pytest.raises(ValueError, match="row must be a non-negative integer"):
         example_rng(0, 0, "d", -1)
+
+
+def test_a_formatter_pickles_for_spawned_workers() -> None:
+    f = Formatter("pixmo-points", "counting", templates=ONE)
+    g = pickle.loads(pickle.dumps(f))
+    assert g.columns == f.columns and g.style == "point_count"
+    assert g.format(POINTS_RECORD, rng(3)) == f.format(POINTS_RECORD, rng(3))
 
 
 def test_style_prefix_frequencies() -> None:

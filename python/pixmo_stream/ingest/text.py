@@ -44,13 +44,11 @@ def point_tag(points: Points, label: str, alt: str, dtype: npt.DTypeLike = np.fl
     alt="alt">label</point>`` for one, ``<points x1=".." y1=".." ... alt="alt">label</points>``
     otherwise (also for none, as Molmo writes it; pointing answers say "There are none."
     instead: see `points_text`)."""
-    pts = rounded_points(points, dtype)
+    pts = rounded_points(points, dtype).tolist()  # Python floats: the same values, fast to print
     if len(pts) == 1:
-        x, y = (float(v) for v in pts[0])
+        x, y = pts[0]
         return f'<point x="{x:.1f}" y="{y:.1f}" alt="{alt}">{label}</point>'
-    coords = " ".join(
-        f'x{i}="{float(x):.1f}" y{i}="{float(y):.1f}"' for i, (x, y) in enumerate(pts, start=1)
-    )
+    coords = " ".join(f'x{i}="{x:.1f}" y{i}="{y:.1f}"' for i, (x, y) in enumerate(pts, start=1))
     return f'<points {coords} alt="{alt}">{label}</points>'
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from .draws import Drawn, Draws, Longest
-from .records import Context, FormatError, Raw, resolve_style
+from .records import DATASETS, Context, FormatError, Raw, resolve_style
 from .templates import load_templates
 
 __all__ = ["DEMO_STYLES", "Annotation", "Example", "FormatError", "Formatter"]
@@ -109,7 +109,6 @@ class Formatter:
         self.always_start_with_space = always_start_with_space
         self.how_many_prefix = how_many_prefix
         self.templates = load_templates(templates)
-        self._rule = rule
         self.columns: tuple[str, ...] = rule.columns(self.style)
 
     def __repr__(self) -> str:
@@ -132,15 +131,18 @@ class Formatter:
     # -----------------------------------------------------------------------------------------
 
     def _example(self, record: Mapping[str, Any], draws: Draws) -> Example:
+        # The dataset's rule is looked up, not kept: a Formatter pickles (to DataLoader
+        # workers) as its settings only.
+        rule = DATASETS[self.dataset]
         ctx = Context(
             dataset=self.dataset,
             style=self.style,
             templates=self.templates,
             draws=draws,
             how_many_prefix=self.how_many_prefix,
-            points_dtype=self._rule.points_dtype,
+            points_dtype=rule.points_dtype,
         )
-        raws = self._rule.build(record, ctx)
+        raws = rule.build(record, ctx)
         annotations = [Annotation(tuple(self._messages(raw, draws))) for raw in raws]
         order = draws.order(len(annotations))
         return Example(self.style, tuple(annotations[i] for i in order))
