@@ -17,13 +17,15 @@ model does (``olmo/model.py`` and the loss of ``olmo/train.py``):
   example offset by 100000 x k), keeps examples from attending to each other;
 - ``position_ids`` [B, L]: positions restart per annotation and per packed example;
 - ``images`` [B, C, 576, 588]: each crop's 24x24 patches of 14x14x3 pixels, float32
-  CLIP-normalised or uint8 (normalised here, as a GPU would); padded crops run through the
+  CLIP-normalised (with ``--uint8``, uint8 crops normalised in the training step by
+  ``pixmo_stream.molmo.normalize_images``, as a GPU would); padded crops run through the
   encoder too, as in Molmo;
 - ``image_input_idx`` [B, C, 144]: where each crop's 2x2-pooled patch feature is *added*
   to the token embeddings; negative (-100 dropped overlap, -1 padding) means skip;
 - ``labels`` and ``loss_masks``: cross entropy times the loss mask (negative = padding, so
-  clamped to 0), summed, divided by the global sum of loss masks (``loss_weight_sum`` in
-  packed batches: the same normaliser as unpacked).
+  clamped to 0), summed, divided by the sum of the loss masks over the global batch
+  (``loss_weight_sum`` in packed batches: the same normaliser as unpacked; all-reduce it
+  in data-parallel training, as Molmo does).
 
 The model itself is a toy (a linear patch encoder and a few transformer layers); only the
 way it reads the batch matters.
@@ -42,8 +44,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 PATCHES_PER_SIDE = 24  # a 336 px crop of 14 px patches
 POOL = 2  # Molmo pools 2x2 patches into one image token
 
@@ -60,15 +60,6 @@ def attention_allowed(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     if sub is not None:
         allowed &= sub[:, :, None] <= sub[:, None, :]
     return allowed
-
-
-def as_float_crops(images: torch.Tensor) -> torch.Tensor:
-    """uint8 crops (0 where padded) normalised as Molmo normalises; float32 ones as they are."""
-    if images.dtype != torch.uint8:
-        return images.float()
-    mean = torch.tensor(CLIP_MEAN, device=images.device).repeat(images.shape[-1] // 3)
-    std = torch.tensor(CLIP_STD, device=images.device).repeat(images.shape[-1] // 3)
-    return (images.float() / 255.0 - mean) / std
 
 
 def loss_weight_sum(batch: Mapping[str, Any]) -> torch.Tensor:
@@ -115,7 +106,7 @@ class TinyVLM(nn.Module):
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """[B, C, 576, 588] -> [B, C, 144, d]: patch embeddings pooled 2x2."""
         b, c = images.shape[:2]
-        f = self.patch(as_float_crops(images))
+        f = self.patch(images)
         side = PATCHES_PER_SIDE
         f = f.view(b * c, side, side, -1).permute(0, 3, 1, 2)
         f = F.avg_pool2d(f, POOL).permute(0, 2, 3, 1)
@@ -205,6 +196,7 @@ def molmo_batches(
     batch_size: int,
     seq_len: int,
     max_crops: int,
+    uint8: bool = False,
     seed: int = 0,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Molmo's batch from pixmo-stream: all a trainer changes to use it. Unpacked: rows of
@@ -227,6 +219,8 @@ def molmo_batches(
         seq_len=seq_len,
         max_crops=max_crops,
         pack=pack,
+        normalize=not uint8,  # uint8: a quarter of the bytes; normalised in the step
+        exact=not uint8,  # uint8: the fast decode (pixels within a few levels)
         seed=seed,
     )
     ds = batches.stream(path, batch_size=batch_size, seed=seed)
@@ -250,6 +244,10 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     losses = []
     for step, batch in zip(range(steps), batches, strict=False):
+        if batch["images"].dtype == torch.uint8:  # on the GPU in a real run
+            from pixmo_stream.molmo import normalize_images
+
+            batch["images"] = normalize_images(batch["images"], batch["image_input_idx"])
         loss = molmo_loss(model(batch), batch)
         opt.zero_grad()
         loss.backward()
@@ -268,6 +266,7 @@ def main(argv: list[str] | None = None) -> list[float]:
     ap.add_argument("--batch-size", type=int, default=4, help="rows per step")
     ap.add_argument("--seq-len", type=int, default=512, help="tokens per row (unpacked)")
     ap.add_argument("--max-crops", type=int, default=1, help="crops per image (+ the global)")
+    ap.add_argument("--uint8", action="store_true", help="uint8 crops, normalised in the step")
     ap.add_argument("--data", help="an existing pixmo-points dataset (default: the demo's)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # a toy: the other core decodes images (read-ahead threads)
@@ -282,6 +281,7 @@ def main(argv: list[str] | None = None) -> list[float]:
             batch_size=args.batch_size,
             seq_len=args.seq_len,
             max_crops=args.max_crops,
+            uint8=args.uint8,
         )
         losses = train(batches, tok.get_vocab_size(), steps=args.steps)
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-IMAGE_TOKENS = ("<im_start>", "<im_end>", "<im_patch>", "<im_col>")
 LOSS_OPEN, LOSS_CLOSE = "[[", "]]"
 EXAMPLE_STRIDE = 100000  # packed rows: example k's subsegment ids are offset by k x this
 
@@ -78,12 +77,6 @@ def describe_row(
     pad = len(labels) - n
     tail = f" <pad x {pad:,}>" if pad else ""
     return "".join(parts) + tail
-
-
-def image_token_ids(tokenizer: Any) -> list[int]:
-    """Ids of Molmo's image tokens in a ``tokenizers.Tokenizer``."""
-    ids = [tokenizer.token_to_id(t) for t in IMAGE_TOKENS]
-    return [i for i in ids if i is not None]
 
 
 def _elide(text: str, limit: int) -> str:
