@@ -122,13 +122,25 @@ def check_batch(batch: dict[str, Any], crops: str, batch_size: int) -> None:
 
 
 def same_batch(path: Path, tok: Any, n: int) -> dict[str, Any]:
-    """pixmo-stream's float32 batch of the first ``n`` records against Molmo's pipeline's
-    (``benches.molmo_pipeline``, its crops from the PIL + torchvision reference) on the same
-    records: per key, identical or the largest difference (crops: float32 rounding order
-    inside the resize sums)."""
-    from benches import molmo_pipeline
+    """pixmo-stream's float32 batch of the first ``n`` records (read and preprocessed by the
+    stream, collated by ``Batches`` with each record's sample id) against Molmo's pipeline's
+    (``benches.molmo_pipeline``, crops from the PIL + torchvision reference, the same
+    ``example_rng`` draws) on the same records: per key, identical or the largest difference
+    (crops: float32 rounding order inside the resize sums)."""
+    import itertools
 
-    ours = next(iter(ours_batches(tok, "float32").stream(str(path), batch_size=n, shuffle=False)))
+    import pixmo_stream as ps
+    from benches import molmo_pipeline
+    from pixmo_stream.molmo.batches import SAMPLE_KEY
+
+    batches = ours_batches(tok, "float32")
+    stream = ps.StreamingDataset(
+        str(path), shuffle=False, decode=batches.decode, columns=batches.columns(0)
+    )
+    records = list(itertools.islice(stream, n))
+    for row, record in enumerate(records):  # (source, row, epoch), as sample_ids=True gives
+        record[SAMPLE_KEY] = (0, row, 0)
+    ours = batches(records)
     ref_ds = molmo_pipeline.MolmoV1Dataset(str(path), tok)
     want = molmo_pipeline.collate_v1([ref_ds[i] for i in range(n)], SEQ_LEN, MAX_CROPS + 1)
     out: dict[str, Any] = {"examples": n}
