@@ -26,6 +26,7 @@ from ._native import (
 from .bad_samples import BadSample
 from .dataset import Dataset, VerifyReport
 from .decoding import Decode
+from .packing import SAMPLE_KEY, Packing
 from .schema import (
     DataType,
     Field,
@@ -90,6 +91,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "FORMAT_VERSION",
+    "SAMPLE_KEY",
     "BadSample",
     "BadSampleError",
     "Blob",
@@ -99,6 +101,7 @@ __all__ = [
     "Decode",
     "Field",
     "ImageDecodeError",
+    "Packing",
     "PixmoError",
     "Schema",
     "SchemaError",

@@ -31,6 +31,8 @@ __all__ = [
     "worker_len",
     "mixture_counts",
     "ReadAhead",
+    "PackPlan",
+    "packed_read_ahead",
     "Writer",
     "Dataset",
     "RowGroupIter",
@@ -297,6 +299,8 @@ class ReadAhead:
             list[int],
             list[tuple[int, int, int, int, str, int | None, str | None, str]],
             npt.NDArray[np.uint8] | None,
+            list[int],
+            list[int],
         ]
         | None
     ): ...
@@ -304,6 +308,60 @@ class ReadAhead:
     def started(self) -> bool: ...
     def close(self) -> None: ...
 
+@final
+class PackPlan:
+    def __new__(
+        cls,
+        row_groups: list[int],
+        tokens: npt.NDArray[np.uint32],
+        crops: npt.NDArray[np.uint16],
+        *,
+        seed: int = 0,
+        epoch: int = 0,
+        shuffle: bool = True,
+        window_rows: int = 16384,
+        max_tokens: int = 16384,
+        max_crops: int = ...,
+        pack_window: int = 16384,
+        row_counts: list[int] | None = None,
+    ) -> PackPlan: ...
+    @property
+    def num_rows(self) -> int: ...
+    def row_counts(self) -> list[int]: ...
+    def rows(
+        self,
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint32], list[bool]]: ...
+
+def packed_read_ahead(
+    paths: list[str],
+    columns: list[str] | None,
+    tokens: npt.NDArray[np.uint32],
+    crops: npt.NDArray[np.uint16],
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: bool = True,
+    window_rows: int = 16384,
+    max_tokens: int = 16384,
+    max_crops: int = ...,
+    pack_window: int = 16384,
+    row_counts: list[int] | None = None,
+    start: int = 0,
+    world_size: int = 1,
+    rank: int = 0,
+    num_workers: int = 1,
+    worker: int = 0,
+    block: int = 1,
+    pad: bool = True,
+    threads: int = 2,
+    depth: int = 2,
+    skip: int = 0,
+    verify_blobs: bool = True,
+    expect: list[int | None] | None = None,
+    replace: tuple[int, int] | None = None,
+    decode: tuple[str, int, int, bool, int, str, tuple[Any, ...] | None] | None = None,
+    storage: Sequence[_StorageArg | None] | None = None,
+) -> ReadAhead: ...
 def rank_len(
     num_positions: int, *, start: int = 0, world_size: int = 1, pad: bool = False
 ) -> int: ...

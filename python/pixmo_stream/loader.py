@@ -41,6 +41,8 @@ class DataLoader(torch.utils.data.DataLoader):
             raise ValueError(
                 "the dataset already batches (batch_size set on it); pass batch_size=None here"
             )
+        if getattr(dataset, "pack", None) is not None and batch_size is not None:
+            raise ValueError("a packing dataset yields its steps; pass batch_size=None here")
         if kwargs.get("drop_last"):
             raise ValueError("drop_last breaks exact resumption; use remainder='drop'")
         if batch_size is not None:

@@ -16,6 +16,7 @@ from . import _native
 from . import bad_samples as bad
 from ._split import checked_int
 from .decoding import Decode, check_column
+from .packing import SAMPLE_KEY
 from .streaming import STATE_VERSION, StreamingDataset, _PlannedIterable
 
 INFINITE = 1 << 62
@@ -69,6 +70,7 @@ class Mixture(_PlannedIterable):
         on_bad_sample: str = "raise",
         max_replacements: int = 16,
         decode: str | Decode | None = None,
+        sample_ids: bool = False,
     ) -> None:
         super().__init__(
             batch_size=batch_size,
@@ -81,6 +83,7 @@ class Mixture(_PlannedIterable):
             on_bad_sample=on_bad_sample,
             max_replacements=max_replacements,
             decode=decode,
+            sample_ids=sample_ids,
         )
         if len(sources) != len(rates) or not sources:
             raise ValueError("give one rate per source")
@@ -153,10 +156,21 @@ class Mixture(_PlannedIterable):
             **reading,
         )
 
-    def _decorate(self, records: list[dict[str, Any]], sources: list[int]) -> None:
+    def _decorate(
+        self,
+        records: list[dict[str, Any]],
+        sources: list[int],
+        rows: list[int],
+        epochs: list[int],
+        cfg: dict[str, Any],
+    ) -> None:
         if self.source_key is not None:
             for rec, s in zip(records, sources, strict=True):
                 rec[self.source_key] = s
+        if self.sample_ids:
+            # The row of the source's dataset and the epoch of that source it was drawn in.
+            for rec, s, r, e in zip(records, sources, rows, epochs, strict=True):
+                rec[SAMPLE_KEY] = (s, r, e)
 
     def _note_progress(self, cfg: dict[str, Any], consumed: int, world: int) -> None:
         start, counts = self._start(cfg, world)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch.utils.data
 
-from . import _native
+from . import _native, packing
 from . import bad_samples as bad
 from ._loader_check import check_torch_loader
 from ._native import SchemaError
@@ -25,6 +25,7 @@ from .batching import collate as default_collate
 from .batching import null_fills
 from .dataset import Dataset, check_columns, column_list
 from .decoding import Decode, as_decode, check_column, collate_decoded, decode_on_gpu
+from .packing import SAMPLE_KEY, Packing, PackState, resolve_costs
 from .schema import Schema
 from .storage import CacheArg, open_arg
 
@@ -53,8 +54,11 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         on_bad_sample: str = "raise",
         max_replacements: int = 16,
         decode: str | Decode | None = None,
+        sample_ids: bool = False,
     ) -> None:
         bad.check_policy(on_bad_sample, max_replacements)
+        #: Add `record[pixmo_stream.SAMPLE_KEY] = (source, row, epoch)` to every record.
+        self.sample_ids = bool(sample_ids)
         self.decode = as_decode(decode)
         if batch_size is not None:
             batch_size = checked_int("batch_size", batch_size, 1)
@@ -204,8 +208,15 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         """What a pass configuration reads (to compare two of them)."""
         return cfg
 
-    def _decorate(self, records: list[dict[str, Any]], sources: list[int]) -> None:
-        pass
+    def _decorate(
+        self,
+        records: list[dict[str, Any]],
+        sources: list[int],
+        rows: list[int],
+        epochs: list[int],
+        cfg: dict[str, Any],
+    ) -> None:
+        """Adds per-record keys (the source, the sample id) to a read batch's records."""
 
     def _reset_passes(self) -> None:
         self._passes = 0
@@ -331,8 +342,8 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
                 batch = reader.next_batch()
                 if batch is None:
                     break
-                records, sources, _rows, native_bad, images = batch
-                self._decorate(records, sources)
+                records, sources, rows, native_bad, images, _groups, epochs = batch
+                self._decorate(records, sources, rows, epochs, cfg)
                 replaced = bad.reports(native_bad)
                 if self.batch_size is None:
                     marks = dict(replaced)
@@ -410,7 +421,13 @@ class StreamingDataset(_PlannedIterable):
         storage_options: Mapping[str, Any] | None = None,
         cache: CacheArg = True,
         cache_limit: int | str | None = None,
+        pack: Packing | None = None,
+        sample_ids: bool = False,
     ) -> None:
+        if pack is not None and batch_size is not None:
+            raise ValueError(
+                "with pack=, a step is Packing.rows_per_batch packed rows; leave batch_size unset"
+            )
         super().__init__(
             batch_size=batch_size,
             rank=rank,
@@ -422,6 +439,7 @@ class StreamingDataset(_PlannedIterable):
             on_bad_sample=on_bad_sample,
             max_replacements=max_replacements,
             decode=decode,
+            sample_ids=sample_ids,
         )
         if isinstance(path_or_paths, (str, os.PathLike)):
             path_or_paths = [path_or_paths]
@@ -443,8 +461,10 @@ class StreamingDataset(_PlannedIterable):
         # names this dataset: the plan is a function of its layout.
         self._manifest_hashes: list[int | None] = []
         self.schema: Schema | None = None
+        opened = []
         for p in self.paths:
             ds = Dataset(p, storage_options=storage_options, cache=cache, cache_limit=cache_limit)
+            opened.append(ds)
             if self.columns is not None:
                 check_columns(self.columns, ds.columns, p)
             if self.schema is None:
@@ -459,6 +479,12 @@ class StreamingDataset(_PlannedIterable):
             self.row_groups.extend(int(g[3]) for g in ds.row_group_layout())
             self._manifest_hashes.append(ds._native.manifest_hash)
         self.num_rows = sum(self.row_groups)
+        # First global row of each path (sample ids count through the paths read as one).
+        self._path_starts = [0]
+        for ds in opened:
+            self._path_starts.append(self._path_starts[-1] + len(ds))
+        self.pack = pack
+        self._pack = PackState(pack, resolve_costs(pack, opened)) if pack is not None else None
         self._epoch = 0
         self._resume: tuple[int, int] | None = None
         self._progress: dict[str, Any] | None = None
@@ -488,12 +514,47 @@ class StreamingDataset(_PlannedIterable):
     def _replace_seed(self, cfg: dict[str, Any]) -> int:
         return bad.mix_seed(self.seed, cfg["epoch"])
 
+    def _num_positions(self, epoch: int) -> int:
+        """Positions of an epoch: rows of the dataset, or packed rows with `pack=`."""
+        if self._pack is None:
+            return self.num_rows
+        kw = self._pack.plan_args(self.seed, self.shuffle, self.shuffle_window)
+        return sum(self._pack.counts(self.row_groups, epoch, **kw))
+
     def _rank_len(self, cfg: dict[str, Any], world: int) -> int:
         return _native.rank_len(
-            self.num_rows, start=cfg["start"], world_size=world, pad=self.remainder == "pad"
+            self._num_positions(cfg["epoch"]),
+            start=cfg["start"],
+            world_size=world,
+            pad=self.remainder == "pad",
         )
 
+    def _block_size(self) -> int:
+        return self.pack.rows_per_batch if self.pack is not None else super()._block_size()
+
+    def _decorate(
+        self,
+        records: list[dict[str, Any]],
+        sources: list[int],
+        rows: list[int],
+        epochs: list[int],
+        cfg: dict[str, Any],
+    ) -> None:
+        if self.sample_ids:
+            starts, epoch = self._path_starts, cfg["epoch"]
+            for rec, s, r in zip(records, sources, rows, strict=True):
+                rec[SAMPLE_KEY] = (0, starts[s] + r, epoch)
+
+    def _generate(
+        self, reader: Any, cfg: dict[str, Any], in_main: bool, rank_len: int, world: int
+    ) -> Iterator[Any]:
+        if self._pack is not None:
+            return packing.generate(self, reader, cfg, in_main, world)
+        return super()._generate(reader, cfg, in_main, rank_len, world)
+
     def _open(self, cfg: dict[str, Any], world: int, reading: dict[str, Any]) -> Any:
+        if self._pack is not None:
+            return packing.open_packed(self, self._pack, cfg, reading)
         return _native.ReadAhead.for_plan(
             self.paths,
             self.columns,
@@ -516,10 +577,12 @@ class StreamingDataset(_PlannedIterable):
     def __len__(self) -> int:
         """Items (samples, or batches when `batch_size` is set) this rank yields next pass."""
         n = self.samples_per_rank()
-        return -(-n // self.batch_size) if self.batch_size else n
+        step = self.batch_size or (self.pack.rows_per_batch if self.pack is not None else None)
+        return -(-n // step) if step else n
 
     def samples_per_rank(self, world_size: int | None = None) -> int:
-        """Samples each rank yields in the next pass (the same on every rank)."""
+        """Samples (packed rows with `pack=`) each rank yields in the next pass (the same on
+        every rank)."""
         world = world_size if world_size is not None else self.rank_world()[1]
         return self._rank_len(self._pass_config(0), world)
 
@@ -536,6 +599,20 @@ class StreamingDataset(_PlannedIterable):
             "shuffle_window": self.shuffle_window,
             **progress,
             **self._bad_state(),
+            **({"pack": self._pack_key()} if self._pack is not None else {}),
+        }
+
+    def _pack_key(self) -> dict[str, Any] | None:
+        """What the packing plan depends on beyond seed and layout (a state's `position`
+        counts packed rows of exactly this plan)."""
+        if self._pack is None:
+            return None
+        p = self._pack.packing
+        return {
+            "max_tokens": p.max_tokens,
+            "max_crops": p.max_crops,
+            "window": p.window,
+            "costs_crc32": packing.costs_key((self._pack.tokens, self._pack.crops)),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -562,6 +639,11 @@ class StreamingDataset(_PlannedIterable):
                     f"state was saved with {key}={state[key]!r}, this dataset has "
                     f"{getattr(self, key)!r}; the order would differ"
                 )
+        if state.get("pack") != self._pack_key():
+            raise ValueError(
+                f"state was saved with packing {state.get('pack')!r}, this dataset packs with "
+                f"{self._pack_key()!r}; the packed rows would differ"
+            )
         self._epoch = checked_int("state['epoch']", state["epoch"])
         position = checked_int("state['position']", state["position"])
         self._resume = (self._epoch, position)

@@ -98,9 +98,10 @@ class Batches:
         normalize: float32 CLIP-normalised crops (Molmo's); ``False``: uint8 crops, 0-padded,
             to normalise on the GPU with `pixmo_stream.molmo.normalize_images`.
         exact: Molmo's exact pixels; ``False``: the fast decode (pixels within a few levels).
-        pack: a ``pixmo_stream.packing.Packing``: rows of several examples (see
-            `collate_packed`); its ``costs`` may be ``None``: `Batches` computes them
-            (`pixmo_stream.molmo.costs`, cached on disk).
+        pack: a ``pixmo_stream.Packing``: rows of several examples (see `collate_packed`);
+            with ``costs=pixmo_stream.molmo.costs`` (or a mapping of Packing's other
+            fields) `Batches` computes each source's costs with its own formatter (cached
+            on disk, under `cost_cache` if given).
         seed: the run's seed for `example_rng`.
         truncate: ``"annotations"`` (drop whole annotations that do not fit, counted in
             `stats`) or ``"cut"`` (keep everything; the collator cuts at ``seq_len``, as v1).
@@ -168,8 +169,8 @@ class Batches:
         if isinstance(pack, Mapping):
             from ..packing import Packing
 
-            return Packing(**{**pack, "costs": self.costs})
-        if getattr(pack, "costs", None) in (None, molmo_costs):
+            pack = Packing(**{**pack, "costs": self.costs})
+        elif getattr(pack, "costs", None) in (None, molmo_costs):
             pack = dataclasses.replace(pack, costs=self.costs)
         if pack.max_crops is not None and pack.max_crops < self.n_crops:
             raise ValueError(

@@ -36,6 +36,10 @@ pub struct ReadBatch {
     pub bad: Vec<BadSample>,
     /// What the stage made of the whole batch ([`SampleStage::finish_batch`]).
     pub assembled: Option<StageValue>,
+    /// Rows per packed row, in order, when the row source packs (else empty).
+    pub groups: Vec<u32>,
+    /// The epoch each row was drawn in, when the row source says (a mixture's; else empty).
+    pub epochs: Vec<u64>,
 }
 
 /// What a [`SampleStage`] made of a row or a batch (decoded pixels); the bindings downcast it.

@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use crate::dataset::ChunkKey;
 use crate::decode::ColumnChunk;
 use crate::error::{Error, Result};
-use crate::plan::{ConsumerRows, MixtureRows};
+use crate::plan::{ConsumerRows, MixtureRows, PackedRows};
 use crate::sample::{
     at_row, describe, is_bad_sample, replacement_row, BadSample, BadSamplePolicy, SampleStage,
 };
@@ -32,6 +32,11 @@ use crate::Dataset;
 pub trait RowSource: Send + 'static {
     /// Appends up to `n` pairs to `out`; an empty result ends the stream.
     fn next_rows(&mut self, n: usize, out: &mut Vec<(usize, u64)>) -> Result<()>;
+
+    /// What the last `next_rows` call knows beyond the rows, for its batch: the sizes of the
+    /// packed rows they make up (appended to `groups`) and the epoch each row was drawn in
+    /// (to `epochs`). Nothing by default.
+    fn take_marks(&mut self, _groups: &mut Vec<u32>, _epochs: &mut Vec<u64>) {}
 }
 
 impl RowSource for ConsumerRows {
@@ -47,6 +52,70 @@ impl RowSource for MixtureRows {
         MixtureRows::next_rows(self, n, &mut v)?;
         out.extend(v.into_iter().map(|(d, r)| (d.source, r)));
         Ok(())
+    }
+}
+
+/// A mixture's rows with the epoch of its source each was drawn in (for sample ids).
+pub struct DrawnRows {
+    rows: MixtureRows,
+    epochs: Vec<u64>,
+}
+
+impl DrawnRows {
+    pub fn new(rows: MixtureRows) -> Self {
+        DrawnRows {
+            rows,
+            epochs: Vec::new(),
+        }
+    }
+}
+
+impl RowSource for DrawnRows {
+    fn next_rows(&mut self, n: usize, out: &mut Vec<(usize, u64)>) -> Result<()> {
+        let mut v = Vec::with_capacity(n.min(1 << 16));
+        self.rows.next_rows(n, &mut v)?;
+        self.epochs.clear();
+        for (d, r) in v {
+            self.epochs.push(self.rows.epoch_of(&d));
+            out.push((d.source, r));
+        }
+        Ok(())
+    }
+
+    fn take_marks(&mut self, _groups: &mut Vec<u32>, epochs: &mut Vec<u64>) {
+        epochs.append(&mut self.epochs);
+    }
+}
+
+/// A packed epoch's rows: each call takes `n` *packed rows* (one batch of them) and reports
+/// their sizes, so the consumer can cut the batch's examples back into rows.
+pub struct PackedSource {
+    rows: PackedRows,
+    ids: Vec<u64>,
+    sizes: Vec<u32>,
+}
+
+impl PackedSource {
+    pub fn new(rows: PackedRows) -> Self {
+        PackedSource {
+            rows,
+            ids: Vec::new(),
+            sizes: Vec::new(),
+        }
+    }
+}
+
+impl RowSource for PackedSource {
+    fn next_rows(&mut self, n: usize, out: &mut Vec<(usize, u64)>) -> Result<()> {
+        self.ids.clear();
+        self.sizes.clear();
+        self.rows.next_rows(n, &mut self.ids, &mut self.sizes)?;
+        out.extend(self.ids.iter().map(|&r| (0, r)));
+        Ok(())
+    }
+
+    fn take_marks(&mut self, groups: &mut Vec<u32>, _epochs: &mut Vec<u64>) {
+        groups.append(&mut self.sizes);
     }
 }
 
@@ -92,7 +161,17 @@ pub struct RowReader {
     pub verify_blobs: bool,
     pub on_bad_sample: BadSamplePolicy,
     pub stage: Option<Arc<dyn SampleStage>>,
+    /// Under `Replace`: whether `(source, bad row, candidate)` may replace it (a packed row's
+    /// replacement must fit where the bad example was). Candidates that do not fit are
+    /// passed over unread.
+    pub replacement_fits: Option<ReplacementFits>,
 }
+
+/// See [`RowReader::replacement_fits`].
+pub type ReplacementFits = Arc<dyn Fn(usize, u64, u64) -> bool + Send + Sync>;
+
+/// Candidates looked at per read replacement when they must fit (see `replacement_fits`).
+const FIT_TRIES: u32 = 4096;
 
 /// What a batch has read: whole chunks (and failures), and chunks read for some rows only.
 #[derive(Default)]
@@ -248,8 +327,22 @@ impl RowReader {
     ) -> Result<ReadRow> {
         let n = self.dataset(source)?.num_rows();
         let (location, reason) = describe(&error);
-        for attempt in 0..max_attempts {
+        let tries = match self.replacement_fits {
+            Some(_) => max_attempts.saturating_mul(FIT_TRIES),
+            None => max_attempts,
+        };
+        let mut read = 0;
+        for attempt in 0..tries {
             let candidate = replacement_row(seed, source, row, attempt, n);
+            if let Some(fits) = &self.replacement_fits {
+                if !fits(source, row, candidate) {
+                    continue;
+                }
+            }
+            if read == max_attempts {
+                break;
+            }
+            read += 1;
             match self.read_row(source, candidate, seen) {
                 Ok(r) => {
                     batch.bad.push(BadSample {
@@ -269,7 +362,11 @@ impl RowReader {
         Err(Error::BadSample {
             location,
             row,
-            reason: format!("{reason}; and {max_attempts} replacement rows were bad too"),
+            reason: if read < max_attempts {
+                format!("{reason}; and no row that fits its packed row could replace it")
+            } else {
+                format!("{reason}; and {max_attempts} replacement rows were bad too")
+            },
         })
     }
 }
@@ -328,6 +425,7 @@ impl ReadAhead {
                 verify_blobs: options.verify_blobs,
                 on_bad_sample: options.on_bad_sample,
                 stage: None,
+                replacement_fits: None,
             },
             options,
             source: Some(source),
@@ -339,6 +437,12 @@ impl ReadAhead {
     /// Runs `stage` on every row on the read threads (before the first batch only).
     pub fn with_stage(mut self, stage: Arc<dyn SampleStage>) -> Self {
         self.reader.stage = Some(stage);
+        self
+    }
+
+    /// Under `Replace`, replace a bad row only by rows `fits` accepts (before the first batch).
+    pub fn with_replacement_fits(mut self, fits: ReplacementFits) -> Self {
+        self.reader.replacement_fits = Some(fits);
         self
     }
 
@@ -386,6 +490,7 @@ impl ReadAhead {
                     // stops would look like the end of the stream.
                     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         let mut rows = Vec::with_capacity(batch_rows.min(1 << 16));
+                        let (mut groups, mut epochs) = (Vec::new(), Vec::new());
                         loop {
                             rows.clear();
                             {
@@ -404,6 +509,7 @@ impl ReadAhead {
                                 } else {
                                     turn.source.next_rows(batch_rows, &mut rows)
                                 };
+                                turn.source.take_marks(&mut groups, &mut epochs);
                                 if rows.is_empty() || res.is_err() {
                                     turn.done = true;
                                 }
@@ -419,7 +525,11 @@ impl ReadAhead {
                                 let _ = tx.send(Ok(ReadBatch::default()));
                                 return;
                             }
-                            let batch = reader.read_batch(&rows);
+                            let batch = reader.read_batch(&rows).map(|mut b| {
+                                b.groups = std::mem::take(&mut groups);
+                                b.epochs = std::mem::take(&mut epochs);
+                                b
+                            });
                             let failed = batch.is_err();
                             if tx.send(batch).is_err() || failed {
                                 return;

@@ -11,6 +11,7 @@ mod decoded;
 mod errors;
 mod image;
 mod molmo;
+mod pack;
 mod plan;
 mod stream;
 mod writer;
@@ -23,6 +24,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     image::register(m)?;
     molmo::register(m)?;
+    pack::register(m)?;
     plan::register(m)?;
     stream::register(m)?;
     m.add_class::<writer::PyWriter>()?;

@@ -10,7 +10,9 @@ use pixmo_stream_core::storage::OpenOptions;
 
 use pixmo_stream_core::plan::{ConsumerRows, EpochPlan, ShuffleOptions};
 use pixmo_stream_core::sample::{BadSample, BadSamplePolicy};
-use pixmo_stream_core::stream::{ReadAhead, ReadAheadOptions, ReadBatch, RowSource};
+use pixmo_stream_core::stream::{
+    DrawnRows, ReadAhead, ReadAheadOptions, ReadBatch, ReplacementFits, RowSource,
+};
 use pixmo_stream_core::Dataset;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
@@ -20,8 +22,8 @@ use crate::decoded::{batch_images, image_stage, row_values, DecodeSpec};
 use crate::errors::IntoPyResult;
 use crate::plan::{make_split, mixture_rows, mixture_sources};
 
-struct SourceMeta {
-    dataset: Arc<Dataset>,
+pub(crate) struct SourceMeta {
+    pub(crate) dataset: Arc<Dataset>,
     columns: Vec<usize>,
     keys: Vec<Py<PyString>>,
 }
@@ -50,11 +52,11 @@ pub fn open_options(arg: Option<StorageArg>) -> OpenOptions {
 }
 
 /// A manifest's identity as Python holds it: `Dataset.manifest_hash`.
-type ManifestId = u64;
+pub(crate) type ManifestId = u64;
 
 /// Opens each source; with `expect`, each must still be the dataset whose manifest the caller
 /// saw (a StreamingDataset's plan was made from that dataset's layout).
-fn open_sources(
+pub(crate) fn open_sources(
     py: Python<'_>,
     paths: Vec<String>,
     columns: Vec<Option<Vec<String>>>,
@@ -91,16 +93,20 @@ fn open_sources(
     Ok(out)
 }
 
-fn build(
+pub(crate) fn build(
     py: Python<'_>,
     sources: Vec<SourceMeta>,
     rows: Box<dyn RowSource>,
     options: ReadAheadOptions,
     decode: Option<DecodeSpec>,
+    fits: Option<ReplacementFits>,
 ) -> PyResult<PyReadAhead> {
     let datasets = sources.iter().map(|s| s.dataset.clone()).collect();
     let columns = sources.iter().map(|s| s.columns.clone()).collect();
     let mut inner = ReadAhead::new(datasets, columns, rows, options).py_err()?;
+    if let Some(fits) = fits {
+        inner = inner.with_replacement_fits(fits);
+    }
     let mut image_key = None;
     if let Some(spec) = &decode {
         let projected: Vec<Vec<String>> = sources
@@ -183,7 +189,7 @@ impl PyReadAhead {
             pad,
         )?;
         let rows = ConcatRows {
-            rows: ConsumerRows::new(Arc::new(plan), split).py_err()?,
+            rows: Box::new(ConsumerRows::new(Arc::new(plan), split).py_err()?),
             starts,
         };
         build(
@@ -199,6 +205,7 @@ impl PyReadAhead {
                 on_bad_sample: policy(replace),
             },
             decode,
+            None,
         )
     }
 
@@ -252,7 +259,7 @@ impl PyReadAhead {
         build(
             py,
             metas,
-            Box::new(rows),
+            Box::new(DrawnRows::new(rows)),
             ReadAheadOptions {
                 batch_rows,
                 threads,
@@ -262,13 +269,16 @@ impl PyReadAhead {
                 on_bad_sample: policy(replace),
             },
             decode,
+            None,
         )
     }
 
-    /// The next batch as `(records, sources, rows, bad, images)`, or `None` at the end of the
-    /// stream; `rows` are the rows read (replacements included), `bad` the replaced rows,
-    /// `images` the batch's decoded images as one `[N, H, W, 3]` array when they have one
-    /// fixed size (each record's image is then a view of it), else `None`.
+    /// The next batch as `(records, sources, rows, bad, images, groups, epochs)`, or `None` at
+    /// the end of the stream; `rows` are the rows read (replacements included), `bad` the
+    /// replaced rows, `images` the batch's decoded images as one `[N, H, W, 3]` array when they
+    /// have one fixed size (each record's image is then a view of it), else `None`; `groups`
+    /// the examples per packed row (empty unpacked), `epochs` the epoch each row was drawn in
+    /// (a mixture's; else empty).
     #[allow(clippy::type_complexity)]
     fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Option<NextBatch<'py>>> {
         let batch = py
@@ -284,6 +294,8 @@ impl PyReadAhead {
             rows: read,
             bad,
             assembled,
+            groups,
+            epochs,
         } = batch;
         let images = match assembled {
             Some(v) => batch_images(py, v)?,
@@ -334,7 +346,7 @@ impl PyReadAhead {
             rows.push(r.row);
         }
         let bad = bad.iter().map(bad_to_py).collect();
-        Ok(Some((records, sources, rows, bad, images)))
+        Ok(Some((records, sources, rows, bad, images, groups, epochs)))
     }
 
     /// Whether the background threads have started (they start on the first `next_batch`).
@@ -358,17 +370,19 @@ impl PyReadAhead {
     }
 }
 
-/// What `next_batch` returns: `(records, sources, rows, bad, images)`.
+/// What `next_batch` returns: `(records, sources, rows, bad, images, groups, epochs)`.
 type NextBatch<'py> = (
     Bound<'py, PyList>,
     Vec<usize>,
     Vec<u64>,
     Vec<PyBadSample>,
     Option<Bound<'py, PyAny>>,
+    Vec<u32>,
+    Vec<u64>,
 );
 
 /// `replace`: `(seed, max_attempts)` to replace bad samples, `None` to raise.
-fn policy(replace: Option<(u64, u32)>) -> BadSamplePolicy {
+pub(crate) fn policy(replace: Option<(u64, u32)>) -> BadSamplePolicy {
     match replace {
         Some((seed, max_attempts)) => BadSamplePolicy::Replace { seed, max_attempts },
         None => BadSamplePolicy::Raise,
@@ -401,10 +415,11 @@ fn bad_to_py(b: &BadSample) -> PyBadSample {
     )
 }
 
-/// Rows of several datasets read as one.
-struct ConcatRows {
-    rows: ConsumerRows,
-    starts: Vec<u64>,
+/// Rows of several datasets read as one: global row ids (of source 0) to `(path, row)`.
+pub(crate) struct ConcatRows {
+    pub rows: Box<dyn RowSource>,
+    /// First global row of each path, then the total.
+    pub starts: Vec<u64>,
 }
 
 impl RowSource for ConcatRows {
@@ -413,11 +428,18 @@ impl RowSource for ConcatRows {
         n: usize,
         out: &mut Vec<(usize, u64)>,
     ) -> pixmo_stream_core::Result<()> {
-        for r in self.rows.by_ref().take(n) {
+        let first = out.len();
+        self.rows.next_rows(n, out)?;
+        for pair in &mut out[first..] {
+            let r = pair.1;
             let s = self.starts.partition_point(|&x| x <= r) - 1;
-            out.push((s, r - self.starts[s]));
+            *pair = (s, r - self.starts[s]);
         }
         Ok(())
+    }
+
+    fn take_marks(&mut self, groups: &mut Vec<u32>, epochs: &mut Vec<u64>) {
+        self.rows.take_marks(groups, epochs);
     }
 }
 

@@ -194,6 +194,11 @@ impl MixtureRows {
         self.draws.remaining()
     }
 
+    /// The epoch of its source that draw `d` reads.
+    pub fn epoch_of(&self, d: &Draw) -> u64 {
+        self.sources[d.source].first_epoch + d.index / self.num_rows[d.source].max(1)
+    }
+
     /// Appends up to `n` `(draw, row)` pairs to `out`; returns how many.
     pub fn next_rows(&mut self, n: usize, out: &mut Vec<(Draw, u64)>) -> Result<usize> {
         let mut taken = 0;

@@ -14,10 +14,12 @@
 //!
 //! The pieces, each a module: [`rng`] (the seeded generators every order derives from),
 //! [`order`] (one dataset's epoch order), [`split`] (which positions each consumer takes) and
-//! [`mixture`] (which source each position of a mixture draws from, and which row).
+//! [`mixture`] (which source each position of a mixture draws from, and which row) and [`pack`]
+//! (which examples share a packed row of a token and crop budget).
 
 pub mod mixture;
 pub mod order;
+pub mod pack;
 pub mod rng;
 pub mod split;
 #[cfg(test)]
@@ -25,5 +27,8 @@ mod testing;
 
 pub use mixture::{Draw, MixtureDraws, MixtureRows, MixtureSchedule, MixtureSource};
 pub use order::{EpochPlan, PlanCursor, ShuffleOptions, Window, MAX_WINDOW_ROWS};
+pub use pack::{
+    pack_window, PackCosts, PackCursor, PackOptions, PackPlan, PackedRows, PackedWindow,
+};
 pub use rng::{derive_seed, splitmix64, Rng};
 pub use split::{ConsumerRows, ConsumerSplit, Remainder};
