@@ -206,12 +206,12 @@ def molmo_batches(
     from pixmo_stream import molmo
 
     pack = None
-    if packed:
-        from pixmo_stream.packing import Packing
-
-        rows = max(1, batch_size // 2)
-        pack = Packing(
-            max_tokens=2 * seq_len, max_crops=3 * (max_crops + 1), rows_per_batch=rows, costs=None
+    if packed:  # planned from each example's cost (tokens, crops), known before decoding
+        pack = ps.Packing(
+            max_tokens=2 * seq_len,
+            max_crops=3 * (max_crops + 1),
+            rows_per_batch=max(1, batch_size // 2),
+            costs=molmo.costs,  # each example's tokens and crops, from its text and size
         )
     batches = molmo.Batches(
         tokenizer,
