@@ -3,7 +3,6 @@ the `Batches` stream option, from small PixMo-shaped datasets and a BPE trained 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -262,12 +261,8 @@ def test_costs_bound_every_example_and_are_cached(tok, qa, tmp_path):
         )
 
 
-@dataclass(frozen=True)
-class _Packing:  # the fields of pixmo_stream.packing.Packing that Batches reads
-    max_tokens: int
-    max_crops: int | None
-    rows_per_batch: int = 2
-    costs: Any = None
+def _Packing(max_tokens: int, max_crops: int | None) -> ps.Packing:
+    return ps.Packing(max_tokens, max_crops, rows_per_batch=2, costs=molmo.costs)
 
 
 def test_packed_rows_from_records(tok, qa, cap):
@@ -291,7 +286,7 @@ def test_a_packed_row_over_its_budget_loses_whole_annotations(tok, qa):
     recs = records(qa, batches)[:2]
     full = [len(e["input_tokens"]) for e in batches.examples(recs)]
     budget = sum(full) - 3
-    batches.pack = _Packing(budget, 26)
+    batches.pack = batches._packing(_Packing(budget, 26))
     b = batches([recs])
     lens = b["seq_lens"][0].tolist()
     assert sum(lens) <= budget and batches.stats.dropped_annotations == 1
@@ -301,9 +296,17 @@ def test_a_packed_row_over_its_budget_loses_whole_annotations(tok, qa):
     sub = b["subsegment_ids"][0, start : start + lens[short]]
     assert (sub == 100000 * short).all()
     # Each fits alone with one annotation, the two together do not.
-    batches.pack = _Packing(max(lens) + 1, 26)
-    with pytest.raises(ValueError, match="no example can lose"):
-        batches([recs])
+    batches.pack = batches._packing(_Packing(max(lens) + 1, 26))
+    b = batches([recs])
+    assert len([n for n in b["seq_lens"][0].tolist() if n]) == 1 and batches.stats.too_long == 1
+    # An example whose image and first turn exceed the row alone is left out likewise.
+    batches.pack = batches._packing(_Packing(min(lens) - 10, 26))
+    with pytest.raises(ValueError, match="no record of this batch"):
+        batches([recs, recs[:1]])
+    assert batches.stats.too_long == 4
+    # Unpacked, it is replaced by the batch's next example that fits (none here).
+    with pytest.raises(ValueError, match="no record of this batch"):
+        molmo.Batches(tok, molmo.Formatter("pixmo-ask-model-anything"), seq_len=50)(recs)
 
 
 def test_batches_pickle_for_spawned_workers(tok, qa):
@@ -328,3 +331,52 @@ def test_image_costs_from_the_stored_size_equal_the_preprocessing(size):
     # Unknown size: the most any image may cost (12 crops and the global view).
     tokens, crops = image_cost(None, None)
     assert crops == 13 and tokens >= len(im.image_tokens)
+
+
+def test_a_packed_stream_gives_every_example_once_in_rows_within_budget(tok, qa, tmp_path):
+    pack = ps.Packing(max_tokens=1200, max_crops=6, rows_per_batch=2, costs=molmo.costs)
+    f = molmo.Formatter("pixmo-ask-model-anything")
+    batches = molmo.Batches(tok, f, max_crops=2, pack=pack, cost_cache=tmp_path)
+    answers = []
+    for epoch in range(2):
+        ds = batches.stream(str(qa), seed=1)
+        ds.set_epoch(epoch)
+        seen = []
+        for b in ps.DataLoader(ds):
+            assert b["input_ids"].shape[1] == 1200 and b["images"].shape[1] == 6
+            for r in range(b["input_ids"].shape[0]):
+                lens = [n for n in b["seq_lens"][r].tolist() if n]
+                assert sum(lens) <= 1200
+                start = 0
+                for n in lens:
+                    t = b["labels"][r, start : start + n]
+                    m = b["loss_masks"][r, start : start + n] > 0
+                    seen.append(tok.decode(t[m].tolist()))
+                    start += n
+        answers.append(sorted(seen))
+    # Each record once per epoch (its two answers in either order).
+    for got in answers:
+        assert len(got) == 6
+        assert all(f"It is {i}." in "".join(got) for i in range(6))
+    # Every image here is one tile and the global view (costs from the stored sizes).
+    assert batches.costs(ps.Dataset(str(qa)))[1].tolist() == [2, 2, 2, 2, 2, 2]
+
+
+def test_records_with_nothing_to_train_on_are_replaced_in_a_batch_and_left_out_of_a_row(
+    tok, tmp_path
+):
+    anns = [{"captions": [f"A dog number {i}."], "transcripts": [[]]} for i in range(4)]
+    anns[1] = {"captions": [], "transcripts": []}
+    path = write_preset(tmp_path / "cap", "pixmo-cap", anns)
+    batches = molmo.Batches(tok, molmo.Formatter("pixmo-cap"), seq_len=1600)
+    recs = records(path, batches)
+    b = batches(recs)
+    texts = [tok.decode(b["labels"][i][b["loss_masks"][i] > 0].tolist()) for i in range(4)]
+    assert [t.split(".")[0] for t in texts] == [f" A dog number {i}" for i in (0, 2, 2, 3)]
+    assert torch.equal(b["images"][1], b["images"][2]) and batches.stats.empty_records == 1
+    batches.pack = batches._packing(_Packing(4096, 26))
+    p = batches([recs[:2], recs[1:2]])
+    assert p["seq_lens"].tolist() == [[len(batches.examples(recs[:1])[0]["input_tokens"])], [0]]
+    assert (p["input_ids"][1] == -1).all() and batches.stats.empty_records == 3
+    with pytest.raises(ValueError, match="no record of this batch"):
+        batches(recs[1:2] * 2)

@@ -76,6 +76,28 @@ def _portable(formatter: Formatter) -> Any:
         return {"dataset": formatter.dataset, **settings}
 
 
+def _replaced(items: list[Any], *, keep_size: bool, records: Sequence[dict[str, Any]]) -> list[Any]:
+    """`items` with each None replaced by the next item that is not (cyclically, so the
+    same on every rank) or, without `keep_size`, left out."""
+    good = [x for x in items if x is not None]
+    if not keep_size:
+        return good
+    if not good:
+        r = records[0] if records else {}
+        raise ValueError(
+            "no record of this batch has anything to train on that fits (no annotation, or "
+            f"an image and first turn over the row; the first is sample {r.get(SAMPLE_KEY)} "
+            f"of source {r.get(SOURCE_KEY, 0)})"
+        )
+    n = len(items)
+    return [
+        x
+        if x is not None
+        else next(items[j % n] for j in range(i + 1, i + n) if items[j % n] is not None)
+        for i, x in enumerate(items)
+    ]
+
+
 def _same(path: str, dataset: Any) -> bool:
     """Whether `dataset` (a ``pixmo_stream.Dataset``) is the one at `path`."""
     theirs = str(getattr(dataset, "path", ""))
@@ -229,13 +251,8 @@ class Batches:
         formatted = []
         for r in records:
             source, rng = self._rng(r)
-            ex = self.formatters[source].format(r, rng)
-            if not ex.annotations:
-                raise ValueError(
-                    f"a record of {self.names[source]} (sample {r.get(SAMPLE_KEY)}) has nothing "
-                    "to train on (no annotation)"
-                )
-            formatted.append(ex)
+            formatted.append(self.formatters[source].format(r, rng))
+        records, formatted = self._without_empty(records, formatted, row_budget is None)
         ids = tokenize_messages(self.tokenizer, formatted)
         limit = max_tokens if max_tokens is not None else self.seq_len
         truncate = "annotations" if row_budget is not None else self.truncate
@@ -261,28 +278,59 @@ class Batches:
             arrays["image_masks"] = r[IMAGE + "_patch_mask"]
             return arrays
 
-        out = [lay(i, limit, self.stats) for i in range(len(records))]
-        if row_budget is not None:
-            self._fit_row(out, row_budget, lay)
+        laid: list[dict[str, np.ndarray] | None] = []
+        for i in range(len(records)):
+            try:
+                laid.append(lay(i, limit, self.stats))
+            except ExampleTooLong:
+                # The image and first turn alone exceed the row: replaced as an empty record.
+                self.stats.too_long += 1
+                laid.append(None)
+        if row_budget is None:
+            return _replaced(laid, keep_size=True, records=records)
+        which = [i for i, x in enumerate(laid) if x is not None]
+        out = [x for x in laid if x is not None]
+        self._fit_row(out, which, row_budget, lay)
         return out
 
-    def _fit_row(self, out: list[dict[str, np.ndarray]], budget: int, lay: Any) -> None:
-        """Shortens the longest examples of a packed row (whole annotations) until it fits."""
+    def _without_empty(
+        self, records: Sequence[dict[str, Any]], formatted: list[Any], keep_size: bool
+    ) -> tuple[Sequence[dict[str, Any]], list[Any]]:
+        """Records with nothing to train on (e.g. a point explanation whose responses are all
+        null) are counted in `stats` and, in a batch, replaced by the next record of the
+        batch that has something (as the same on every rank as the batch itself); in a
+        packed row they are left out."""
+        empty = [i for i, ex in enumerate(formatted) if not ex.annotations]
+        if not empty:
+            return records, formatted
+        self.stats.empty_records += len(empty)
+        kept = _replaced(
+            [None if not ex.annotations else i for i, ex in enumerate(formatted)],
+            keep_size=keep_size,
+            records=records,
+        )
+        return [records[i] for i in kept], [formatted[i] for i in kept]
+
+    def _fit_row(
+        self, out: list[dict[str, np.ndarray]], which: list[int], budget: int, lay: Any
+    ) -> None:
+        """Shortens the longest examples of a packed row (whole annotations) until it fits;
+        where none can lose an annotation, the longest leaves the row."""
         while (over := sum(len(e["input_tokens"]) for e in out) - budget) > 0:
             for i in sorted(range(len(out)), key=lambda j: -len(out[j]["input_tokens"])):
                 try:
                     trial = LayoutStats()
-                    out[i] = lay(i, len(out[i]["input_tokens"]) - over, trial)
+                    out[i] = lay(which[i], len(out[i]["input_tokens"]) - over, trial)
                 except ExampleTooLong:
                     continue
                 trial.examples = 0  # counted already
                 self.stats.add(trial)
                 break
             else:
-                raise ValueError(
-                    f"a packed row of {len(out)} examples needs {budget + over} tokens, more "
-                    f"than its {budget}, and no example can lose an annotation"
-                )
+                # No example can lose an annotation: the longest leaves the row (counted).
+                longest = max(range(len(out)), key=lambda j: len(out[j]["input_tokens"]))
+                del out[longest], which[longest]
+                self.stats.too_long += 1
 
     def __call__(self, records: Sequence[Any]) -> dict[str, Any]:
         """The batch of `records` (a list of records), or of packed rows (a list of lists)."""
@@ -293,6 +341,8 @@ class Batches:
                 self.examples(row, self.pack.max_tokens, row_budget=self.pack.max_tokens)
                 for row in records
             ]
+            if not any(rows):
+                _replaced([None], keep_size=True, records=records[0])  # raises: nothing fits
             crops = (
                 self.pack.max_crops
                 if self.pack.max_crops is not None
@@ -343,7 +393,9 @@ class Batches:
 
     def stream(self, path: Any, *, batch_size: int | None = None, **kwargs: Any) -> Any:
         """A `StreamingDataset` over one dataset (this `Batches` must have one formatter)
-        yielding Molmo's batches of `batch_size` examples (or packed rows)."""
+        yielding Molmo's batches of `batch_size` examples, or with ``pack`` its
+        ``rows_per_batch`` packed rows (`batch_size` is then not used). Other arguments go
+        to `StreamingDataset` (``seed``, ``shuffle``, ``rank``, ``on_bad_sample``, ...)."""
         from ..streaming import StreamingDataset
 
         if len(self.formatters) != 1:
@@ -351,6 +403,8 @@ class Batches:
         self._paths = [str(path)]
         kwargs.setdefault("columns", self.columns(0))
         if self.pack is None:
+            if batch_size is None:
+                raise ValueError("give batch_size (examples per step), or pack=")
             kwargs["batch_size"] = batch_size
         return StreamingDataset(path, **self._stream_kwargs(kwargs))
 
@@ -377,6 +431,8 @@ class Batches:
         ]
         kwargs.setdefault("source_key", SOURCE_KEY)
         if self.pack is None:
+            if batch_size is None:
+                raise ValueError("give batch_size (examples per step)")
             kwargs["batch_size"] = batch_size
         kw = self._stream_kwargs(kwargs)
         params = inspect.signature(Mixture).parameters

@@ -107,10 +107,11 @@ def collate_packed(
     """
     import torch
 
-    if not rows or any(len(r) == 0 for r in rows):
-        raise ValueError("collate_packed needs rows of at least one example each")
+    given = [ex for row in rows for ex in row]
+    if not given:
+        raise ValueError("collate_packed needs at least one example")
     r_n = len(rows)
-    first = rows[0][0]
+    first = given[0]
     text = {
         k: np.full((r_n, max_tokens), PAD, dtype=np.float32 if k == "loss_masks" else np.int64)
         for k in TEXT_KEYS
@@ -119,7 +120,7 @@ def collate_packed(
     images = np.empty((r_n, max_crops, *img0.shape[1:]), dtype=img0.dtype)
     masks = np.full((r_n, max_crops, img0.shape[1]), PAD, dtype=np.float32)
     idx = np.full((r_n, max_crops, first["image_input_idx"].shape[1]), PAD, dtype=np.int32)
-    seq_lens = np.zeros((r_n, max(len(r) for r in rows)), dtype=np.int32)
+    seq_lens = np.zeros((r_n, max(1, *(len(r) for r in rows))), dtype=np.int32)
     bounds = [0]
     for i, row in enumerate(rows):
         t = c = 0

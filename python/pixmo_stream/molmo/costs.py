@@ -176,10 +176,15 @@ def costs(
     i = 0
     for batch in dataset.iter_batches(columns=cols):
         examples = [formatter.bound(r) for r in batch]
-        flat = [m for ex in examples for a in ex.annotations for m in a.messages]
-        lens = iter(len(ids) for ids in tokenizer.encode_batch(flat))
+        # Prompts repeat across records (templates, style prefixes): each once.
+        unique = list(
+            dict.fromkeys(m for ex in examples for a in ex.annotations for m in a.messages)
+        )
+        length = dict(
+            zip(unique, (len(ids) for ids in tokenizer.encode_batch(unique)), strict=True)
+        )
         for r, ex in zip(batch, examples, strict=True):
-            text = text_length([[next(lens) for _ in a.messages] for a in ex.annotations])
+            text = text_length([[length[m] for m in a.messages] for a in ex.annotations])
             img_tokens, img_crops = image_cost(r.get("height"), r.get("width"), config)
             total = img_tokens + text
             tokens[i] = min(total, max_tokens) if max_tokens is not None else total

@@ -55,12 +55,18 @@ class LayoutStats:
     dropped_annotations: int = 0
     dropped_turns: int = 0
     cut_examples: int = 0  # examples longer than seq_len under truncate="cut"
+    # Records with nothing to train on (no annotation): replaced in a batch, left out of a row.
+    empty_records: int = 0
+    # Examples whose image and first turn alone exceed the row: replaced / left out likewise.
+    too_long: int = 0
 
     def add(self, other: LayoutStats) -> None:
         self.examples += other.examples
         self.dropped_annotations += other.dropped_annotations
         self.dropped_turns += other.dropped_turns
         self.cut_examples += other.cut_examples
+        self.empty_records += other.empty_records
+        self.too_long += other.too_long
 
 
 def tokenize_messages(tokenizer: Any, examples: Sequence[Any]) -> list[list[list[np.ndarray]]]:
