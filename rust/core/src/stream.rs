@@ -21,11 +21,13 @@ use std::thread::JoinHandle;
 use crate::dataset::ChunkKey;
 use crate::decode::ColumnChunk;
 use crate::error::{Error, Result};
-use crate::plan::{ConsumerRows, MixtureRows, PackedRows};
 use crate::sample::{
     at_row, describe, is_bad_sample, replacement_row, BadSample, BadSamplePolicy, SampleStage,
 };
 pub use crate::sample::{ReadBatch, ReadRow};
+pub use sources::{DrawnRows, PackedSource};
+
+mod sources;
 use crate::Dataset;
 
 /// Where the rows to read come from, in order: `(source dataset, global row)` pairs.
@@ -37,86 +39,6 @@ pub trait RowSource: Send + 'static {
     /// packed rows they make up (appended to `groups`) and the epoch each row was drawn in
     /// (to `epochs`). Nothing by default.
     fn take_marks(&mut self, _groups: &mut Vec<u32>, _epochs: &mut Vec<u64>) {}
-}
-
-impl RowSource for ConsumerRows {
-    fn next_rows(&mut self, n: usize, out: &mut Vec<(usize, u64)>) -> Result<()> {
-        out.extend(self.by_ref().take(n).map(|r| (0, r)));
-        Ok(())
-    }
-}
-
-impl RowSource for MixtureRows {
-    fn next_rows(&mut self, n: usize, out: &mut Vec<(usize, u64)>) -> Result<()> {
-        let mut v = Vec::with_capacity(n);
-        MixtureRows::next_rows(self, n, &mut v)?;
-        out.extend(v.into_iter().map(|(d, r)| (d.source, r)));
-        Ok(())
-    }
-}
-
-/// A mixture's rows with the epoch of its source each was drawn in (for sample ids).
-pub struct DrawnRows {
-    rows: MixtureRows,
-    epochs: Vec<u64>,
-}
-
-impl DrawnRows {
-    pub fn new(rows: MixtureRows) -> Self {
-        DrawnRows {
-            rows,
-            epochs: Vec::new(),
-        }
-    }
-}
-
-impl RowSource for DrawnRows {
-    fn next_rows(&mut self, n: usize, out: &mut Vec<(usize, u64)>) -> Result<()> {
-        let mut v = Vec::with_capacity(n.min(1 << 16));
-        self.rows.next_rows(n, &mut v)?;
-        self.epochs.clear();
-        for (d, r) in v {
-            self.epochs.push(self.rows.epoch_of(&d));
-            out.push((d.source, r));
-        }
-        Ok(())
-    }
-
-    fn take_marks(&mut self, _groups: &mut Vec<u32>, epochs: &mut Vec<u64>) {
-        epochs.append(&mut self.epochs);
-    }
-}
-
-/// A packed epoch's rows: each call takes `n` *packed rows* (one batch of them) and reports
-/// their sizes, so the consumer can cut the batch's examples back into rows.
-pub struct PackedSource {
-    rows: PackedRows,
-    ids: Vec<u64>,
-    sizes: Vec<u32>,
-}
-
-impl PackedSource {
-    pub fn new(rows: PackedRows) -> Self {
-        PackedSource {
-            rows,
-            ids: Vec::new(),
-            sizes: Vec::new(),
-        }
-    }
-}
-
-impl RowSource for PackedSource {
-    fn next_rows(&mut self, n: usize, out: &mut Vec<(usize, u64)>) -> Result<()> {
-        self.ids.clear();
-        self.sizes.clear();
-        self.rows.next_rows(n, &mut self.ids, &mut self.sizes)?;
-        out.extend(self.ids.iter().map(|&r| (0, r)));
-        Ok(())
-    }
-
-    fn take_marks(&mut self, groups: &mut Vec<u32>, _epochs: &mut Vec<u64>) {
-        groups.append(&mut self.sizes);
-    }
 }
 
 /// Settings of the read-ahead stage.

@@ -20,6 +20,7 @@
 pub mod mixture;
 pub mod order;
 pub mod pack;
+mod pack_fit;
 pub mod rng;
 pub mod split;
 #[cfg(test)]

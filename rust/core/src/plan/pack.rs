@@ -17,10 +17,10 @@
 //! resumed consumer may be given them instead: [`PackPlan::with_row_counts`]); a reader then
 //! holds one packed window at a time (its row ids and row bounds: ~12 bytes an example).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::order::{EpochPlan, PlanCursor};
+use super::pack_fit::Fit;
 use super::rng::{derive_seed, Rng, STREAM_PACK};
 use super::split::{ConsumerSplit, LocalWalk};
 use crate::error::{Error, Result};
@@ -107,12 +107,11 @@ impl PackedWindow {
     }
 }
 
-/// Open rows a best-fit search looks at before opening a new row when the crops do not fit
-/// (keeps the packing linear-logarithmic whatever the crop budget).
-const CROP_SCAN: usize = 64;
-
 /// Packs `rows` (the row ids of one window, in epoch order) into rows within both budgets,
 /// then shuffles the rows with `seed` (none when `shuffle` is false).
+///
+/// Two heuristics of two-dimensional bin packing run (see [`Fit`]); the one that makes fewer
+/// rows is kept.
 pub fn pack_window(
     rows: &[u64],
     costs: &PackCosts,
@@ -121,7 +120,6 @@ pub fn pack_window(
 ) -> Result<PackedWindow> {
     let m = rows.len();
     let (max_t, max_c) = (options.max_tokens, options.max_crops);
-    // (tokens, crops, oversize) per item, clamped to the budgets.
     let mut items: Vec<(u32, u32)> = Vec::with_capacity(m);
     for &r in rows {
         let i = usize::try_from(r)
@@ -130,50 +128,22 @@ pub fn pack_window(
             .ok_or_else(|| Error::InvalidArgument(format!("no cost for row {r}")))?;
         items.push((costs.tokens[i], costs.crops[i] as u32));
     }
-    // Largest first; ties by crops, then epoch order (a total order: the plan is deterministic).
-    let mut by_size: Vec<u32> = (0..m as u32).collect();
-    by_size.sort_unstable_by(|&a, &b| {
-        let (x, y) = (items[a as usize], items[b as usize]);
-        y.0.cmp(&x.0).then(y.1.cmp(&x.1)).then(a.cmp(&b))
-    });
-    let mut bin_of = vec![0u32; m];
-    // Tokens and crops left per row; open rows by (tokens left, row).
-    let mut left: Vec<(u32, u32)> = Vec::new();
-    let mut oversize: Vec<bool> = Vec::new();
-    let mut open: BTreeSet<(u32, u32)> = BTreeSet::new();
-    for &it in &by_size {
-        let (t, c) = items[it as usize];
-        if t > max_t || c > max_c {
-            bin_of[it as usize] = left.len() as u32;
-            left.push((0, 0));
-            oversize.push(true);
-            continue;
+    let fit = Fit::new(&items, max_t, max_c);
+    // Two ways to pack; the one with fewer rows wins (the first on a tie).
+    let (mut bin_of, mut used) = fit.decreasing();
+    if let Some((rows_first, n)) = fit.row_by_row() {
+        if n < used {
+            (bin_of, used) = (rows_first, n);
         }
-        let fit = open
-            .range((t, 0)..)
-            .take(CROP_SCAN)
-            .find(|&&(_, b)| left[b as usize].1 >= c)
-            .copied();
-        let bin = match fit {
-            Some(key) => {
-                open.remove(&key);
-                key.1
-            }
-            None => {
-                left.push((max_t, max_c));
-                oversize.push(false);
-                (left.len() - 1) as u32
-            }
-        };
-        let l = &mut left[bin as usize];
-        l.0 -= t;
-        l.1 -= c;
-        if l.0 > 0 && l.1 > 0 {
-            open.insert((l.0, bin));
-        }
-        bin_of[it as usize] = bin;
     }
-    let nb = left.len();
+    let mut oversize: Vec<bool> = Vec::with_capacity(used);
+    let over_rows: Vec<usize> = (0..m).filter(|&i| bin_of[i] == u32::MAX).collect();
+    oversize.resize(used, false);
+    for it in over_rows {
+        bin_of[it] = oversize.len() as u32;
+        oversize.push(true);
+    }
+    let nb = oversize.len();
     // Row ids grouped by row, in epoch order inside each row (a counting sort by row).
     let mut order: Vec<u32> = (0..nb as u32).collect();
     if let Some(seed) = seed {
