@@ -302,6 +302,19 @@ def main() -> None:
             f"{grow / 2**20:.1f} MiB | {6 * len(tokens) / 2**20:.1f} MiB |"
         )
 
+    print(f"\nMemory against the epoch's size (pack window {args.window}, crop budget {mc}):\n")
+    print("| examples | plan time | peak memory growth | the costs' copy | the rest |")
+    print("|---|---|---|---|---|")
+    for n in (args.examples // 4, args.examples, args.examples * 4):
+        tokens, crops = mix_costs(MIXES["Molmo-like mix"], n, 7)
+        p, dt = plan(tokens, crops, mc, args.window)
+        grow = peak_growth(tokens, crops, args.window, mc)
+        copy = 6 * n
+        print(
+            f"| {n:,} | {dt:.2f} s | {grow / 2**20:.1f} MiB | {copy / 2**20:.1f} MiB "
+            f"| {(grow - copy) / 2**20:.1f} MiB |"
+        )
+
 
 if __name__ == "__main__":
     main()

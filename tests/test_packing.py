@@ -326,3 +326,39 @@ def test_stateful_dataloader_resumes_each_worker(data):
     again = loader()
     again.load_state_dict(state)
     assert head + [rows_of(s) for s in again] == whole
+
+
+def test_bench_costs_and_molmo2_baseline_run():
+    # benches/packing.py's cost model and its Molmo2 baseline, on a few examples (so the
+    # bench cannot rot): Molmo's crop counts, and both packers keep every example.
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benches import packing as bench
+
+    tokens, crops = bench.mix_costs(bench.MIXES["Molmo-like mix"], 300, 0)
+    assert 2 <= crops.min() and crops.max() <= 13 and tokens.min() > 100
+    rows = bench.molmo2_rows(tokens, crops, 128, buffer=16)
+    plan, _ = bench.plan(tokens, crops, 128, 16384)
+    bound = max(-(-int(tokens.sum()) // bench.MAX_TOKENS), -(-int(crops.sum()) // 128))
+    assert bound <= plan.num_rows <= rows
+
+
+def test_several_paths_pack_as_one(tmp_path):
+    a = write(tmp_path / "a", 150)
+    b = write(tmp_path / "b", 90)
+    calls = []
+
+    def from_dataset(d: ps.Dataset):
+        calls.append(len(d))
+        return costs(len(d))
+
+    ds = ps.StreamingDataset([a, b], seed=1, pack=packing(costs=from_dataset), sample_ids=True)
+    rows = [row for step in ds for row in step]
+    ids = sorted(r[ps.SAMPLE_KEY] for row in rows for r in row)
+    assert calls == [150, 90]
+    assert ids == [(0, i, 0) for i in range(240)]
+    t = np.concatenate([costs(150)[0], costs(90)[0]])
+    for row in rows:
+        if len(row) > 1:
+            assert sum(int(t[r[ps.SAMPLE_KEY][1]]) for r in row) <= MAX_TOKENS

@@ -48,6 +48,8 @@ class Mixture(_PlannedIterable):
         length: samples per pass over the mixture (all ranks together); `None` is infinite.
             Each pass continues the same stream where the previous one ended.
         source_key: each record gets this key holding its source's index (None: no key).
+        sample_ids: each record gets `record[pixmo_stream.SAMPLE_KEY] = (source, row, epoch)`:
+            the row of that source's dataset and the source's epoch that drew it.
     Other arguments as for `StreamingDataset`. Each source's `columns`, `seed`, `shuffle`,
     `shuffle_window` and epoch (its first epoch in the mixture) are used.
     """

@@ -394,6 +394,10 @@ class StreamingDataset(_PlannedIterable):
         decode: decode the images of a column on the read-ahead threads: `"rgb"`, `"cuda"`
             (on the GPU, in the iterating process) or a `pixmo_stream.Decode` (column,
             resize, pixel limit); see `pixmo_stream.decoding`.
+        pack: a `pixmo_stream.Packing`: yield steps of `rows_per_batch` packed rows (lists of
+            records within a token and a crop budget), planned from costs; see docs/PACKING.md.
+        sample_ids: add `record[pixmo_stream.SAMPLE_KEY] = (0, row, epoch)` to every record
+            (`row` counted through the paths read as one), the same on every layout.
         storage_options, cache, cache_limit: for URLs (``s3://``, ``gs://``, ``az://``,
             ``http(s)://``), as for `Dataset`: the store's options, and the node cache shared
             by every rank and worker of a machine (docs/STORAGE.md).
