@@ -376,6 +376,9 @@ def _run(
     # 8. Streaming through a torch DataLoader, or plain ds.iter when that is not there.
     stream_note = _stream(ds, path, n, workers, quiet, timings, problems)
 
+    # 9. One Molmo training batch, tokenized, shown as text.
+    batch_view = _molmo_batch(path, timings, problems)
+
     _report(
         out,
         info,
@@ -392,6 +395,7 @@ def _run(
         t_first,
         timings,
         stream_note,
+        batch_view,
         problems,
         time.perf_counter() - t_all,
     )
@@ -468,6 +472,25 @@ def _stream(
     return note
 
 
+def _molmo_batch(path: str, timings: list[Timing], problems: list[str]) -> tuple[list[str], str]:
+    """Molmo's batch of two records, as text (``pixmo_stream.demo_batch``)."""
+    from pixmo_stream.demo_batch import show_batch
+
+    t0 = time.perf_counter()
+    try:
+        lines, note = show_batch(path, rows=2)
+    except Exception as e:  # shown as a problem, the rest of the demo still reports
+        problems.append(f"the Molmo batch failed: {type(e).__name__}: {one_line(e)}")
+        return [], "failed (see PROBLEMS)"
+    if lines:
+        timings.append(
+            Timing(
+                "Molmo batch (2 rows)", time.perf_counter() - t0, 2, 0, "incl. a BPE trained here"
+            )
+        )
+    return lines, note
+
+
 def _pack(items: list[str], width: int) -> list[str]:
     """Comma-separated items on lines of at most ``width`` characters, never split."""
     lines: list[str] = []
@@ -503,6 +526,7 @@ def _report(
     t_first: float,
     timings: list[Timing],
     stream_note: str,
+    batch_view: tuple[list[str], str],
     problems: list[str],
     total_s: float,
 ) -> None:
@@ -535,6 +559,10 @@ def _report(
     p("\n")
     p(f"  streaming: {stream_note}\n")
     p("  MB/s counts value bytes: images as stored, text as UTF-8, arrays as their buffers\n")
+    lines, note = batch_view
+    p(f"\n  one Molmo training batch: {note}\n")
+    for line in lines:
+        p("    " + line.replace("\n", "\n    ") + "\n")
     if problems:
         p(f"PROBLEMS ({len(problems)}):\n")
         for msg in problems:
