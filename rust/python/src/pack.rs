@@ -13,7 +13,9 @@ use pyo3::prelude::*;
 
 use crate::decoded::DecodeSpec;
 use crate::plan::make_split;
-use crate::stream::{build, open_sources, policy, ConcatRows, ManifestId, PyReadAhead, StorageArg};
+use crate::stream::{
+    build, concatenated, open_sources, policy, ConcatRows, ManifestId, PyReadAhead, StorageArg,
+};
 
 fn value_error(e: pixmo_stream_core::Error) -> PyErr {
     PyValueError::new_err(e.to_string())
@@ -27,6 +29,32 @@ struct PlanArgs {
     shuffle: bool,
     window_rows: u64,
     options: PackOptions,
+}
+
+impl PlanArgs {
+    /// From the keyword arguments every packed entry point takes.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        seed: u64,
+        epoch: u64,
+        shuffle: bool,
+        window_rows: u64,
+        max_tokens: u32,
+        max_crops: u32,
+        pack_window: u64,
+    ) -> Self {
+        PlanArgs {
+            seed,
+            epoch,
+            shuffle,
+            window_rows,
+            options: PackOptions {
+                max_tokens,
+                max_crops,
+                window: pack_window,
+            },
+        }
+    }
 }
 
 fn costs(
@@ -85,17 +113,15 @@ impl PyPackPlan {
         row_counts: Option<Vec<u64>>,
     ) -> PyResult<Self> {
         let costs = costs(tokens, crops)?;
-        let args = PlanArgs {
+        let args = PlanArgs::new(
             seed,
             epoch,
             shuffle,
             window_rows,
-            options: PackOptions {
-                max_tokens,
-                max_crops,
-                window: pack_window,
-            },
-        };
+            max_tokens,
+            max_crops,
+            pack_window,
+        );
         let plan = py
             .detach(|| make_plan(&row_groups, costs, args, row_counts))
             .map_err(value_error)?;
@@ -187,24 +213,17 @@ fn packed_read_ahead(
 ) -> PyResult<PyReadAhead> {
     let n = paths.len();
     let sources = open_sources(py, paths, vec![columns; n], expect, storage)?;
-    let mut layout: Vec<u64> = Vec::new();
-    let mut starts = vec![0u64];
-    for s in &sources {
-        layout.extend(s.dataset.row_groups().iter().map(|g| g.num_rows));
-        starts.push(starts.last().unwrap() + s.dataset.num_rows());
-    }
+    let (layout, starts) = concatenated(&sources);
     let costs = costs(tokens, crops)?;
-    let args = PlanArgs {
+    let args = PlanArgs::new(
         seed,
         epoch,
         shuffle,
         window_rows,
-        options: PackOptions {
-            max_tokens,
-            max_crops,
-            window: pack_window,
-        },
-    };
+        max_tokens,
+        max_crops,
+        pack_window,
+    );
     let plan = Arc::new(
         py.detach(|| make_plan(&layout, costs, args, row_counts))
             .map_err(value_error)?,

@@ -100,6 +100,18 @@ pub(crate) fn open_sources(
     Ok(out)
 }
 
+/// Several datasets read as one, where global row ids count through them in order: the row
+/// counts of all their row groups, and the first global row of each dataset (plus the total).
+pub(crate) fn concatenated(sources: &[SourceMeta]) -> (Vec<u64>, Vec<u64>) {
+    let mut layout: Vec<u64> = Vec::new();
+    let mut starts = vec![0u64];
+    for s in sources {
+        layout.extend(s.dataset.row_groups().iter().map(|g| g.num_rows));
+        starts.push(starts.last().unwrap() + s.dataset.num_rows());
+    }
+    (layout, starts)
+}
+
 pub(crate) fn build(
     py: Python<'_>,
     sources: Vec<SourceMeta>,
@@ -172,13 +184,7 @@ impl PyReadAhead {
     ) -> PyResult<Self> {
         let n = paths.len();
         let sources = open_sources(py, paths, vec![columns; n], expect, storage)?;
-        // Several datasets are read as one: global row ids count through them in order.
-        let mut layout: Vec<u64> = Vec::new();
-        let mut starts = vec![0u64];
-        for s in &sources {
-            layout.extend(s.dataset.row_groups().iter().map(|g| g.num_rows));
-            starts.push(starts.last().unwrap() + s.dataset.num_rows());
-        }
+        let (layout, starts) = concatenated(&sources);
         let options = ShuffleOptions {
             shuffle,
             seed,
