@@ -6,40 +6,22 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 import pixmo_stream as ps
 from pixmo_stream import synthetic
+from test_object_store import plain
 
 moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")
 
 N = 24
 BUCKET = "moto-bkt"
-
-
-def plain(rec: dict[str, Any]) -> bytes:
-    """A record as comparable bytes (arrays and Blobs as lists and bytes)."""
-
-    def conv(v: Any) -> Any:
-        if isinstance(v, np.ndarray):
-            return (v.dtype.str, v.shape, v.tolist())
-        if isinstance(v, ps.Blob):
-            return bytes(v)
-        if isinstance(v, dict):
-            return {k: conv(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [conv(x) for x in v]
-        return v
-
-    return pickle.dumps(conv(rec))
 
 
 def write(path: str, **kw: Any) -> ps.WriteSummary:
