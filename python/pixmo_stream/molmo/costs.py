@@ -62,17 +62,24 @@ def image_tokens_for_tiling(tiling: tuple[int, int], config: Any) -> int:
     return glob + h * (w + 1) + 2
 
 
-@lru_cache(maxsize=65536)
-def _image_cost(height: int, width: int, key: tuple) -> tuple[int, int]:
-    from .._molmo import MolmoConfig, molmo_geometry
+def _config(key: tuple) -> Any:
+    """The `MolmoConfig` whose geometry settings `key` holds."""
+    from .._molmo import MolmoConfig
 
-    config = MolmoConfig(
+    return MolmoConfig(
         max_crops=key[0],
         crop_size=key[1],
         patch_size=key[2],
         overlap_margins=key[3],
         pooling=key[4],
     )
+
+
+@lru_cache(maxsize=65536)
+def _image_cost(height: int, width: int, key: tuple) -> tuple[int, int]:
+    from .._molmo import molmo_geometry
+
+    config = _config(key)
     try:
         tiling = molmo_geometry(height, width, config).tiling
     except ValueError:
@@ -83,15 +90,7 @@ def _image_cost(height: int, width: int, key: tuple) -> tuple[int, int]:
 @lru_cache(maxsize=64)
 def _worst(key: tuple) -> tuple[int, int]:
     """The most tokens and crops any image can cost (for rows without a stored size)."""
-    from .._molmo import MolmoConfig
-
-    config = MolmoConfig(
-        max_crops=key[0],
-        crop_size=key[1],
-        patch_size=key[2],
-        overlap_margins=key[3],
-        pooling=key[4],
-    )
+    config = _config(key)
     tilings = [
         (i, j) for i in range(1, key[0] + 1) for j in range(1, key[0] + 1) if i * j <= key[0]
     ]
