@@ -249,3 +249,31 @@ def test_copies_can_be_forced(photos, monkeypatch):
     got = list(stream(photos, 2, "rgb", user=True))
     assert received.bytes > pixel_bytes(got)
     assert memfd_maps() == before
+
+
+def test_molmo_batches_from_workers_are_written_once_in_shared_memory(tmp_path, monkeypatch):
+    """`molmo.Batches` collates straight into the worker's shared memory: every tensor of the
+    batch lies in it, nothing of the crops is pickled, and the batches equal those made
+    without workers."""
+    pytest.importorskip("tokenizers")
+    from molmo_fixtures import bpe, write_preset
+    from pixmo_stream import molmo
+
+    anns = [{"captions": [f"A dog number {i}."], "transcripts": [["um a dog"]]} for i in range(8)]
+    cap = write_preset(tmp_path / "cap", "pixmo-cap", anns)
+    batches = molmo.Batches(molmo.MolmoTokenizer(bpe()), molmo.Formatter("pixmo-cap"))
+
+    def loader(workers: int):
+        ds = batches.stream(str(cap), batch_size=4, shuffle=False)
+        return ps.DataLoader(ds, num_workers=workers)
+
+    expected = list(loader(0))
+    received = Received(monkeypatch)
+    got = list(loader(2))
+    assert_same(expected, got)
+    for b in got:
+        assert all(in_worker_memory(t) for t in b.values()), [
+            k for k, t in b.items() if not in_worker_memory(t)
+        ]
+    crops = sum(b["images"].nbytes for b in got)
+    assert received.bytes < crops / 100, (received.bytes, crops)

@@ -37,6 +37,7 @@ __all__ = [
     "Dataset",
     "RowGroupIter",
     "Blob",
+    "HostBuffer",
     "blob_from_ref",
     "FORMAT_VERSION",
     "__version__",
@@ -89,6 +90,11 @@ def image_molmo_many(
     items: Iterable[Any], cfg: tuple[Any, ...], threads: int
 ) -> list[dict[str, Any] | ImageDecodeError]: ...
 def image_molmo_geometry(height: int, width: int, cfg: tuple[Any, ...]) -> dict[str, Any]: ...
+
+@final
+class HostBuffer:
+    def __new__(cls, nbytes: int) -> HostBuffer: ...
+    def __len__(self) -> int: ...
 
 @final
 class Blob:

@@ -15,10 +15,9 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch.utils.data
 
-from . import _native, _transport, packing
+from . import _host, _native, _transport, packing
 from . import bad_samples as bad
 from ._loader_check import check_torch_loader
 from ._native import SchemaError
@@ -310,6 +309,9 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         if shared:
             _transport.install()
         user_collate = self.collate_fn
+        # A collate_fn with ``accepts_empty = True`` (`pixmo_stream.molmo.Batches`) is called
+        # as ``collate_fn(records, empty=...)`` and makes its arrays with that allocator.
+        takes_empty = bool(getattr(user_collate, "accepts_empty", False))
         nulls = self._null_fills() if user_collate is None else {}
 
         def collate_into(empty: Any) -> Callable[[list[dict[str, Any]]], Any]:
@@ -319,7 +321,7 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
                 default_collate,
                 pin_memory=self.pin_memory,
                 nulls=nulls,
-                empty=np.empty if empty is None else empty,
+                empty=_host.empty if empty is None else empty,
             )
 
         replacing = self.on_bad_sample == "replace"
@@ -336,7 +338,7 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         def finished(out: list[dict[str, Any]], replaced: list[bad.BadSample], images: Any) -> Any:
             arena = _transport.Arena() if shared else None
             empty = None if arena is None else arena.empty
-            if arena is not None and user_collate is not None:
+            if arena is not None and user_collate is not None and not takes_empty:
                 # The user's collate_fn gets arrays that travel as references, whatever
                 # it does with them.
                 out = arena.records(out)
@@ -344,6 +346,9 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
             if on_cpu:
                 assert decode is not None
                 batch = collate_decoded(out, images, decode, collate, self.pin_memory, empty)
+            elif takes_empty:
+                # It makes its arrays with `empty`: written once, where they cross by reference.
+                batch = collate(out, empty=empty or _host.empty)
             else:
                 batch = collate(out)
             if replacing and isinstance(batch, dict):

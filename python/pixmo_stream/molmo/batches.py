@@ -332,8 +332,14 @@ class Batches:
                 del out[longest], which[longest]
                 self.stats.too_long += 1
 
-    def __call__(self, records: Sequence[Any]) -> dict[str, Any]:
-        """The batch of `records` (a list of records), or of packed rows (a list of lists)."""
+    #: The stream calls ``batches(records, empty=...)`` with the allocator of the process it
+    #: runs in (shared memory in a DataLoader worker), so the batch is written once, where it
+    #: crosses to the main process by reference (see `pixmo_stream.StreamingDataset`).
+    accepts_empty = True
+
+    def __call__(self, records: Sequence[Any], *, empty: Any = None) -> dict[str, Any]:
+        """The batch of `records` (a list of records), or of packed rows (a list of lists);
+        `empty(shape, dtype)` makes its arrays (see `collate.collate`)."""
         if records and isinstance(records[0], (list, tuple)):
             if self.pack is None:
                 raise ValueError("packed rows given to a Batches made without pack=")
@@ -348,8 +354,8 @@ class Batches:
                 if self.pack.max_crops is not None
                 else max(sum(len(e["images"]) for e in row) for row in rows)
             )
-            return collate_packed(rows, self.pack.max_tokens, crops)
-        return collate(self.examples(records), self.seq_len, self.n_crops)
+            return collate_packed(rows, self.pack.max_tokens, crops, empty=empty)
+        return collate(self.examples(records), self.seq_len, self.n_crops, empty=empty)
 
     # ---- costs for packing -----------------------------------------------------------------
     def costs(self, dataset: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ the example in its row, ``cu_seqlens`` / ``seq_lens`` for variable-length attent
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,13 +41,29 @@ def _check_crops(n: int, max_crops: int, where: str) -> None:
         )
 
 
+Empty = Callable[[tuple[int, ...], Any], np.ndarray]
+
+
+def _default_empty() -> Empty:
+    from .._host import empty
+
+    return empty
+
+
 def collate(
-    examples: Sequence[dict[str, np.ndarray]], seq_len: int = 2304, max_crops: int = 13
+    examples: Sequence[dict[str, np.ndarray]],
+    seq_len: int = 2304,
+    max_crops: int = 13,
+    *,
+    empty: Empty | None = None,
 ) -> dict[str, Any]:
     """Molmo v1's ``MMCollator(seq_len, pad="to_max", max_crops)`` of per-example arrays.
 
     `max_crops` counts every crop of the images axis, the global view included (13 for
     Molmo's ``max_crops=12``). Rows longer than `seq_len` are cut, as v1 does.
+    `empty(shape, dtype)` makes the output arrays (in a DataLoader worker, shared memory that
+    crosses to the main process as a reference; by default memory that the next batch
+    reuses).
     Returns torch tensors: ``input_ids``, ``labels``, ``position_ids``, ``subsegment_ids``
     int64, ``loss_masks`` float32 ``[B, seq_len]``; ``images`` ``[B, max_crops, 576, 588]``
     (float32, or uint8 as given), ``image_masks`` float32 ``[B, max_crops, 576]``,
@@ -58,12 +74,13 @@ def collate(
     if not examples:
         raise ValueError("collate needs at least one example")
     b = len(examples)
+    empty = empty or _default_empty()
     out: dict[str, Any] = {}
     several = any("subsegment_ids" in ex for ex in examples)
     for key in TEXT_KEYS:
         if key == "subsegment_ids" and not several:
             continue
-        arr = np.full((b, seq_len), PAD, dtype=np.float32 if key == "loss_masks" else np.int64)
+        arr = _full(empty, (b, seq_len), np.float32 if key == "loss_masks" else np.int64)
         for i, ex in enumerate(examples):
             v = ex.get(key)
             if v is None:  # only subsegment_ids: ones for single-annotation examples
@@ -73,9 +90,9 @@ def collate(
         out[_OUT.get(key, key)] = torch.from_numpy(arr)
     first = examples[0]["images"]
     # The crops are most of the bytes: write each once (no fill first, then copy).
-    images = np.empty((b, max_crops, *first.shape[1:]), dtype=first.dtype)
-    masks = np.full((b, max_crops, first.shape[1]), PAD, dtype=np.float32)
-    idx = np.full((b, max_crops, examples[0]["image_input_idx"].shape[1]), PAD, dtype=np.int32)
+    images = empty((b, max_crops, *first.shape[1:]), first.dtype)
+    masks = _full(empty, (b, max_crops, first.shape[1]), np.float32)
+    idx = _full(empty, (b, max_crops, examples[0]["image_input_idx"].shape[1]), np.int32)
     for i, ex in enumerate(examples):
         n = len(ex["images"])
         _check_crops(n, max_crops, f"example {i}")
@@ -89,8 +106,18 @@ def collate(
     return out
 
 
+def _full(empty: Empty, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    out = empty(shape, dtype)
+    out.fill(PAD)
+    return out
+
+
 def collate_packed(
-    rows: Sequence[Sequence[dict[str, np.ndarray]]], max_tokens: int, max_crops: int
+    rows: Sequence[Sequence[dict[str, np.ndarray]]],
+    max_tokens: int,
+    max_crops: int,
+    *,
+    empty: Empty | None = None,
 ) -> dict[str, Any]:
     """Rows of several examples each (see the module's doc). Keys as `collate`'s (always with
     ``subsegment_ids``), ``[R, max_tokens]`` and ``[R, max_crops, ...]``, plus:
@@ -103,7 +130,7 @@ def collate_packed(
     - ``loss_weight_sum`` float32 scalar: the sum of the positive ``loss_masks``, what Molmo
       divides the summed loss by (all-reduce it for the global batch).
 
-    Raises ``ValueError`` for a row over either budget.
+    Raises ``ValueError`` for a row over either budget. `empty` as for `collate`.
     """
     import torch
 
@@ -111,16 +138,18 @@ def collate_packed(
     if not given:
         raise ValueError("collate_packed needs at least one example")
     r_n = len(rows)
+    empty = empty or _default_empty()
     first = given[0]
     text = {
-        k: np.full((r_n, max_tokens), PAD, dtype=np.float32 if k == "loss_masks" else np.int64)
+        k: _full(empty, (r_n, max_tokens), np.float32 if k == "loss_masks" else np.int64)
         for k in TEXT_KEYS
     }
     img0 = first["images"]
-    images = np.empty((r_n, max_crops, *img0.shape[1:]), dtype=img0.dtype)
-    masks = np.full((r_n, max_crops, img0.shape[1]), PAD, dtype=np.float32)
-    idx = np.full((r_n, max_crops, first["image_input_idx"].shape[1]), PAD, dtype=np.int32)
-    seq_lens = np.zeros((r_n, max(1, *(len(r) for r in rows))), dtype=np.int32)
+    images = empty((r_n, max_crops, *img0.shape[1:]), img0.dtype)
+    masks = _full(empty, (r_n, max_crops, img0.shape[1]), np.float32)
+    idx = _full(empty, (r_n, max_crops, first["image_input_idx"].shape[1]), np.int32)
+    seq_lens = empty((r_n, max(1, *(len(r) for r in rows))), np.int32)
+    seq_lens.fill(0)
     bounds = [0]
     for i, row in enumerate(rows):
         t = c = 0
@@ -153,11 +182,13 @@ def collate_packed(
     out["images"] = torch.from_numpy(images)
     out["image_input_idx"] = torch.from_numpy(idx)
     out["image_masks"] = torch.from_numpy(masks)
-    out["cu_seqlens"] = torch.tensor(bounds, dtype=torch.int32)
+    cu_seqlens = empty((len(bounds),), np.int32)
+    cu_seqlens[:] = bounds
+    weight_sum = empty((), np.float32)
+    weight_sum[()] = loss[loss > 0].sum(dtype=np.float64)
+    out["cu_seqlens"] = torch.from_numpy(cu_seqlens)
     out["seq_lens"] = torch.from_numpy(seq_lens)
-    out["loss_weight_sum"] = torch.tensor(
-        float(loss[loss > 0].sum(dtype=np.float64)), dtype=torch.float32
-    )
+    out["loss_weight_sum"] = torch.from_numpy(weight_sum)
     return out
 
 

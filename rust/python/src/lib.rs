@@ -9,6 +9,7 @@ mod convert;
 mod dataset;
 mod decoded;
 mod errors;
+mod host;
 mod image;
 mod molmo;
 mod pack;
@@ -21,6 +22,7 @@ static ALLOCATOR: alloc::Split = alloc::Split;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    alloc::configure();
     errors::register(m)?;
     image::register(m)?;
     molmo::register(m)?;
@@ -31,6 +33,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dataset::PyDataset>()?;
     m.add_class::<dataset::PyRowGroupIter>()?;
     m.add_class::<blob::PyBlob>()?;
+    m.add_class::<host::HostBuffer>()?;
     m.add_function(wrap_pyfunction!(blob::blob_from_ref, m)?)?;
     m.add(
         "FORMAT_VERSION",

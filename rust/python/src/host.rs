@@ -1,0 +1,88 @@
+//! `HostBuffer`: writable, uninitialised memory from the native module's allocator, exported
+//! through the buffer protocol, for the large arrays a collate function fills every batch.
+//!
+//! numpy's own `np.empty` of a batch of crops (141 MB for Molmo's float32 batch of 8) comes
+//! from glibc's `malloc`, which maps such blocks fresh and unmaps them when freed, so the kernel
+//! zeroes every page of every batch again. Blocks from this module's allocator (mimalloc for
+//! blocks of 1 MiB and more, see `alloc.rs`) are reused while the stream runs.
+
+use std::alloc::{alloc, dealloc, Layout};
+use std::os::raw::c_int;
+
+use pyo3::exceptions::{PyMemoryError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+/// Alignment of every buffer: a cache line (and AVX-512's vectors).
+const ALIGN: usize = 64;
+
+#[pyclass(name = "HostBuffer", module = "pixmo_stream._native", frozen)]
+pub struct HostBuffer {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the buffer is plain memory owned by this object; Python's buffer protocol (not this
+// type) arbitrates who writes it, as for a bytearray.
+unsafe impl Send for HostBuffer {}
+unsafe impl Sync for HostBuffer {}
+
+impl HostBuffer {
+    fn layout(len: usize) -> PyResult<Layout> {
+        Layout::from_size_align(len.max(1), ALIGN)
+            .map_err(|_| PyValueError::new_err(format!("a buffer of {len} bytes is too large")))
+    }
+}
+
+#[pymethods]
+impl HostBuffer {
+    /// `nbytes` of uninitialised memory (write before reading, as with `np.empty`).
+    #[new]
+    fn new(nbytes: usize) -> PyResult<Self> {
+        let layout = Self::layout(nbytes)?;
+        // SAFETY: `layout` has a non-zero size.
+        let ptr = unsafe { alloc(layout) };
+        if ptr.is_null() {
+            return Err(PyMemoryError::new_err(format!(
+                "could not allocate {nbytes} bytes"
+            )));
+        }
+        Ok(HostBuffer { ptr, len: nbytes })
+    }
+
+    /// # Safety
+    /// Called by CPython with a valid `view`. The memory belongs to `self` and is freed only
+    /// when `self` is; `PyBuffer_FillInfo` stores a new reference to `self` in `view.obj`, so
+    /// it outlives every consumer of the view.
+    unsafe fn __getbuffer__(
+        slf: PyRef<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        let ret = ffi::PyBuffer_FillInfo(
+            view,
+            slf.as_ptr(),
+            slf.ptr as *mut std::ffi::c_void,
+            slf.len as ffi::Py_ssize_t,
+            0,
+            flags,
+        );
+        if ret == -1 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
+
+    fn __len__(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for HostBuffer {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from `alloc` with this very layout (checked when it was made).
+        unsafe { dealloc(self.ptr, Self::layout(self.len).expect("checked in new")) }
+    }
+}
