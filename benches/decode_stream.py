@@ -375,20 +375,28 @@ def worker_decodes(size: int) -> dict[str, tuple[Any, int]]:
 
 
 # (workers, the user's collate_fn, arrays pickled as before: PIXMO_STREAM_WORKER_IPC=copy)
+# (workers, a collate_fn of the user's, IPC=copy, in_process): in_process=None is what
+# pixmo_stream.DataLoader does by default (with the default collate: read in this process).
 WORKER_SETUPS = {
-    "0 workers": (0, False, False),
-    "2 workers, default collate": (2, False, False),
-    "2 workers, collate_fn returning the records": (2, True, False),
-    "2 workers, default collate, IPC=copy": (2, False, True),
-    "2 workers, collate_fn returning the records, IPC=copy": (2, True, True),
+    "0 workers": (0, False, False, None),
+    "num_workers=2 as the loader chooses (default collate: in process)": (2, False, False, None),
+    "2 worker processes, default collate": (2, False, False, False),
+    "2 workers, collate_fn returning the records": (2, True, False, None),
+    "2 worker processes, default collate, IPC=copy": (2, False, True, False),
+    "2 workers, collate_fn returning the records, IPC=copy": (2, True, True, None),
 }
 
 
 def ours_workers(
-    path: Path, decode: Any, batch: int, workers: int, user: bool, copy: bool, limit: int
+    path: Path,
+    decode: Any,
+    batch: int,
+    setup: tuple[int, bool, bool, bool | None],
+    limit: int,
 ) -> dict[str, float]:
     import pixmo_stream as ps
 
+    workers, user, copy, in_process = setup
     ds = ps.StreamingDataset(
         str(path),
         seed=0,
@@ -406,7 +414,8 @@ def ours_workers(
     if copy:  # (read by the workers, which inherit this process's environment)
         os.environ["PIXMO_STREAM_WORKER_IPC"] = "copy"
     try:
-        return rate(ps.DataLoader(ds, num_workers=workers), count, limit, cpu)
+        loader = ps.DataLoader(ds, num_workers=workers, in_process=in_process)
+        return rate(loader, count, limit, cpu)
     finally:
         os.environ.pop("PIXMO_STREAM_WORKER_IPC", None)
         if before is not None:
@@ -422,8 +431,8 @@ def worker_rows(args: argparse.Namespace, paths: dict[str, Path]) -> dict[str, A
         n = args.records * 9 // 10 if batch == BATCH else max(96, args.records // 8)
         best: dict[str, dict[str, float]] = {}
         for _ in range(2):
-            for setup, (workers, user, copy) in WORKER_SETUPS.items():
-                r = ours_workers(paths["pixmo"], decode, batch, workers, user, copy, n)
+            for setup, how in WORKER_SETUPS.items():
+                r = ours_workers(paths["pixmo"], decode, batch, how, n)
                 if setup not in best or r["images_per_s"] > best[setup]["images_per_s"]:
                     best[setup] = r
         base = best["0 workers"]["images_per_s"]

@@ -82,7 +82,7 @@ DECODE = ps.Decode(resize=SIZE, max_pixels=10_000_000)
 def stream(path: str, workers: int, **kw):
     kw.setdefault("decode", DECODE)
     ds = ps.StreamingDataset(path, seed=3, batch_size=8, **kw)
-    return ds, ps.DataLoader(ds, num_workers=workers)
+    return ds, ps.DataLoader(ds, num_workers=workers, in_process=False)
 
 
 def test_fixed_size_batches_are_one_contiguous_tensor_equal_to_decode(good):
@@ -195,7 +195,7 @@ def test_mixtures_decode_and_replace(photos, good):
         sources, [0.5, 0.5], length=160, batch_size=16, decode=DECODE, on_bad_sample="replace"
     )
     total = 0
-    for batch in ps.DataLoader(mix, num_workers=2):
+    for batch in ps.DataLoader(mix, num_workers=2, in_process=False):
         assert batch["image"].shape == (16, *SIZE, 3)
         total += 16
     assert total == 160 and mix.bad_samples == mix.state_dict()["bad_samples"]
@@ -375,7 +375,7 @@ def test_molmo_follows_the_bad_sample_policy(photos):
     with pytest.raises(ps.BadSampleError, match="row 10"):
         list(ps.StreamingDataset(photos, decode="molmo", shuffle=False))
     ds = ps.StreamingDataset(photos, decode="molmo", batch_size=16, on_bad_sample="replace")
-    batches = list(ps.DataLoader(ds, num_workers=2))
+    batches = list(ps.DataLoader(ds, num_workers=2, in_process=False))
     ids = [i for b in batches for i in b["id"].tolist()]
     # The decompression bomb is refused by MolmoConfig's own (default) pixel limit too.
     assert len(ids) == N and not set(BROKEN) & set(ids)
@@ -384,3 +384,29 @@ def test_molmo_follows_the_bad_sample_policy(photos):
         ps.Decode(molmo=image.MolmoConfig(), resize=(4, 4))
     with pytest.raises(ValueError, match=r"own sizes and fast mode .*\['fast'\]"):
         ps.Decode(molmo=image.MolmoConfig(), fast=False)
+
+
+def test_a_decoding_loader_without_user_code_reads_in_process_and_says_so(good, caplog):
+    """Workers would decode on the same native threads and copy every image to the main
+    process: with nothing of the user's to run per batch, the loader reads in this process on
+    the threads they would have had, says so, and yields what 0 workers yield."""
+    import logging
+
+    expected = [b["image"] for b in stream(good, 0)[1]]
+    with caplog.at_level(logging.WARNING, logger="pixmo_stream"):
+        ds, loader = stream(good, 2)
+        loader = ps.DataLoader(ds, num_workers=2, persistent_workers=True, prefetch_factor=4)
+    assert (loader.num_workers, loader.requested_workers) == (0, 2)
+    assert "in_process=False" in caplog.text and "num_workers=2" in caplog.text
+    got = [b["image"] for b in loader]
+    assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
+    # Asked for: no message. Kept: workers. Code of the user's per batch: workers.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pixmo_stream"):
+        assert ps.DataLoader(ds, num_workers=2, in_process=True).num_workers == 0
+    assert caplog.text == ""
+    assert ps.DataLoader(ds, num_workers=2, in_process=False).num_workers == 2
+    assert ps.DataLoader(ds, num_workers=2, worker_init_fn=print).num_workers == 2
+    users = ps.StreamingDataset(good, batch_size=8, decode=DECODE, collate_fn=list)
+    assert ps.DataLoader(users, num_workers=2).num_workers == 2
+    assert ps.DataLoader(ps.StreamingDataset(good, batch_size=8), num_workers=2).num_workers == 2

@@ -51,6 +51,8 @@ def stream(
     photos: str, workers: int, decode, *, user: bool, loader_batches: bool = False, **kwargs
 ):
     collate = as_records if user else None
+    # (worker processes, also where pixmo_stream.DataLoader would read in this process)
+    kwargs.setdefault("in_process", False)
     if loader_batches:
         ds = ps.StreamingDataset(photos, seed=3, decode=decode)
         if user:

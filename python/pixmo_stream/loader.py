@@ -11,6 +11,7 @@ local order 0, 1, 2, ...; after `c` of them on every rank, exactly the epoch pos
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,8 @@ from .bad_samples import BATCH_KEY
 from .batching import collate
 from .decoding import decode_on_gpu
 from .streaming import _PlannedIterable
+
+_log = logging.getLogger("pixmo_stream")
 
 
 def _as_is(x: Any) -> Any:
@@ -36,17 +39,57 @@ def _shared_collate(records: list[dict[str, Any]]) -> Any:
     return collate(records, empty=_transport.Arena().empty)
 
 
+#: Arguments of torch's DataLoader that only worker processes take.
+_WORKER_ONLY = ("persistent_workers", "prefetch_factor", "multiprocessing_context", "timeout")
+
+
+def _nothing_for_workers(dataset: _PlannedIterable, kwargs: dict[str, Any]) -> bool:
+    """Whether worker processes could only slow this loader down: the dataset decodes on its
+    native read-ahead threads and no Python of the user's runs per batch (no collate_fn, no
+    worker_init_fn), so workers would add nothing but copying every image between processes."""
+    decode = dataset.decode
+    return (
+        decode is not None
+        and decode.device == "cpu"
+        and dataset.collate_fn is None
+        and kwargs.get("collate_fn") is None
+        and kwargs.get("worker_init_fn") is None
+    )
+
+
 class DataLoader(torch.utils.data.DataLoader):
     """`torch.utils.data.DataLoader` for a `StreamingDataset` or `Mixture`.
 
     Either let the dataset batch (`StreamingDataset(..., batch_size=B)` and `batch_size=None`
     here: the fast path), or batch here (`batch_size=B`, dataset unbatched). Everything else is
     passed to torch's DataLoader.
+
+    ``in_process``: where a dataset decodes images (``decode=...``) and no function of yours
+    runs per batch (no ``collate_fn``, no ``worker_init_fn``), ``num_workers`` worker
+    processes would decode on the same native threads and then copy every image to this
+    process, which is slower (``"rgb"``: 0.88x), so by default (``None``) the loader reads in
+    this process on the threads the workers would have had together, and says so (a
+    warning on the ``pixmo_stream`` logger). ``False`` keeps the worker processes; ``True`` reads in this process whatever
+    the dataset does.
     """
 
-    def __init__(self, dataset: _PlannedIterable, batch_size: int | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        dataset: _PlannedIterable,
+        batch_size: int | None = None,
+        *,
+        in_process: bool | None = None,
+        **kwargs: Any,
+    ):
         if not isinstance(dataset, _PlannedIterable):
             raise TypeError("pixmo_stream.DataLoader needs a StreamingDataset or a Mixture")
+        #: The worker processes asked for (``num_workers``), whether or not they run.
+        self.requested_workers = int(kwargs.get("num_workers") or 0)
+        dataset._in_process_threads = 0
+        if self.requested_workers > 0 and (
+            in_process if in_process is not None else _nothing_for_workers(dataset, kwargs)
+        ):
+            self._read_in_process(dataset, kwargs, told=in_process is not None)
         if dataset.batch_size is not None and batch_size is not None:
             raise ValueError(
                 "the dataset already batches (batch_size set on it); pass batch_size=None here"
@@ -70,6 +113,26 @@ class DataLoader(torch.utils.data.DataLoader):
         super().__init__(dataset, batch_size=batch_size, **kwargs)
         self._pass_of_workers: int | None = None
         self._worker_state: dict[str, Any] | None = None
+
+    def _read_in_process(
+        self, dataset: _PlannedIterable, kwargs: dict[str, Any], *, told: bool
+    ) -> None:
+        workers = self.requested_workers
+        threads = dataset._threads(workers) * workers
+        dataset._in_process_threads = threads
+        kwargs["num_workers"] = 0
+        for key in _WORKER_ONLY:
+            kwargs.pop(key, None)
+        if not told:
+            _log.warning(
+                "pixmo_stream.DataLoader reads in this process on %d native threads instead "
+                "of num_workers=%d worker processes: the dataset decodes on those threads "
+                "either way, and workers would copy every image to this process (slower). "
+                "Pass in_process=False to keep worker processes, or in_process=True to say "
+                "this is what you want.",
+                threads,
+                workers,
+            )
 
     @property
     def _block(self) -> int:

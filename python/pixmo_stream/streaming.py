@@ -76,6 +76,7 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         self.collate_fn = collate_fn
         self.pin_memory = pin_memory
         self.read_threads = read_threads
+        self._in_process_threads = 0  # (set by pixmo_stream.DataLoader: see _threads)
         self.read_ahead = read_ahead
         self.on_bad_sample = on_bad_sample
         self.max_replacements = max_replacements
@@ -149,6 +150,10 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         (more threads than cores only delay the first batch)."""
         if self.read_threads is not None:
             return self.read_threads
+        if num_workers == 0 and getattr(self, "_in_process_threads", 0):
+            # (pixmo_stream.DataLoader reading in this process for the workers it was asked
+            # for: as many threads as they would have had together)
+            return self._in_process_threads
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         cores = cores or os.cpu_count() or 1
         return max(1, min(2, cores // max(1, num_workers)))
