@@ -305,3 +305,30 @@ def test_batches_mixture_packs_each_source_with_its_own_formatter(tmp_path):
     plain = batches.mixture(paths, [0.5, 0.5], length=8, seed=2, collate_fn=None)
     want = [r[ps.SAMPLE_KEY][:2] for step in plain for row in step for r in row]
     assert sorted(seen) == sorted(want) and {s for s, _ in want} == {0, 1}
+
+
+def test_persistent_workers_continue_the_stream(paths):
+    whole, _ = read(mixture(paths, length=60))
+    mix = mixture(paths, length=30)
+    loader = ps.DataLoader(mix, num_workers=2, persistent_workers=True)
+    passes = [[row for step in loader for row in rows_of(step)] for _ in range(2)]
+    assert passes[0] + passes[1] == whole
+    assert mix.state_dict()["pack"]["row"] == 60
+
+
+def test_stateful_dataloader_resumes_each_worker(paths):
+    stateful = pytest.importorskip("torchdata.stateful_dataloader")
+
+    def loader():
+        return stateful.StatefulDataLoader(mixture(paths, 45), batch_size=None, num_workers=2)
+
+    whole = [rows_of(s) for s in loader()]
+    assert len(whole) == 15
+    first = loader()
+    it = iter(first)
+    head = [rows_of(next(it)) for _ in range(5)]
+    state = first.state_dict()
+    del it
+    again = loader()
+    again.load_state_dict(state)
+    assert head + [rows_of(s) for s in again] == whole
