@@ -161,12 +161,11 @@ class Mixture(_PlannedIterable):
         self._row = 0
 
     def __len__(self) -> int:
-        """Items this rank yields per pass: samples, or steps with `batch_size` or `pack`."""
+        """Samples this rank yields per pass; with `pack`, steps of packed rows."""
         if self.length == INFINITE:
             raise TypeError("an infinite Mixture has no length")
         n = -(-self.length // self.rank_world()[1])
-        step = self.batch_size or (self.pack.rows_per_batch if self.pack is not None else None)
-        return -(-n // step) if step else n
+        return -(-n // self.pack.rows_per_batch) if self.pack is not None else n
 
     def _block_size(self) -> int:
         return self.pack.rows_per_batch if self.pack is not None else super()._block_size()
