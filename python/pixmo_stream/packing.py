@@ -47,10 +47,12 @@ class Packing:
         max_crops: crop budget of one row (`None`: no crop budget).
         rows_per_batch: packed rows per step per rank.
         costs: per dataset row, `(tokens uint32[N], crops uint16[N])`, or a callable that
-            returns them for a `pixmo_stream.Dataset` (called once per dataset, in the
-            main process; e.g. `pixmo_stream.molmo.costs`).
-        window: examples planned together: the plan's memory bound (8 bytes of row ids and
-            ~12 bytes of bookkeeping per example) and its span of choice.
+            returns them for a `pixmo_stream.Dataset` (called once per dataset, or per
+            source of a `Mixture`, in the main process; e.g. `pixmo_stream.molmo.costs`).
+            A `Mixture` needs the callable.
+        window: examples planned together (a mixture's consecutive positions): the plan's
+            memory bound (8 bytes of row ids and ~12 bytes of bookkeeping per example; ~32
+            for a mixture) and its span of choice.
 
     An example over either budget gets a row of its own (its collate must cut it).
     """
