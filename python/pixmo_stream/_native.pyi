@@ -33,6 +33,8 @@ __all__ = [
     "ReadAhead",
     "PackPlan",
     "packed_read_ahead",
+    "MixturePackPlan",
+    "mixture_packed_read_ahead",
     "Writer",
     "Dataset",
     "RowGroupIter",
@@ -359,6 +361,56 @@ def packed_read_ahead(
     worker: int = 0,
     block: int = 1,
     pad: bool = True,
+    threads: int = 2,
+    depth: int = 2,
+    skip: int = 0,
+    verify_blobs: bool = True,
+    expect: list[int | None] | None = None,
+    replace: tuple[int, int] | None = None,
+    decode: tuple[str, int, int, bool, int, str, tuple[Any, ...] | None] | None = None,
+    storage: Sequence[_StorageArg | None] | None = None,
+) -> ReadAhead: ...
+
+_Anchor = tuple[int, int, list[int]]
+
+@final
+class MixturePackPlan:
+    def __new__(
+        cls,
+        weights: list[float],
+        seed: int,
+        sources: list[tuple[list[int], int, bool, int, int]],
+        tokens: list[npt.NDArray[np.uint32]],
+        crops: list[npt.NDArray[np.uint16]],
+        *,
+        max_tokens: int = 16384,
+        max_crops: int = ...,
+        pack_window: int = 16384,
+    ) -> MixturePackPlan: ...
+    def seek(self, anchor: _Anchor, row: int) -> _Anchor: ...
+    def rows(
+        self, anchor: _Anchor, start: int, n: int
+    ) -> tuple[
+        npt.NDArray[np.uint64],
+        npt.NDArray[np.uint64],
+        npt.NDArray[np.uint64],
+        npt.NDArray[np.uint32],
+        list[bool],
+    ]: ...
+
+def mixture_packed_read_ahead(
+    plan: MixturePackPlan,
+    paths: list[str],
+    columns: list[list[str] | None],
+    anchor: _Anchor,
+    *,
+    num_positions: int,
+    start: int = 0,
+    world_size: int = 1,
+    rank: int = 0,
+    num_workers: int = 1,
+    worker: int = 0,
+    block: int = 1,
     threads: int = 2,
     depth: int = 2,
     skip: int = 0,

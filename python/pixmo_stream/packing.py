@@ -8,7 +8,8 @@ is computed in the Rust core (`rust/core/src/plan/pack.rs`) as a pure function o
 `window` consecutive examples, each window is bin-packed (best fit, largest first, the crop
 budget as a second constraint), and its rows are shuffled. Ranks and DataLoader workers split
 the *rows* as they split samples unpacked, so the state is (epoch, rows consumed) and resumes
-exactly on any number of ranks and workers. See docs/PACKING.md.
+exactly on any number of ranks and workers. `Mixture(..., pack=Packing(...))` packs the
+mixture's open-ended position stream the same way (`MixturePackState`). See docs/PACKING.md.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ class Packing:
         max_crops: crop budget of one row (`None`: no crop budget).
         rows_per_batch: packed rows per step per rank.
         costs: per dataset row, `(tokens uint32[N], crops uint16[N])`, or a callable that
-            returns them for a `pixmo_stream.Dataset` (called once per dataset, in the
-            main process; e.g. `pixmo_stream.molmo.costs`).
-        window: examples planned together: the plan's memory bound (8 bytes of row ids and
-            ~12 bytes of bookkeeping per example) and its span of choice.
+            returns them for a `pixmo_stream.Dataset` (called once per dataset, or per
+            source of a `Mixture`, in the main process; e.g. `pixmo_stream.molmo.costs`).
+            A `Mixture` needs the callable.
+        window: examples planned together (a mixture's consecutive positions): the plan's
+            memory bound (8 bytes of row ids and ~12 bytes of bookkeeping per example; ~32
+            for a mixture) and its span of choice.
 
     An example over either budget gets a row of its own (its collate must cut it).
     """
@@ -146,6 +149,79 @@ class PackState:
         if epoch not in self._counts:
             self.plan(row_groups, epoch, **kw)
         return self._counts[epoch]
+
+
+#: A mixture's pack window as `(window, first packed row, draws per source before it)`.
+Anchor = tuple[int, int, list[int]]
+
+
+class MixturePackState:
+    """The packing side of a `Mixture`: each source's costs, the core's plan of the packed
+    stream (built once per process: it is not pickled) and the latest pack window this process
+    has found (`seek` starts from it, so a process packs each window once)."""
+
+    def __init__(
+        self,
+        packing: Packing,
+        costs: list[Costs],
+        rates: list[float],
+        seed: int,
+        specs: list[tuple[list[int], int, bool, int, int]],
+    ) -> None:
+        self.packing = packing
+        self.costs = costs
+        self._args = (rates, seed, specs)
+        self._plan: Any = None
+        self._latest: Anchor | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_plan"] = None
+        return state
+
+    def origin(self) -> Anchor:
+        return (0, 0, [0] * len(self.costs))
+
+    def plan(self) -> Any:
+        if self._plan is None:
+            rates, seed, specs = self._args
+            p = self.packing
+            self._plan = _native.MixturePackPlan(
+                rates,
+                seed,
+                specs,
+                [c[0] for c in self.costs],
+                [c[1] for c in self.costs],
+                max_tokens=p.max_tokens,
+                max_crops=p.crop_budget,
+                pack_window=p.window,
+            )
+        return self._plan
+
+    def seek(self, anchor: Anchor, row: int) -> Anchor:
+        """The pack window holding packed row `row`, from `anchor` (at or before it) or from
+        the latest window found here where that is nearer."""
+        latest = self._latest
+        if latest is not None and anchor[1] <= latest[1] <= row:
+            anchor = latest
+        window, first, counts = self.plan().seek(anchor, row)
+        found = (int(window), int(first), [int(c) for c in counts])
+        if latest is None or found[1] >= latest[1]:
+            self._latest = found
+        return found
+
+    def key(self) -> dict[str, Any]:
+        """What the packed stream depends on beyond the mixture's seed, rates and sources."""
+        crc = 0
+        for c in self.costs:
+            crc = zlib.crc32(c[1].tobytes(), zlib.crc32(c[0].tobytes(), crc))
+        p = self.packing
+        return {
+            "max_tokens": p.max_tokens,
+            "max_crops": p.max_crops,
+            "window": p.window,
+            "costs_crc32": crc,
+        }
 
 
 def split_rows(records: list[dict[str, Any]], groups: Sequence[int]) -> list[list[dict[str, Any]]]:

@@ -424,7 +424,11 @@ class Batches:
         **kwargs: Any,
     ) -> Any:
         """A `Mixture` of one dataset per formatter (``paths`` in the same order) at `rates`
-        (e.g. from `pixmo_stream.root_size_rates`), yielding Molmo's batches."""
+        (e.g. from `pixmo_stream.root_size_rates`), yielding Molmo's batches of `batch_size`
+        examples, or with ``pack`` its ``rows_per_batch`` packed rows (each source's costs from
+        its own formatter; the Mixture's ``length`` then counts packed rows). Other arguments
+        go to `Mixture` (``seed``, ``length``, ``rank``, ...), `source_kwargs` to each
+        source's `StreamingDataset`."""
         from ..mixture import Mixture
         from ..streaming import StreamingDataset
 
@@ -440,13 +444,7 @@ class Batches:
             if batch_size is None:
                 raise ValueError("give batch_size (examples per step)")
             kwargs["batch_size"] = batch_size
-        kw = self._stream_kwargs(kwargs)
-        params = inspect.signature(Mixture).parameters
-        if "sample_ids" in kw and "sample_ids" not in params:
-            kw.pop("sample_ids")
-        if "pack" in kw and "pack" not in params:
-            raise ValueError("this version's Mixture does not pack; use stream() per dataset")
-        return Mixture(sources, rates, **kw)
+        return Mixture(sources, rates, **self._stream_kwargs(kwargs))
 
     # ---- pickling (DataLoader workers started with spawn) ----------------------------------
     def __getstate__(self) -> dict[str, Any]:

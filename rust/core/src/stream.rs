@@ -25,7 +25,7 @@ use crate::sample::{
     at_row, describe, is_bad_sample, replacement_row, BadSample, BadSamplePolicy, SampleStage,
 };
 pub use crate::sample::{ReadBatch, ReadRow};
-pub use sources::{DrawnRows, PackedSource};
+pub use sources::{DrawnRows, PackedDraws, PackedSource};
 
 mod sources;
 use crate::Dataset;

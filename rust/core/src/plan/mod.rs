@@ -14,13 +14,15 @@
 //!
 //! The pieces, each a module: [`rng`] (the seeded generators every order derives from),
 //! [`order`] (one dataset's epoch order), [`split`] (which positions each consumer takes) and
-//! [`mixture`] (which source each position of a mixture draws from, and which row) and [`pack`]
-//! (which examples share a packed row of a token and crop budget).
+//! [`mixture`] (which source each position of a mixture draws from, and which row), [`pack`]
+//! (which examples share a packed row of a token and crop budget) and [`pack_mixture`] (the
+//! same for a mixture's open-ended stream).
 
 pub mod mixture;
 pub mod order;
 pub mod pack;
 mod pack_fit;
+pub mod pack_mixture;
 pub mod rng;
 pub mod split;
 #[cfg(test)]
@@ -30,6 +32,9 @@ pub use mixture::{Draw, MixtureDraws, MixtureRows, MixtureSchedule, MixtureSourc
 pub use order::{EpochPlan, PlanCursor, ShuffleOptions, Window, MAX_WINDOW_ROWS};
 pub use pack::{
     pack_window, PackCosts, PackCursor, PackOptions, PackPlan, PackedRows, PackedWindow,
+};
+pub use pack_mixture::{
+    DrawnRow, MixturePackCursor, MixturePackPlan, MixturePackedRows, MixtureWindow, WindowAnchor,
 };
 pub use rng::{derive_seed, splitmix64, Rng};
 pub use split::{ConsumerRows, ConsumerSplit, Remainder};

@@ -83,6 +83,7 @@ pub(crate) const STREAM_GROUP_ORDER: u64 = 1;
 pub(crate) const STREAM_WINDOW: u64 = 2;
 pub(crate) const STREAM_MIXTURE: u64 = 3;
 pub(crate) const STREAM_PACK: u64 = 4;
+pub(crate) const STREAM_MIXTURE_PACK: u64 = 5;
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,10 @@
 //! The row sources of the read-ahead: one dataset's consumer rows, a mixture's draws (with
-//! the epoch each was drawn in), and a packed epoch's rows (with the size of each packed row).
+//! the epoch each was drawn in), a packed epoch's rows (with the size of each packed row), and
+//! a packed mixture's rows (with both).
 
 use super::RowSource;
 use crate::error::Result;
-use crate::plan::{ConsumerRows, MixtureRows, PackedRows};
+use crate::plan::{ConsumerRows, DrawnRow, MixturePackedRows, MixtureRows, PackedRows};
 
 impl RowSource for ConsumerRows {
     fn next_rows(&mut self, n: usize, out: &mut Vec<(usize, u64)>) -> Result<()> {
@@ -82,5 +83,38 @@ impl RowSource for PackedSource {
 
     fn take_marks(&mut self, groups: &mut Vec<u32>, _epochs: &mut Vec<u64>) {
         groups.append(&mut self.sizes);
+    }
+}
+
+/// A packed mixture's rows: each call takes `n` packed rows and reports their sizes and the
+/// source epoch each example was drawn in.
+pub struct PackedDraws {
+    rows: MixturePackedRows,
+    drawn: Vec<DrawnRow>,
+    sizes: Vec<u32>,
+}
+
+impl PackedDraws {
+    pub fn new(rows: MixturePackedRows) -> Self {
+        PackedDraws {
+            rows,
+            drawn: Vec::new(),
+            sizes: Vec::new(),
+        }
+    }
+}
+
+impl RowSource for PackedDraws {
+    fn next_rows(&mut self, n: usize, out: &mut Vec<(usize, u64)>) -> Result<()> {
+        self.drawn.clear();
+        self.sizes.clear();
+        self.rows.next_rows(n, &mut self.drawn, &mut self.sizes)?;
+        out.extend(self.drawn.iter().map(|d| (d.source, d.row)));
+        Ok(())
+    }
+
+    fn take_marks(&mut self, groups: &mut Vec<u32>, epochs: &mut Vec<u64>) {
+        groups.append(&mut self.sizes);
+        epochs.extend(self.drawn.drain(..).map(|d| d.epoch));
     }
 }
