@@ -399,7 +399,8 @@ def test_a_decoding_loader_without_user_code_reads_in_process_and_says_so(good, 
     assert (loader.num_workers, loader.requested_workers) == (0, 2)
     assert "in_process=False" in caplog.text and "num_workers=2" in caplog.text
     got = [b["image"] for b in loader]
-    assert len(got) == len(expected) and all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert len(got) == len(expected)
+    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
     # Asked for: no message. Kept: workers. Code of the user's per batch: workers.
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="pixmo_stream"):

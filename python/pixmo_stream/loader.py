@@ -69,8 +69,8 @@ class DataLoader(torch.utils.data.DataLoader):
     processes would decode on the same native threads and then copy every image to this
     process, which is slower (``"rgb"``: 0.88x), so by default (``None``) the loader reads in
     this process on the threads the workers would have had together, and says so (a
-    warning on the ``pixmo_stream`` logger). ``False`` keeps the worker processes; ``True`` reads in this process whatever
-    the dataset does.
+    warning on the ``pixmo_stream`` logger). ``False`` keeps the worker processes; ``True``
+    reads in this process whatever the dataset does.
     """
 
     def __init__(
