@@ -15,6 +15,35 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// Fills `view` for `len` bytes at `ptr` owned by `owner` (`PyBuffer_FillInfo`, which keeps a
+/// reference to `owner` in the view).
+///
+/// # Safety
+/// `view` is the valid `Py_buffer` CPython passed to `__getbuffer__`, `owner` the object
+/// exporting it, and the memory at `ptr` lives as long as `owner` does.
+pub unsafe fn fill_buffer(
+    py: Python<'_>,
+    owner: *mut ffi::PyObject,
+    view: *mut ffi::Py_buffer,
+    ptr: *const u8,
+    len: usize,
+    readonly: bool,
+    flags: c_int,
+) -> PyResult<()> {
+    let ret = ffi::PyBuffer_FillInfo(
+        view,
+        owner,
+        ptr as *mut std::ffi::c_void,
+        len as ffi::Py_ssize_t,
+        c_int::from(readonly),
+        flags,
+    );
+    if ret == -1 {
+        return Err(PyErr::fetch(py));
+    }
+    Ok(())
+}
+
 #[pyclass(name = "Blob", module = "pixmo_stream._native", frozen)]
 pub struct PyBlob {
     bytes: ChunkBytes,
@@ -66,18 +95,15 @@ impl PyBlob {
             return Err(PyBufferError::new_err("pixmo_stream Blob is read-only"));
         }
         let data = slf.data()?;
-        let ret = ffi::PyBuffer_FillInfo(
-            view,
+        fill_buffer(
+            slf.py(),
             slf.as_ptr(),
-            data.as_ptr() as *mut std::ffi::c_void,
-            data.len() as ffi::Py_ssize_t,
-            1,
+            view,
+            data.as_ptr(),
+            data.len(),
+            true,
             flags,
-        );
-        if ret == -1 {
-            return Err(PyErr::fetch(slf.py()));
-        }
-        Ok(())
+        )
     }
 
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}

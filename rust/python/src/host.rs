@@ -59,18 +59,7 @@ impl HostBuffer {
         view: *mut ffi::Py_buffer,
         flags: c_int,
     ) -> PyResult<()> {
-        let ret = ffi::PyBuffer_FillInfo(
-            view,
-            slf.as_ptr(),
-            slf.ptr as *mut std::ffi::c_void,
-            slf.len as ffi::Py_ssize_t,
-            0,
-            flags,
-        );
-        if ret == -1 {
-            return Err(PyErr::fetch(slf.py()));
-        }
-        Ok(())
+        crate::blob::fill_buffer(slf.py(), slf.as_ptr(), view, slf.ptr, slf.len, false, flags)
     }
 
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}

@@ -256,14 +256,7 @@ fn packed_read_ahead(
         py,
         sources,
         Box::new(rows),
-        ReadAheadOptions {
-            batch_rows: block as usize,
-            threads,
-            depth,
-            skip: 0,
-            verify_blobs,
-            on_bad_sample: policy(replace),
-        },
+        packed_options(block, threads, depth, verify_blobs, replace),
         decode,
         Some(fits),
     )
@@ -448,17 +441,29 @@ fn mixture_packed_read_ahead(
         py,
         sources,
         Box::new(PackedDraws::new(rows)),
-        ReadAheadOptions {
-            batch_rows: block as usize,
-            threads,
-            depth,
-            skip: 0,
-            verify_blobs,
-            on_bad_sample: policy(replace),
-        },
+        packed_options(block, threads, depth, verify_blobs, replace),
         decode,
         Some(fits),
     )
+}
+
+/// The read-ahead options of a packed stream: batches of `block` rows (a step's packed rows'
+/// examples are counted by the row source, not here), no rows skipped by the read-ahead.
+fn packed_options(
+    block: u64,
+    threads: usize,
+    depth: usize,
+    verify_blobs: bool,
+    replace: Option<(u64, u32)>,
+) -> ReadAheadOptions {
+    ReadAheadOptions {
+        batch_rows: block as usize,
+        threads,
+        depth,
+        skip: 0,
+        verify_blobs,
+        on_bad_sample: policy(replace),
+    }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
