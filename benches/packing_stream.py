@@ -76,6 +76,31 @@ def crop_budget(tok: Any, path: Path, max_tokens: int) -> int:
     return max(b.n_crops, 8 * math.ceil(max_tokens * per_token / 8))
 
 
+def crop_sweep(tok: Any, path: Path, max_tokens: int, chosen: int) -> list[dict[str, Any]]:
+    """Why the crop budget: the plan's rows at crop budgets around `chosen`, from the costs
+    alone (no data read): token fill against crops computed per real crop."""
+    import pixmo_stream as ps
+    from pixmo_stream import _native, molmo
+
+    b = batches(tok, "uint8", ps.Packing(max_tokens, None, 1, costs=molmo.costs))
+    tokens, crops = b.costs(ps.Dataset(str(path)))
+    out = []
+    for c in sorted({max(b.n_crops, chosen + d) for d in (-48, -32, -16, 0, 16, 32)}):
+        plan = _native.PackPlan(
+            [len(tokens)], tokens, crops, seed=0, max_tokens=max_tokens, max_crops=c
+        )
+        rows = plan.num_rows
+        out.append(
+            {
+                "max_crops": c,
+                "rows": rows,
+                "token_fill": float(tokens.sum(dtype=np.int64)) / (rows * max_tokens),
+                "crops_per_real_crop": rows * c / float(crops.sum(dtype=np.int64)),
+            }
+        )
+    return out
+
+
 def loader(tok: Any, path: Path, crops: str, layout: dict[str, Any]) -> Any:
     import pixmo_stream as ps
     from pixmo_stream import molmo
@@ -213,6 +238,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lay = layouts(args, tok, path)
     out: dict[str, Any] = {"records": n, "preset": args.preset, "layouts": lay, "rows": {}}
     names = list(lay)
+    first = lay[names[1]] if len(names) > 1 else None
+    if first is not None:
+        out["crop_sweep"] = {
+            "max_tokens": first["max_tokens"],
+            "chosen": first["max_crops"],
+            "plans": crop_sweep(tok, path, first["max_tokens"], first["max_crops"]),
+        }
     for crops in args.crops.split(","):
         best: dict[str, dict[str, Any]] = {}
         for rep in range(args.repeats):  # alternating order: no layout always runs first
@@ -272,6 +304,23 @@ def table(out: dict[str, Any]) -> str:
         "those whose `image_input_idx` is not all -1. Rates count examples after the first "
         "quarter, best of the repeats.",
     ]
+    sweep = out.get("crop_sweep")
+    if sweep:
+        lines += [
+            "",
+            f"Crop budget at {sweep['max_tokens']} tokens, from the packing plan alone (the "
+            f"costs, no data read); {sweep['chosen']} is the token budget times the data's "
+            "crops per token, rounded up to a multiple of 8:",
+            "",
+            "| crop budget | rows | token fill | crops computed per real crop |",
+            "|---:|---:|---:|---:|",
+        ]
+        for p in sweep["plans"]:
+            mark = " (chosen)" if p["max_crops"] == sweep["chosen"] else ""
+            lines.append(
+                f"| {p['max_crops']}{mark} | {p['rows']} | {100 * p['token_fill']:.1f} % "
+                f"| {p['crops_per_real_crop']:.3f} |"
+            )
     return "\n".join(lines)
 
 

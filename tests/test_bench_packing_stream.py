@@ -45,6 +45,10 @@ def test_packing_stream_bench_runs_every_layout(tmp_path: Path, monkeypatch, cap
     assert packed["token_fill"] > unpacked["token_fill"]
     assert packed["examples_per_row"] > 1
     assert packed["crops_per_real_crop"] < unpacked["crops_per_real_crop"]
+    sweep = out["crop_sweep"]
+    assert sweep["chosen"] == out["layouts"]["packed 4096"]["max_crops"]
+    assert sweep["chosen"] in [p["max_crops"] for p in sweep["plans"]]
+    assert all(0 < p["token_fill"] <= 1 for p in sweep["plans"])
     assert "| layout (step) | crops | examples/s" in capsys.readouterr().out
 
     pytest.importorskip("matplotlib")
