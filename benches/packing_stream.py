@@ -350,7 +350,7 @@ def plot(out: dict[str, Any]) -> None:
     axes[1].bar(x, per, color="tab:blue")
     for i, p in enumerate(per):
         axes[1].text(i, p, f"{p:.3f}", ha="center", va="bottom")
-    axes[1].set_ylim(0.9, max(per) * 1.05)
+    axes[1].set_ylim(0, max(per) * 1.15)
     axes[1].set_ylabel("crops the ViT runs / real crops")
     axes[1].set_title("Crops computed per real crop")
     dtypes = list(dict.fromkeys(r["crops"] for r in rows))
