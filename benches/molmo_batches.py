@@ -21,7 +21,8 @@ the ``pixmo-points`` preset):
   all of them (the faster counts), so that a machine whose load changes during the run
   gives ratios that are, if anything, too strict.
 
-Rates count examples after the first quarter (``benches.decode_stream.rate``). Results:
+Rates count examples after the first quarter (``benches.decode_stream.rate``); each
+pixmo-stream row is the better of two epochs. Results:
 ``benches/results/molmo_batches.{json,md}``.
 """
 
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--data", type=Path, default=DATA, help="where the data is cached")
     ap.add_argument("--limit-images", type=int, default=160, help="images per limit run")
     ap.add_argument("--check", type=int, default=8, help="records whose batches are compared")
+    ap.add_argument("--repeats", type=int, default=2, help="epochs per pixmo-stream row (best)")
     ap.add_argument("--no-write", action="store_true", help="print only, write no results")
     args = ap.parse_args(argv)
 
@@ -223,7 +225,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 loader = ours_loader(path, tok, args.batch, workers, crops)
                 check_batch(next(iter(loader)), crops, args.batch)
                 before = limit(crops)
-                r = rename(rate(loader, rows, n))
+                # The better of two epochs (other processes only slow a run down).
+                r = max(
+                    (rename(rate(loader, rows, n)) for _ in range(args.repeats)),
+                    key=lambda x: x["examples_per_s"],
+                )
                 # the higher of the limits measured before and after: the stricter ratio
                 r["limit_examples_per_s"] = max(before, limit(crops))
                 return r

@@ -22,7 +22,7 @@ def test_molmo_batches_bench_runs_every_row(tmp_path: Path, capsys) -> None:
     from benches import molmo_batches
 
     out = molmo_batches.main(
-        ["--records", "6", "--batch", "2", "--preset", "small", "--check", "2"]
+        ["--records", "6", "--batch", "2", "--preset", "small", "--check", "2", "--repeats", "1"]
         + ["--limit-images", "4", "--data", str(tmp_path), "--no-write"]
     )
     rows = out["rows"]

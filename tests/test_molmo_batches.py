@@ -380,3 +380,53 @@ def test_records_with_nothing_to_train_on_are_replaced_in_a_batch_and_left_out_o
     assert (p["input_ids"][1] == -1).all() and batches.stats.empty_records == 3
     with pytest.raises(ValueError, match="no record of this batch"):
         batches(recs[1:2] * 2)
+
+
+@pytest.mark.parametrize("normalize", [True, False], ids=["float32", "uint8"])
+def test_the_read_ahead_writes_the_batch_crops_in_place(tok, tmp_path, monkeypatch, normalize):
+    """Without workers, the read-ahead writes each image's crops straight into its row of the
+    batch tensor (padding crops after them), and `collate` hands that buffer out uncopied; a
+    bad image's replacement takes its row. The values are `molmo_preprocess`'s of the row read."""
+    import importlib
+
+    collate_mod = importlib.import_module("pixmo_stream.molmo.collate")
+    anns = [{"captions": [f"A dog number {i}."], "transcripts": [["um a dog"]]} for i in range(8)]
+    path = write_preset(tmp_path / "cap", "pixmo-cap", anns)
+    rows = list(ps.Dataset(str(path)).iter())
+    broken = 5
+    with ps.Writer(str(tmp_path / "bad"), ps.Dataset(str(path)).schema) as w:
+        for i, r in enumerate(rows):
+            w.write({**r, "image": b"\xff\xd8 not a jpeg" if i == broken else bytes(r["image"])})
+    used = []
+    real = collate_mod._gathered
+
+    def spy(*args):
+        out = real(*args)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(collate_mod, "_gathered", spy)
+    batches = molmo.Batches(tok, molmo.Formatter("pixmo-cap"), normalize=normalize, exact=normalize)
+
+    def stream(**kw):
+        return batches.stream(
+            str(tmp_path / "bad"), batch_size=4, shuffle=False, on_bad_sample="replace", **kw
+        )
+
+    got = list(ps.DataLoader(stream()))
+    assert used == [True, True]
+    # The same stream's records (a collate_fn of our own: each record's crops its own array).
+    read = list(ps.DataLoader(stream(collate_fn=lambda records: records)))
+    pad = -1 if normalize else 0
+    seen = set()
+    for b, records in zip(got, read, strict=True):
+        assert len(b[ps.bad_samples.BATCH_KEY]) == (1 if records is read[1] else 0)
+        for i, r in enumerate(records):
+            row = r["__sample__"][1]
+            seen.add(row)
+            want = image.molmo_preprocess(bytes(rows[row]["image"]), batches.image_config)
+            n = want.n_crops
+            np.testing.assert_array_equal(b["images"][i, :n].numpy(), want.crops)
+            np.testing.assert_array_equal(r["image"], want.crops)
+            assert (b["images"][i, n:] == pad).all()
+    assert broken not in seen and len(seen) >= 7

@@ -40,6 +40,7 @@ __all__ = [
     "RowGroupIter",
     "Blob",
     "HostBuffer",
+    "GatheredCrops",
     "blob_from_ref",
     "FORMAT_VERSION",
     "__version__",
@@ -92,6 +93,11 @@ def image_molmo_many(
     items: Iterable[Any], cfg: tuple[Any, ...], threads: int
 ) -> list[dict[str, Any] | ImageDecodeError]: ...
 def image_molmo_geometry(height: int, width: int, cfg: tuple[Any, ...]) -> dict[str, Any]: ...
+
+@final
+class GatheredCrops:
+    @property
+    def shape(self) -> tuple[int, int, int, int]: ...
 
 @final
 class HostBuffer:

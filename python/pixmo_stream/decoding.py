@@ -105,8 +105,9 @@ class Decode:
         """`(height, width)` of every decoded image, when fixed."""
         return self.resize or self.pad
 
-    def native(self) -> tuple[str, int, int, bool, int, str, Any]:
-        """The spec the native read-ahead takes."""
+    def native(self, gather: bool = False) -> tuple[str, int, int, bool, int, str, Any, bool]:
+        """The spec the native read-ahead takes; `gather`: Molmo's crops of each read batch
+        written into one padded buffer (for a consumer whose batches are the read batches)."""
         if self.resize is not None:
             mode, w, h = "exact", self.resize[1], self.resize[0]
         elif self.pad is not None:
@@ -117,7 +118,7 @@ class Decode:
             mode, w, h = "none", 0, 0
         limit = (1 << 64) - 1 if self.max_pixels is None else self.max_pixels
         molmo = self.molmo._native_args() if self.molmo is not None else None
-        return (mode, w, h, self.fast, limit, self.column, molmo)
+        return (mode, w, h, self.fast, limit, self.column, molmo, gather and molmo is not None)
 
 
 def as_decode(value: str | Decode | None) -> Decode | None:

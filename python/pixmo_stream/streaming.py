@@ -278,7 +278,7 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
             "replace": (self._replace_seed(cfg), self.max_replacements)
             if self.on_bad_sample == "replace"
             else None,
-            "decode": self.decode.native()
+            "decode": self.decode.native(gather=self._gathers(in_main))
             if self.decode is not None and self.decode.device == "cpu"
             else None,
         }
@@ -289,6 +289,18 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         # latest at interpreter exit (atexit), so no thread of ours outlives the interpreter.
         weakref.finalize(records, reader.close)
         return records
+
+    def _gathers(self, in_main: bool) -> bool:
+        """Whether the read-ahead writes each batch's Molmo crops into one padded buffer: for a
+        collate_fn that takes the stream's allocator (`molmo.Batches`, whose batch tensor it
+        then is, uncopied), when batches are the read batches, in the main process (a worker
+        builds its batch in shared memory instead)."""
+        return (
+            in_main
+            and self.batch_size is not None
+            and getattr(self, "pack", None) is None
+            and bool(getattr(self.collate_fn, "accepts_empty", False))
+        )
 
     def _count(
         self, cfg: dict[str, Any], n: int, in_main: bool, world: int, replaced: list[Any]

@@ -89,21 +89,63 @@ def collate(
             arr[i, :n] = v[:n]
         out[_OUT.get(key, key)] = torch.from_numpy(arr)
     first = examples[0]["images"]
-    # The crops are most of the bytes: write each once (no fill first, then copy).
-    images = empty((b, max_crops, *first.shape[1:]), first.dtype)
+    # The crops are most of the bytes: written once, by the read-ahead where it wrote them
+    # into the batch already (`_gathered`), else here (no fill first, then copy).
+    gathered = _gathered([ex["images"] for ex in examples], max_crops)
+    images = gathered
+    if images is None:
+        images = empty((b, max_crops, *first.shape[1:]), first.dtype)
     masks = _full(empty, (b, max_crops, first.shape[1]), np.float32)
     idx = _full(empty, (b, max_crops, examples[0]["image_input_idx"].shape[1]), np.int32)
     for i, ex in enumerate(examples):
         n = len(ex["images"])
         _check_crops(n, max_crops, f"example {i}")
-        images[i, :n] = ex["images"]
-        images[i, n:] = _image_pad(first.dtype)
+        if gathered is None:
+            images[i, :n] = ex["images"]
+            images[i, n:] = _image_pad(first.dtype)
         masks[i, :n] = ex["image_masks"]
         idx[i, :n] = ex["image_input_idx"]
     out["images"] = torch.from_numpy(images)
     out["image_input_idx"] = torch.from_numpy(idx)
     out["image_masks"] = torch.from_numpy(masks)
     return out
+
+
+def _owner(a: np.ndarray) -> Any:
+    """The object that owns `a`'s memory (the end of its chain of views)."""
+    base: Any = a
+    while isinstance(base, np.ndarray):
+        base = base.base
+    # (np.frombuffer keeps a memoryview of the exporting object)
+    return base.obj if isinstance(base, memoryview) else base
+
+
+def _gathered(crops: Sequence[np.ndarray], max_crops: int) -> np.ndarray | None:
+    """The batch tensor the read-ahead already wrote, when `crops` are the fronts of
+    consecutive slots of one batch of gathered crops (``_native.GatheredCrops``: each slot a
+    row's crops, then padding crops) of `max_crops` crops a slot; else None."""
+    from .. import _native
+
+    owner = _owner(crops[0])
+    if not isinstance(owner, _native.GatheredCrops) or owner.shape[1] != max_crops:
+        return None
+    rows, slot_crops, patches, values = owner.shape
+    whole = np.frombuffer(owner, crops[0].dtype).reshape(owner.shape)
+    start = crops[0].__array_interface__["data"][0] - whole.__array_interface__["data"][0]
+    slot = whole.strides[0]
+    if start % slot or start // slot + len(crops) > rows:
+        return None
+    first = start // slot
+    for i, c in enumerate(crops):
+        if (
+            _owner(c) is not owner
+            or c.dtype != whole.dtype
+            or not c.flags.c_contiguous
+            or c.shape[1:] != (patches, values)
+            or c.__array_interface__["data"][0] != whole[first + i].__array_interface__["data"][0]
+        ):
+            return None
+    return whole[first : first + len(crops)]
 
 
 def _full(empty: Empty, shape: tuple[int, ...], dtype: Any) -> np.ndarray:

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use pixmo_stream_image as img;
 
 use crate::error::{Error, Location, Result};
-use crate::sample::{binary_value, SampleStage, StageValue};
+use crate::sample::{binary_value, BatchBuffer, SampleStage, StageValue};
 use crate::stream::{ReadBatch, ReadRow};
 use crate::Dataset;
 
@@ -38,6 +38,43 @@ pub struct RgbBatch {
     pub width: usize,
 }
 
+/// A batch's Molmo crops in one buffer, `[n, slot_crops, patches, patch_len]`: row `i`'s
+/// crops at the front of slot `i`, the rest of the slot padding crops (-1.0 float32, 0 uint8,
+/// as Molmo's collator pads), written there by the read thread as it preprocessed each row
+/// (the rows' own `MolmoImage`s then have empty `crops`).
+#[derive(Debug)]
+pub struct MolmoBatch {
+    pub crops: img::Crops,
+    pub n: usize,
+    pub slot_crops: usize,
+    pub patches: usize,
+    pub patch_len: usize,
+}
+
+impl MolmoBatch {
+    fn slot_len(&self) -> usize {
+        self.slot_crops * self.patches * self.patch_len
+    }
+
+    /// Slot `i` as the crops' destination.
+    fn slot(&mut self, i: usize) -> img::CropsOut<'_> {
+        let len = self.slot_len();
+        let range = i * len..(i + 1) * len;
+        match &mut self.crops {
+            img::Crops::F32(v) => img::CropsOut::F32(&mut v[range]),
+            img::Crops::U8(v) => img::CropsOut::U8(&mut v[range]),
+        }
+    }
+
+    /// Slot `i` all padding (a row without an image).
+    fn pad(&mut self, i: usize) {
+        match self.slot(i) {
+            img::CropsOut::F32(s) => s.fill(img::molmo::PAD_F32),
+            img::CropsOut::U8(s) => s.fill(0),
+        }
+    }
+}
+
 /// Decodes the image column of each row read.
 #[derive(Debug, Clone)]
 pub struct ImageStage {
@@ -45,6 +82,8 @@ pub struct ImageStage {
     /// and its name, or `None` for a source without it (its rows pass undecoded).
     columns: Vec<Option<(usize, String)>>,
     work: ImageWork,
+    /// Molmo: write each batch's crops into one [`MolmoBatch`] (see [`ImageStage::gathering`]).
+    gather: bool,
 }
 
 impl ImageStage {
@@ -59,7 +98,20 @@ impl ImageStage {
             ImageWork::Molmo(c) => c.validate(),
         };
         checked.map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        Ok(ImageStage { columns, work })
+        Ok(ImageStage {
+            columns,
+            work,
+            gather: false,
+        })
+    }
+
+    /// With Molmo's preprocessing: each read batch's crops go straight into one
+    /// [`MolmoBatch`], padded to `max_crops + 1` crops a row, which a consumer whose batches
+    /// are the read batches uses as its batch tensor without copying a crop. Off by default
+    /// (another consumer would only hold the padding in memory).
+    pub fn gathering(mut self, on: bool) -> Self {
+        self.gather = on;
+        self
     }
 
     /// `(height, width)` of every image when the work gives one fixed size.
@@ -88,8 +140,15 @@ impl ImageStage {
     }
 }
 
-impl SampleStage for ImageStage {
-    fn process(&self, source: usize, ds: &Dataset, row: &ReadRow) -> Result<StageValue> {
+impl ImageStage {
+    /// The row's image decoded; Molmo's crops into `out` when given.
+    fn decode_row(
+        &self,
+        source: usize,
+        ds: &Dataset,
+        row: &ReadRow,
+        out: Option<img::CropsOut<'_>>,
+    ) -> Result<StageValue> {
         let Some(Some((pos, name))) = self.columns.get(source) else {
             return Ok(StageValue(Arc::new(())));
         };
@@ -109,7 +168,9 @@ impl SampleStage for ImageStage {
         };
         let decoded = match &self.work {
             ImageWork::Rgb(o) => img::decode_rgb(bytes, o).map(DecodedImage::Rgb),
-            ImageWork::Molmo(c) => img::molmo_preprocess(bytes, c).map(DecodedImage::Molmo),
+            ImageWork::Molmo(c) => {
+                img::molmo_preprocess_into(bytes, c, out).map(DecodedImage::Molmo)
+            }
         };
         match decoded {
             Ok(d) => Ok(StageValue(Arc::new(d))),
@@ -117,10 +178,69 @@ impl SampleStage for ImageStage {
             Err(e) => Err(Self::bad(ds, row, name, format!("{} ({})", e, e.reason()))),
         }
     }
+}
 
-    /// Gathers fixed-size images into one buffer (one copy each; the per-row buffers are
-    /// freed), when every row of the batch has one.
-    fn finish_batch(&self, batch: &mut ReadBatch) -> Result<()> {
+impl SampleStage for ImageStage {
+    fn process(&self, source: usize, ds: &Dataset, row: &ReadRow) -> Result<StageValue> {
+        self.decode_row(source, ds, row, None)
+    }
+
+    fn begin_batch(&self, rows: usize) -> Option<BatchBuffer> {
+        let ImageWork::Molmo(c) = &self.work else {
+            return None;
+        };
+        if !self.gather || rows == 0 {
+            return None;
+        }
+        let (slot_crops, patches, patch_len) = (
+            c.max_crops as usize + 1,
+            c.patches_per_crop(),
+            c.patch_len(),
+        );
+        let len = rows * slot_crops * patches * patch_len;
+        // Zeroed: every slot is written before it is read (crops, then padding), but a
+        // buffer of uninitialised floats is not something safe Rust hands out.
+        let crops = if c.normalize {
+            img::Crops::F32(vec![0.0; len])
+        } else {
+            img::Crops::U8(vec![0; len])
+        };
+        Some(Box::new(MolmoBatch {
+            crops,
+            n: rows,
+            slot_crops,
+            patches,
+            patch_len,
+        }))
+    }
+
+    fn process_into(
+        &self,
+        source: usize,
+        ds: &Dataset,
+        row: &ReadRow,
+        buffer: &mut BatchBuffer,
+        slot: usize,
+    ) -> Result<StageValue> {
+        let Some(batch) = buffer.downcast_mut::<MolmoBatch>() else {
+            return self.process(source, ds, row);
+        };
+        let value = self.decode_row(source, ds, row, Some(batch.slot(slot)))?;
+        if value.0.downcast_ref::<DecodedImage>().is_none() {
+            batch.pad(slot); // (a source without the image column)
+        }
+        Ok(value)
+    }
+
+    /// Hands out a batch's Molmo crops buffer, or gathers fixed-size images into one buffer
+    /// (one copy each; the per-row buffers are freed) when every row of the batch has one.
+    fn finish_batch(&self, batch: &mut ReadBatch, buffer: Option<BatchBuffer>) -> Result<()> {
+        if let Some(buffer) = buffer {
+            if let Ok(molmo) = buffer.downcast::<MolmoBatch>() {
+                batch.assembled = Some(StageValue(Arc::new(*molmo)));
+            }
+            return Ok(());
+        }
         let Some((height, width)) = self.fixed_size() else {
             return Ok(());
         };

@@ -82,13 +82,38 @@ pub trait SampleStage: Send + Sync + 'static {
     /// is handled by the stream's [`BadSamplePolicy`]; any other error ends the stream.
     fn process(&self, source: usize, dataset: &Dataset, row: &ReadRow) -> Result<StageValue>;
 
+    /// A buffer for the output of a whole batch of `rows` rows, for a stage that writes each
+    /// row's output straight into its slot of it ([`SampleStage::process_into`]); `None`: rows
+    /// are processed on their own.
+    fn begin_batch(&self, rows: usize) -> Option<BatchBuffer> {
+        let _ = rows;
+        None
+    }
+
+    /// [`SampleStage::process`] for the row in slot `slot` of `buffer` (a replacement row
+    /// takes the slot of the row it replaces, and writes all of it again).
+    fn process_into(
+        &self,
+        source: usize,
+        dataset: &Dataset,
+        row: &ReadRow,
+        buffer: &mut BatchBuffer,
+        slot: usize,
+    ) -> Result<StageValue> {
+        let _ = (buffer, slot);
+        self.process(source, dataset, row)
+    }
+
     /// Runs once a batch's rows are all processed (e.g. to gather fixed-size images into one
-    /// buffer), still on the read thread.
-    fn finish_batch(&self, batch: &mut ReadBatch) -> Result<()> {
-        let _ = batch;
+    /// buffer), still on the read thread, with the buffer `begin_batch` made.
+    fn finish_batch(&self, batch: &mut ReadBatch, buffer: Option<BatchBuffer>) -> Result<()> {
+        let _ = (batch, buffer);
         Ok(())
     }
 }
+
+/// What [`SampleStage::begin_batch`] makes; the stage downcasts it.
+pub type BatchBuffer = Box<dyn Any + Send>;
 
 /// SplitMix64's finaliser: a bijective mix of 64 bits.
 fn mix64(mut z: u64) -> u64 {

@@ -100,6 +100,10 @@ const FIT_TRIES: u32 = 4096;
 struct Seen {
     whole: BatchChunks,
     sparse: Vec<(usize, ChunkKey, crate::sparse::SparseChunk)>,
+    /// The stage's buffer for the batch ([`SampleStage::begin_batch`]) and the slot of the
+    /// row being read (a replacement row reads into the slot of the row it replaces).
+    buffer: Option<crate::sample::BatchBuffer>,
+    slot: usize,
 }
 
 /// Chunks already read for a batch: its rows come from the few row groups of one shuffle
@@ -161,7 +165,10 @@ impl RowReader {
             processed: None,
         };
         if let Some(stage) = &self.stage {
-            out.processed = Some(stage.process(source, ds, &out)?);
+            out.processed = Some(match seen.buffer.as_mut() {
+                Some(buffer) => stage.process_into(source, ds, &out, buffer, seen.slot)?,
+                None => stage.process(source, ds, &out)?,
+            });
         }
         Ok(out)
     }
@@ -172,9 +179,13 @@ impl RowReader {
             rows: Vec::with_capacity(rows.len()),
             ..ReadBatch::default()
         };
-        let mut seen = Seen::default();
+        let mut seen = Seen {
+            buffer: self.stage.as_ref().and_then(|s| s.begin_batch(rows.len())),
+            ..Seen::default()
+        };
         self.prefetch_remote(rows, &mut seen);
-        for &(source, row) in rows {
+        for (slot, &(source, row)) in rows.iter().enumerate() {
+            seen.slot = slot;
             let first = match self.read_row(source, row, &mut seen) {
                 Ok(r) => r,
                 Err(e) if !is_bad_sample(&e) => return Err(e),
@@ -188,7 +199,7 @@ impl RowReader {
             batch.rows.push(first);
         }
         if let Some(stage) = &self.stage {
-            stage.finish_batch(&mut batch)?;
+            stage.finish_batch(&mut batch, seen.buffer.take())?;
         }
         Ok(batch)
     }

@@ -26,7 +26,8 @@ pub use error::{Format, ImageError, Result};
 pub use libjpeg::has_simd as jpeg_simd;
 pub use many::{decode_many, decode_many_into};
 pub use molmo::{
-    molmo_preprocess, molmo_preprocess_many, Crops, MolmoConfig, MolmoGeometry, MolmoImage,
+    molmo_preprocess, molmo_preprocess_into, molmo_preprocess_many, Crops, CropsOut, MolmoConfig,
+    MolmoGeometry, MolmoImage,
 };
 pub use resize::Resize;
 pub use rgb::RgbImage;

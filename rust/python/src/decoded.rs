@@ -5,16 +5,17 @@ use std::any::Any;
 use std::sync::Arc;
 
 use numpy::{PyArray1, PyArrayMethods};
-use pixmo_stream_core::images::{DecodedImage, ImageStage, ImageWork, RgbBatch};
+use pixmo_stream_core::images::{DecodedImage, ImageStage, ImageWork, MolmoBatch, RgbBatch};
 use pixmo_stream_core::sample::StageValue;
 use pixmo_stream_image as img;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 /// What Python passes as `decode=`: `(resize mode, width, height, fast, max_pixels, column,
-/// molmo)` with the resize modes of `pixmo_stream.image` ("none", "exact", "max_side",
-/// "pad"); `molmo`, when given, is a `MolmoConfig`'s fields in order (the resize is unused).
-pub type DecodeSpec = (String, u32, u32, bool, u64, String, Option<MolmoArgs>);
+/// molmo, gather)` with the resize modes of `pixmo_stream.image` ("none", "exact", "max_side",
+/// "pad"); `molmo`, when given, is a `MolmoConfig`'s fields in order (the resize is unused);
+/// `gather`: Molmo's crops of each read batch in one padded buffer (`ImageStage::gathering`).
+pub type DecodeSpec = (String, u32, u32, bool, u64, String, Option<MolmoArgs>, bool);
 
 /// `pixmo_stream.image.MolmoConfig`'s fields in order (see `molmo::ConfigArgs`).
 pub type MolmoArgs = crate::molmo::ConfigArgs;
@@ -36,7 +37,7 @@ fn resize(mode: &str, width: u32, height: u32) -> PyResult<img::Resize> {
 /// The stage decoding column `spec.5` of each source; `projected[s]` lists the names of the
 /// columns source `s` reads, in projection order.
 pub fn image_stage(spec: &DecodeSpec, projected: &[Vec<String>]) -> PyResult<ImageStage> {
-    let (mode, width, height, fast, max_pixels, column, molmo) = spec;
+    let (mode, width, height, fast, max_pixels, column, molmo, gather) = spec;
     let work = match molmo {
         Some(m) => ImageWork::Molmo(crate::molmo::config(*m)?),
         None => ImageWork::Rgb(img::DecodeOptions {
@@ -54,7 +55,9 @@ pub fn image_stage(spec: &DecodeSpec, projected: &[Vec<String>]) -> PyResult<Ima
                 .map(|p| (p, column.clone()))
         })
         .collect();
-    ImageStage::new(columns, work).map_err(crate::errors::to_py)
+    Ok(ImageStage::new(columns, work)
+        .map_err(crate::errors::to_py)?
+        .gathering(*gather))
 }
 
 fn owned<T: Any + Send + Sync>(value: StageValue) -> Option<T> {
@@ -76,10 +79,12 @@ fn array<'py, T: numpy::Element>(
 /// What a row's image became, as `(key suffix, array)` pairs over the Rust buffers: `("",
 /// uint8 [H, W, 3])` for RGB; for Molmo `("", crops [n, 576, 588])`, `("_patch_mask",
 /// [n, 576])`, `("_input_idx", [n, 144])`, `("_tokens", [len])` and `("_tiling", [2])`.
-/// Empty when the row has none (a source without the column).
+/// Empty when the row has none (a source without the column). `slot`: the row's slot of its
+/// batch's gathered crops (`[max_crops + 1, 576, 588]`), where its crops were written.
 pub fn row_values<'py>(
     py: Python<'py>,
     value: StageValue,
+    slot: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Vec<(&'static str, Bound<'py, PyAny>)>> {
     Ok(match owned::<DecodedImage>(value) {
         Some(DecodedImage::Rgb(im)) => {
@@ -91,7 +96,15 @@ pub fn row_values<'py>(
             let per_crop = |len: usize| len.checked_div(n).unwrap_or(0);
             let patches = per_crop(m.patch_mask.len());
             let per_patch = |len: usize| per_crop(len).checked_div(patches).unwrap_or(0);
+            let gathered = match (&m.crops, slot) {
+                (img::Crops::F32(v), Some(slot)) if v.is_empty() => Some(slot),
+                (img::Crops::U8(v), Some(slot)) if v.is_empty() => Some(slot),
+                _ => None,
+            };
             let crops = match m.crops {
+                _ if gathered.is_some() => gathered
+                    .expect("checked")
+                    .get_item(pyo3::types::PySlice::new(py, 0, n as isize, 1))?,
                 img::Crops::F32(v) => {
                     let p = per_patch(v.len());
                     array(py, v, &[n, patches, p])?
@@ -116,13 +129,24 @@ pub fn row_values<'py>(
     })
 }
 
-/// A batch's gathered images as one `uint8 [N, H, W, 3]` array over the batch buffer.
+/// A batch's gathered images as one array over the batch buffer: `uint8 [N, H, W, 3]`, or
+/// Molmo's crops `[N, max_crops + 1, 576, 588]` (over a `GatheredCrops`, which
+/// `pixmo_stream.molmo.collate` recognises as its batch tensor).
 pub fn batch_images<'py>(
     py: Python<'py>,
     value: StageValue,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    match owned::<RgbBatch>(value) {
-        Some(b) => Ok(Some(array(py, b.data, &[b.n, b.height, b.width, 3])?)),
+    let value = match value.0.downcast::<RgbBatch>() {
+        Ok(arc) => {
+            let Ok(b) = Arc::try_unwrap(arc) else {
+                return Ok(None);
+            };
+            return Ok(Some(array(py, b.data, &[b.n, b.height, b.width, 3])?));
+        }
+        Err(other) => StageValue(other),
+    };
+    match owned::<MolmoBatch>(value) {
+        Some(b) => Ok(Some(crate::host::GatheredCrops::array(py, b)?)),
         None => Ok(None),
     }
 }

@@ -13,6 +13,9 @@ use pyo3::exceptions::{PyMemoryError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 
+use pixmo_stream_core::images::MolmoBatch;
+use pixmo_stream_image as img;
+
 /// Alignment of every buffer: a cache line (and AVX-512's vectors).
 const ALIGN: usize = 64;
 
@@ -74,4 +77,62 @@ impl Drop for HostBuffer {
         // SAFETY: `ptr` came from `alloc` with this very layout (checked when it was made).
         unsafe { dealloc(self.ptr, Self::layout(self.len).expect("checked in new")) }
     }
+}
+
+/// The memory of a batch's Molmo crops, written by the read thread (`MolmoBatch`), exported
+/// through the buffer protocol; `array(...)` is the `[N, max_crops + 1, 576, 588]` array over
+/// it. `pixmo_stream.molmo.collate` takes an array whose base is one of these as its batch
+/// tensor: every slot holds its row's crops, then padding crops.
+#[pyclass(name = "GatheredCrops", module = "pixmo_stream._native", frozen)]
+pub struct GatheredCrops {
+    crops: img::Crops,
+    /// `(rows, crops a row, patches, values a patch)`.
+    #[pyo3(get)]
+    shape: (usize, usize, usize, usize),
+}
+
+impl GatheredCrops {
+    /// The batch's crops as a numpy array over a new `GatheredCrops`.
+    pub fn array<'py>(py: Python<'py>, b: MolmoBatch) -> PyResult<Bound<'py, PyAny>> {
+        let shape = (b.n, b.slot_crops, b.patches, b.patch_len);
+        let dtype = match &b.crops {
+            img::Crops::F32(_) => "float32",
+            img::Crops::U8(_) => "uint8",
+        };
+        let owner = Bound::new(
+            py,
+            GatheredCrops {
+                crops: b.crops,
+                shape,
+            },
+        )?;
+        py.import("numpy")?
+            .call_method1("frombuffer", (owner, dtype))?
+            .call_method1("reshape", (shape,))
+    }
+
+    fn bytes(&self) -> (*const u8, usize) {
+        match &self.crops {
+            img::Crops::F32(v) => (v.as_ptr().cast(), std::mem::size_of_val(v.as_slice())),
+            img::Crops::U8(v) => (v.as_ptr(), v.len()),
+        }
+    }
+}
+
+#[pymethods]
+impl GatheredCrops {
+    /// # Safety
+    /// Called by CPython with a valid `view`. The memory belongs to `self.crops`, which is
+    /// never resized and lives as long as `self`; the view keeps a reference to `self`.
+    /// Writable: the arrays over it are the batch's own.
+    unsafe fn __getbuffer__(
+        slf: PyRef<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        let (ptr, len) = slf.bytes();
+        crate::blob::fill_buffer(slf.py(), slf.as_ptr(), view, ptr, len, false, flags)
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
 }

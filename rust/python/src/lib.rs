@@ -34,6 +34,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dataset::PyRowGroupIter>()?;
     m.add_class::<blob::PyBlob>()?;
     m.add_class::<host::HostBuffer>()?;
+    m.add_class::<host::GatheredCrops>()?;
     m.add_function(wrap_pyfunction!(blob::blob_from_ref, m)?)?;
     m.add(
         "FORMAT_VERSION",

@@ -339,10 +339,12 @@ impl PyReadAhead {
                 d.set_item(key.bind(py), v)?;
             }
             if let Some(key) = &self.image_key {
-                match (&images, r.processed.take()) {
-                    (Some(all), _) => d.set_item(key.bind(py), all.get_item(i)?)?,
-                    (None, Some(v)) => {
-                        for (suffix, value) in row_values(py, v)? {
+                // The row's slot of the batch's gathered images, where they were written.
+                let slot = images.as_ref().map(|all| all.get_item(i)).transpose()?;
+                match (slot, r.processed.take()) {
+                    (Some(slot), None) => d.set_item(key.bind(py), slot)?,
+                    (slot, Some(v)) => {
+                        for (suffix, value) in row_values(py, v, slot.as_ref())? {
                             if suffix.is_empty() {
                                 d.set_item(key.bind(py), value)?;
                             } else {

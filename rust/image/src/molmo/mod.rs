@@ -155,9 +155,40 @@ pub struct MolmoImage {
     pub geometry: MolmoGeometry,
 }
 
+/// Where [`molmo_preprocess_into`] writes an image's crops: a slot of a batch buffer, at least
+/// `n_crops` crops long (`max_crops + 1` holds any image), float32 for a normalising config,
+/// uint8 otherwise. The image's crops come first; the rest of the slot becomes padding crops
+/// (-1.0 for float32, 0 for uint8, as Molmo's collator pads).
+#[derive(Debug)]
+pub enum CropsOut<'a> {
+    F32(&'a mut [f32]),
+    U8(&'a mut [u8]),
+}
+
+/// Padding crops' value in a float32 batch (Molmo's collator pads with -1).
+pub const PAD_F32: f32 = -1.0;
+
 /// Decodes one image and preprocesses it as Molmo does.
 pub fn molmo_preprocess(bytes: &[u8], cfg: &MolmoConfig) -> Result<MolmoImage> {
+    molmo_preprocess_into(bytes, cfg, None)
+}
+
+/// [`molmo_preprocess`], with the crops written into `out` when given (the result's `crops`
+/// are then empty): a batch's crops are written once, where the batch is.
+pub fn molmo_preprocess_into(
+    bytes: &[u8],
+    cfg: &MolmoConfig,
+    out: Option<CropsOut<'_>>,
+) -> Result<MolmoImage> {
     cfg.validate()?;
+    match (&out, cfg.normalize) {
+        (Some(CropsOut::F32(_)), false) | (Some(CropsOut::U8(_)), true) => {
+            return Err(ImageError::InvalidArgument(
+                "the crops' buffer is float32 exactly when the config normalises".into(),
+            ))
+        }
+        _ => {}
+    }
     let header = checked_header(bytes, cfg.max_pixels)?;
     let (h, w) = if orientation::swaps_axes(header.orientation) {
         (header.width, header.height)
@@ -177,16 +208,69 @@ pub fn molmo_preprocess(bytes: &[u8], cfg: &MolmoConfig) -> Result<MolmoImage> {
         );
         decode_at_least(bytes, cfg.max_pixels, w, h)?
     };
-    Ok(preprocess_pixels(&img, &g, cfg))
+    let per_crop = cfg.patches_per_crop() * cfg.patch_len();
+    let room = match &out {
+        Some(CropsOut::F32(s)) => Some(s.len()),
+        Some(CropsOut::U8(s)) => Some(s.len()),
+        None => None,
+    };
+    if let Some(room) = room {
+        if room < g.n_crops() * per_crop {
+            return Err(ImageError::InvalidArgument(format!(
+                "a slot of {room} values cannot hold {} crops of {per_crop}",
+                g.n_crops()
+            )));
+        }
+    }
+    Ok(preprocess_pixels_into(&img, &g, cfg, out))
 }
 
 /// Preprocesses decoded upright pixels of an image whose original size `g` describes (`img`
 /// may be a reduced decode of it).
+#[cfg(test)]
 pub(crate) fn preprocess_pixels(
     img: &RgbImage,
     g: &MolmoGeometry,
     cfg: &MolmoConfig,
 ) -> MolmoImage {
+    preprocess_pixels_into(img, g, cfg, None)
+}
+
+/// Crops of `len` values made by `fill`: into the front of `slot` (the rest of it padding,
+/// and an empty vector returned), or into a vector of their own.
+fn emit<T: Copy + Default>(
+    slot: Option<&mut [T]>,
+    len: usize,
+    pad: T,
+    fill: impl FnOnce(&mut [T]),
+) -> Vec<T> {
+    match slot {
+        Some(slot) => {
+            let (mine, rest) = slot.split_at_mut(len);
+            fill(mine);
+            rest.fill(pad);
+            Vec::new()
+        }
+        None => {
+            let mut own = vec![T::default(); len];
+            fill(&mut own);
+            own
+        }
+    }
+}
+
+/// [`preprocess_pixels`] writing the crops into `out` when given (its room checked).
+pub(crate) fn preprocess_pixels_into(
+    img: &RgbImage,
+    g: &MolmoGeometry,
+    cfg: &MolmoConfig,
+    out: Option<CropsOut<'_>>,
+) -> MolmoImage {
+    let (mut out_f32, mut out_u8) = match out {
+        Some(CropsOut::F32(s)) => (Some(s), None),
+        Some(CropsOut::U8(s)) => (None, Some(s)),
+        None => (None, None),
+    };
     let crop = cfg.crop_size as usize;
     let patch = cfg.patch_size as usize;
     let per_crop = cfg.patches_per_crop() * cfg.patch_len();
@@ -209,46 +293,59 @@ pub(crate) fn preprocess_pixels(
         if cfg.normalize {
             let (global, canvas) = (normalized(global), normalized(canvas));
             let pad = normalized(vec![0.0; 3]);
-            let mut out = vec![0f32; n * per_crop];
-            for (k, dst) in out.chunks_exact_mut(per_crop).enumerate() {
-                let (p, origin) = views(k);
-                let content = if k == 0 { &global } else { &canvas };
-                pixels::write_crop(
-                    dst,
-                    content,
-                    p,
-                    origin,
-                    crop,
-                    patch,
-                    [pad[0], pad[1], pad[2]],
-                );
-            }
-            Crops::F32(out)
+            Crops::F32(emit(out_f32.take(), n * per_crop, PAD_F32, |out| {
+                for (k, dst) in out.chunks_exact_mut(per_crop).enumerate() {
+                    let (p, origin) = views(k);
+                    let content = if k == 0 { &global } else { &canvas };
+                    pixels::write_crop(
+                        dst,
+                        content,
+                        p,
+                        origin,
+                        crop,
+                        patch,
+                        [pad[0], pad[1], pad[2]],
+                    );
+                }
+            }))
         } else {
             let q = |v: Vec<f32>| -> Vec<u8> {
                 v.into_iter().map(|x| (x * 255.0).round() as u8).collect()
             };
-            crops_u8(n, per_crop, &q(global), &q(canvas), &views, crop, patch)
+            let (global, canvas) = (q(global), q(canvas));
+            Crops::U8(emit(out_u8.take(), n * per_crop, 0, |out| {
+                crops_u8(out, per_crop, &global, &canvas, &views, crop, patch)
+            }))
         }
     } else {
         let canvas = resample(img, g.canvas.width, g.canvas.height);
         let global = resample(img, g.global.width, g.global.height);
         if cfg.normalize {
             let lut = normalize_lut();
-            let mut out = vec![0f32; n * per_crop];
-            for (k, dst) in out.chunks_exact_mut(per_crop).enumerate() {
-                let (p, origin) = views(k);
-                let content = if k == 0 { &global.data } else { &canvas.data };
-                // Write the raw bytes' normalised values channel by channel.
+            Crops::F32(emit(out_f32.take(), n * per_crop, PAD_F32, |out| {
                 let mut tmp = vec![0u8; per_crop];
-                pixels::write_crop(&mut tmp, content, p, origin, crop, patch, [0; 3]);
-                for (i, (o, &v)) in dst.iter_mut().zip(&tmp).enumerate() {
-                    *o = lut[i % 3][v as usize];
+                for (k, dst) in out.chunks_exact_mut(per_crop).enumerate() {
+                    let (p, origin) = views(k);
+                    let content = if k == 0 { &global.data } else { &canvas.data };
+                    // Write the raw bytes' normalised values channel by channel.
+                    pixels::write_crop(&mut tmp, content, p, origin, crop, patch, [0; 3]);
+                    for (i, (o, &v)) in dst.iter_mut().zip(&tmp).enumerate() {
+                        *o = lut[i % 3][v as usize];
+                    }
                 }
-            }
-            Crops::F32(out)
+            }))
         } else {
-            crops_u8(n, per_crop, &global.data, &canvas.data, &views, crop, patch)
+            Crops::U8(emit(out_u8.take(), n * per_crop, 0, |out| {
+                crops_u8(
+                    out,
+                    per_crop,
+                    &global.data,
+                    &canvas.data,
+                    &views,
+                    crop,
+                    patch,
+                )
+            }))
         }
     };
     let order = layout::patch_ordering(cfg, g.tiling);
@@ -266,15 +363,14 @@ pub(crate) fn preprocess_pixels(
 }
 
 fn crops_u8<'a>(
-    n: usize,
+    out: &mut [u8],
     per_crop: usize,
     global: &[u8],
     canvas: &[u8],
     views: &dyn Fn(usize) -> (&'a Placed, (u32, u32)),
     crop: usize,
     patch: usize,
-) -> Crops {
-    let mut out = vec![0u8; n * per_crop];
+) {
     for (k, dst) in out.chunks_exact_mut(per_crop).enumerate() {
         let (p, origin) = views(k);
         pixels::write_crop(
@@ -287,7 +383,6 @@ fn crops_u8<'a>(
             [0; 3],
         );
     }
-    Crops::U8(out)
 }
 
 /// CLIP normalisation of interleaved RGB in place, as Molmo's `image -= mean; image /= std`.
@@ -383,6 +478,77 @@ mod tests {
         // The global view's first patch lies in the 42 padded rows above the content.
         for ch in 0..3 {
             assert_eq!(c[ch], (0.0 - CLIP_MEAN[ch]) / CLIP_STD[ch]);
+        }
+    }
+
+    fn gradient(h: u32, w: u32) -> RgbImage {
+        RgbImage {
+            width: w,
+            height: h,
+            data: (0..h * w * 3).map(|i| (i % 251) as u8).collect(),
+        }
+    }
+
+    #[test]
+    fn crops_written_into_a_slot_are_the_crops_then_padding() {
+        let (h, w) = (300, 700);
+        for (exact, normalize) in [(true, true), (true, false), (false, true), (false, false)] {
+            let cfg = MolmoConfig {
+                exact,
+                normalize,
+                ..Default::default()
+            };
+            let g = MolmoGeometry::new(h, w, &cfg);
+            let own = preprocess_pixels(&gradient(h, w), &g, &cfg);
+            let per_crop = cfg.patches_per_crop() * cfg.patch_len();
+            let slot_len = (cfg.max_crops as usize + 1) * per_crop;
+            let n = own.n_crops * per_crop;
+            assert!(own.n_crops < cfg.max_crops as usize + 1);
+            match &own.crops {
+                Crops::F32(want) => {
+                    let mut slot = vec![7f32; slot_len];
+                    let got = preprocess_pixels_into(
+                        &gradient(h, w),
+                        &g,
+                        &cfg,
+                        Some(CropsOut::F32(&mut slot)),
+                    );
+                    assert_eq!(got.crops, Crops::F32(vec![]));
+                    assert_eq!(&slot[..n], &want[..]);
+                    assert!(slot[n..].iter().all(|&v| v == PAD_F32));
+                    assert_eq!(got.image_input_idx, own.image_input_idx);
+                    assert_eq!(got.patch_mask, own.patch_mask);
+                }
+                Crops::U8(want) => {
+                    let mut slot = vec![7u8; slot_len];
+                    let got = preprocess_pixels_into(
+                        &gradient(h, w),
+                        &g,
+                        &cfg,
+                        Some(CropsOut::U8(&mut slot)),
+                    );
+                    assert_eq!(got.crops, Crops::U8(vec![]));
+                    assert_eq!(&slot[..n], &want[..]);
+                    assert!(slot[n..].iter().all(|&v| v == 0));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_slot_of_the_wrong_type_is_refused() {
+        let mut f = vec![0f32; 4];
+        let mut u = vec![0u8; 4];
+        let uint8 = MolmoConfig {
+            normalize: false,
+            ..Default::default()
+        };
+        for (cfg, out) in [
+            (MolmoConfig::default(), CropsOut::U8(&mut u)),
+            (uint8, CropsOut::F32(&mut f)),
+        ] {
+            let err = molmo_preprocess_into(b"not read", &cfg, Some(out)).unwrap_err();
+            assert!(matches!(err, ImageError::InvalidArgument(_)), "{err}");
         }
     }
 
