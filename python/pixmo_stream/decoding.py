@@ -121,6 +121,20 @@ class Decode:
         return (mode, w, h, self.fast, limit, self.column, molmo, gather and molmo is not None)
 
 
+def gathers_crops(collate_fn: Any, batch_size: int | None, dataset: Any, in_main: bool) -> bool:
+    """Whether the read-ahead should write each batch's Molmo crops into one padded buffer:
+    the batch tensor of a collate_fn that accepts the stream's allocator (`molmo.Batches`),
+    handed out uncopied. Only where batches are the read batches, unpacked (a packed row lays
+    crops out otherwise), and not in a DataLoader worker (which builds its batch in shared
+    memory)."""
+    return (
+        in_main
+        and batch_size is not None
+        and getattr(dataset, "pack", None) is None
+        and bool(getattr(collate_fn, "accepts_empty", False))
+    )
+
+
 def as_decode(value: str | Decode | None) -> Decode | None:
     """`decode=` as given: None, `"rgb"`, `"cuda"` or a `Decode`."""
     if value is None or isinstance(value, Decode):

@@ -25,7 +25,7 @@ from ._split import check_rank_world, checked_int, detect_rank_world, in_worker,
 from .batching import collate as default_collate
 from .batching import null_fills
 from .dataset import Dataset, check_columns, column_list
-from .decoding import Decode, as_decode, check_column, collate_decoded, decode_on_gpu
+from .decoding import Decode, as_decode, check_column, collate_decoded, decode_on_gpu, gathers_crops
 from .packing import SAMPLE_KEY, Packing, PackState, resolve_costs
 from .schema import Schema
 from .storage import CacheArg, open_arg
@@ -151,9 +151,7 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         if self.read_threads is not None:
             return self.read_threads
         if num_workers == 0 and getattr(self, "_in_process_threads", 0):
-            # (pixmo_stream.DataLoader reading in this process for the workers it was asked
-            # for: as many threads as they would have had together)
-            return self._in_process_threads
+            return self._in_process_threads  # (pixmo_stream.DataLoader's, for its workers)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         cores = cores or os.cpu_count() or 1
         return max(1, min(2, cores // max(1, num_workers)))
@@ -278,7 +276,9 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
             "replace": (self._replace_seed(cfg), self.max_replacements)
             if self.on_bad_sample == "replace"
             else None,
-            "decode": self.decode.native(gather=self._gathers(in_main))
+            "decode": self.decode.native(
+                gather=gathers_crops(self.collate_fn, self.batch_size, self, in_main)
+            )
             if self.decode is not None and self.decode.device == "cpu"
             else None,
         }
@@ -289,18 +289,6 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         # latest at interpreter exit (atexit), so no thread of ours outlives the interpreter.
         weakref.finalize(records, reader.close)
         return records
-
-    def _gathers(self, in_main: bool) -> bool:
-        """Whether the read-ahead writes each batch's Molmo crops into one padded buffer: for a
-        collate_fn that takes the stream's allocator (`molmo.Batches`, whose batch tensor it
-        then is, uncopied), when batches are the read batches, in the main process (a worker
-        builds its batch in shared memory instead)."""
-        return (
-            in_main
-            and self.batch_size is not None
-            and getattr(self, "pack", None) is None
-            and bool(getattr(self.collate_fn, "accepts_empty", False))
-        )
 
     def _count(
         self, cfg: dict[str, Any], n: int, in_main: bool, world: int, replaced: list[Any]
