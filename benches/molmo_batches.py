@@ -73,7 +73,7 @@ def image_config(crops: str) -> Any:
     return image.MolmoConfig(max_crops=MAX_CROPS, normalize=exact, exact=exact)
 
 
-def ours_batches(tok: Any, crops: str) -> Any:
+def ours_batches(tok: Any, crops: str, pack: Any = None) -> Any:
     from pixmo_stream import molmo
 
     exact = crops == "float32"
@@ -84,6 +84,7 @@ def ours_batches(tok: Any, crops: str) -> Any:
         max_crops=MAX_CROPS,
         normalize=exact,
         exact=exact,
+        pack=pack,
     )
 
 

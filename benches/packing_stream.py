@@ -39,29 +39,20 @@ from typing import Any
 
 import numpy as np
 
+from benches import molmo_batches
 from benches.common import ROOT
 from benches.decode_stream import rate
 from benches.molmo_batches import DATA, make_data
 
 RESULTS = ROOT / "benches" / "results"
-SEQ_LEN, MAX_CROPS = 2304, 12
+SEQ_LEN, MAX_CROPS = molmo_batches.SEQ_LEN, molmo_batches.MAX_CROPS
 UNPACKED = "unpacked"
 COMMAND = "python -m benches.packing_stream"
 
 
 def batches(tok: Any, crops: str, pack: Any = None) -> Any:
-    from pixmo_stream import molmo
-
-    exact = crops == "float32"
-    return molmo.Batches(
-        tok,
-        molmo.Formatter("pixmo-points", "pointing"),
-        seq_len=SEQ_LEN,
-        max_crops=MAX_CROPS,
-        normalize=exact,
-        exact=exact,
-        pack=pack,
-    )
+    """`benches.molmo_batches`'s Batches (pixmo-points, pointing), packed with `pack`."""
+    return molmo_batches.ours_batches(tok, crops, pack)
 
 
 def crop_budget(tok: Any, path: Path, max_tokens: int) -> int:
