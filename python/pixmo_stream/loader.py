@@ -67,7 +67,7 @@ class DataLoader(torch.utils.data.DataLoader):
     ``in_process``: where a dataset decodes images (``decode=...``) and no function of yours
     runs per batch (no ``collate_fn``, no ``worker_init_fn``), ``num_workers`` worker
     processes would decode on the same native threads and then copy every image to this
-    process, which is slower (``"rgb"``: 0.88x), so by default (``None``) the loader reads in
+    process, which is slower (``"rgb"``: 0.82-0.88x), so by default (``None``) the loader reads in
     this process on the threads the workers would have had together, and says so (a
     warning on the ``pixmo_stream`` logger). ``False`` keeps the worker processes; ``True``
     reads in this process whatever the dataset does.
