@@ -86,6 +86,19 @@ def test_passes_continue_the_stream(sources):
     assert first + second == whole
 
 
+@pytest.mark.parametrize("world", [1, 3])
+def test_len_counts_what_a_pass_yields(sources, world):
+    """Samples unbatched; batches (the last one short) when the mixture batches, as for
+    `StreamingDataset`, so that `len(loader)` is the number of steps."""
+    for batch_size, workers in [(None, 0), (16, 0), (16, 2)]:
+        m = mixture(
+            sources, [1, 1, 1], length=100, batch_size=batch_size, rank=world - 1, world_size=world
+        )
+        got = list(ps.DataLoader(m, num_workers=workers))
+        assert len(m) == len(got), (batch_size, workers)
+    assert len(mixture(sources, [1, 1, 1], length=100, batch_size=16)) == 7
+
+
 def test_root_size_rates():
     rates = ps.root_size_rates({"a": (0.6, {"x": 100, "y": 400}), "b": (0.4, {"z": 9})})
     assert rates["x"] == pytest.approx(0.6 * 10 / 30)

@@ -161,11 +161,13 @@ class Mixture(_PlannedIterable):
         self._row = 0
 
     def __len__(self) -> int:
-        """Samples this rank yields per pass; with `pack`, steps of packed rows."""
+        """Items this rank yields per pass: samples, batches when `batch_size` is set, or with
+        `pack` steps of packed rows (as `StreamingDataset.__len__`)."""
         if self.length == INFINITE:
             raise TypeError("an infinite Mixture has no length")
         n = -(-self.length // self.rank_world()[1])
-        return -(-n // self.pack.rows_per_batch) if self.pack is not None else n
+        step = self.pack.rows_per_batch if self.pack is not None else self.batch_size
+        return -(-n // step) if step else n
 
     def _block_size(self) -> int:
         return self.pack.rows_per_batch if self.pack is not None else super()._block_size()
