@@ -210,16 +210,7 @@ fn rank_reads(
     let block = 3;
     let mut per_worker: Vec<VecDeque<Vec<DrawnRow>>> = Vec::new();
     for w in 0..nw {
-        let s = ConsumerSplit {
-            num_positions: start + len,
-            start,
-            world_size: ws,
-            rank,
-            num_workers: nw,
-            worker: w,
-            block,
-            remainder: Remainder::Pad,
-        };
+        let s = crate::plan::testing::padded_split(start + len, start, ws, rank, nw, w, block);
         let mut rows = MixturePackedRows::new(plan.clone(), anchor.clone(), s, 0).unwrap();
         let mut q = VecDeque::new();
         while rows.remaining() > 0 {
@@ -230,18 +221,7 @@ fn rank_reads(
         }
         per_worker.push(q);
     }
-    let mut out = Vec::new();
-    'outer: loop {
-        for q in per_worker.iter_mut() {
-            for _ in 0..block {
-                match q.pop_front() {
-                    Some(r) => out.push(r),
-                    None => break 'outer,
-                }
-            }
-        }
-    }
-    out
+    crate::plan::testing::round_robin(per_worker, block)
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::plan::order::ShuffleOptions;
-use crate::plan::split::Remainder;
+use crate::plan::testing::padded_split as split;
 use std::collections::HashMap;
 
 /// A dataset of `n` rows in groups of 37, with costs from a fixed generator: mostly 100-2000
@@ -58,19 +58,6 @@ fn all_rows(plan: &Arc<PackPlan>) -> Vec<(Vec<u64>, bool)> {
         .collect()
 }
 
-fn split(n: u64, start: u64, ws: u64, rank: u64, nw: u64, w: u64, block: u64) -> ConsumerSplit {
-    ConsumerSplit {
-        num_positions: n,
-        start,
-        world_size: ws,
-        rank,
-        num_workers: nw,
-        worker: w,
-        block,
-        remainder: Remainder::Pad,
-    }
-}
-
 /// The rows (lists of examples) rank `rank` of `ws` reads from `start` with `nw` workers,
 /// merged in the order a DataLoader hands them out (round-robin over workers' blocks).
 fn rank_reads(plan: &Arc<PackPlan>, start: u64, ws: u64, rank: u64, nw: u64) -> Vec<Vec<u64>> {
@@ -90,18 +77,7 @@ fn rank_reads(plan: &Arc<PackPlan>, start: u64, ws: u64, rank: u64, nw: u64) -> 
         }
         per_worker.push(q);
     }
-    let mut out = Vec::new();
-    'outer: loop {
-        for q in per_worker.iter_mut() {
-            for _ in 0..block {
-                match q.pop_front() {
-                    Some(r) => out.push(r),
-                    None => break 'outer,
-                }
-            }
-        }
-    }
-    out
+    crate::plan::testing::round_robin(per_worker, block)
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Small layouts and splits the plan tests share.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::order::{EpochPlan, ShuffleOptions};
@@ -36,5 +37,37 @@ pub(super) fn split(
         worker: w,
         block,
         remainder: Remainder::Drop,
+    }
+}
+
+/// [`split`] for packed rows, whose last block is padded (`Remainder::Pad`).
+pub(super) fn padded_split(
+    n: u64,
+    start: u64,
+    ws: u64,
+    rank: u64,
+    nw: u64,
+    w: u64,
+    block: u64,
+) -> ConsumerSplit {
+    ConsumerSplit {
+        remainder: Remainder::Pad,
+        ..split(n, start, ws, rank, nw, w, block)
+    }
+}
+
+/// Workers' outputs merged as torch's DataLoader hands them out: `block` items of each worker
+/// in turn, until a worker has none left.
+pub(super) fn round_robin<T>(mut per_worker: Vec<VecDeque<T>>, block: u64) -> Vec<T> {
+    let mut out = Vec::new();
+    loop {
+        for q in per_worker.iter_mut() {
+            for _ in 0..block {
+                match q.pop_front() {
+                    Some(r) => out.push(r),
+                    None => return out,
+                }
+            }
+        }
     }
 }
