@@ -121,7 +121,7 @@ class Decode:
         return (mode, w, h, self.fast, limit, self.column, molmo, gather and molmo is not None)
 
 
-def gathers_crops(collate_fn: Any, batch_size: int | None, dataset: Any, in_main: bool) -> bool:
+def gathers_crops(dataset: Any, in_main: bool) -> bool:
     """Whether the read-ahead should write each batch's Molmo crops into one padded buffer:
     the batch tensor of a collate_fn that accepts the stream's allocator (`molmo.Batches`),
     handed out uncopied. Only where batches are the read batches, unpacked (a packed row lays
@@ -129,9 +129,9 @@ def gathers_crops(collate_fn: Any, batch_size: int | None, dataset: Any, in_main
     memory)."""
     return (
         in_main
-        and batch_size is not None
+        and dataset.batch_size is not None
         and getattr(dataset, "pack", None) is None
-        and bool(getattr(collate_fn, "accepts_empty", False))
+        and bool(getattr(dataset.collate_fn, "accepts_empty", False))
     )
 
 

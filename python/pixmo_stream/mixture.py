@@ -13,7 +13,7 @@ packed into rows from its sources' costs (`packing.MixturePackState`, the core's
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -240,13 +240,6 @@ class Mixture(_PlannedIterable):
             storage=[s._storage[0] for s in self.sources],
             **{k: v for k, v in reading.items() if k != "batch_rows"},
         )
-
-    def _generate(
-        self, reader: Any, cfg: dict[str, Any], in_main: bool, rank_len: int, world: int
-    ) -> Iterator[Any]:
-        if self._pack is not None:
-            return packing.generate(self, reader, cfg, in_main, world)
-        return super()._generate(reader, cfg, in_main, rank_len, world)
 
     def _decorate(
         self,

@@ -77,6 +77,7 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         self.pin_memory = pin_memory
         self.read_threads = read_threads
         self._in_process_threads = 0  # (set by pixmo_stream.DataLoader: see _threads)
+        self._pack: Any = None  # (with pack=: the packing's state, set by the subclass)
         self.read_ahead = read_ahead
         self.on_bad_sample = on_bad_sample
         self.max_replacements = max_replacements
@@ -276,15 +277,16 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
             "replace": (self._replace_seed(cfg), self.max_replacements)
             if self.on_bad_sample == "replace"
             else None,
-            "decode": self.decode.native(
-                gather=gathers_crops(self.collate_fn, self.batch_size, self, in_main)
-            )
+            "decode": self.decode.native(gather=gathers_crops(self, in_main))
             if self.decode is not None and self.decode.device == "cpu"
             else None,
         }
         reader = self._open(cfg, world, reading)
         rank_len = self._rank_len(cfg, world) if in_main else 0
-        records = self._generate(reader, cfg, in_main, rank_len, world)
+        if self._pack is not None:
+            records = packing.generate(self, reader, cfg, in_main, world)
+        else:
+            records = self._generate(reader, cfg, in_main, rank_len, world)
         # A pass left unfinished stops its read-ahead threads when it is dropped, or at the
         # latest at interpreter exit (atexit), so no thread of ours outlives the interpreter.
         weakref.finalize(records, reader.close)
@@ -584,13 +586,6 @@ class StreamingDataset(_PlannedIterable):
             starts, epoch = self._path_starts, cfg["epoch"]
             for rec, s, r in zip(records, sources, rows, strict=True):
                 rec[SAMPLE_KEY] = (0, starts[s] + r, epoch)
-
-    def _generate(
-        self, reader: Any, cfg: dict[str, Any], in_main: bool, rank_len: int, world: int
-    ) -> Iterator[Any]:
-        if self._pack is not None:
-            return packing.generate(self, reader, cfg, in_main, world)
-        return super()._generate(reader, cfg, in_main, rank_len, world)
 
     def _open(self, cfg: dict[str, Any], world: int, reading: dict[str, Any]) -> Any:
         if self._pack is not None:
