@@ -136,17 +136,12 @@ pub fn batch_images<'py>(
     py: Python<'py>,
     value: StageValue,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    let value = match value.0.downcast::<RgbBatch>() {
-        Ok(arc) => {
-            let Ok(b) = Arc::try_unwrap(arc) else {
-                return Ok(None);
-            };
-            return Ok(Some(array(py, b.data, &[b.n, b.height, b.width, 3])?));
-        }
-        Err(other) => StageValue(other),
-    };
-    match owned::<MolmoBatch>(value) {
-        Some(b) => Ok(Some(crate::host::GatheredCrops::array(py, b)?)),
-        None => Ok(None),
+    if value.0.is::<RgbBatch>() {
+        return owned::<RgbBatch>(value)
+            .map(|b| array(py, b.data, &[b.n, b.height, b.width, 3]))
+            .transpose();
     }
+    owned::<MolmoBatch>(value)
+        .map(|b| crate::host::GatheredCrops::array(py, b))
+        .transpose()
 }
