@@ -165,6 +165,16 @@ pub enum CropsOut<'a> {
     U8(&'a mut [u8]),
 }
 
+impl CropsOut<'_> {
+    /// Values the slot holds.
+    fn len(&self) -> usize {
+        match self {
+            CropsOut::F32(s) => s.len(),
+            CropsOut::U8(s) => s.len(),
+        }
+    }
+}
+
 /// Padding crops' value in a float32 batch (Molmo's collator pads with -1).
 pub const PAD_F32: f32 = -1.0;
 
@@ -209,12 +219,7 @@ pub fn molmo_preprocess_into(
         decode_at_least(bytes, cfg.max_pixels, w, h)?
     };
     let per_crop = cfg.patches_per_crop() * cfg.patch_len();
-    let room = match &out {
-        Some(CropsOut::F32(s)) => Some(s.len()),
-        Some(CropsOut::U8(s)) => Some(s.len()),
-        None => None,
-    };
-    if let Some(room) = room {
+    if let Some(room) = out.as_ref().map(CropsOut::len) {
         if room < g.n_crops() * per_crop {
             return Err(ImageError::InvalidArgument(format!(
                 "a slot of {room} values cannot hold {} crops of {per_crop}",
