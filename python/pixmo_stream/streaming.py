@@ -151,7 +151,7 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
         (more threads than cores only delay the first batch)."""
         if self.read_threads is not None:
             return self.read_threads
-        if num_workers == 0 and getattr(self, "_in_process_threads", 0):
+        if num_workers == 0 and self._in_process_threads:
             return self._in_process_threads  # (pixmo_stream.DataLoader's, for its workers)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         cores = cores or os.cpu_count() or 1
