@@ -430,3 +430,30 @@ def test_the_read_ahead_writes_the_batch_crops_in_place(tok, tmp_path, monkeypat
             np.testing.assert_array_equal(r["image"], want.crops)
             assert (b["images"][i, n:] == pad).all()
     assert broken not in seen and len(seen) >= 7
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_a_dropped_batchs_buffer_takes_a_later_batch_whole(tok, tmp_path, normalize):
+    """The read-ahead reuses the crops buffer of a batch the consumer dropped for a later
+    batch (no fresh pages to zero); every slot of it is written again: a row with fewer crops
+    than the row before it in that buffer gets padding, not the old crops."""
+    anns = [{"captions": [f"A cat number {i}."], "transcripts": [["um a cat"]]} for i in range(24)]
+    path = write_preset(tmp_path / "cap", "pixmo-cap", anns)
+    rows = list(ps.Dataset(str(path)).iter())
+    batches = molmo.Batches(tok, molmo.Formatter("pixmo-cap"), normalize=normalize, exact=normalize)
+
+    def stream(**kw):
+        return batches.stream(str(path), batch_size=3, seed=7, read_ahead=1, **kw)
+
+    read = [[r["__sample__"][1] for r in b] for b in ps.DataLoader(stream(collate_fn=list))]
+    pad = -1 if normalize else 0
+    addresses = []
+    for b, order in zip(ps.DataLoader(stream()), read, strict=True):
+        addresses.append(b["images"].data_ptr())
+        for i, row in enumerate(order):
+            want = image.molmo_preprocess(bytes(rows[row]["image"]), batches.image_config)
+            n = want.n_crops
+            np.testing.assert_array_equal(b["images"][i, :n].numpy(), want.crops)
+            assert (b["images"][i, n:] == pad).all()
+        del b
+    assert len(addresses) == 8 and len(set(addresses)) < len(addresses)

@@ -12,6 +12,41 @@ pub(crate) struct RgbF32 {
     pub data: Vec<f32>,
 }
 
+thread_local! {
+    /// Buffers given back (`recycle`) for the next resize on this thread: a photo's passes
+    /// are tens of MB of float32, which new buffers would have the kernel zero every image.
+    static SPARE: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers a thread keeps: a resize's two passes, and the two views Molmo resizes to.
+const SPARES: usize = 3;
+
+/// A buffer of `len` values, whatever they hold (a given-back one if one is large enough;
+/// its values past its old length, or a new one's, are 0).
+fn scratch(len: usize) -> Vec<f32> {
+    let mut v = SPARE
+        .with_borrow_mut(|spare| {
+            let i = spare.iter().position(|v| v.capacity() >= len)?;
+            Some(spare.swap_remove(i))
+        })
+        .unwrap_or_default();
+    v.resize(len, 0.0);
+    v
+}
+
+/// Gives a buffer back for the next resizes on this thread.
+pub(crate) fn recycle(v: Vec<f32>) {
+    SPARE.with_borrow_mut(|spare| {
+        if spare.len() < SPARES {
+            spare.push(v);
+        } else if let Some(small) = spare.iter_mut().min_by_key(|s| s.capacity()) {
+            if small.capacity() < v.capacity() {
+                *small = v;
+            }
+        }
+    });
+}
+
 /// `v / 255` in float32 for every byte, as torchvision's `convert_image_dtype` computes it.
 fn unit_lut() -> [f32; 256] {
     std::array::from_fn(|v| v as f32 / 255.0)
@@ -87,7 +122,7 @@ fn taps(input: usize, output: usize) -> Taps {
 fn resize_width(src: &RgbU8<'_>, out_w: usize) -> RgbF32 {
     let lut = unit_lut();
     let t = taps(src.width, out_w);
-    let mut data = vec![0.0f32; src.height * out_w * 3];
+    let mut data = scratch(src.height * out_w * 3); // (every value written below)
     for y in 0..src.height {
         let row = &src.data[y * src.width * 3..(y + 1) * src.width * 3];
         let out = &mut data[y * out_w * 3..(y + 1) * out_w * 3];
@@ -112,18 +147,28 @@ fn resize_width(src: &RgbU8<'_>, out_w: usize) -> RgbF32 {
 }
 
 /// The height pass, a whole output row at a time: row `s` times its weight, plus each
-/// following tap's row times its weight, in tap order (the same sums as per element).
+/// following tap's row times its weight, in tap order (the same sums as per element; the
+/// first product is the sum so far, as `0 + x` is `x` for the non-negative values here).
 fn resize_height(src: &RgbF32, out_h: usize) -> RgbF32 {
     let t = taps(src.height, out_h);
     let stride = src.width * 3;
-    let mut data = vec![0.0f32; out_h * stride];
+    let mut data = scratch(out_h * stride);
     for (y, out) in data.chunks_exact_mut(stride.max(1)).enumerate().take(out_h) {
         let (s, n) = (t.start[y], t.len[y]);
         let w = &t.weights[y * t.max_taps..y * t.max_taps + n];
+        if n == 0 {
+            out.fill(0.0);
+        }
         for (k, &wk) in w.iter().enumerate() {
             let row = &src.data[(s + k) * stride..(s + k + 1) * stride];
-            for (o, &v) in out.iter_mut().zip(row) {
-                *o += v * wk;
+            if k == 0 {
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = v * wk;
+                }
+            } else {
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o += v * wk;
+                }
             }
         }
     }
@@ -148,7 +193,8 @@ pub(crate) fn resize_clipped(src: &RgbU8<'_>, out_w: usize, out_h: usize) -> Rgb
         }
     };
     if out_h != img.height {
-        img = resize_height(&img, out_h);
+        let tall = resize_height(&img, out_h);
+        recycle(std::mem::replace(&mut img, tall).data);
     }
     for v in &mut img.data {
         *v = v.clamp(0.0, 1.0);
@@ -214,5 +260,21 @@ mod tests {
         let r = resize_clipped(&view(8, 1, &px), 4, 1);
         let want = (1.0 * 20.0 + 3.0 * 40.0 + 3.0 * 60.0 + 1.0 * 80.0) / 8.0 / 255.0;
         assert!((r.data[3] - want).abs() < 1e-6, "{} vs {want}", r.data[3]);
+    }
+
+    #[test]
+    fn buffers_given_back_hold_no_trace_in_later_resizes() {
+        let resize = || {
+            let ramp = gray(37, 23, |x, y| (x * 7 + y * 3) as u8);
+            resize_clipped(&view(37, 23, &ramp), 15, 11).data
+        };
+        // On a fresh thread: new buffers.
+        let fresh = std::thread::spawn(resize).join().unwrap();
+        // Here: first larger resizes whose buffers are given back full of other values.
+        let noise = gray(90, 70, |x, y| ((x * 31) ^ (y * 17)) as u8);
+        for (w, h) in [(60, 50), (20, 9), (89, 3)] {
+            recycle(resize_clipped(&view(90, 70, &noise), w, h).data);
+        }
+        assert_eq!(resize(), fresh);
     }
 }

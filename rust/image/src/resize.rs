@@ -116,6 +116,25 @@ pub fn fit_scaled(h: u32, w: u32, target_h: u32, target_w: u32) -> (u32, u32) {
     (sh, sw)
 }
 
+thread_local! {
+    /// Each thread's resizer: it keeps its intermediate image (the first pass's output,
+    /// several MB for a photo) from one image to the next, where a new resizer would allocate
+    /// and zero it again for every image.
+    static RESIZER: std::cell::RefCell<Resizer> = std::cell::RefCell::new(Resizer::new());
+    /// A buffer given back (`recycle`) for the next `resample` on this thread.
+    static SPARE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Gives a resampled image's buffer back, for the next `resample` on this thread (where a
+/// new buffer would be zeroed first, then overwritten).
+pub(crate) fn recycle(img: RgbImage) {
+    SPARE.with_borrow_mut(|spare| {
+        if img.data.capacity() > spare.capacity() {
+            *spare = img.data;
+        }
+    });
+}
+
 /// Antialiased bilinear resample of RGB8 pixels to `width` x `height`.
 pub(crate) fn resample(img: &RgbImage, width: u32, height: u32) -> RgbImage {
     if (img.width, img.height) == (width, height) {
@@ -123,10 +142,14 @@ pub(crate) fn resample(img: &RgbImage, width: u32, height: u32) -> RgbImage {
     }
     let src = ImageRef::new(img.width, img.height, &img.data, PixelType::U8x3)
         .expect("an RgbImage's buffer is width*height*3 bytes");
-    let mut dst = Image::new(width, height, PixelType::U8x3);
+    // (`resize` writes only bytes past the spare's length; the resizer overwrites them all)
+    let mut buf = SPARE.with_borrow_mut(std::mem::take);
+    buf.resize(width as usize * height as usize * 3, 0);
+    let mut dst = Image::from_vec_u8(width, height, buf, PixelType::U8x3)
+        .expect("the buffer is width*height*3 bytes");
     let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-    Resizer::new()
-        .resize(&src, &mut dst, &opts)
+    RESIZER
+        .with_borrow_mut(|r| r.resize(&src, &mut dst, &opts))
         .expect("source and destination are both U8x3");
     RgbImage {
         width,
@@ -215,5 +238,23 @@ mod tests {
             out.data,
             [0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 255, 255, 0, 0, 0, 0, 0, 0]
         );
+    }
+
+    #[test]
+    fn a_buffer_given_back_holds_no_trace_in_a_later_resample() {
+        let img = |w: u32, h: u32, k: u32| RgbImage {
+            width: w,
+            height: h,
+            data: (0..w * h * 3).map(|i| (i * k % 251) as u8).collect(),
+        };
+        let small = img(50, 40, 7);
+        let fresh = std::thread::spawn({
+            let small = small.clone();
+            move || resample(&small, 21, 13)
+        })
+        .join()
+        .unwrap();
+        recycle(resample(&img(300, 200, 13), 250, 190));
+        assert_eq!(resample(&small, 21, 13), fresh);
     }
 }

@@ -85,7 +85,8 @@ impl Drop for HostBuffer {
 /// tensor: every slot holds its row's crops, then padding crops.
 #[pyclass(name = "GatheredCrops", module = "pixmo_stream._native", frozen)]
 pub struct GatheredCrops {
-    crops: img::Crops,
+    /// (Its buffer goes back to the stream's pool when this object is dropped.)
+    batch: MolmoBatch,
     /// `(rows, crops a row, patches, values a patch)`.
     #[pyo3(get)]
     shape: (usize, usize, usize, usize),
@@ -99,20 +100,14 @@ impl GatheredCrops {
             img::Crops::F32(_) => "float32",
             img::Crops::U8(_) => "uint8",
         };
-        let owner = Bound::new(
-            py,
-            GatheredCrops {
-                crops: b.crops,
-                shape,
-            },
-        )?;
+        let owner = Bound::new(py, GatheredCrops { batch: b, shape })?;
         py.import("numpy")?
             .call_method1("frombuffer", (owner, dtype))?
             .call_method1("reshape", (shape,))
     }
 
     fn bytes(&self) -> (*const u8, usize) {
-        match &self.crops {
+        match &self.batch.crops {
             img::Crops::F32(v) => (v.as_ptr().cast(), std::mem::size_of_val(v.as_slice())),
             img::Crops::U8(v) => (v.as_ptr(), v.len()),
         }
@@ -122,7 +117,7 @@ impl GatheredCrops {
 #[pymethods]
 impl GatheredCrops {
     /// # Safety
-    /// Called by CPython with a valid `view`. The memory belongs to `self.crops`, which is
+    /// Called by CPython with a valid `view`. The memory belongs to `self.batch.crops`, which is
     /// never resized and lives as long as `self`; the view keeps a reference to `self`.
     /// Writable: the arrays over it are the batch's own.
     unsafe fn __getbuffer__(

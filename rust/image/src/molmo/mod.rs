@@ -298,7 +298,7 @@ pub(crate) fn preprocess_pixels_into(
         if cfg.normalize {
             let (global, canvas) = (normalized(global), normalized(canvas));
             let pad = normalized(vec![0.0; 3]);
-            Crops::F32(emit(out_f32.take(), n * per_crop, PAD_F32, |out| {
+            let crops = Crops::F32(emit(out_f32.take(), n * per_crop, PAD_F32, |out| {
                 for (k, dst) in out.chunks_exact_mut(per_crop).enumerate() {
                     let (p, origin) = views(k);
                     let content = if k == 0 { &global } else { &canvas };
@@ -312,10 +312,15 @@ pub(crate) fn preprocess_pixels_into(
                         [pad[0], pad[1], pad[2]],
                     );
                 }
-            }))
+            }));
+            crate::antialias::recycle(global);
+            crate::antialias::recycle(canvas);
+            crops
         } else {
             let q = |v: Vec<f32>| -> Vec<u8> {
-                v.into_iter().map(|x| (x * 255.0).round() as u8).collect()
+                let q = v.iter().map(|x| (x * 255.0).round() as u8).collect();
+                crate::antialias::recycle(v);
+                q
             };
             let (global, canvas) = (q(global), q(canvas));
             Crops::U8(emit(out_u8.take(), n * per_crop, 0, |out| {
@@ -325,7 +330,7 @@ pub(crate) fn preprocess_pixels_into(
     } else {
         let canvas = resample(img, g.canvas.width, g.canvas.height);
         let global = resample(img, g.global.width, g.global.height);
-        if cfg.normalize {
+        let crops = if cfg.normalize {
             let lut = normalize_lut();
             Crops::F32(emit(out_f32.take(), n * per_crop, PAD_F32, |out| {
                 let mut tmp = vec![0u8; per_crop];
@@ -351,7 +356,9 @@ pub(crate) fn preprocess_pixels_into(
                     patch,
                 )
             }))
-        }
+        };
+        crate::resize::recycle(canvas);
+        crops
     };
     let order = layout::patch_ordering(cfg, g.tiling);
     let image_tokens = layout::tokens(cfg, g.tiling, &cfg.token_ids);
