@@ -279,3 +279,41 @@ def test_molmo_batches_from_workers_are_written_once_in_shared_memory(tmp_path, 
         ]
     crops = sum(b["images"].nbytes for b in got)
     assert received.bytes < crops / 100, (received.bytes, crops)
+    # The crops are where the worker's read-ahead wrote them (a file of their own), not a
+    # copy in the file the rest of the batch was collated into.
+    for b in got:
+        assert memfd_inode(b["images"]) != memfd_inode(b["input_ids"])
+
+
+def memfd_inode(t) -> str:
+    """The inode of the worker's shared-memory file a tensor lies in."""
+    for line in memfd_maps():
+        lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+        if lo <= t.data_ptr() and t.data_ptr() + t.nbytes <= hi:
+            return line.split()[4]
+    raise AssertionError("not in a worker's shared memory")
+
+
+def test_molmo_batches_from_workers_kept_or_dropped_are_those_made_without(tmp_path):
+    """A worker's read-ahead reuses a shared crops file only once the main process has
+    dropped every batch over it: batches kept stay intact while later ones are made, and
+    batches dropped as they come (their files reused) are still the right ones."""
+    pytest.importorskip("tokenizers")
+    from molmo_fixtures import bpe, write_preset
+    from pixmo_stream import molmo
+
+    anns = [{"captions": [f"A cow number {i}."], "transcripts": [["um a cow"]]} for i in range(40)]
+    cap = write_preset(tmp_path / "cap", "pixmo-cap", anns)
+    batches = molmo.Batches(molmo.MolmoTokenizer(bpe()), molmo.Formatter("pixmo-cap"))
+
+    def loader(workers: int):
+        ds = batches.stream(str(cap), batch_size=2, seed=3)
+        return ps.DataLoader(ds, num_workers=workers, in_process=False)
+
+    expected = list(loader(0))
+    kept = list(loader(2))  # (20 batches alive: more than a worker keeps files for)
+    for _ in range(2):
+        for b, want in zip(loader(2), expected, strict=True):
+            assert_same(want, b)
+            del b
+    assert_same(expected, kept)

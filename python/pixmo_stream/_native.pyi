@@ -98,6 +98,9 @@ def image_molmo_geometry(height: int, width: int, cfg: tuple[Any, ...]) -> dict[
 class GatheredCrops:
     @property
     def shape(self) -> tuple[int, int, int, int]: ...
+    @property
+    def shared(self) -> tuple[int, int, int] | None: ...
+    def mark_sent(self) -> None: ...
 
 @final
 class HostBuffer:
@@ -275,7 +278,7 @@ class ReadAhead:
         verify_blobs: bool = True,
         expect: list[int | None] | None = None,
         replace: tuple[int, int] | None = None,
-        decode: tuple[str, int, int, bool, int, str, tuple[Any, ...] | None] | None = None,
+        decode: tuple[str, int, int, bool, int, str, tuple[Any, ...] | None, str] | None = None,
         storage: Sequence[_StorageArg | None] | None = None,
     ) -> ReadAhead: ...
     @staticmethod
@@ -301,7 +304,7 @@ class ReadAhead:
         verify_blobs: bool = True,
         expect: list[int | None] | None = None,
         replace: tuple[int, int] | None = None,
-        decode: tuple[str, int, int, bool, int, str, tuple[Any, ...] | None] | None = None,
+        decode: tuple[str, int, int, bool, int, str, tuple[Any, ...] | None, str] | None = None,
         storage: Sequence[_StorageArg | None] | None = None,
     ) -> ReadAhead: ...
     def next_batch(
@@ -373,7 +376,7 @@ def packed_read_ahead(
     verify_blobs: bool = True,
     expect: list[int | None] | None = None,
     replace: tuple[int, int] | None = None,
-    decode: tuple[str, int, int, bool, int, str, tuple[Any, ...] | None] | None = None,
+    decode: tuple[str, int, int, bool, int, str, tuple[Any, ...] | None, str] | None = None,
     storage: Sequence[_StorageArg | None] | None = None,
 ) -> ReadAhead: ...
 
@@ -423,7 +426,7 @@ def mixture_packed_read_ahead(
     verify_blobs: bool = True,
     expect: list[int | None] | None = None,
     replace: tuple[int, int] | None = None,
-    decode: tuple[str, int, int, bool, int, str, tuple[Any, ...] | None] | None = None,
+    decode: tuple[str, int, int, bool, int, str, tuple[Any, ...] | None, str] | None = None,
     storage: Sequence[_StorageArg | None] | None = None,
 ) -> ReadAhead: ...
 def rank_len(

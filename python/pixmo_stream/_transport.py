@@ -13,6 +13,10 @@ allocated, zeroed and charged on first touch), so a worker reuses its files: the
 of each count the times it was sent and the times a receiver dropped its last array over it,
 and a file whose counts agree and whose arrays in the worker are gone takes the next batch.
 
+The native read-ahead of a worker writes Molmo's crops of a batch straight into a shared
+file of its own (``_native.GatheredCrops`` with ``shared``, made and reused by the native
+side under the same counts); `track` makes arrays and tensors over it travel the same way.
+
 Only worker processes register the reducers (`install`); arrays elsewhere in the worker still
 pickle as before (numpy's bytes, torch's own shared memory). `PIXMO_STREAM_WORKER_IPC=copy`
 turns the arenas off.
@@ -159,6 +163,32 @@ class Arena:
 _KINDS = frozenset("biufc")
 
 
+# ---- the native read-ahead's shared files ---------------------------------------------------
+class _NativeSegment:
+    """A shared file of the native read-ahead (a ``_native.GatheredCrops``'s), as the reducers
+    see a `_Segment`: the native side reuses it once the counts agree and its owner is gone."""
+
+    def __init__(self, owner: Any) -> None:
+        self.owner = owner
+        self.fd, self.address, self.used = owner.shared
+
+
+# Live `GatheredCrops` in shared memory, by the address of their mapping.
+_native: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+
+
+def track(a: np.ndarray) -> None:
+    """Arrays and tensors over `a`'s memory travel by reference, where that memory is a
+    shared file of the native read-ahead (else nothing changes)."""
+    base: Any = a
+    while isinstance(base, np.ndarray):
+        base = base.base
+    owner = base.obj if isinstance(base, memoryview) else base
+    shared = getattr(owner, "shared", None)
+    if shared is not None:
+        _native[shared[1]] = owner
+
+
 # ---- reduction (worker side) ---------------------------------------------------------------
 def _segment_of(a: np.ndarray) -> _Segment | None:
     base: Any = a
@@ -167,10 +197,13 @@ def _segment_of(a: np.ndarray) -> _Segment | None:
     return getattr(base, "segment", None) if isinstance(base, ctypes.Array) else None
 
 
-def _segment_at(start: int, end: int) -> _Segment | None:
+def _segment_at(start: int, end: int) -> _Segment | _NativeSegment | None:
     for seg in _pool:
         if seg.address <= start and end <= seg.address + seg.used and not seg.free():
             return seg
+    for address, owner in list(_native.items()):
+        if address + HEADER <= start and end <= address + owner.shared[2]:
+            return _NativeSegment(owner)
     return None
 
 
@@ -195,15 +228,22 @@ def _reduce_segment(seg: _Segment) -> tuple[Any, tuple[Any, ...]]:
     return _rebuild_segment, (DupFd(seg.fd), -(-seg.used // _PAGE) * _PAGE)
 
 
+def _reduce_native(seg: _NativeSegment) -> tuple[Any, tuple[Any, ...]]:
+    from multiprocessing.reduction import DupFd
+
+    seg.owner.mark_sent()
+    return _rebuild_segment, (DupFd(seg.fd), seg.used)
+
+
 def _array_ref(a: np.ndarray) -> tuple[Any, ...] | None:
     if a.dtype.kind not in _KINDS or a.dtype.hasobject:
         return None
-    seg = _segment_of(a)
-    if seg is None:
-        return None
     address = a.__array_interface__["data"][0]
     lo, hi = _extent(address, a.shape, a.strides, a.itemsize)
-    if lo < seg.address or hi > seg.address + seg.used:
+    seg: _Segment | _NativeSegment | None = _segment_of(a)
+    if seg is None and _native:
+        seg = _segment_at(lo, hi)
+    if seg is None or lo < seg.address or hi > seg.address + seg.used:
         return None
     return (seg, address - seg.address, a.dtype.str, a.shape, a.strides)
 
@@ -238,7 +278,7 @@ def _tensor_ref(t: Any) -> tuple[Any, ...] | None:
         or t.device.type != "cpu"
         or t.layout != torch.strided
         or t.requires_grad
-        or not _pool
+        or not (_pool or _native)
     ):
         return None
     itemsize = t.element_size()
@@ -271,6 +311,7 @@ def install() -> None:
     from multiprocessing.reduction import ForkingPickler
 
     ForkingPickler.register(_Segment, _reduce_segment)
+    ForkingPickler.register(_NativeSegment, _reduce_native)
     ForkingPickler.register(np.ndarray, _reduce_ndarray)
     import sys
 

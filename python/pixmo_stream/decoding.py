@@ -105,9 +105,10 @@ class Decode:
         """`(height, width)` of every decoded image, when fixed."""
         return self.resize or self.pad
 
-    def native(self, gather: bool = False) -> tuple[str, int, int, bool, int, str, Any, bool]:
+    def native(self, gather: str = "") -> tuple[str, int, int, bool, int, str, Any, str]:
         """The spec the native read-ahead takes; `gather`: Molmo's crops of each read batch
-        written into one padded buffer (for a consumer whose batches are the read batches)."""
+        written into one padded buffer (for a consumer whose batches are the read batches),
+        ``"heap"`` or ``"shared"`` (an anonymous shared-memory file, for a DataLoader worker)."""
         if self.resize is not None:
             mode, w, h = "exact", self.resize[1], self.resize[0]
         elif self.pad is not None:
@@ -118,21 +119,25 @@ class Decode:
             mode, w, h = "none", 0, 0
         limit = (1 << 64) - 1 if self.max_pixels is None else self.max_pixels
         molmo = self.molmo._native_args() if self.molmo is not None else None
-        return (mode, w, h, self.fast, limit, self.column, molmo, gather and molmo is not None)
+        return (mode, w, h, self.fast, limit, self.column, molmo, gather if molmo else "")
 
 
-def gathers_crops(dataset: Any, in_main: bool) -> bool:
-    """Whether the read-ahead should write each batch's Molmo crops into one padded buffer:
-    the batch tensor of a collate_fn that accepts the stream's allocator (`molmo.Batches`),
+def gathers_crops(dataset: Any, in_main: bool, shared: bool) -> str:
+    """Where the read-ahead should write each batch's Molmo crops into one padded buffer: the
+    batch tensor of a collate_fn that accepts the stream's allocator (`molmo.Batches`),
     handed out uncopied. Only where batches are the read batches, unpacked (a packed row lays
-    crops out otherwise), and not in a DataLoader worker (which builds its batch in shared
-    memory)."""
-    return (
-        in_main
-        and dataset.batch_size is not None
+    crops out otherwise). ``"heap"`` in the main process; in a DataLoader worker
+    ``"shared"`` where its batches cross by reference (`shared`, see `_transport`), else
+    ``""`` (not gathered)."""
+    if not (
+        dataset.batch_size is not None
         and getattr(dataset, "pack", None) is None
         and bool(getattr(dataset.collate_fn, "accepts_empty", False))
-    )
+    ):
+        return ""
+    if in_main:
+        return "heap"
+    return "shared" if shared else ""
 
 
 def as_decode(value: str | Decode | None) -> Decode | None:

@@ -277,7 +277,7 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
             "replace": (self._replace_seed(cfg), self.max_replacements)
             if self.on_bad_sample == "replace"
             else None,
-            "decode": self.decode.native(gather=gathers_crops(self, in_main))
+            "decode": self.decode.native(gather=gathers_crops(self, in_main, _transport.enabled()))
             if self.decode is not None and self.decode.device == "cpu"
             else None,
         }
@@ -378,6 +378,8 @@ class _PlannedIterable(torch.utils.data.IterableDataset):
                 if batch is None:
                     break
                 records, sources, rows, native_bad, images, _groups, epochs = batch
+                if shared and images is not None:
+                    _transport.track(images)  # (crops gathered in shared memory, if they are)
                 self._decorate(records, sources, rows, epochs, cfg)
                 replaced = bad.reports(native_bad)
                 if self.batch_size is None:

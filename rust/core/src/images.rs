@@ -3,10 +3,11 @@
 //! for the batch. A broken image (not an image, truncated, corrupt, zero size, more pixels
 //! than allowed) is an [`Error::BadSample`], handled by the stream's bad-sample policy.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use pixmo_stream_image as img;
 
+use crate::batch_memory::{give_back, CropsMemory, CropsPool, Gather};
 use crate::error::{Error, Location, Result};
 use crate::sample::{binary_value, BatchBuffer, SampleStage, StageValue};
 use crate::stream::{ReadBatch, ReadRow};
@@ -44,11 +45,10 @@ pub struct RgbBatch {
 /// (the rows' own `MolmoImage`s then have empty `crops`).
 ///
 /// Its buffer comes from, and goes back to when the batch is dropped, the stage's
-/// [`CropsPool`] (while the stage lives): a buffer of tens of MB made anew for every batch
-/// is fresh pages the kernel zeroes (5-7 % of the read threads' time).
+/// [`CropsPool`] (while the stage lives).
 #[derive(Debug)]
 pub struct MolmoBatch {
-    pub crops: img::Crops,
+    memory: CropsMemory,
     pub n: usize,
     pub slot_crops: usize,
     pub patches: usize,
@@ -58,67 +58,16 @@ pub struct MolmoBatch {
 
 impl Drop for MolmoBatch {
     fn drop(&mut self) {
-        if let Some(pool) = self.pool.upgrade() {
-            pool.give(std::mem::replace(
-                &mut self.crops,
-                img::Crops::U8(Vec::new()),
-            ));
-        }
-    }
-}
-
-/// Batch buffers of an [`ImageStage`] that gathers, kept for the next batches once their
-/// batches are dropped.
-#[derive(Debug, Default)]
-pub struct CropsPool {
-    idle: Mutex<Vec<img::Crops>>,
-}
-
-impl CropsPool {
-    /// Buffers kept beyond those in use: the consumer's batch and those read ahead are in use,
-    /// so a few cover a stream's steady state.
-    const IDLE: usize = 3;
-
-    /// A buffer of `len` values (float32 or uint8), its contents whatever they were: an idle
-    /// buffer large enough, else a new one (zeroed, as safe Rust makes it).
-    fn take(&self, float: bool, len: usize) -> img::Crops {
-        let reused = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            let fits = |c: &img::Crops| match c {
-                img::Crops::F32(v) => float && v.capacity() >= len,
-                img::Crops::U8(v) => !float && v.capacity() >= len,
-            };
-            idle.iter().position(fits).map(|i| idle.swap_remove(i))
-        };
-        match reused {
-            // (`resize` writes only values past the old length)
-            Some(img::Crops::F32(mut v)) => {
-                v.resize(len, 0.0);
-                img::Crops::F32(v)
-            }
-            Some(img::Crops::U8(mut v)) => {
-                v.resize(len, 0);
-                img::Crops::U8(v)
-            }
-            None if float => img::Crops::F32(vec![0.0; len]),
-            None => img::Crops::U8(vec![0; len]),
-        }
-    }
-
-    fn give(&self, crops: img::Crops) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < Self::IDLE {
-            idle.push(crops);
-        }
-    }
-
-    /// Buffers idle now.
-    pub fn idle(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+        give_back(&self.pool, &mut self.memory);
     }
 }
 
 impl MolmoBatch {
+    /// The crops' memory (float32 or uint8 values).
+    pub fn memory(&self) -> &CropsMemory {
+        &self.memory
+    }
+
     fn slot_len(&self) -> usize {
         self.slot_crops * self.patches * self.patch_len
     }
@@ -126,11 +75,7 @@ impl MolmoBatch {
     /// Slot `i` as the crops' destination.
     fn slot(&mut self, i: usize) -> img::CropsOut<'_> {
         let len = self.slot_len();
-        let range = i * len..(i + 1) * len;
-        match &mut self.crops {
-            img::Crops::F32(v) => img::CropsOut::F32(&mut v[range]),
-            img::Crops::U8(v) => img::CropsOut::U8(&mut v[range]),
-        }
+        self.memory.out(i * len..(i + 1) * len)
     }
 
     /// Slot `i` all padding (a row without an image).
@@ -150,7 +95,7 @@ pub struct ImageStage {
     columns: Vec<Option<(usize, String)>>,
     work: ImageWork,
     /// Molmo: write each batch's crops into one [`MolmoBatch`] (see [`ImageStage::gathering`]).
-    gather: bool,
+    gather: Gather,
     /// Where those batches' buffers come from.
     pool: Arc<CropsPool>,
 }
@@ -170,17 +115,19 @@ impl ImageStage {
         Ok(ImageStage {
             columns,
             work,
-            gather: false,
+            gather: Gather::Off,
             pool: Arc::default(),
         })
     }
 
     /// With Molmo's preprocessing: each read batch's crops go straight into one
     /// [`MolmoBatch`], padded to `max_crops + 1` crops a row, which a consumer whose batches
-    /// are the read batches uses as its batch tensor without copying a crop. Off by default
-    /// (another consumer would only hold the padding in memory).
-    pub fn gathering(mut self, on: bool) -> Self {
-        self.gather = on;
+    /// are the read batches uses as its batch tensor without copying a crop, in this
+    /// process's memory or in shared memory (for a DataLoader worker, whose batches then cross
+    /// to the main process uncopied). Off by default (another consumer would only hold the
+    /// padding in memory).
+    pub fn gathering(mut self, gather: Gather) -> Self {
+        self.gather = gather;
         self
     }
 
@@ -259,7 +206,7 @@ impl SampleStage for ImageStage {
         let ImageWork::Molmo(c) = &self.work else {
             return None;
         };
-        if !self.gather || rows == 0 {
+        if self.gather == Gather::Off || rows == 0 {
             return None;
         }
         let (slot_crops, patches, patch_len) = (
@@ -270,7 +217,7 @@ impl SampleStage for ImageStage {
         let len = rows * slot_crops * patches * patch_len;
         // Every slot is written before it is read (crops, then padding).
         Some(Box::new(MolmoBatch {
-            crops: self.pool.take(c.normalize, len),
+            memory: self.pool.take(c.normalize, len, self.gather),
             n: rows,
             slot_crops,
             patches,
@@ -339,61 +286,5 @@ impl SampleStage for ImageStage {
             width,
         })));
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ptr(c: &img::Crops) -> *const u8 {
-        match c {
-            img::Crops::F32(v) => v.as_ptr().cast(),
-            img::Crops::U8(v) => v.as_ptr(),
-        }
-    }
-
-    fn len(c: &img::Crops) -> usize {
-        match c {
-            img::Crops::F32(v) => v.len(),
-            img::Crops::U8(v) => v.len(),
-        }
-    }
-
-    #[test]
-    fn a_dropped_batch_gives_its_buffer_to_the_next_of_its_type_that_fits() {
-        let pool = Arc::new(CropsPool::default());
-        let batch = |float: bool, len: usize| MolmoBatch {
-            crops: pool.take(float, len),
-            n: 1,
-            slot_crops: 1,
-            patches: 1,
-            patch_len: len,
-            pool: Arc::downgrade(&pool),
-        };
-        let first = batch(false, 1000);
-        let at = ptr(&first.crops);
-        drop(first);
-        assert_eq!(pool.idle(), 1);
-        // Not for float32, nor for more bytes than it holds.
-        let (f, big) = (batch(true, 10), batch(false, 2000));
-        assert_ne!(ptr(&f.crops), at);
-        assert_ne!(ptr(&big.crops), at);
-        // A smaller uint8 batch gets it, at its own length.
-        let small = batch(false, 600);
-        assert_eq!((ptr(&small.crops), len(&small.crops)), (at, 600));
-        drop((f, big, small));
-        assert_eq!(pool.idle(), 3);
-        // At most IDLE are kept; a batch outliving its pool just frees its buffer.
-        drop((
-            batch(false, 5),
-            batch(false, 6),
-            batch(false, 7),
-            batch(false, 8000),
-        ));
-        assert_eq!(pool.idle(), CropsPool::IDLE);
-        let orphan = batch(false, 5);
-        drop(pool);
-        drop(orphan);
     }
 }

@@ -4,6 +4,7 @@
 #[cfg(target_endian = "big")]
 compile_error!("pixmo-stream assumes a little-endian host (the format is little-endian)");
 
+pub mod batch_memory;
 pub mod chunk;
 pub mod dataset;
 pub mod decode;

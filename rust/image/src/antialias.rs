@@ -18,8 +18,8 @@ thread_local! {
     static SPARE: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Buffers a thread keeps: a resize's two passes, and the two views Molmo resizes to.
-const SPARES: usize = 3;
+/// Buffers a thread keeps: Molmo resizes to two views, each in two passes.
+const SPARES: usize = 4;
 
 /// A buffer of `len` values, whatever they hold (a given-back one if one is large enough;
 /// its values past its old length, or a new one's, are 0).

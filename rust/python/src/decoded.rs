@@ -5,6 +5,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 use numpy::{PyArray1, PyArrayMethods};
+use pixmo_stream_core::batch_memory::Gather;
 use pixmo_stream_core::images::{DecodedImage, ImageStage, ImageWork, MolmoBatch, RgbBatch};
 use pixmo_stream_core::sample::StageValue;
 use pixmo_stream_image as img;
@@ -14,8 +15,18 @@ use pyo3::prelude::*;
 /// What Python passes as `decode=`: `(resize mode, width, height, fast, max_pixels, column,
 /// molmo, gather)` with the resize modes of `pixmo_stream.image` ("none", "exact", "max_side",
 /// "pad"); `molmo`, when given, is a `MolmoConfig`'s fields in order (the resize is unused);
-/// `gather`: Molmo's crops of each read batch in one padded buffer (`ImageStage::gathering`).
-pub type DecodeSpec = (String, u32, u32, bool, u64, String, Option<MolmoArgs>, bool);
+/// `gather`: Molmo's crops of each read batch in one padded buffer (`ImageStage::gathering`):
+/// "" (not), "heap" or "shared".
+pub type DecodeSpec = (
+    String,
+    u32,
+    u32,
+    bool,
+    u64,
+    String,
+    Option<MolmoArgs>,
+    String,
+);
 
 /// `pixmo_stream.image.MolmoConfig`'s fields in order (see `molmo::ConfigArgs`).
 pub type MolmoArgs = crate::molmo::ConfigArgs;
@@ -55,9 +66,19 @@ pub fn image_stage(spec: &DecodeSpec, projected: &[Vec<String>]) -> PyResult<Ima
                 .map(|p| (p, column.clone()))
         })
         .collect();
+    let gather = match gather.as_str() {
+        "" => Gather::Off,
+        "heap" => Gather::Heap,
+        "shared" => Gather::Shared,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "gather must be '', 'heap' or 'shared', not {other:?}"
+            )))
+        }
+    };
     Ok(ImageStage::new(columns, work)
         .map_err(crate::errors::to_py)?
-        .gathering(*gather))
+        .gathering(gather))
 }
 
 fn owned<T: Any + Send + Sync>(value: StageValue) -> Option<T> {

@@ -14,7 +14,6 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 
 use pixmo_stream_core::images::MolmoBatch;
-use pixmo_stream_image as img;
 
 /// Alignment of every buffer: a cache line (and AVX-512's vectors).
 const ALIGN: usize = 64;
@@ -82,10 +81,17 @@ impl Drop for HostBuffer {
 /// The memory of a batch's Molmo crops, written by the read thread (`MolmoBatch`), exported
 /// through the buffer protocol; `array(...)` is the `[N, max_crops + 1, 576, 588]` array over
 /// it. `pixmo_stream.molmo.collate` takes an array whose base is one of these as its batch
-/// tensor: every slot holds its row's crops, then padding crops.
-#[pyclass(name = "GatheredCrops", module = "pixmo_stream._native", frozen)]
+/// tensor: every slot holds its row's crops, then padding crops. In a DataLoader worker the
+/// memory is an anonymous shared-memory file (`shared`), which `pixmo_stream._transport` sends
+/// to the main process instead of the bytes. Its memory goes back to the stream's pool when
+/// this object is dropped.
+#[pyclass(
+    name = "GatheredCrops",
+    module = "pixmo_stream._native",
+    frozen,
+    weakref
+)]
 pub struct GatheredCrops {
-    /// (Its buffer goes back to the stream's pool when this object is dropped.)
     batch: MolmoBatch,
     /// `(rows, crops a row, patches, values a patch)`.
     #[pyo3(get)]
@@ -96,28 +102,22 @@ impl GatheredCrops {
     /// The batch's crops as a numpy array over a new `GatheredCrops`.
     pub fn array<'py>(py: Python<'py>, b: MolmoBatch) -> PyResult<Bound<'py, PyAny>> {
         let shape = (b.n, b.slot_crops, b.patches, b.patch_len);
-        let dtype = match &b.crops {
-            img::Crops::F32(_) => "float32",
-            img::Crops::U8(_) => "uint8",
+        let dtype = if b.memory().is_float() {
+            "float32"
+        } else {
+            "uint8"
         };
         let owner = Bound::new(py, GatheredCrops { batch: b, shape })?;
         py.import("numpy")?
             .call_method1("frombuffer", (owner, dtype))?
             .call_method1("reshape", (shape,))
     }
-
-    fn bytes(&self) -> (*const u8, usize) {
-        match &self.batch.crops {
-            img::Crops::F32(v) => (v.as_ptr().cast(), std::mem::size_of_val(v.as_slice())),
-            img::Crops::U8(v) => (v.as_ptr(), v.len()),
-        }
-    }
 }
 
 #[pymethods]
 impl GatheredCrops {
     /// # Safety
-    /// Called by CPython with a valid `view`. The memory belongs to `self.batch.crops`, which is
+    /// Called by CPython with a valid `view`. The memory belongs to `self.batch`, which is
     /// never resized and lives as long as `self`; the view keeps a reference to `self`.
     /// Writable: the arrays over it are the batch's own.
     unsafe fn __getbuffer__(
@@ -125,9 +125,31 @@ impl GatheredCrops {
         view: *mut ffi::Py_buffer,
         flags: c_int,
     ) -> PyResult<()> {
-        let (ptr, len) = slf.bytes();
+        let bytes = slf.batch.memory().bytes();
+        let (ptr, len) = (bytes.as_ptr(), bytes.len());
         crate::blob::fill_buffer(slf.py(), slf.as_ptr(), view, ptr, len, false, flags)
     }
 
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
+
+    /// `(file descriptor, address of its mapping here, bytes to map)` of the shared-memory
+    /// file the crops lie in (at 64 bytes past the mapping's start), or None for memory of
+    /// this process.
+    #[getter]
+    fn shared(&self) -> Option<(i32, usize, usize)> {
+        let b = self.batch.memory().shared()?;
+        Some((b.fd(), b.address(), b.mapped_len()))
+    }
+
+    /// Counts one sending of the shared file (its receiver counts the return); the memory is
+    /// reused only when the counts agree.
+    fn mark_sent(&self) -> PyResult<()> {
+        let b = self
+            .batch
+            .memory()
+            .shared()
+            .ok_or_else(|| PyValueError::new_err("these crops are not in shared memory"))?;
+        b.mark_sent();
+        Ok(())
+    }
 }
