@@ -29,3 +29,12 @@ def empty(shape: Sequence[int], dtype: Any) -> np.ndarray:
     if nbytes < LARGE or dtype.hasobject:
         return np.empty(shape, dtype)
     return np.frombuffer(_native.HostBuffer(nbytes), dtype=dtype, count=count).reshape(shape)
+
+
+def owner(a: np.ndarray) -> Any:
+    """The object that owns `a`'s memory: the end of its chain of views (through the
+    memoryview ``np.frombuffer`` keeps of an exporting object)."""
+    base: Any = a
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return base.obj if isinstance(base, memoryview) else base

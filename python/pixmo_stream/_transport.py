@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from ._host import owner
+
 # Address space reserved per segment: a memfd is sparse, so pages exist only where written,
 # and the receiver maps only the bytes used. A batch larger than this gets a segment of its
 # own size.
@@ -180,30 +182,25 @@ _native: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 def track(a: np.ndarray) -> None:
     """Arrays and tensors over `a`'s memory travel by reference, where that memory is a
     shared file of the native read-ahead (else nothing changes)."""
-    base: Any = a
-    while isinstance(base, np.ndarray):
-        base = base.base
-    owner = base.obj if isinstance(base, memoryview) else base
-    shared = getattr(owner, "shared", None)
+    memory = owner(a)
+    shared = getattr(memory, "shared", None)
     if shared is not None:
-        _native[shared[1]] = owner
+        _native[shared[1]] = memory
 
 
 # ---- reduction (worker side) ---------------------------------------------------------------
 def _segment_of(a: np.ndarray) -> _Segment | None:
-    base: Any = a
-    while isinstance(base, np.ndarray):
-        base = base.base
-    return getattr(base, "segment", None) if isinstance(base, ctypes.Array) else None
+    memory = owner(a)
+    return getattr(memory, "segment", None) if isinstance(memory, ctypes.Array) else None
 
 
 def _segment_at(start: int, end: int) -> _Segment | _NativeSegment | None:
     for seg in _pool:
         if seg.address <= start and end <= seg.address + seg.used and not seg.free():
             return seg
-    for address, owner in list(_native.items()):
-        if address + HEADER <= start and end <= address + owner.shared[2]:
-            return _NativeSegment(owner)
+    for address, crops in list(_native.items()):
+        if address + HEADER <= start and end <= address + crops.shared[2]:
+            return _NativeSegment(crops)
     return None
 
 

@@ -111,22 +111,14 @@ def collate(
     return out
 
 
-def _owner(a: np.ndarray) -> Any:
-    """The object that owns `a`'s memory (the end of its chain of views)."""
-    base: Any = a
-    while isinstance(base, np.ndarray):
-        base = base.base
-    # (np.frombuffer keeps a memoryview of the exporting object)
-    return base.obj if isinstance(base, memoryview) else base
-
-
 def _gathered(crops: Sequence[np.ndarray], max_crops: int) -> np.ndarray | None:
     """The batch tensor the read-ahead already wrote, when `crops` are the fronts of
     consecutive slots of one batch of gathered crops (``_native.GatheredCrops``: each slot a
     row's crops, then padding crops) of `max_crops` crops a slot; else None."""
     from .. import _native
+    from .._host import owner as memory_owner
 
-    owner = _owner(crops[0])
+    owner = memory_owner(crops[0])
     if not isinstance(owner, _native.GatheredCrops) or owner.shape[1] != max_crops:
         return None
     rows, slot_crops, patches, values = owner.shape
@@ -138,7 +130,7 @@ def _gathered(crops: Sequence[np.ndarray], max_crops: int) -> np.ndarray | None:
     first = start // slot
     for i, c in enumerate(crops):
         if (
-            _owner(c) is not owner
+            memory_owner(c) is not owner
             or c.dtype != whole.dtype
             or not c.flags.c_contiguous
             or c.shape[1:] != (patches, values)

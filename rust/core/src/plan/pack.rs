@@ -356,12 +356,7 @@ impl PackedRows {
                 "split and pack plan disagree on the rows of the epoch".into(),
             ));
         }
-        let mut walk = LocalWalk::new(&split);
-        for _ in 0..skip {
-            if walk.next().is_none() {
-                break;
-            }
-        }
+        let walk = LocalWalk::skipping(&split, skip);
         Ok(PackedRows {
             split,
             cursor: PackCursor::new(plan),

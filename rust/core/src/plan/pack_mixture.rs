@@ -286,12 +286,7 @@ impl MixturePackedRows {
                 anchor.first_row, split.start
             )));
         }
-        let mut walk = LocalWalk::new(&split);
-        for _ in 0..skip {
-            if walk.next().is_none() {
-                break;
-            }
-        }
+        let walk = LocalWalk::skipping(&split, skip);
         Ok(MixturePackedRows {
             split,
             cursor: MixturePackCursor::new(plan, anchor)?,

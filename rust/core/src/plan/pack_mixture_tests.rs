@@ -330,16 +330,7 @@ fn bad_inputs_are_refused() {
     .is_err());
     let a = plan.seek(&plan.origin(), 150).unwrap();
     assert!(a.first_row > 0);
-    let s = ConsumerSplit {
-        num_positions: 10,
-        start: 0,
-        world_size: 1,
-        rank: 0,
-        num_workers: 1,
-        worker: 0,
-        block: 1,
-        remainder: Remainder::Pad,
-    };
+    let s = crate::plan::testing::padded_split(10, 0, 1, 0, 1, 0, 1);
     assert!(MixturePackedRows::new(plan.clone(), a, s, 0).is_err());
     let src = |n: u64| MixtureSource {
         row_groups: vec![n],

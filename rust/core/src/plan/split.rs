@@ -119,6 +119,15 @@ impl LocalWalk {
 }
 
 impl LocalWalk {
+    /// [`LocalWalk::new`] with its first `skip` indices (all of them, if fewer) walked.
+    pub(crate) fn skipping(split: &ConsumerSplit, skip: u64) -> Self {
+        let mut walk = LocalWalk::new(split);
+        for _ in 0..skip.min(walk.remaining) {
+            walk.next();
+        }
+        walk
+    }
+
     /// Local indices left to walk.
     pub(crate) fn remaining(&self) -> u64 {
         self.remaining
